@@ -1,0 +1,235 @@
+//! vPDQ hashing of a video file, matching Meta's reference `vpdq-hash-video`.
+//!
+//! The reference (vpdq 0.2.5, `vpdq/cpp/vpdq/cpp/hashing/` in facebook/ThreatExchange)
+//! decodes every frame, numbers frames in decoder output order from 0, selects frames
+//! with `frameNumber % max(1, int(secondsPerHash * fps)) == 0` where fps is the stream's
+//! average frame rate (falling back to its real base rate), converts them to RGB24 with
+//! libswscale (`SWS_AREA`), and hashes them with PDQ; the timestamp is
+//! `(float)frameNumber / (float)fps`.
+//!
+//! We decode every frame too (frame numbers depend on it) but convert and hash only the
+//! selected ones.
+
+use std::path::Path;
+
+use ff::format::Pixel;
+use ff::software::scaling::{Context as Scaler, Flags};
+use ffmpeg_next as ff;
+use pdq::vpdq::VpdqFeature;
+use pdq::{ImageView, PdqHasher, PixelFormat};
+
+use crate::MediaError;
+
+/// How to hash a video.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VpdqOptions {
+    /// Hash one frame every this many seconds; 0 hashes every frame (the reference CLI's
+    /// `-r`, default 0).
+    pub seconds_per_hash: f32,
+    /// Scale frames to this square size before hashing (the reference's `-s`); `None`
+    /// keeps the native size.
+    pub downsample: Option<u32>,
+    /// Decoder threads; 0 lets FFmpeg choose.
+    pub threads: usize,
+    /// Which libswscale conversion to use.
+    pub conversion: Conversion,
+}
+
+impl Default for VpdqOptions {
+    fn default() -> Self {
+        VpdqOptions {
+            seconds_per_hash: 0.0,
+            downsample: None,
+            threads: 0,
+            conversion: Conversion::Reference,
+        }
+    }
+}
+
+/// libswscale conversion variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conversion {
+    /// The portable C code path of libswscale, which the reference data encodes
+    /// (`oracle/nosimd`): identical output on every CPU.
+    Reference,
+    /// libswscale's default for this CPU (SIMD where available): what the reference
+    /// produces on an x86 build without forcing anything. A few bits differ.
+    Native,
+}
+
+/// Video facts found while hashing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoInfo {
+    /// Frames per second used for frame selection and timestamps.
+    pub fps: f64,
+    /// Frames the decoder produced.
+    pub frames_decoded: u64,
+    /// Width and height of the coded video.
+    pub width: u32,
+    /// Height of the coded video.
+    pub height: u32,
+    /// Packets that failed to decode and were skipped.
+    pub decode_errors: u64,
+}
+
+/// The frame selection modulus: `max(1, int(seconds_per_hash * fps))`, in f64 as the
+/// reference computes it (its `-r` value is parsed as a float).
+pub fn frame_modulus(seconds_per_hash: f32, fps: f64) -> u64 {
+    ((seconds_per_hash as f64 * fps) as i64).max(1) as u64
+}
+
+/// Hashes a video file.
+pub fn hash_file(
+    path: &Path,
+    opts: &VpdqOptions,
+) -> Result<(Vec<VpdqFeature>, VideoInfo), MediaError> {
+    crate::init();
+    let p = || path.to_path_buf();
+    let mut input =
+        ff::format::input(path).map_err(|source| MediaError::Open { path: p(), source })?;
+    let stream = input
+        .streams()
+        .find(|s| s.parameters().medium() == ff::media::Type::Video)
+        .ok_or_else(|| MediaError::NoVideo { path: p() })?;
+    let index = stream.index();
+    let rate = {
+        let avg = stream.avg_frame_rate();
+        if avg.numerator() != 0 && avg.denominator() != 0 {
+            avg
+        } else {
+            stream.rate()
+        }
+    };
+    if rate.numerator() == 0 || rate.denominator() == 0 {
+        return Err(MediaError::NoFrameRate { path: p() });
+    }
+    let fps = rate.numerator() as f64 / rate.denominator() as f64;
+    let mut ctx = ff::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|source| MediaError::Decoder { path: p(), source })?;
+    ctx.set_threading(ff::threading::Config {
+        kind: ff::threading::Type::Frame,
+        count: opts.threads,
+        ..Default::default()
+    });
+    let mut decoder = ctx
+        .decoder()
+        .video()
+        .map_err(|source| MediaError::Decoder { path: p(), source })?;
+
+    let modulus = frame_modulus(opts.seconds_per_hash, fps);
+    let fps32 = fps as f32;
+    let mut state = Selector {
+        modulus,
+        fps: fps32,
+        next_frame: 0,
+        conversion: opts.conversion,
+        downsample: opts.downsample,
+        scaler: None,
+        rgb: ff::frame::Video::empty(),
+        hasher: PdqHasher::new(),
+        features: Vec::new(),
+    };
+    let mut decoded = ff::frame::Video::empty();
+    let mut decode_errors = 0u64;
+    for (s, packet) in input.packets() {
+        if s.index() != index {
+            continue;
+        }
+        if let Err(e) = decoder.send_packet(&packet) {
+            tracing::debug!(error = %e, "packet rejected by decoder");
+            decode_errors += 1;
+            continue;
+        }
+        while decoder.receive_frame(&mut decoded).is_ok() {
+            state
+                .frame(&decoded)
+                .map_err(|source| MediaError::Convert { path: p(), source })?;
+        }
+    }
+    decoder
+        .send_eof()
+        .map_err(|source| MediaError::Decode { path: p(), source })?;
+    while decoder.receive_frame(&mut decoded).is_ok() {
+        state
+            .frame(&decoded)
+            .map_err(|source| MediaError::Convert { path: p(), source })?;
+    }
+    let info = VideoInfo {
+        fps,
+        frames_decoded: state.next_frame,
+        width: decoder.width(),
+        height: decoder.height(),
+        decode_errors,
+    };
+    Ok((state.features, info))
+}
+
+struct Selector {
+    modulus: u64,
+    fps: f32,
+    next_frame: u64,
+    conversion: Conversion,
+    downsample: Option<u32>,
+    scaler: Option<(Scaler, (Pixel, u32, u32))>,
+    rgb: ff::frame::Video,
+    hasher: PdqHasher,
+    features: Vec<VpdqFeature>,
+}
+
+impl Selector {
+    fn frame(&mut self, frame: &ff::frame::Video) -> Result<(), ff::Error> {
+        let n = self.next_frame;
+        self.next_frame += 1;
+        if n % self.modulus != 0 {
+            return Ok(());
+        }
+        let key = (frame.format(), frame.width(), frame.height());
+        if self.scaler.as_ref().map(|(_, k)| *k) != Some(key) {
+            let (dw, dh) = match self.downsample {
+                Some(s) => (s, s),
+                None => (frame.width(), frame.height()),
+            };
+            self.scaler = Some((new_scaler(key, dw, dh, self.conversion)?, key));
+        }
+        let (scaler, _) = self.scaler.as_mut().expect("set above");
+        scaler.run(frame, &mut self.rgb)?;
+        let (w, h) = (self.rgb.width() as usize, self.rgb.height() as usize);
+        let stride = self.rgb.stride(0);
+        let view = ImageView::new(self.rgb.data(0), w, h, stride, PixelFormat::Rgb8)
+            .expect("swscale output is sized for its dimensions");
+        let pdq = self.hasher.hash(&view);
+        self.features.push(VpdqFeature {
+            pdq,
+            frame_number: n,
+            timestamp: (n as f32 / self.fps) as f64,
+        });
+        Ok(())
+    }
+}
+
+/// Creates the RGB24 scaler. For [`Conversion::Reference`], libswscale is initialised
+/// with FFmpeg's CPU flags forced to 0, so it picks its portable C converters (what the
+/// reference data was produced with) instead of the x86 SIMD ones, which round
+/// differently. Those flags are process-global, so every scaler creation holds one lock;
+/// a decoder that FFmpeg initialises on another thread inside that window at worst picks
+/// C code too, which is slower but decodes the same pixels (H.264 decoding is exact).
+fn new_scaler(
+    (fmt, w, h): (Pixel, u32, u32),
+    dw: u32,
+    dh: u32,
+    conversion: Conversion,
+) -> Result<Scaler, ff::Error> {
+    static CPU_FLAGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CPU_FLAGS.lock().unwrap_or_else(|e| e.into_inner());
+    match conversion {
+        Conversion::Native => Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, Flags::AREA),
+        Conversion::Reference => {
+            // SAFETY: av_force_cpu_flags only stores an integer that FFmpeg reads when it
+            // initialises function tables; -1 restores detection.
+            unsafe { ff::ffi::av_force_cpu_flags(0) };
+            let scaler = Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, Flags::AREA);
+            unsafe { ff::ffi::av_force_cpu_flags(-1) };
+            scaler
+        }
+    }
+}
