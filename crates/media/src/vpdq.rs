@@ -180,7 +180,7 @@ impl Selector {
     fn frame(&mut self, frame: &ff::frame::Video) -> Result<(), ff::Error> {
         let n = self.next_frame;
         self.next_frame += 1;
-        if n % self.modulus != 0 {
+        if !n.is_multiple_of(self.modulus) {
             return Ok(());
         }
         let key = (frame.format(), frame.width(), frame.height());

@@ -314,11 +314,11 @@ impl PdqHasher {
         if img.width < MIN_HASHABLE_DIM || img.height < MIN_HASHABLE_DIM {
             return None;
         }
-        self.to_64(img, true);
+        self.downsample(img, true);
         Some((dct(&self.buf64), quality(&self.buf64)))
     }
 
-    fn to_64(&mut self, src: &impl LumaRows, allow_skip: bool) {
+    fn downsample(&mut self, src: &impl LumaRows, allow_skip: bool) {
         let (w, h) = (src.width(), src.height());
         if allow_skip && w == 64 && h == 64 {
             for r in 0..64 {
@@ -336,7 +336,7 @@ impl PdqHasher {
                 quality: 0,
             };
         }
-        self.to_64(src, true);
+        self.downsample(src, true);
         let q = quality(&self.buf64);
         let b = dct(&self.buf64);
         PdqHash {
@@ -353,7 +353,7 @@ impl PdqHasher {
             };
         }
         // The reference's dihedral path never skips the filter, even at 64x64.
-        self.to_64(src, false);
+        self.downsample(src, false);
         let q = quality(&self.buf64);
         let b = dct(&self.buf64);
         Dihedral {

@@ -24,7 +24,7 @@ type Lanes = [f32; LANES];
 
 /// The reference's `computeJaroszFilterWindowSize(old, new)`.
 pub(crate) fn window_size(old: usize, new: usize) -> usize {
-    (old + 2 * new - 1) / (2 * new)
+    old.div_ceil(2 * new)
 }
 
 /// The four phase lengths of the reference's `box1DFloat` for a line of `len` samples

@@ -1,0 +1,33 @@
+# Firebreak: the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/cache/firebreak/target
+
+.PHONY: setup run test lint ci bench bench-compare
+
+## Install missing system packages (quick when everything is present).
+setup:
+	@scripts/setup.sh
+
+## Build and run the embedded demo: hash sample media, show a re-upload matching.
+run: setup
+	cargo build --release -p firebreak
+	scripts/demo.sh
+
+## Run the whole test suite.
+test: setup
+	cargo test --workspace
+
+## Formatting and lints, as CI runs them.
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+ci: lint test
+
+## Criterion benchmarks.
+bench: setup
+	cargo bench -p firebreak-benches
+
+## Side-by-side speed against Meta's reference (PyPI pdqhash and vpdq).
+bench-compare: setup
+	benches/compare_reference.sh
