@@ -19,6 +19,16 @@ const LUMA_R: f32 = 0.299_f64 as f32;
 const LUMA_G: f32 = 0.587_f64 as f32;
 const LUMA_B: f32 = 0.114_f64 as f32;
 
+/// `coefficient * value` for every 8-bit value: the same f32 products the reference
+/// computes per pixel, looked up instead of multiplied.
+fn luma_tables() -> &'static [[f32; 256]; 3] {
+    static T: OnceLock<[[f32; 256]; 3]> = OnceLock::new();
+    T.get_or_init(|| {
+        let row = |c: f32| std::array::from_fn(|v| c * v as f32);
+        [row(LUMA_R), row(LUMA_G), row(LUMA_B)]
+    })
+}
+
 /// Pixel layout of an [`ImageView`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PixelFormat {
@@ -171,8 +181,9 @@ impl LumaRows for ImageView<'_> {
                 }
             }
             PixelFormat::Rgb8 | PixelFormat::Rgba8 => {
+                let t = luma_tables();
                 for (o, px) in out.iter_mut().zip(row.chunks_exact(bpp)) {
-                    *o = (LUMA_R * px[0] as f32 + LUMA_G * px[1] as f32) + LUMA_B * px[2] as f32;
+                    *o = (t[0][px[0] as usize] + t[1][px[1] as usize]) + t[2][px[2] as usize];
                 }
             }
         }

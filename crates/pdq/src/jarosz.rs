@@ -41,7 +41,10 @@ pub(crate) fn sample_index(o: usize, n: usize) -> usize {
 }
 
 /// Box filter along `LANES` interleaved lines at once (`inp[i][l]` is sample `i` of line `l`).
-fn box_lanes(inp: &[Lanes], out: &mut [Lanes], w: usize) {
+/// With `keep`, only outputs `i` where `keep[i]` are written (the sums still run over
+/// every sample, so kept outputs are unchanged).
+fn box_lanes(inp: &[Lanes], out: &mut [Lanes], w: usize, keep: Option<&[bool]>) {
+    let wanted = |i: usize| keep.is_none_or(|k| k[i]);
     let len = inp.len();
     let [n1, n2, n3, n4] = phases(len, w);
     let mut sum: Lanes = [0.0; LANES];
@@ -55,7 +58,9 @@ fn box_lanes(inp: &[Lanes], out: &mut [Lanes], w: usize) {
     for _ in 0..n2 {
         add(&mut sum, &inp[ri]);
         cnt += 1;
-        div(&sum, cnt as f32, &mut out[oi]);
+        if wanted(oi) {
+            div(&sum, cnt as f32, &mut out[oi]);
+        }
         ri += 1;
         oi += 1;
     }
@@ -63,7 +68,9 @@ fn box_lanes(inp: &[Lanes], out: &mut [Lanes], w: usize) {
     for _ in 0..n3 {
         add(&mut sum, &inp[ri]);
         sub(&mut sum, &inp[li]);
-        div(&sum, c, &mut out[oi]);
+        if wanted(oi) {
+            div(&sum, c, &mut out[oi]);
+        }
         ri += 1;
         li += 1;
         oi += 1;
@@ -71,7 +78,9 @@ fn box_lanes(inp: &[Lanes], out: &mut [Lanes], w: usize) {
     for _ in 0..n4 {
         sub(&mut sum, &inp[li]);
         cnt -= 1;
-        div(&sum, cnt as f32, &mut out[oi]);
+        if wanted(oi) {
+            div(&sum, cnt as f32, &mut out[oi]);
+        }
         li += 1;
         oi += 1;
     }
@@ -95,6 +104,71 @@ fn sub(sum: &mut Lanes, x: &Lanes) {
 fn div(sum: &Lanes, c: f32, out: &mut Lanes) {
     for l in 0..LANES {
         out[l] = sum[l] / c;
+    }
+}
+
+/// Interleaves rows `r0..r0 + n` of a `width`-wide row-major image into lanes:
+/// `out[c][l] = img[(r0 + l) * width + c]`. Works in 4x4 blocks so that loads and stores
+/// are 4 floats wide (the compiler turns the block into register shuffles).
+fn rows_to_lanes(img: &[f32], width: usize, r0: usize, n: usize, out: &mut [Lanes]) {
+    let full = width / 4 * 4;
+    let mut l = 0;
+    while l + 4 <= n {
+        let rows: [&[f32]; 4] =
+            std::array::from_fn(|k| &img[(r0 + l + k) * width..(r0 + l + k + 1) * width]);
+        for c in (0..full).step_by(4) {
+            let a: [[f32; 4]; 4] = std::array::from_fn(|k| rows[k][c..c + 4].try_into().unwrap());
+            for (j, cell) in out[c..c + 4].iter_mut().enumerate() {
+                let dst: &mut [f32; 4] = (&mut cell[l..l + 4]).try_into().unwrap();
+                *dst = [a[0][j], a[1][j], a[2][j], a[3][j]];
+            }
+        }
+        for c in full..width {
+            for (k, row) in rows.iter().enumerate() {
+                out[c][l + k] = row[c];
+            }
+        }
+        l += 4;
+    }
+    for l in l..n {
+        let row = &img[(r0 + l) * width..(r0 + l + 1) * width];
+        for (cell, &v) in out.iter_mut().zip(row) {
+            cell[l] = v;
+        }
+    }
+}
+
+/// The inverse of [`rows_to_lanes`]: `img[(r0 + l) * width + c] = lanes[c][l]`.
+fn lanes_to_rows(lanes: &[Lanes], width: usize, r0: usize, n: usize, img: &mut [f32]) {
+    let full = width / 4 * 4;
+    let mut l = 0;
+    while l + 4 <= n {
+        let (_, rest) = img.split_at_mut((r0 + l) * width);
+        let (r_a, rest) = rest.split_at_mut(width);
+        let (r_b, rest) = rest.split_at_mut(width);
+        let (r_c, rest) = rest.split_at_mut(width);
+        let r_d = &mut rest[..width];
+        let mut rows = [r_a, r_b, r_c, r_d];
+        for c in (0..full).step_by(4) {
+            let a: [[f32; 4]; 4] =
+                std::array::from_fn(|j| lanes[c + j][l..l + 4].try_into().unwrap());
+            for (k, row) in rows.iter_mut().enumerate() {
+                let dst: &mut [f32; 4] = (&mut row[c..c + 4]).try_into().unwrap();
+                *dst = [a[0][k], a[1][k], a[2][k], a[3][k]];
+            }
+        }
+        for c in full..width {
+            for (k, row) in rows.iter_mut().enumerate() {
+                row[c] = lanes[c][l + k];
+            }
+        }
+        l += 4;
+    }
+    for l in l..n {
+        let row = &mut img[(r0 + l) * width..(r0 + l + 1) * width];
+        for (d, cell) in row.iter_mut().zip(lanes) {
+            *d = cell[l];
+        }
     }
 }
 
@@ -167,6 +241,7 @@ pub(crate) struct Scratch {
     narrow_a: Vec<f32>,
     narrow_b: Vec<f32>,
     sums: Vec<f32>,
+    keep: Vec<bool>,
 }
 
 /// Filters and decimates `src` to 64x64 exactly as the reference's Jarosz filter with two
@@ -182,7 +257,7 @@ pub(crate) fn downsample_64(src: &impl LumaRows, s: &mut Scratch, out: &mut [f32
     s.strip_in.resize(w, [0.0; LANES]);
     s.strip_out.clear();
     s.strip_out.resize(w, [0.0; LANES]);
-    s.row.resize(w, 0.0);
+    s.row.resize(w * LANES, 0.0);
     s.full_a.resize(w * h, 0.0);
     s.full_b.resize(w * h, 0.0);
 
@@ -190,34 +265,27 @@ pub(crate) fn downsample_64(src: &impl LumaRows, s: &mut Scratch, out: &mut [f32
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         for l in 0..n {
-            src.luma_row(r0 + l, &mut s.row);
-            for (cell, &y) in s.strip_in.iter_mut().zip(&s.row) {
-                cell[l] = y;
-            }
+            src.luma_row(r0 + l, &mut s.row[l * w..(l + 1) * w]);
         }
-        box_lanes(&s.strip_in, &mut s.strip_out, win_x);
-        for l in 0..n {
-            let dst = &mut s.full_a[(r0 + l) * w..(r0 + l + 1) * w];
-            for (d, cell) in dst.iter_mut().zip(&s.strip_out) {
-                *d = cell[l];
-            }
-        }
+        rows_to_lanes(&s.row, w, 0, n, &mut s.strip_in);
+        box_lanes(&s.strip_in, &mut s.strip_out, win_x, None);
+        lanes_to_rows(&s.strip_out, w, r0, n, &mut s.full_a);
     }
     // Pass 1, along columns.
     box_cols(&s.full_a, &mut s.full_b, &mut s.sums, h, w, win_y);
 
     // Pass 2, along rows, keeping only the 64 sampled columns.
+    s.keep.clear();
+    s.keep.resize(w, false);
+    for &c in &cols {
+        s.keep[c] = true;
+    }
     s.narrow_a.resize(h * 64, 0.0);
     s.narrow_b.resize(h * 64, 0.0);
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
-        for l in 0..n {
-            let src_row = &s.full_b[(r0 + l) * w..(r0 + l + 1) * w];
-            for (cell, &y) in s.strip_in.iter_mut().zip(src_row) {
-                cell[l] = y;
-            }
-        }
-        box_lanes(&s.strip_in, &mut s.strip_out, win_x);
+        rows_to_lanes(&s.full_b, w, r0, n, &mut s.strip_in);
+        box_lanes(&s.strip_in, &mut s.strip_out, win_x, Some(&s.keep));
         for l in 0..n {
             let dst = &mut s.narrow_a[(r0 + l) * 64..(r0 + l + 1) * 64];
             for (d, &c) in dst.iter_mut().zip(&cols) {
