@@ -7,9 +7,15 @@
 //! libswscale (`SWS_AREA`), and hashes them with PDQ; the timestamp is
 //! `(float)frameNumber / (float)fps`.
 //!
-//! We decode every frame too (frame numbers depend on it) but convert and hash only the
-//! selected ones.
+//! We convert and hash only the selected frames. When frames are selected at an
+//! interval, a demux-only pre-scan first ranks every packet's pts: the frame with the
+//! n-th smallest pts is the decoder's n-th output frame, so the selection is known
+//! before decoding, and disposable (non-reference) frames that are not selected are not
+//! decoded at all (`skip_frame = NONREF` for their packets). Reference frames are always
+//! decoded, so the selected frames' pixels are unchanged. If any packet lacks a pts or
+//! two share one, we fall back to decoding every frame and counting outputs.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ff::format::Pixel;
@@ -117,11 +123,17 @@ pub fn hash_file(
         .map_err(|source| MediaError::Decoder { path: p(), source })?;
 
     let modulus = frame_modulus(opts.seconds_per_hash, fps);
+    let plan = if modulus > 1 {
+        prescan(path, index, modulus)
+    } else {
+        None
+    };
     let fps32 = fps as f32;
     let mut state = Selector {
         modulus,
         fps: fps32,
         next_frame: 0,
+        selected: plan.as_ref().map(|p| p.selected.clone()),
         conversion: opts.conversion,
         downsample: opts.downsample,
         scaler: None,
@@ -134,6 +146,16 @@ pub fn hash_file(
     for (s, packet) in input.packets() {
         if s.index() != index {
             continue;
+        }
+        if let Some(plan) = &plan {
+            let wanted = packet
+                .pts()
+                .is_some_and(|pts| plan.selected.contains_key(&pts));
+            decoder.skip_frame(if wanted {
+                ff::Discard::Default
+            } else {
+                ff::Discard::NonReference
+            });
         }
         if let Err(e) = decoder.send_packet(&packet) {
             tracing::debug!(error = %e, "packet rejected by decoder");
@@ -156,7 +178,7 @@ pub fn hash_file(
     }
     let info = VideoInfo {
         fps,
-        frames_decoded: state.next_frame,
+        frames_decoded: plan.map_or(state.next_frame, |p| p.frames),
         width: decoder.width(),
         height: decoder.height(),
         decode_errors,
@@ -164,10 +186,46 @@ pub fn hash_file(
     Ok((state.features, info))
 }
 
+/// Which frames a pre-scan selected.
+struct Plan {
+    /// pts of each selected frame -> its frame number (rank in presentation order).
+    selected: HashMap<i64, u64>,
+    /// Number of frames (packets) in the stream.
+    frames: u64,
+}
+
+/// Demuxes (without decoding) the video stream and ranks its packets by pts. `None` when
+/// the ranking cannot be trusted to equal the decoder's output order.
+fn prescan(path: &Path, index: usize, modulus: u64) -> Option<Plan> {
+    let mut input = ff::format::input(path).ok()?;
+    let mut pts = Vec::new();
+    for (s, packet) in input.packets() {
+        if s.index() == index {
+            pts.push(packet.pts()?);
+        }
+    }
+    pts.sort_unstable();
+    if pts.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
+    let selected = pts
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| (*n as u64).is_multiple_of(modulus))
+        .map(|(n, &p)| (p, n as u64))
+        .collect();
+    Some(Plan {
+        selected,
+        frames: pts.len() as u64,
+    })
+}
+
 struct Selector {
     modulus: u64,
     fps: f32,
     next_frame: u64,
+    /// With a pre-scan plan: pts of each selected frame -> its frame number.
+    selected: Option<HashMap<i64, u64>>,
     conversion: Conversion,
     downsample: Option<u32>,
     scaler: Option<(Scaler, (Pixel, u32, u32))>,
@@ -178,11 +236,20 @@ struct Selector {
 
 impl Selector {
     fn frame(&mut self, frame: &ff::frame::Video) -> Result<(), ff::Error> {
-        let n = self.next_frame;
-        self.next_frame += 1;
-        if !n.is_multiple_of(self.modulus) {
-            return Ok(());
-        }
+        let n = match &self.selected {
+            Some(selected) => match frame.pts().and_then(|pts| selected.get(&pts)) {
+                Some(&n) => n,
+                None => return Ok(()),
+            },
+            None => {
+                let n = self.next_frame;
+                self.next_frame += 1;
+                if !n.is_multiple_of(self.modulus) {
+                    return Ok(());
+                }
+                n
+            }
+        };
         let key = (frame.format(), frame.width(), frame.height());
         if self.scaler.as_ref().map(|(_, k)| *k) != Some(key) {
             let (dw, dh) = match self.downsample {
