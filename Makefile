@@ -13,9 +13,12 @@ run: setup
 	cargo build --release -p firebreak
 	scripts/demo.sh
 
-## Run the whole test suite.
+## Run the whole test suite (ends with one summary line over every test binary).
 test: setup
-	cargo test --workspace
+	@set -o pipefail; cargo test --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } \
+	  END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i; exit (p == 0 || f > 0) }' \
+	  $(CARGO_TARGET_DIR)/test.log
 
 ## Formatting and lints, as CI runs them.
 lint: setup
