@@ -101,15 +101,16 @@ proptest! {
         rng_seed: proptest::test_runner::RngSeed::Fixed(0x0f12_e8ea),
         ..ProptestConfig::default()
     })]
-    /// For a 64x64 image (no filtering, so pixel and DCT transforms commute exactly up to
-    /// f32 summation order) the hash of the transformed image is the dihedral hash.
+    /// For a 64x64 image (no filtering, so pixel and DCT-domain transforms commute; the
+    /// coefficients differ only in f32 summation order, far below the gaps around the
+    /// median on these images) the hash of the transformed image is the dihedral hash.
     #[test]
     fn dihedral_hash_is_hash_of_transformed_64x64_image(seed in any::<u64>(), t in 0usize..8) {
         let img = smooth_image(64, 64, seed);
         let d = PdqHasher::new().dihedral(&ImageView::packed(&img.2, 64, 64, PixelFormat::Grey8).unwrap());
         let direct = hash(&transform(&img, t));
         let dist = direct.hash.distance(&d.hashes[t]);
-        prop_assert!(dist <= 2, "transform {} ({}): {} bits", t, pdq::Dihedral::NAMES[t], dist);
+        prop_assert!(dist == 0, "transform {} ({}): {} bits", t, pdq::Dihedral::NAMES[t], dist);
     }
 
     /// At other sizes the downsampling is not exactly mirror-symmetric (the decimation
