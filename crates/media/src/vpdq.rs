@@ -128,10 +128,9 @@ pub fn hash_file(
     } else {
         None
     };
-    let fps32 = fps as f32;
     let mut state = Selector {
         modulus,
-        fps: fps32,
+        fps,
         next_frame: 0,
         selected: plan.as_ref().map(|p| p.selected.clone()),
         conversion: opts.conversion,
@@ -222,7 +221,7 @@ fn prescan(path: &Path, index: usize, modulus: u64) -> Option<Plan> {
 
 struct Selector {
     modulus: u64,
-    fps: f32,
+    fps: f64,
     next_frame: u64,
     /// With a pre-scan plan: pts of each selected frame -> its frame number.
     selected: Option<HashMap<i64, u64>>,
@@ -268,7 +267,7 @@ impl Selector {
         self.features.push(VpdqFeature {
             pdq,
             frame_number: n,
-            timestamp: (n as f32 / self.fps) as f64,
+            timestamp: VpdqFeature::reference_timestamp(n, self.fps),
         });
         Ok(())
     }
