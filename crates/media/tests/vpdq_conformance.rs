@@ -125,3 +125,29 @@ fn missing_and_non_video_files_are_clear_errors() {
     let err = hash_file(&csv, &VpdqOptions::default()).unwrap_err();
     assert!(err.to_string().contains("expected.csv"), "{err}");
 }
+
+/// The interval path (pre-scan, unselected non-reference frames never decoded) gives
+/// exactly the every-frame path's features at the selected frame numbers, on videos
+/// with many B-frames.
+#[test]
+fn interval_selection_equals_every_frame_subset() {
+    for name in ["chair-19-sd-bar", "pattern-hd-no-bar"] {
+        let (all, all_info) = hash_file(&video(name), &VpdqOptions::default()).unwrap();
+        let opts = VpdqOptions {
+            seconds_per_hash: 1.0,
+            ..Default::default()
+        };
+        let (every_second, info) = hash_file(&video(name), &opts).unwrap();
+        let modulus = firebreak_media::vpdq::frame_modulus(1.0, info.fps);
+        assert_eq!(modulus, 30);
+        let want: Vec<_> = all
+            .into_iter()
+            .filter(|f| f.frame_number % modulus == 0)
+            .collect();
+        assert_eq!(every_second, want, "{name}");
+        assert_eq!(
+            info.frames_decoded, all_info.frames_decoded,
+            "{name}: frame count"
+        );
+    }
+}
