@@ -68,7 +68,8 @@ pub enum Conversion {
 pub struct VideoInfo {
     /// Frames per second used for frame selection and timestamps.
     pub fps: f64,
-    /// Frames the decoder produced.
+    /// Frames in the video stream: decoder outputs, or packets when the selection was
+    /// planned by a pre-scan (the two are equal for well-formed streams; tested).
     pub frames_decoded: u64,
     /// Width and height of the coded video.
     pub width: u32,
