@@ -71,7 +71,7 @@ pub struct VideoInfo {
     /// Frames in the video stream: decoder outputs, or packets when the selection was
     /// planned by a pre-scan (the two are equal for well-formed streams; tested).
     pub frames_decoded: u64,
-    /// Width and height of the coded video.
+    /// Width of the coded video.
     pub width: u32,
     /// Height of the coded video.
     pub height: u32,
@@ -124,16 +124,18 @@ pub fn hash_file(
         .map_err(|source| MediaError::Decoder { path: p(), source })?;
 
     let modulus = frame_modulus(opts.seconds_per_hash, fps);
-    let plan = if modulus > 1 {
+    let (selected, planned_frames) = if modulus > 1 {
         prescan(path, index, modulus)
+            .map(|p| (p.selected, p.frames))
+            .unzip()
     } else {
-        None
+        (None, None)
     };
     let mut state = Selector {
         modulus,
         fps,
         next_frame: 0,
-        selected: plan.as_ref().map(|p| p.selected.clone()),
+        selected,
         conversion: opts.conversion,
         downsample: opts.downsample,
         scaler: None,
@@ -147,10 +149,8 @@ pub fn hash_file(
         if s.index() != index {
             continue;
         }
-        if let Some(plan) = &plan {
-            let wanted = packet
-                .pts()
-                .is_some_and(|pts| plan.selected.contains_key(&pts));
+        if let Some(selected) = &state.selected {
+            let wanted = packet.pts().is_some_and(|pts| selected.contains_key(&pts));
             decoder.skip_frame(if wanted {
                 ff::Discard::Default
             } else {
@@ -178,7 +178,7 @@ pub fn hash_file(
     }
     let info = VideoInfo {
         fps,
-        frames_decoded: plan.map_or(state.next_frame, |p| p.frames),
+        frames_decoded: planned_frames.unwrap_or(state.next_frame),
         width: decoder.width(),
         height: decoder.height(),
         decode_errors,
@@ -194,7 +194,8 @@ struct Plan {
     frames: u64,
 }
 
-/// Demuxes (without decoding) the video stream and ranks its packets by pts. `None` when
+/// Demuxes (without decoding; a second open of the file, cheap next to decoding) the
+/// video stream and ranks its packets by pts. `None` when
 /// the ranking cannot be trusted to equal the decoder's output order.
 fn prescan(path: &Path, index: usize, modulus: u64) -> Option<Plan> {
     let mut input = ff::format::input(path).ok()?;
