@@ -80,6 +80,25 @@ impl Hash256 {
         self.limbs == [0; 4]
     }
 
+    /// The 32 bytes in hex-text order (`bytes.fromhex(hex)` in Python): the most
+    /// significant byte first.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&self.limbs[3 - i].to_be_bytes());
+        }
+        out
+    }
+
+    /// The inverse of [`Hash256::to_bytes`].
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let mut limbs = [0u64; 4];
+        for (i, chunk) in bytes.chunks_exact(8).enumerate() {
+            limbs[3 - i] = u64::from_be_bytes(chunk.try_into().expect("8-byte chunk"));
+        }
+        Hash256 { limbs }
+    }
+
     /// The 64-digit lowercase hex text, as the reference prints it.
     pub fn to_hex(&self) -> String {
         self.to_string()
@@ -190,5 +209,15 @@ mod tests {
         let b = Hash256::from_limbs([0b0001, 0, 0, 1 << 63]);
         assert_eq!(a.distance(&b), 2 + 64 + 1);
         assert_eq!(a.distance(&a), 0);
+    }
+
+    #[test]
+    fn bytes_follow_hex_order() {
+        let text = "e271017837246aaccddea259648fb7d62f435c89d9e99b2497763e216c8d055c";
+        let h: Hash256 = text.parse().unwrap();
+        let bytes = h.to_bytes();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, text);
+        assert_eq!(Hash256::from_bytes(&bytes), h);
     }
 }

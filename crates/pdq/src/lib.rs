@@ -9,9 +9,11 @@
 //! - [`Hash256`] / [`PdqHash`]: the 256-bit hash, reference hex text, Hamming distance.
 //! - [`PdqHasher`]: hashing from RGB8, grey8 or f32 luma buffers, and the dihedral hashes.
 //! - [`vpdq`]: per-frame video features, their text format, and video comparison.
+//! - [`index`]: exact Hamming-range search over millions of hashes, updatable live.
 
 mod hash;
 mod hasher;
+pub mod index;
 mod jarosz;
 pub mod vpdq;
 
