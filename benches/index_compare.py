@@ -452,9 +452,25 @@ def cmd_faiss(args):
 # report
 
 
+def load_json_output(path):
+    """The JSON object a program printed: the whole file, else its last line that parses as one."""
+    text = open(path).read()
+    try:
+        return json.loads(text)
+    except ValueError:
+        for line in reversed(text.splitlines()):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    sys.exit(f"{path}: no JSON object found")
+
+
 def cmd_report(args):
     fa = json.load(open(args.faiss))
-    fb = json.load(open(args.firebreak)) if args.firebreak and os.path.exists(args.firebreak) else None
+    fb = load_json_output(args.firebreak) if args.firebreak and os.path.exists(args.firebreak) else None
     rows = [("Firebreak (exact)", fb)] if fb else []
     rows.append(("FAISS BinaryFlat", fa["flat"]))
     for m in fa["multihash"]:

@@ -10,12 +10,19 @@
 //! - [`PdqHasher`]: hashing from RGB8, grey8 or f32 luma buffers, and the dihedral hashes.
 //! - [`vpdq`]: per-frame video features, their text format, and video comparison.
 //! - [`index`]: exact Hamming-range search over millions of hashes, updatable live.
+//! - [`lists`] and [`bank`]: hash-list formats, banks, import hygiene, binary snapshots.
+//! - [`matcher`]: PDQ, video and digest matching against banks, with negative banks.
+//! - [`window`]: live vPDQ match percentages over a stream's rolling window.
 
+pub mod bank;
 mod hash;
 mod hasher;
 pub mod index;
 mod jarosz;
+pub mod lists;
+pub mod matcher;
 pub mod vpdq;
+pub mod window;
 
 #[cfg(feature = "decode")]
 pub mod decode;
