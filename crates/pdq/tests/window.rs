@@ -30,7 +30,11 @@ impl Rng {
 
 /// Quality as a function of the hash, so identical hashes have identical quality.
 fn quality(h: &Hash256) -> u8 {
-    if h.limbs()[0] % 5 == 0 { 30 } else { 90 }
+    if h.limbs()[0].is_multiple_of(5) {
+        30
+    } else {
+        90
+    }
 }
 
 fn feature(h: Hash256, t: f64) -> VpdqFeature {
