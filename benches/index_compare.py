@@ -336,6 +336,8 @@ def cmd_one(args):
     queries = load_codes(os.path.join(args.dir, "queries.bin"))
     truth = load_truth(os.path.join(args.dir, "truth.txt"))
     queries = queries[:len(truth)]
+    kinds_path = os.path.join(args.dir, "query_kinds.txt")
+    kinds = np.array(open(kinds_path).read().split()) if os.path.exists(kinds_path) else None
     nq = len(queries) if args.lat_queries is None else min(args.lat_queries, len(queries))
     radius = args.radius
 
@@ -385,6 +387,10 @@ def cmd_one(args):
         recall=found / truth_pairs if truth_pairs else 1.0,
         false_positives=extra,
     )
+    if kinds is not None:
+        k = kinds[:nq]
+        out["p50_us_by_kind"] = {kind: percentile_us(lat[k == kind], 50) for kind in sorted(set(k.tolist()))}
+        out["p99_us_by_kind"] = {kind: percentile_us(lat[k == kind], 99) for kind in sorted(set(k.tolist()))}
     if args.kind != "flat":
         out["mean_candidates_per_query"] = stats.ndis / nq if nq else 0.0
         out["mean_nonempty_buckets_per_query"] = stats.nlist / nq if nq else 0.0
@@ -472,6 +478,8 @@ def cmd_report(args):
     fa = json.load(open(args.faiss))
     fb = load_json_output(args.firebreak) if args.firebreak and os.path.exists(args.firebreak) else None
     rows = [("Firebreak (exact)", fb)] if fb else []
+    if fb and fb.get("scan_p50_us"):
+        rows.append(("Firebreak scan (first queries)", {"query_p50_us": fb["scan_p50_us"]}))
     rows.append(("FAISS BinaryFlat", fa["flat"]))
     for m in fa["multihash"]:
         tag = "exact" if m["exact"] else "approx"
@@ -480,7 +488,10 @@ def cmd_report(args):
         rows.append((f"FAISS Hash b{h['b']} f{h['nflip']} (approx)", h))
 
     def f(x, spec):
-        return "-" if x is None else format(x, spec)
+        if x is not None:
+            return format(x, spec)
+        width = spec.split(".")[0]
+        return "-".rjust(int(width)) if width.isdigit() else "-"
 
     print(f"\nExact Hamming range search, distance <= {fa['distance']}, N = {fa['n']}, "
           f"{fa['queries']} queries, one thread (FAISS {fa['faiss_version']}; FAISS latencies include "
@@ -494,17 +505,29 @@ def cmd_report(args):
         print("(no Firebreak result; ratios skipped)")
         return
     best = fa.get("multihash_best")
-    p50 = fb["query_p50_us"]
-    print("\nRatios (> 1 means Firebreak is faster / smaller):")
-    print(f"  query p50: FAISS flat / Firebreak = {fa['flat']['query_p50_us'] / p50:.2f}x")
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a is not None and b else "-"
+
+    print("\nRatios, FAISS / Firebreak (> 1 means Firebreak is faster / smaller):")
+    print(f"  query p50, FAISS flat (first {fa['flat']['queries_timed']} queries): "
+          f"{ratio(fa['flat']['query_p50_us'], fb.get('query_p50_us'))}"
+          + (f"; vs Firebreak's own scan p50: {ratio(fa['flat']['query_p50_us'], fb['scan_p50_us'])}"
+             if fb.get("scan_p50_us") else ""))
     if best:
-        print(f"  query p50: FAISS MultiHash {best['nhash']}x{best['b']} f{best['nflip']} / Firebreak = "
-              f"{best['query_p50_us'] / p50:.2f}x")
-        print(f"  query p99: FAISS MultiHash / Firebreak = {best['query_p99_us'] / fb['query_p99_us']:.2f}x")
-        print(f"  build:     FAISS MultiHash / Firebreak = {best['build_seconds'] / fb['build_seconds']:.2f}x")
-        print(f"  memory:    FAISS MultiHash / Firebreak = {best['bytes_per_hash'] / fb['bytes_per_hash']:.2f}x")
-    print(f"  recall:    Firebreak {fb['recall']:.4f}, FAISS MultiHash "
-          f"{best['recall'] if best else float('nan'):.4f}, FAISS flat {fa['flat']['recall']:.4f}")
+        name = f"MultiHash {best['nhash']}x{best['b']} f{best['nflip']}"
+        print(f"  query p50, FAISS {name}: {ratio(best['query_p50_us'], fb.get('query_p50_us'))}")
+        print(f"  query p99, FAISS {name}: {ratio(best['query_p99_us'], fb.get('query_p99_us'))}")
+        print(f"  build,     FAISS {name}: {ratio(best['build_seconds'], fb.get('build_seconds'))}"
+              f"  (flat: {ratio(fa['flat']['build_seconds'], fb.get('build_seconds'))})")
+        print(f"  memory,    FAISS {name}: {ratio(best['bytes_per_hash'], fb.get('bytes_per_hash'))}"
+              f"  (flat: {ratio(fa['flat']['bytes_per_hash'], fb.get('bytes_per_hash'))})")
+    print(f"  recall:    Firebreak {f(fb.get('recall'), '.4f')}, FAISS {name if best else 'MultiHash'} "
+          f"{f(best['recall'] if best else None, '.4f')}, FAISS flat {fa['flat']['recall']:.4f}")
+    print("  (FAISS B/hash = RSS growth while adding, including its own copy of the codes; Firebreak "
+          "B/hash = the index's heap accounting"
+          + (f", RSS growth {fb['rss_delta_bytes_per_hash']:.1f} B/hash excluding the already-resident input"
+             if fb.get("rss_delta_bytes_per_hash") is not None else "") + ")")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #   DISTANCE=31     inclusive Hamming radius
 #   REFVENV=...     Python venv with numpy + faiss-cpu (default /var/cache/firebreak/refvenv)
 #   DATA=...        data dir (default $CARGO_TARGET_DIR/bench-data/index-$N)
+#   BUILD_THREADS=1 threads for Firebreak's index build (FAISS's hash-index add is single-threaded)
 #   SKIP_FIREBREAK=1  skip the cargo step (FAISS side and table only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ N="${N:-10000000}"
 Q="${Q:-1000}"
 SEED="${SEED:-7}"
 DISTANCE="${DISTANCE:-31}"
+BUILD_THREADS="${BUILD_THREADS:-1}"
 VENV="${REFVENV:-/var/cache/firebreak/refvenv}"
 DATA="${DATA:-$CARGO_TARGET_DIR/bench-data/index-$N}"
 PY="$VENV/bin/python"
@@ -64,7 +66,7 @@ else
   echo "== firebreak: index_bench" >&2
   cargo run --release -q -p firebreak-benches --bin index_bench -- \
     --hashes "$DATA/hashes.bin" --queries "$DATA/queries.bin" --truth "$DATA/truth.txt" \
-    --distance "$DISTANCE" > "$FB_JSON"
+    --distance "$DISTANCE" --threads "$BUILD_THREADS" > "$FB_JSON"
   cat "$FB_JSON" >&2
 fi
 

@@ -14,6 +14,8 @@ use pdq::vpdq;
 #[derive(Debug, Parser)]
 #[command(name = "firebreak", version, about = "Live-stream crisis monitor")]
 struct Cli {
+    #[command(flatten)]
+    data: crate::banks::DataDir,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +28,12 @@ enum Command {
     /// Compare hashes.
     #[command(subcommand)]
     Compare(CompareCommand),
+    /// Manage hash-list banks (import, export, stats).
+    #[command(subcommand)]
+    Lists(crate::banks::ListsCommand),
+    /// Match hashes, images or videos against the banks; prints JSON lines.
+    #[command(subcommand)]
+    Match(crate::banks::MatchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +113,8 @@ pub fn main() -> ExitCode {
         Command::Hash(HashCommand::Pdq(a)) => hash_pdq(&a),
         Command::Hash(HashCommand::Vpdq(a)) => hash_vpdq(&a).map(|()| ExitCode::SUCCESS),
         Command::Compare(CompareCommand::Vpdq(a)) => compare_vpdq(&a),
+        Command::Lists(c) => crate::banks::lists(&cli.data, &c),
+        Command::Match(c) => crate::banks::matching(&cli.data, &c),
     };
     match result {
         Ok(code) => code,

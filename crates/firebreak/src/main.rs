@@ -3,6 +3,7 @@
 //! This crate owns user-facing wiring only: argument parsing, output formats, exit
 //! codes and progress display. Hashing is `firebreak-pdq`; decoding is `firebreak-media`.
 
+mod banks;
 mod cli;
 
 use std::process::ExitCode;

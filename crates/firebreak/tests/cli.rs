@@ -175,3 +175,223 @@ fn compare_vpdq_reports_the_bad_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.txt") && err.contains("line 2"), "{err}");
 }
+
+fn firebreak_in(data: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .env("FIREBREAK_DATA", data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn flip_bits(hex: &str, n: usize) -> String {
+    let mut h: pdq::Hash256 = hex.parse().unwrap();
+    let mut limbs = h.limbs();
+    for b in 0..n {
+        limbs[b % 4] ^= 1 << (b * 7 % 64);
+    }
+    h = pdq::Hash256::from_limbs(limbs);
+    h.to_hex()
+}
+
+#[test]
+fn lists_import_match_negative_export_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let image = shared().join("pdq/images/pen-and-coaster.png");
+    let want = expected_row("expected.csv", "pen-and-coaster.png");
+    let near = flip_bits(&want[1], 5);
+    let list = dir.path().join("list.csv");
+    std::fs::write(
+        &list,
+        format!(
+            "hash,quality,id,labels\n{near},100,pen,weapon\n{},20,low,\nnothex,100,bad,\n",
+            flip_bits(&want[1], 40)
+        ),
+    )
+    .unwrap();
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "import",
+            list.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--bank",
+            "crisis",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["added"], 1);
+    assert_eq!(report["rejected"]["low_quality"], 1);
+    assert_eq!(report["rejected"]["bad_hash"], 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("list.csv:line 3: low_quality"), "{stderr}");
+    assert!(stderr.contains("line 4: bad_hash"), "{stderr}");
+
+    let unrelated = "0f".repeat(32);
+    let out = firebreak_in(
+        &data,
+        &[
+            "match",
+            "pdq",
+            image.to_str().unwrap(),
+            &want[1],
+            &unrelated,
+        ],
+    );
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3);
+    for line in &lines[..2] {
+        assert_eq!(line["matches"][0]["entry_id"], "pen");
+        assert_eq!(line["matches"][0]["bank"], "crisis");
+        assert_eq!(line["matches"][0]["distance"], 5);
+        assert_eq!(line["matches"][0]["labels"][0], "weapon");
+    }
+    assert_eq!(lines[0]["hash"], want[1].as_str());
+    assert!(lines[2]["matches"].as_array().unwrap().is_empty());
+
+    // A negative bank with the image's own hash suppresses the match.
+    let benign = dir.path().join("benign.txt");
+    std::fs::write(&benign, format!("pdq {}\n", want[1])).unwrap();
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "import",
+            benign.to_str().unwrap(),
+            "--format",
+            "local-file",
+            "--bank",
+            "benign",
+            "--negative",
+        ],
+    );
+    assert!(out.status.success());
+    let out = firebreak_in(&data, &["match", "pdq", &want[1]]);
+    let line = &json_lines(&out)[0];
+    assert!(line["matches"].as_array().unwrap().is_empty());
+    assert_eq!(line["suppressed"][0]["entry_id"], "pen");
+    assert_eq!(line["negative"][0]["bank"], "benign");
+    // Importing into a negative bank without --negative is refused.
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "import",
+            benign.to_str().unwrap(),
+            "--format",
+            "local-file",
+            "--bank",
+            "benign",
+        ],
+    );
+    assert!(!out.status.success());
+
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "export",
+            "--bank",
+            "crisis",
+            "--format",
+            "local-file",
+        ],
+    );
+    assert_eq!(stdout(&out), format!("pdq {near}\n"));
+
+    // A corrupt snapshot is reported and skipped; the other banks still match.
+    std::fs::write(data.join("banks/broken.fbank"), b"garbage").unwrap();
+    let out = firebreak_in(&data, &["lists", "stats"]);
+    assert!(out.status.success());
+    let stats = json_lines(&out);
+    let names: Vec<&str> = stats.iter().map(|s| s["bank"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["benign", "crisis"]);
+    assert_eq!(stats[1]["entries"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.fbank"));
+    let out = firebreak_in(&data, &["match", "pdq", image.to_str().unwrap()]);
+    assert_eq!(json_lines(&out)[0]["suppressed"][0]["entry_id"], "pen");
+}
+
+#[test]
+fn match_vpdq_finds_the_banked_video_and_its_md5() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let original = shared().join("vpdq/expected/chair-orig-22-sd-bar.txt");
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "import",
+            original.to_str().unwrap(),
+            "--format",
+            "vpdq",
+            "--bank",
+            "videos",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let query = shared().join("vpdq/videos/chair-22-sd-sepia-bar.mp4");
+    let md5 = Command::new("md5sum").arg(&query).output().unwrap();
+    let md5 = stdout(&md5).split_whitespace().next().unwrap().to_owned();
+    let list = dir.path().join("md5.txt");
+    std::fs::write(&list, format!("video_md5 {md5}\n")).unwrap();
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "import",
+            list.to_str().unwrap(),
+            "--format",
+            "local-file",
+            "--bank",
+            "files",
+        ],
+    );
+    assert!(out.status.success());
+
+    let out = firebreak_in(&data, &["match", "vpdq", query.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = &json_lines(&out)[0];
+    assert_eq!(line["md5"], md5.as_str());
+    assert_eq!(line["videos"][0]["entry_id"], "chair-orig-22-sd-bar");
+    assert_eq!(line["videos"][0]["is_match"], true);
+    assert_eq!(line["digests"][0]["kind"], "video_md5");
+    assert_eq!(line["digests"][0]["bank"], "files");
+
+    // An unrelated video matches neither.
+    let other = shared().join("vpdq/videos/doorknob-hd-no-bar.mp4");
+    let out = firebreak_in(&data, &["match", "vpdq", other.to_str().unwrap()]);
+    let line = &json_lines(&out)[0];
+    assert!(
+        line["videos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["is_match"] == false)
+    );
+    assert!(line["digests"].as_array().unwrap().is_empty());
+}
