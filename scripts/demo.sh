@@ -40,3 +40,16 @@ echo "== re-upload vs known clip"
 "$BIN" compare vpdq "$DEMO/reupload.vpdq.txt" "$DEMO/clip.vpdq.txt"
 echo "== unrelated vs known clip"
 "$BIN" compare vpdq "$DEMO/unrelated.vpdq.txt" "$DEMO/clip.vpdq.txt"
+
+echo "== banks: the clip's vPDQ and its frame's PDQ into a crisis bank, then match"
+export FIREBREAK_DATA="$DEMO/data"
+rm -rf "$FIREBREAK_DATA"
+"$BIN" lists import "$DEMO/clip.vpdq.txt" --format vpdq --bank crisis --id known-clip
+"$BIN" hash pdq "$DEMO/frame.png" | awk -F, '{print "pdq " $1}' >"$DEMO/frame.list"
+"$BIN" lists import "$DEMO/frame.list" --format local-file --bank crisis
+"$BIN" lists stats
+echo "-- match vpdq: the re-upload (expect known-clip, is_match true), then the unrelated video"
+"$BIN" match vpdq "$DEMO/reupload.mp4"
+"$BIN" match vpdq "$DEMO/unrelated.mp4"
+echo "-- match pdq: the frame, and its mirror (PDQ is not flip-invariant: no match expected)"
+"$BIN" match pdq "$DEMO/frame.png" "$DEMO/frame-mirrored.png"
