@@ -6,27 +6,8 @@ use pdq::window::{VpdqWindow, WindowConfig, WindowEvent};
 use pdq::{Hash256, PdqHash};
 use proptest::prelude::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn hash(&mut self) -> Hash256 {
-        Hash256::from_limbs([self.next(), self.next(), self.next(), self.next()])
-    }
-    fn near(&mut self, h: &Hash256, flips: u64) -> Hash256 {
-        let mut l = h.limbs();
-        for _ in 0..flips {
-            let b = self.next() % 256;
-            l[(b / 64) as usize] ^= 1 << (b % 64);
-        }
-        Hash256::from_limbs(l)
-    }
-}
+mod common;
+use common::Rng;
 
 /// Quality as a function of the hash, so identical hashes have identical quality.
 fn quality(h: &Hash256) -> u8 {
@@ -70,7 +51,7 @@ proptest! {
                 _ => {
                     let v = &videos[(rng.next() % 3) as usize];
                     let f = v[(rng.next() % v.len() as u64) as usize].pdq.hash;
-                    let flips = rng.next() % 45;
+                    let flips = rng.below(45) as u32;
                     rng.near(&f, flips)
                 }
             };

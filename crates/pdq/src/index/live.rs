@@ -52,7 +52,7 @@ impl Snapshot {
 
     /// Number of live entries.
     pub fn len(&self) -> usize {
-        self.base.len() + self.delta.len() - self.deleted.len()
+        (self.base.len() + self.delta.len()).saturating_sub(self.deleted.len())
     }
 
     /// Whether there are no live entries.
