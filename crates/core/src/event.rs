@@ -72,6 +72,55 @@ pub fn cloud_event(decision: &Decision, producer: &Producer) -> Value {
     })
 }
 
+/// Realistic escalation events for demos, load tests and delivery tests: for each of
+/// `streams` streams, alternately a crisis-bank escalation and the stream's end, until
+/// each has `per_stream` events; interleaved across streams in decision order, as
+/// (key = stream id, CloudEvent JSON). Deterministic.
+pub fn sample_events(
+    streams: usize,
+    per_stream: usize,
+    producer: &Producer,
+) -> Vec<(String, Vec<u8>)> {
+    use crate::policy::{FrameSignals, HashMatch, Policy, StreamEvent, StreamState};
+    let policy = Policy::new(crate::PolicyConfig::builtin());
+    let mut states: Vec<StreamState> = (0..streams)
+        .map(|s| StreamState::new(format!("stream-{s}"), &policy))
+        .collect();
+    let mut out = Vec::with_capacity(streams * per_stream);
+    let mut wall = 1_795_878_106_000u64;
+    let mut counts = vec![0usize; streams];
+    while counts.iter().any(|&c| c < per_stream) {
+        for (s, state) in states.iter_mut().enumerate() {
+            if counts[s] >= per_stream {
+                continue;
+            }
+            wall += 1000;
+            let decisions = if counts[s].is_multiple_of(2) {
+                let frame = FrameSignals {
+                    media_time: (counts[s] * 10) as f64,
+                    wall_ms: wall,
+                    hash_matches: vec![HashMatch {
+                        bank: "crisis".into(),
+                        entry_id: format!("e{}", counts[s]),
+                        distance: 3,
+                        quality: 100,
+                    }],
+                    ..Default::default()
+                };
+                state.on_frame(&policy, &frame)
+            } else {
+                state.on_event(&policy, StreamEvent::Ended, wall)
+            };
+            for d in decisions {
+                let event = serde_json::to_vec(&cloud_event(&d, producer)).expect("JSON");
+                out.push((d.stream_id.clone(), event));
+                counts[s] += 1;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

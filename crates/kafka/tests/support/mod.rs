@@ -7,61 +7,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use firebreak_core::event::{Producer, cloud_event};
-use firebreak_core::policy::HashMatch;
-use firebreak_core::{FrameSignals, Policy, PolicyConfig, StreamEvent, StreamState};
+use firebreak_core::event::{Producer, sample_events};
 use firebreak_kafka::{DeliveryMetrics, Outbox, OutboxConfig, Pipeline};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 
-/// `per_stream` escalation events for each of `streams` streams, interleaved in decision
-/// order: (key, event JSON).
+/// `per_stream` escalation events for each of `streams` streams: (key, event JSON).
 pub fn events(streams: usize, per_stream: usize) -> Vec<(String, Vec<u8>)> {
-    let policy = Policy::new(PolicyConfig::builtin());
     let producer = Producer {
         worker_id: "test-worker".into(),
         tenant: "tenant-a".into(),
     };
-    let mut states: Vec<StreamState> = (0..streams)
-        .map(|s| StreamState::new(format!("stream-{s}"), &policy))
-        .collect();
-    let mut out = Vec::new();
-    let mut wall = 1_795_878_106_000u64;
-    let mut counts = vec![0usize; streams];
-    while counts.iter().any(|&c| c < per_stream) {
-        for (s, state) in states.iter_mut().enumerate() {
-            if counts[s] >= per_stream {
-                continue;
-            }
-            wall += 1000;
-            // Alternate: a crisis match (escalation), then the stream ends (closing it).
-            let decisions = if counts[s] % 2 == 0 {
-                let f = FrameSignals {
-                    media_time: wall as f64 / 1000.0,
-                    wall_ms: wall,
-                    hash_matches: vec![HashMatch {
-                        bank: "crisis".into(),
-                        entry_id: format!("e{}", counts[s]),
-                        distance: 3,
-                        quality: 100,
-                    }],
-                    ..Default::default()
-                };
-                state.on_frame(&policy, &f)
-            } else {
-                state.on_event(&policy, StreamEvent::Ended, wall)
-            };
-            for d in decisions {
-                out.push((
-                    d.stream_id.clone(),
-                    serde_json::to_vec(&cloud_event(&d, &producer)).unwrap(),
-                ));
-                counts[s] += 1;
-            }
-        }
-    }
-    out
+    sample_events(streams, per_stream, &producer)
 }
 
 pub fn pipeline(dir: &Path) -> Pipeline {
@@ -88,6 +46,8 @@ pub fn consume(bootstrap: &str, topic: &str, want: usize, deadline: Duration) ->
         .set("group.id", format!("check-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // tansu holds a group join for about half the session timeout.
+        .set("session.timeout.ms", "6000")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
