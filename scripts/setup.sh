@@ -28,3 +28,6 @@ for c in rustfmt clippy; do
     rustup component add "$c"
   fi
 done
+
+# The Kafka-protocol broker the delivery tests start (tansu 0.6.0, pinned by sha256).
+scripts/tansu.sh install >/dev/null

@@ -160,6 +160,8 @@ struct Shared {
     accepted_at: Mutex<std::collections::BTreeMap<u64, Instant>>,
     wake: Notify,
     metrics: DeliveryMetrics,
+    /// Every decision-to-ack latency (seconds), when a load test asked for them.
+    latency_log: Mutex<Option<Vec<f64>>>,
     dead_letter: PathBuf,
 }
 
@@ -173,6 +175,7 @@ impl Pipeline {
                 accepted_at: Mutex::new(Default::default()),
                 wake: Notify::new(),
                 metrics,
+                latency_log: Mutex::new(None),
                 dead_letter: dir.join("dead-letter.jsonl"),
             }),
         }
@@ -193,14 +196,35 @@ impl Pipeline {
             }
         };
         self.inner.metrics.outbox_depth.set(outbox.depth() as i64);
-        drop(outbox);
+        // Recorded before the outbox lock is released, so the replayer cannot
+        // acknowledge the event before its acceptance time is known.
         self.inner
             .accepted_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(seq, Instant::now());
+        drop(outbox);
         self.inner.wake.notify_one();
         Ok(seq)
+    }
+
+    /// Starts keeping every decision-to-ack latency (for load tests; unbounded).
+    pub fn log_latencies(&self) {
+        *self
+            .inner
+            .latency_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The latencies kept since [`Pipeline::log_latencies`], in seconds.
+    pub fn latencies(&self) -> Vec<f64> {
+        self.inner
+            .latency_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Events accepted and not yet delivered.
@@ -311,11 +335,17 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let rest = accepted.split_off(&(seq + 1));
+        let mut log = self
+            .inner
+            .latency_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (_, at) in std::mem::replace(&mut *accepted, rest) {
-            self.inner
-                .metrics
-                .decision_to_ack
-                .observe(at.elapsed().as_secs_f64());
+            let seconds = at.elapsed().as_secs_f64();
+            self.inner.metrics.decision_to_ack.observe(seconds);
+            if let Some(log) = log.as_mut() {
+                log.push(seconds);
+            }
         }
     }
 
