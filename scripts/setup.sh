@@ -30,4 +30,4 @@ for c in rustfmt clippy; do
 done
 
 # The Kafka-protocol broker the delivery tests start (tansu 0.6.0, pinned by sha256).
-scripts/tansu.sh install >/dev/null
+"$(dirname "$0")/tansu.sh" install >/dev/null
