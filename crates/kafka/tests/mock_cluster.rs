@@ -176,3 +176,39 @@ async fn fatal_errors_are_dead_lettered_not_retried() {
     );
     support::check(&events[1..], &consumed);
 }
+
+/// The embedded default: no Kafka configured, events go to a JSONL log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_log_when_no_kafka_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = support::pipeline(&dir.path().join("outbox"));
+    let log = dir.path().join("events.jsonl");
+    let sink = firebreak_kafka::JsonlSink::open(&log).unwrap();
+    let events = support::events(2, 5);
+    for (k, e) in &events {
+        p.accept(k, e).unwrap();
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.run(&sink, 4, async {
+                stop_rx.await.ok();
+            })
+            .await
+        })
+    };
+    assert!(support::drained(&p, Duration::from_secs(30)).await);
+    let _ = stop_tx.send(());
+    runner.await.unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let want: Vec<String> = events
+        .iter()
+        .map(|(_, e)| String::from_utf8(e.clone()).unwrap())
+        .collect();
+    assert_eq!(lines, want, "every event, in order, once");
+}

@@ -177,3 +177,78 @@ fn sigkill_mid_stream_then_restart_delivers_everything_accepted() {
         consumed.len() - duplicates
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_absent_at_first_then_started_receives_everything() {
+    let install = Command::new(script()).arg("install").output().unwrap();
+    assert!(install.status.success());
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = support::pipeline(dir.path());
+    let events = support::events(4, 6);
+    for (k, e) in &events {
+        p.accept(k, e).unwrap();
+    }
+    let mut config = KafkaConfig::new(&bootstrap, "outage");
+    config.message_timeout = Duration::from_secs(2);
+    let sink = KafkaSink::new(&config).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let p = p.clone();
+        tokio::spawn(async move {
+            p.run(&sink, 8, async {
+                stop_rx.await.ok();
+            })
+            .await
+        })
+    };
+    // No broker: deliveries time out and are retried; nothing is acknowledged.
+    let started = std::time::Instant::now();
+    while p.metrics().errors.with_label_values(&["retryable"]).get() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no retryable error without a broker"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.depth(), events.len());
+    // The broker comes up on that port.
+    let broker_dir = tempfile::tempdir().unwrap();
+    let start = Command::new(script())
+        .args(["start", &port.to_string()])
+        .arg(broker_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let broker = Broker {
+        dir: broker_dir,
+        bootstrap: bootstrap.clone(),
+    };
+    assert!(
+        support::drained(&p, Duration::from_secs(90)).await,
+        "outbox not drained once the broker is up"
+    );
+    let _ = stop_tx.send(());
+    runner.await.unwrap();
+    let consumed = support::consume(
+        &broker.bootstrap,
+        "outage",
+        events.len(),
+        Duration::from_secs(60),
+    );
+    support::check(&events, &consumed);
+    assert_eq!(p.metrics().delivered.get() as usize, events.len());
+}
