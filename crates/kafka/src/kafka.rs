@@ -156,11 +156,8 @@ impl Sink for KafkaSink {
                             Err(_) => Err(DeliveryError::Retryable("producer dropped".into())),
                         });
                     }
-                    // QueueFull and the like: retry later from this record.
-                    out.push(Err(match classify(&e) {
-                        DeliveryError::Fatal(m) => DeliveryError::Fatal(m),
-                        DeliveryError::Retryable(m) => DeliveryError::Retryable(m),
-                    }));
+                    // QueueFull and the like are retryable: retry later from this record.
+                    out.push(Err(classify(&e)));
                     return out;
                 }
             }
