@@ -6,15 +6,16 @@
 //! async runtime (the swscale context is not `Send`).
 
 mod error;
+pub mod ingest;
 pub mod vpdq;
 
 pub use error::MediaError;
 
-/// Initialises FFmpeg once (registers formats, sets its log level to errors only).
+/// Initialises FFmpeg once (registers formats, silences its log: errors are counted and reported by the callers).
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         ffmpeg_next::init().expect("FFmpeg initialises");
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
     });
 }

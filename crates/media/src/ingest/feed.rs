@@ -1,0 +1,126 @@
+//! Pushed segments as one continuous byte stream for FFmpeg: the ingest hook (or the
+//! HLS poller) hands segments to a [`SegmentFeed`]; the decode thread reads them through
+//! a [`SegmentReader`] (an `io::Read` that FFmpeg's demuxer consumes via a custom
+//! AVIOContext), so decoder state carries across segments and a GOP split over two
+//! segments decodes as one.
+//!
+//! A discontinuity (new codec parameters, a new fMP4 initialisation section) ends the
+//! current byte stream: the reader reports end-of-file there and the decode thread opens
+//! a fresh demuxer for what follows. Reads wait in short slices so FFmpeg's interrupt
+//! callback is polled and a stop never waits on an idle feed.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+/// What the feed carries.
+#[derive(Debug)]
+pub enum FeedItem {
+    /// Bytes of the stream, in order.
+    Bytes(Vec<u8>),
+    /// The next bytes start a new, independent stream.
+    Discontinuity,
+}
+
+/// The sending side.
+#[derive(Debug, Clone)]
+pub struct SegmentFeed {
+    tx: SyncSender<FeedItem>,
+}
+
+/// Why a segment could not be handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// The decoder is this many segments behind: the caller should drop or retry.
+    #[error("the stream's decoder is behind; segment not queued")]
+    Full,
+    /// The stream has stopped.
+    #[error("the stream has stopped")]
+    Closed,
+}
+
+impl SegmentFeed {
+    /// Hands over bytes without blocking.
+    pub fn send(&self, item: FeedItem) -> Result<(), FeedError> {
+        self.tx.try_send(item).map_err(|e| match e {
+            TrySendError::Full(_) => FeedError::Full,
+            TrySendError::Disconnected(_) => FeedError::Closed,
+        })
+    }
+
+    /// Hands over bytes, waiting while the decoder catches up (for pullers such as the
+    /// HLS poller, whose pace the decoder may set).
+    pub fn send_blocking(&self, item: FeedItem) -> Result<(), FeedError> {
+        self.tx.send(item).map_err(|_| FeedError::Closed)
+    }
+}
+
+/// The reading side: an `io::Read` over the fed bytes.
+#[derive(Debug)]
+pub struct SegmentReader {
+    rx: Receiver<FeedItem>,
+    current: Vec<u8>,
+    at: usize,
+    /// A discontinuity was reached: reads return end-of-file until `resume`.
+    at_boundary: bool,
+    /// The feed is closed and drained.
+    finished: bool,
+}
+
+/// A feed with room for `capacity` queued segments.
+pub fn segment_channel(capacity: usize) -> (SegmentFeed, SegmentReader) {
+    let (tx, rx) = sync_channel(capacity.max(1));
+    (
+        SegmentFeed { tx },
+        SegmentReader {
+            rx,
+            current: Vec::new(),
+            at: 0,
+            at_boundary: false,
+            finished: false,
+        },
+    )
+}
+
+/// How long one read waits before letting FFmpeg poll its interrupt callback.
+const READ_SLICE: Duration = Duration::from_millis(50);
+
+impl SegmentReader {
+    /// After a discontinuity's end-of-file: continue with the next stream. Returns false
+    /// when the feed is finished.
+    pub fn resume(&mut self) -> bool {
+        self.at_boundary = false;
+        !self.finished
+    }
+
+    /// Whether the feed is closed and every byte was read.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+impl Read for SegmentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.at_boundary || self.finished {
+                return Ok(0);
+            }
+            if self.at < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.at);
+                buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            match self.rx.recv_timeout(READ_SLICE) {
+                Ok(FeedItem::Bytes(b)) => {
+                    self.current = b;
+                    self.at = 0;
+                }
+                Ok(FeedItem::Discontinuity) => self.at_boundary = true,
+                // Let the caller (FFmpeg's read callback) poll its interrupt, then retry.
+                Err(RecvTimeoutError::Timeout) => return Err(io::ErrorKind::Interrupted.into()),
+                Err(RecvTimeoutError::Disconnected) => self.finished = true,
+            }
+        }
+    }
+}

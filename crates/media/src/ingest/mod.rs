@@ -1,0 +1,21 @@
+//! Live ingest: sources (files, FFmpeg URLs such as RTMP and SRT, pushed segments, HLS
+//! playlists), decoding on dedicated threads, sampling, backpressure and lifecycle.
+//!
+//! - [`sequencer`]: orders pushed segments (duplicates, reorder window, gaps). Pure.
+//! - [`playlist`]: HLS playlist parsing. Pure.
+//! - [`feed`]: pushed segments as one byte stream for FFmpeg.
+//! - [`queue`]: the bounded latest-wins hand-over to the detectors.
+//! - [`stream`]: a stream's decode thread, sampling, lifecycle and counters.
+
+pub mod feed;
+pub mod playlist;
+pub mod queue;
+pub mod sequencer;
+pub mod stream;
+
+pub use feed::{FeedError, FeedItem, SegmentFeed, SegmentReader, segment_channel};
+pub use queue::LatestQueue;
+pub use sequencer::{Intake, Sequencer, SequencerStats};
+pub use stream::{
+    LiveStream, SampledFrame, Sampling, Source, StreamConfig, StreamState, StreamStats,
+};

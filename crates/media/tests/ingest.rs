@@ -1,0 +1,429 @@
+//! Live ingest on real encoded video (made with the ffmpeg CLI), decoded by FFmpeg:
+//! sampling modes, pushed segments (in order, reordered, duplicated, corrupted), bad
+//! input, backpressure, RTMP and SRT pulls, and bounded cancellation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use firebreak_media::ingest::{
+    FeedItem, Intake, LiveStream, SampledFrame, Sampling, Sequencer, Source, StreamConfig,
+    StreamState, segment_channel,
+};
+
+/// 6 s of 1280x720 testsrc2 at 30 fps, H.264 with a 2 s GOP, as MPEG-TS.
+fn clip(dir: &Path) -> PathBuf {
+    let out = dir.join("clip.ts");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=6",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-f", "mpegts"])
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ffmpeg CLI");
+    out
+}
+
+fn config(id: &str, sampling: Sampling) -> StreamConfig {
+    let mut c = StreamConfig::new(id);
+    c.sampling = sampling;
+    c.queue_capacity = 1000;
+    c
+}
+
+fn drain(s: &LiveStream) -> Vec<SampledFrame> {
+    let mut out = Vec::new();
+    while let Some(f) = s.frames().pop(Duration::ZERO) {
+        out.push(f);
+    }
+    out
+}
+
+fn run_to_end(
+    config: StreamConfig,
+    source: Source,
+) -> (Vec<SampledFrame>, firebreak_media::ingest::StreamStats) {
+    let mut s = LiveStream::start(config, source);
+    assert!(s.wait(Duration::from_secs(120)), "stream did not finish");
+    let frames = drain(&s);
+    let stats = s.stats();
+    (frames, stats)
+}
+
+#[test]
+fn file_sampling_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = clip(dir.path());
+    let (frames, st) = run_to_end(config("every", Sampling::Every), Source::File(file.clone()));
+    assert_eq!(st.state, StreamState::Ended);
+    assert_eq!((st.decoded, st.sampled, frames.len()), (180, 180, 180));
+    for w in frames.windows(2) {
+        assert!(
+            (w[1].pts - w[0].pts - 1.0 / 30.0).abs() < 1e-3,
+            "pts steps of 1/30 s: {} -> {}",
+            w[0].pts,
+            w[1].pts
+        );
+        assert_eq!(w[1].index, w[0].index + 1);
+    }
+    assert_eq!(
+        (frames[0].width, frames[0].height, frames[0].rgb.len()),
+        (1280, 720, 1280 * 720 * 3)
+    );
+
+    let (frames, st) = run_to_end(
+        config("1fps", Sampling::PerSecond(1.0)),
+        Source::File(file.clone()),
+    );
+    assert_eq!(st.decoded, 180);
+    let pts: Vec<f64> = frames
+        .iter()
+        .map(|f| (f.pts * 1000.0).round() / 1000.0)
+        .collect();
+    assert_eq!(pts.len(), 6, "{pts:?}");
+    for (i, p) in pts.iter().enumerate() {
+        assert!((p - pts[0] - i as f64).abs() < 0.04, "{pts:?}");
+    }
+
+    let mut c = config("keys", Sampling::Keyframes);
+    c.max_output = (640, 360);
+    let (frames, st) = run_to_end(c, Source::File(file));
+    assert_eq!(
+        (st.decoded, st.sampled),
+        (3, 3),
+        "only the keyframes are decoded"
+    );
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.keyframe && f.width == 640 && f.height == 360)
+    );
+}
+
+/// The clip's bytes cut at arbitrary offsets (not at keyframes), so GOPs span segments.
+fn cut(file: &Path, size: usize) -> Vec<Vec<u8>> {
+    std::fs::read(file)
+        .unwrap()
+        .chunks(size)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Pushes segments in the given order through a sequencer into a stream.
+fn push(
+    order: &[(u64, Vec<u8>)],
+    first: u64,
+    window: u64,
+) -> (
+    Vec<SampledFrame>,
+    firebreak_media::ingest::StreamStats,
+    firebreak_media::ingest::SequencerStats,
+) {
+    let (feed, reader) = segment_channel(1024);
+    let mut s = LiveStream::start(config("pushed", Sampling::Every), Source::Segments(reader));
+    let mut seq = Sequencer::starting_at(first, window);
+    for (n, bytes) in order {
+        if let Intake::Released { segments, .. } = seq.push(*n, bytes.clone()) {
+            for (_, b) in segments {
+                feed.send(FeedItem::Bytes(b)).unwrap();
+            }
+        }
+    }
+    for (_, b, _) in seq.finish() {
+        feed.send(FeedItem::Bytes(b)).unwrap();
+    }
+    drop(feed);
+    assert!(s.wait(Duration::from_secs(120)));
+    let frames = drain(&s);
+    (frames, s.stats(), seq.stats())
+}
+
+#[test]
+fn pushed_segments_in_order_reordered_and_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = cut(&clip(dir.path()), 150_000);
+    assert!(parts.len() >= 4, "{} parts", parts.len());
+    let in_order: Vec<(u64, Vec<u8>)> = parts
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, b)| (100 + i as u64, b))
+        .collect();
+    let (frames, st, _) = push(&in_order, 100, 4);
+    assert_eq!(st.state, StreamState::Ended);
+    assert_eq!(
+        frames.len(),
+        180,
+        "a GOP split across segments decodes whole"
+    );
+    for w in frames.windows(2) {
+        assert!(
+            (w[1].pts - w[0].pts - 1.0 / 30.0).abs() < 1e-3,
+            "continuous pts across segments"
+        );
+    }
+
+    // Swap neighbours and send some twice: the sequencer restores the order.
+    let mut shuffled = Vec::new();
+    for pair in in_order.chunks(2) {
+        shuffled.extend(pair.iter().rev().cloned());
+        shuffled.push(pair[0].clone());
+    }
+    let (frames, _, seq) = push(&shuffled, 100, 4);
+    assert_eq!(frames.len(), 180);
+    assert_eq!(seq.duplicates, in_order.len().div_ceil(2) as u64);
+    assert!(seq.reordered > 0);
+    assert_eq!(seq.missing, 0);
+}
+
+#[test]
+fn corrupt_segment_recovers_at_the_next_keyframe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parts = cut(&clip(dir.path()), 150_000);
+    // Garble the middle of the second segment.
+    let mid = parts[1].len() / 2;
+    for b in &mut parts[1][mid - 20_000..mid + 20_000] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    let order: Vec<(u64, Vec<u8>)> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (i as u64, b))
+        .collect();
+    let (frames, st, _) = push(&order, 0, 4);
+    assert_eq!(st.state, StreamState::Ended);
+    assert!(frames.len() < 180, "some frames are lost to the damage");
+    let last = frames.last().unwrap().pts - frames[0].pts;
+    assert!(
+        last > 5.9,
+        "decoding continues to the end after the damage (last pts {last})"
+    );
+}
+
+#[test]
+fn bad_input_is_an_error_on_that_stream_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = clip(dir.path());
+    // A healthy stream runs beside the broken ones.
+    let healthy = LiveStream::start(
+        config("healthy", Sampling::Every),
+        Source::File(file.clone()),
+    );
+
+    let (feed, reader) = segment_channel(16);
+    let noise = LiveStream::start(config("noise", Sampling::Every), Source::Segments(reader));
+    let mut x = 12345u64;
+    for _ in 0..8 {
+        let bytes: Vec<u8> = (0..65536)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 56) as u8
+            })
+            .collect();
+        feed.send(FeedItem::Bytes(bytes)).unwrap();
+    }
+    drop(feed);
+
+    let text = dir.path().join("not-video.mp4");
+    std::fs::write(&text, "this is not a video").unwrap();
+    let not_video = LiveStream::start(config("text", Sampling::Every), Source::File(text));
+
+    let mut small = config("too-big", Sampling::Every);
+    small.max_input = (640, 480);
+    let too_big = LiveStream::start(small, Source::File(file));
+
+    let (_, empty_reader) = segment_channel(1);
+    let empty = LiveStream::start(
+        config("empty", Sampling::Every),
+        Source::Segments(empty_reader),
+    );
+
+    for mut s in [noise, not_video, too_big, empty] {
+        assert!(s.wait(Duration::from_secs(60)), "{} did not finish", s.id());
+        let st = s.stats();
+        assert_eq!(st.decoded, 0, "{}", s.id());
+        match s.id() {
+            "too-big" => {
+                assert_eq!(st.state, StreamState::Failed);
+                assert!(
+                    st.error.as_deref().unwrap().contains("above the maximum"),
+                    "{st:?}"
+                );
+            }
+            "text" => {
+                assert_eq!(st.state, StreamState::Failed);
+                assert!(st.error.is_some());
+            }
+            _ => assert!(
+                matches!(st.state, StreamState::Ended | StreamState::Failed),
+                "{st:?}"
+            ),
+        }
+    }
+    let mut healthy = healthy;
+    assert!(healthy.wait(Duration::from_secs(60)));
+    assert_eq!(healthy.stats().decoded, 180);
+}
+
+#[test]
+fn slow_detectors_drop_latest_wins_then_degrade_to_keyframes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("slow", Sampling::Every);
+    c.queue_capacity = 4;
+    c.degrade_after = 10;
+    let mut s = LiveStream::start(c, Source::File(clip(dir.path())));
+    assert!(s.wait(Duration::from_secs(60)));
+    let st = s.stats();
+    let queued = drain(&s);
+    assert_eq!(queued.len(), 4, "the queue stays bounded");
+    assert_eq!(st.sampled, st.dropped_queue_full + 4);
+    assert_eq!(st.degraded, 1);
+    assert!(
+        st.decoded < 180,
+        "after degrading, only keyframes are decoded ({})",
+        st.decoded
+    );
+    // The newest frames win: the queue holds the last four sampled, the final one being
+    // the last keyframe (4 s).
+    let indices: Vec<u64> = queued.iter().map(|f| f.index).collect();
+    assert_eq!(indices, (st.sampled - 4..st.sampled).collect::<Vec<_>>());
+    assert!(queued.last().unwrap().keyframe && queued.last().unwrap().pts > 3.9);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A live source served by the ffmpeg CLI, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(output: &[&str]) -> Server {
+    Server(
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=30",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "30",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(output)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn pull_until_frames(url: String, frames: u64) -> LiveStream {
+    let mut c = config("pull", Sampling::Every);
+    c.reconnect = (Duration::from_millis(200), Duration::from_secs(1), 50);
+    let s = LiveStream::start(c, Source::Url(url));
+    let started = std::time::Instant::now();
+    while s.stats().decoded < frames {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no frames: {:?}",
+            s.stats()
+        );
+        let _ = s.frames().pop(Duration::from_millis(50));
+    }
+    s
+}
+
+#[test]
+fn rtmp_pull_goes_live_and_stops_promptly() {
+    let port = free_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/stream");
+    let _server = serve(&["-f", "flv", "-listen", "1", &url]);
+    let s = pull_until_frames(url, 30);
+    assert_eq!(s.stats().state, StreamState::Live);
+    assert!(s.stop(Duration::from_secs(10)), "stop is bounded");
+}
+
+#[test]
+fn srt_pull_goes_live() {
+    let port = free_port();
+    let _server = serve(&[
+        "-f",
+        "mpegts",
+        &format!("srt://127.0.0.1:{port}?mode=listener"),
+    ]);
+    let s = pull_until_frames(format!("srt://127.0.0.1:{port}?mode=caller"), 30);
+    assert_eq!(s.stats().state, StreamState::Live);
+    assert!(s.stop(Duration::from_secs(10)));
+}
+
+#[test]
+fn stop_interrupts_a_blocked_read() {
+    // A server that accepts and then says nothing: the open blocks in FFmpeg.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let hold = std::thread::spawn(move || {
+        let conn = listener.accept();
+        accepted_tx.send(()).unwrap();
+        // Hold the connection open, silent, until the test is done.
+        let _ = release_rx.recv();
+        drop(conn);
+    });
+    let mut c = config("silent", Sampling::Every);
+    c.read_timeout = Duration::from_secs(600);
+    let s = LiveStream::start(c, Source::Url(format!("http://127.0.0.1:{port}/live.ts")));
+    // The connection is accepted: FFmpeg now waits for a response that never comes.
+    accepted_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(s.stats().state, StreamState::Starting);
+    assert!(
+        s.stop(Duration::from_secs(5)),
+        "cancellation interrupts the blocked read"
+    );
+    release_tx.send(()).unwrap();
+    hold.join().unwrap();
+}
