@@ -195,7 +195,7 @@ mod tests {
                 st.missing,
                 st.reordered
             ),
-            (10, 6, 2, 1, 1, 3)
+            (9, 6, 2, 1, 1, 3)
         );
     }
 
