@@ -427,3 +427,189 @@ fn stop_interrupts_a_blocked_read() {
     release_tx.send(()).unwrap();
     hold.join().unwrap();
 }
+
+/// A directory served over HTTP by Python's http.server, stopped on drop.
+fn http_server(dir: &Path) -> (Server, u16) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it accepts connections.
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "http.server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Server(child), port)
+}
+
+#[test]
+fn hls_live_over_http_grows_while_read_then_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // A live HLS stream written in real time: 8 s, 1 s segments, the playlist growing.
+    let writer = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30:duration=8",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+            "-hls_flags",
+            "independent_segments",
+        ])
+        .arg(dir.path().join("live.m3u8"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _writer = Server(writer);
+    let (_http, port) = http_server(dir.path());
+    // Wait for the first playlist to exist (the writer creates it after one segment).
+    let started = std::time::Instant::now();
+    while !dir.path().join("live.m3u8").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://127.0.0.1:{port}/live.m3u8");
+    let mut c = config("hls", Sampling::Every);
+    c.queue_capacity = 1000;
+    let mut s = LiveStream::start(
+        c,
+        Source::Hls(firebreak_media::ingest::hls::HlsConfig::new(url)),
+    );
+    // It goes live while the writer is still writing.
+    let t = std::time::Instant::now();
+    while s.stats().state != StreamState::Live {
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", s.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.wait(Duration::from_secs(60)), "ends with #EXT-X-ENDLIST");
+    let st = s.stats();
+    let hls = s.hls_counters().unwrap();
+    let frames = drain(&s);
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
+    assert!(
+        hls.reloads.load(std::sync::atomic::Ordering::Relaxed) >= 3,
+        "the playlist was polled as it grew"
+    );
+    // Started near the live edge, then every frame to the end, with continuous pts.
+    assert!(frames.len() >= 150, "{} frames", frames.len());
+    for w in frames.windows(2) {
+        assert!(
+            (w[1].pts - w[0].pts - 1.0 / 30.0).abs() < 1e-3,
+            "{} -> {}",
+            w[0].pts,
+            w[1].pts
+        );
+    }
+    assert!(frames.last().unwrap().pts > 7.9);
+}
+
+#[test]
+fn hls_vod_with_a_missing_segment_and_a_bad_playlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30:duration=6",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+            "-hls_playlist_type",
+            "vod",
+        ])
+        .arg(dir.path().join("vod.m3u8"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    std::fs::remove_file(dir.path().join("vod2.ts")).unwrap();
+    let mut hls =
+        firebreak_media::ingest::hls::HlsConfig::new(dir.path().join("vod.m3u8").to_string_lossy());
+    hls.retry = (Duration::from_millis(10), Duration::from_millis(20), 2);
+    let mut s = LiveStream::start(config("vod", Sampling::Every), Source::Hls(hls));
+    assert!(s.wait(Duration::from_secs(60)));
+    let st = s.stats();
+    let counters = s.hls_counters().unwrap();
+    assert_eq!(st.state, StreamState::Ended);
+    assert_eq!(
+        counters.missing.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        counters
+            .segment_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3,
+        "first try and two retries"
+    );
+    assert_eq!(st.decoded, 150, "every frame but the missing second");
+
+    let bad = dir.path().join("bad.m3u8");
+    std::fs::write(&bad, "<html>not found</html>").unwrap();
+    let mut hls = firebreak_media::ingest::hls::HlsConfig::new(bad.to_string_lossy());
+    hls.retry = (Duration::from_millis(10), Duration::from_millis(20), 0);
+    hls.max_reload_failures = 2;
+    let mut s = LiveStream::start(config("bad", Sampling::Every), Source::Hls(hls));
+    assert!(s.wait(Duration::from_secs(60)));
+    let st = s.stats();
+    assert_eq!(st.decoded, 0);
+    assert!(
+        st.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not an HLS playlist"),
+        "{st:?}"
+    );
+}

@@ -4,10 +4,12 @@
 //! - [`sequencer`]: orders pushed segments (duplicates, reorder window, gaps). Pure.
 //! - [`playlist`]: HLS playlist parsing. Pure.
 //! - [`feed`]: pushed segments as one byte stream for FFmpeg.
+//! - [`hls`]: HLS pull (live and VOD), feeding segments like a push.
 //! - [`queue`]: the bounded latest-wins hand-over to the detectors.
 //! - [`stream`]: a stream's decode thread, sampling, lifecycle and counters.
 
 pub mod feed;
+pub mod hls;
 pub mod playlist;
 pub mod queue;
 pub mod sequencer;

@@ -36,8 +36,10 @@ pub enum Source {
     File(PathBuf),
     /// A URL read by FFmpeg's protocols (`rtmp://`, `srt://`, `http(s)://`).
     Url(String),
-    /// Pushed segments (the ingest hook, or the HLS poller).
+    /// Pushed segments (the ingest hook).
     Segments(SegmentReader),
+    /// An HLS playlist, polled by a thread of its own into the stream's segment feed.
+    Hls(super::hls::HlsConfig),
 }
 
 /// Which decoded frames are sampled.
@@ -217,6 +219,7 @@ pub struct LiveStream {
     frames: Arc<LatestQueue<SampledFrame>>,
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    hls: Option<(Arc<super::hls::HlsCounters>, JoinHandle<Option<String>>)>,
 }
 
 impl LiveStream {
@@ -235,6 +238,16 @@ impl LiveStream {
             cancel: cancel.clone(),
             id: Arc::from(config.id.as_str()),
         };
+        let (source, hls) = match source {
+            Source::Hls(hls_config) => {
+                let (feed, reader) = super::feed::segment_channel(4);
+                let hls_counters = Arc::new(super::hls::HlsCounters::default());
+                let poller =
+                    super::hls::spawn(hls_config, feed, cancel.clone(), hls_counters.clone());
+                (Source::Segments(reader), Some((hls_counters, poller)))
+            }
+            other => (other, None),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("decode-{}", config.id))
             .spawn(move || worker.run(source))
@@ -246,6 +259,7 @@ impl LiveStream {
             frames,
             cancel,
             thread: Some(thread),
+            hls,
         }
     }
 
@@ -282,8 +296,24 @@ impl LiveStream {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             discontinuities: c.discontinuities.load(Ordering::Relaxed),
             since_last_frame_ms: since,
-            error: self.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            error: self
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .or_else(|| {
+                    let (hls, _) = self.hls.as_ref()?;
+                    hls.stopped
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                }),
         }
+    }
+
+    /// The HLS poller's counters, for an HLS source.
+    pub fn hls_counters(&self) -> Option<&super::hls::HlsCounters> {
+        self.hls.as_ref().map(|(c, _)| &**c)
     }
 
     /// Whether the decode thread has finished (ended, failed or stopped).
@@ -436,6 +466,7 @@ impl Worker {
                     }
                 }
             }
+            Source::Hls(_) => unreachable!("LiveStream::start turns HLS into segments"),
             Source::Segments(reader) => {
                 let reader = Arc::new(Mutex::new(reader));
                 loop {
