@@ -5,6 +5,7 @@
 
 mod banks;
 mod cli;
+mod ingest_http;
 
 use std::process::ExitCode;
 
