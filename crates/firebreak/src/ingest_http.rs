@@ -94,13 +94,14 @@ impl IngestState {
         })
     }
 
-    fn stream(&self, id: &str) -> Result<Arc<Pushed>, Response> {
+    /// The stream `id`, created if new; `None` when the stream limit is reached.
+    fn stream(&self, id: &str) -> Option<Arc<Pushed>> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = streams.get(id) {
-            return Ok(s.clone());
+            return Some(s.clone());
         }
         if streams.len() >= self.config.max_streams {
-            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"));
+            return None;
         }
         let (feed, reader) = segment_channel(8);
         let mut config = StreamConfig::new(id);
@@ -125,7 +126,7 @@ impl IngestState {
             stream,
         });
         streams.insert(id.to_owned(), pushed.clone());
-        Ok(pushed)
+        Some(pushed)
     }
 }
 
@@ -210,9 +211,8 @@ async fn put_segment(
     if body.is_empty() {
         return error(StatusCode::BAD_REQUEST, "empty segment");
     }
-    let pushed = match state.stream(&id) {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some(pushed) = state.stream(&id) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams");
     };
     let Some(feed) = pushed
         .feed
