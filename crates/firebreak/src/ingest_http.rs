@@ -170,6 +170,7 @@ fn stream_json(id: &str, p: &Pushed) -> Value {
         "open_errors": st.open_errors,
         "discontinuities": st.discontinuities,
         "since_last_frame_ms": st.since_last_frame_ms,
+        "lag_ms": st.lag_ms,
         "error": st.error,
         "segments": {
             "received": seq.received, "released": seq.released, "duplicates": seq.duplicates,

@@ -78,6 +78,7 @@ fn file_sampling_modes() {
     let (frames, st) = run_to_end(config("every", Sampling::Every), Source::File(file.clone()));
     assert_eq!(st.state, StreamState::Ended);
     assert_eq!((st.decoded, st.sampled, frames.len()), (180, 180, 180));
+    assert_eq!(st.lag_ms, None, "a file has no live edge");
     for w in frames.windows(2) {
         assert!(
             (w[1].pts - w[0].pts - 1.0 / 30.0).abs() < 1e-3,
@@ -610,6 +611,180 @@ fn hls_vod_with_a_missing_segment_and_a_bad_playlist() {
             .as_deref()
             .unwrap_or("")
             .contains("not an HLS playlist"),
+        "{st:?}"
+    );
+}
+
+#[test]
+fn lifecycle_live_stalled_live_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = cut(&clip(dir.path()), 150_000);
+    let (feed, reader) = segment_channel(64);
+    let mut c = config("lifecycle", Sampling::Every);
+    c.stall_after = Duration::from_millis(300);
+    let mut s = LiveStream::start(c, Source::Segments(reader));
+    assert_eq!(s.stats().state, StreamState::Starting);
+    let half = parts.len() / 2;
+    for p in &parts[..half] {
+        feed.send(FeedItem::Bytes(p.clone())).unwrap();
+    }
+    let wait_for = |s: &LiveStream, want: StreamState| {
+        let t = std::time::Instant::now();
+        while s.stats().state != want {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "never {want:?}: {:?}",
+                s.stats()
+            );
+            let _ = s.frames().pop(Duration::from_millis(10));
+        }
+    };
+    wait_for(&s, StreamState::Live);
+    // The platform stops sending: no frame for 300 ms -> stalled.
+    wait_for(&s, StreamState::Stalled);
+    let before = s.stats().decoded;
+    for p in &parts[half..] {
+        feed.send(FeedItem::Bytes(p.clone())).unwrap();
+    }
+    wait_for(&s, StreamState::Live);
+    drop(feed);
+    assert!(s.wait(Duration::from_secs(60)));
+    let st = s.stats();
+    assert_eq!(st.state, StreamState::Ended);
+    assert!(st.decoded > before);
+    assert_eq!(st.decoded, 180);
+    // Segment sources report how long their bytes waited before being decoded.
+    assert!(st.lag_ms.is_some_and(|l| l < 60_000), "{st:?}");
+}
+
+#[test]
+fn fmp4_init_segment_then_media_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30:duration=4",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "0",
+            "-hls_segment_type",
+            "fmp4",
+        ])
+        .args(["-hls_fmp4_init_filename", "init.mp4"])
+        .arg(dir.path().join("v.m3u8"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut segments = vec![std::fs::read(dir.path().join("init.mp4")).unwrap()];
+    for i in 0.. {
+        match std::fs::read(dir.path().join(format!("v{i}.m4s"))) {
+            Ok(b) => segments.push(b),
+            Err(_) => break,
+        }
+    }
+    assert!(segments.len() >= 4);
+    let order: Vec<(u64, Vec<u8>)> = segments
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (i as u64, b))
+        .collect();
+    let (frames, st, _) = push(&order, 0, 4);
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
+    assert_eq!(frames.len(), 120);
+}
+
+#[test]
+fn rtmp_source_restarts_and_the_stream_reconnects() {
+    let port = free_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/stream");
+    let server = serve(&["-f", "flv", "-listen", "1", &url]);
+    let mut c = config("reconnect", Sampling::Every);
+    c.reconnect = (Duration::from_millis(100), Duration::from_millis(500), 100);
+    c.read_timeout = Duration::from_secs(2);
+    let s = LiveStream::start(c, Source::Url(url.clone()));
+    let wait_decoded = |s: &LiveStream, n: u64| {
+        let t = std::time::Instant::now();
+        while s.stats().decoded < n {
+            assert!(t.elapsed() < Duration::from_secs(60), "{:?}", s.stats());
+            let _ = s.frames().pop(Duration::from_millis(20));
+        }
+    };
+    wait_decoded(&s, 30);
+    drop(server); // the source goes away
+    let t = std::time::Instant::now();
+    while s.stats().reconnects == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no reconnect attempt: {:?}",
+            s.stats()
+        );
+        let _ = s.frames().pop(Duration::from_millis(20));
+    }
+    let before = s.stats().decoded;
+    let _server = serve(&["-f", "flv", "-listen", "1", &url]); // and comes back
+    wait_decoded(&s, before + 30);
+    let st = s.stats();
+    assert_eq!(st.state, StreamState::Live);
+    assert!(st.reconnects >= 1);
+    assert!(s.stop(Duration::from_secs(10)));
+}
+
+#[test]
+fn unsupported_codec_fails_the_stream_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = dir.path().join("a.mkv");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x64:rate=5:duration=1",
+        ])
+        .args(["-c:v", "mpeg4", "-f", "matroska"])
+        .arg(&mkv)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // Rename the codec to one no FFmpeg build knows (same length, so the file stays valid).
+    let mut bytes = std::fs::read(&mkv).unwrap();
+    let at = bytes
+        .windows(15)
+        .position(|w| w == b"V_MPEG4/ISO/ASP")
+        .expect("codec id in the file");
+    bytes[at..at + 15].copy_from_slice(b"V_FIREBREAKTEST");
+    let unknown = dir.path().join("unknown.mkv");
+    std::fs::write(&unknown, bytes).unwrap();
+    let (frames, st) = run_to_end(
+        config("unknown-codec", Sampling::Every),
+        Source::File(unknown),
+    );
+    assert!(frames.is_empty());
+    assert_eq!(st.state, StreamState::Failed);
+    assert!(
+        st.error.as_deref().unwrap().contains("unsupported codec"),
         "{st:?}"
     );
 }

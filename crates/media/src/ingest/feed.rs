@@ -10,6 +10,8 @@
 //! callback is polled and a stop never waits on an idle feed.
 
 use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -25,7 +27,13 @@ pub enum FeedItem {
 /// The sending side.
 #[derive(Debug, Clone)]
 pub struct SegmentFeed {
-    tx: SyncSender<FeedItem>,
+    tx: SyncSender<(FeedItem, u64)>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why a segment could not be handed over.
@@ -42,7 +50,7 @@ pub enum FeedError {
 impl SegmentFeed {
     /// Hands over bytes without blocking.
     pub fn send(&self, item: FeedItem) -> Result<(), FeedError> {
-        self.tx.try_send(item).map_err(|e| match e {
+        self.tx.try_send((item, now_ms())).map_err(|e| match e {
             TrySendError::Full(_) => FeedError::Full,
             TrySendError::Disconnected(_) => FeedError::Closed,
         })
@@ -51,14 +59,18 @@ impl SegmentFeed {
     /// Hands over bytes, waiting while the decoder catches up (for pullers such as the
     /// HLS poller, whose pace the decoder may set).
     pub fn send_blocking(&self, item: FeedItem) -> Result<(), FeedError> {
-        self.tx.send(item).map_err(|_| FeedError::Closed)
+        self.tx
+            .send((item, now_ms()))
+            .map_err(|_| FeedError::Closed)
     }
 }
 
 /// The reading side: an `io::Read` over the fed bytes.
 #[derive(Debug)]
 pub struct SegmentReader {
-    rx: Receiver<FeedItem>,
+    rx: Receiver<(FeedItem, u64)>,
+    /// When the bytes being read were handed over (ms since the Unix epoch).
+    arrival: Arc<AtomicU64>,
     current: Vec<u8>,
     at: usize,
     /// A discontinuity was reached: reads return end-of-file until `resume`.
@@ -74,6 +86,7 @@ pub fn segment_channel(capacity: usize) -> (SegmentFeed, SegmentReader) {
         SegmentFeed { tx },
         SegmentReader {
             rx,
+            arrival: Arc::new(AtomicU64::new(0)),
             current: Vec::new(),
             at: 0,
             at_boundary: false,
@@ -91,6 +104,12 @@ impl SegmentReader {
     pub fn resume(&mut self) -> bool {
         self.at_boundary = false;
         !self.finished
+    }
+
+    /// When the bytes now being read were handed over (ms since the Unix epoch; 0
+    /// before any): the decoder's lag behind the live edge is now minus this.
+    pub fn arrival_clock(&self) -> Arc<AtomicU64> {
+        self.arrival.clone()
     }
 
     /// Whether the feed is closed and every byte was read.
@@ -112,11 +131,12 @@ impl Read for SegmentReader {
                 return Ok(n);
             }
             match self.rx.recv_timeout(READ_SLICE) {
-                Ok(FeedItem::Bytes(b)) => {
+                Ok((FeedItem::Bytes(b), at)) => {
                     self.current = b;
                     self.at = 0;
+                    self.arrival.store(at, Ordering::Release);
                 }
-                Ok(FeedItem::Discontinuity) => self.at_boundary = true,
+                Ok((FeedItem::Discontinuity, _)) => self.at_boundary = true,
                 // Let the caller (FFmpeg's read callback) poll its interrupt, then retry.
                 Err(RecvTimeoutError::Timeout) => return Err(io::ErrorKind::Interrupted.into()),
                 Err(RecvTimeoutError::Disconnected) => self.finished = true,

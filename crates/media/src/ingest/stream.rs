@@ -165,6 +165,8 @@ pub struct Counters {
     /// Demuxer restarts at discontinuities.
     pub discontinuities: AtomicU64,
     last_frame_ms: AtomicU64,
+    /// Lag behind the live edge at the last sampled frame, ms (+1; 0 = unknown).
+    lag_ms_plus_one: AtomicU64,
     state: AtomicU8,
 }
 
@@ -192,6 +194,9 @@ pub struct StreamStats {
     /// Milliseconds since the last sampled frame was decoded (lag behind the live edge
     /// as far as the monitor can see it), if any.
     pub since_last_frame_ms: Option<u64>,
+    /// For pushed and HLS segments: how long the bytes of the last sampled frame had
+    /// waited since they were handed over (lag behind the live edge), ms.
+    pub lag_ms: Option<u64>,
     /// The last error, if any.
     pub error: Option<String>,
 }
@@ -237,6 +242,7 @@ impl LiveStream {
             frames: frames.clone(),
             cancel: cancel.clone(),
             id: Arc::from(config.id.as_str()),
+            arrival: None,
         };
         let (source, hls) = match source {
             Source::Hls(hls_config) => {
@@ -248,6 +254,10 @@ impl LiveStream {
             }
             other => (other, None),
         };
+        let mut worker = worker;
+        if let Source::Segments(reader) = &source {
+            worker.arrival = Some(reader.arrival_clock());
+        }
         let thread = std::thread::Builder::new()
             .name(format!("decode-{}", config.id))
             .spawn(move || worker.run(source))
@@ -296,6 +306,7 @@ impl LiveStream {
             reconnects: c.reconnects.load(Ordering::Relaxed),
             discontinuities: c.discontinuities.load(Ordering::Relaxed),
             since_last_frame_ms: since,
+            lag_ms: c.lag_ms_plus_one.load(Ordering::Relaxed).checked_sub(1),
             error: self
                 .error
                 .lock()
@@ -366,6 +377,8 @@ struct Worker {
     frames: Arc<LatestQueue<SampledFrame>>,
     cancel: Arc<AtomicBool>,
     id: Arc<str>,
+    /// For segment sources: when the bytes being read arrived.
+    arrival: Option<Arc<AtomicU64>>,
 }
 
 /// How one demuxer session ended.
@@ -744,6 +757,13 @@ impl Worker {
         self.counters
             .last_frame_ms
             .store(wall_ms, Ordering::Release);
+        if let Some(arrival) = &self.arrival {
+            let at = arrival.load(Ordering::Acquire);
+            if at != 0 {
+                let lag = wall_ms.saturating_sub(at) + 1;
+                self.counters.lag_ms_plus_one.store(lag, Ordering::Relaxed);
+            }
+        }
         self.set_state(StreamState::Live);
         if self.frames.push(sampled).is_some() {
             self.counters
