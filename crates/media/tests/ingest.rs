@@ -788,3 +788,57 @@ fn unsupported_codec_fails_the_stream_clearly() {
         "{st:?}"
     );
 }
+
+#[test]
+fn discontinuity_restarts_the_demuxer_with_continuous_media_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = std::fs::read(clip(dir.path())).unwrap();
+    // A second, different stream (another size and content) after the discontinuity.
+    let b_path = dir.path().join("b.ts");
+    let ok = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "mandelbrot=size=320x240:rate=25",
+        ])
+        .args([
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&b_path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let b = std::fs::read(&b_path).unwrap();
+    let (feed, reader) = segment_channel(16);
+    let mut s = LiveStream::start(config("disc", Sampling::Every), Source::Segments(reader));
+    feed.send(FeedItem::Bytes(a)).unwrap();
+    feed.send(FeedItem::Discontinuity).unwrap();
+    feed.send(FeedItem::Bytes(b)).unwrap();
+    drop(feed);
+    assert!(s.wait(Duration::from_secs(60)));
+    let st = s.stats();
+    let frames = drain(&s);
+    assert_eq!(st.state, StreamState::Ended);
+    assert_eq!(st.discontinuities, 1);
+    assert_eq!(st.decoded, 180 + 50);
+    assert_eq!((frames[0].width, frames.last().unwrap().width), (1280, 320));
+    assert!(
+        frames.windows(2).all(|w| w[1].pts > w[0].pts),
+        "media time keeps increasing"
+    );
+}

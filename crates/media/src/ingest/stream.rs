@@ -402,6 +402,8 @@ struct Continuity {
     offset: f64,
     /// Last sampled/decoded media time.
     last_pts: f64,
+    /// The last frame-to-frame step, so a new session starts one frame later.
+    step: f64,
     next_sample: f64,
     index: u64,
     degraded: bool,
@@ -434,6 +436,7 @@ impl Worker {
         let mut cont = Continuity {
             offset: 0.0,
             last_pts: 0.0,
+            step: 1.0 / 30.0,
             next_sample: 0.0,
             index: 0,
             degraded: false,
@@ -474,7 +477,7 @@ impl Worker {
                                 return self.finish(SessionEnd::Cancelled);
                             }
                             delay = (delay * 2).min(cap);
-                            cont.offset = cont.last_pts;
+                            cont.offset = cont.last_pts + cont.step;
                         }
                     }
                 }
@@ -502,7 +505,7 @@ impl Worker {
                                     .fetch_add(1, Ordering::Relaxed);
                             }
                             r.resume();
-                            cont.offset = cont.last_pts;
+                            cont.offset = cont.last_pts + cont.step;
                         }
                     }
                 }
@@ -701,7 +704,13 @@ impl Worker {
             Some(t) => base + t as f64 * time_base,
             None => cont.last_pts,
         };
-        cont.last_pts = cont.last_pts.max(pts);
+        if pts > cont.last_pts {
+            let step = pts - cont.last_pts;
+            if step <= 1.0 {
+                cont.step = step;
+            }
+            cont.last_pts = pts;
+        }
         let sample = match self.config.sampling {
             Sampling::Every | Sampling::Keyframes => true,
             Sampling::PerSecond(_) if cont.degraded => true,
@@ -728,6 +737,8 @@ impl Worker {
             let scaler = Scaler::get(frame.format(), fw, fh, Pixel::RGB24, ow, oh, Flags::AREA)
                 .map_err(|e| format!("pixel conversion: {e}"))?;
             cont.scaler = Some((scaler, key));
+            // A new size needs a new output frame too.
+            cont.rgb = ff::frame::Video::empty();
         }
         let (scaler, _) = cont.scaler.as_mut().expect("set above");
         if scaler.run(frame, &mut cont.rgb).is_err() {
