@@ -36,6 +36,31 @@ enum Command {
     Match(crate::banks::MatchCommand),
     /// Serve the push-ingest HTTP hook (`PUT /v1/streams/{id}/segments/{seq}`).
     Serve(ServeArgs),
+    /// Classify images with an ONNX model directory (model.toml); prints JSON lines.
+    Classify(ClassifyArgs),
+    /// Check model directories: manifest, file, sha256, and the model's real input and
+    /// output against the manifest.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Args)]
+struct ClassifyArgs {
+    /// The model directory (with model.toml).
+    model: PathBuf,
+    /// Image files (PNG, JPEG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Load each model directory and report whether it is usable.
+    Check {
+        /// Model directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +159,8 @@ pub fn main() -> ExitCode {
         Command::Lists(c) => crate::banks::lists(&cli.data, &c),
         Command::Match(c) => crate::banks::matching(&cli.data, &c),
         Command::Serve(a) => serve(&a),
+        Command::Classify(a) => classify(&a),
+        Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
     };
     match result {
         Ok(code) => code,
@@ -280,4 +307,91 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         "ingest server stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
+    let classifier = firebreak_classify::Classifier::load(&args.model)
+        .with_context(|| format!("model {}", args.model.display()))?;
+    let mut failed = 0;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for path in &args.images {
+        let img = match decode_file(path) {
+            Ok(img) => img,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let rgb: Vec<u8> = match img.format {
+            pdq::PixelFormat::Rgb8 => img.pixels.clone(),
+            pdq::PixelFormat::Rgba8 => img
+                .pixels
+                .chunks(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+            pdq::PixelFormat::Grey8 => img.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
+        };
+        let frame = firebreak_classify::RgbImage {
+            width: img.width as u32,
+            height: img.height as u32,
+            data: &rgb,
+        };
+        let c = classifier.classify(&frame)?;
+        let scores: serde_json::Map<String, serde_json::Value> = c
+            .scores
+            .iter()
+            .map(|(l, s)| (l.clone(), serde_json::json!(s)))
+            .collect();
+        let categories: Vec<serde_json::Value> = c
+            .categories
+            .iter()
+            .map(|k| serde_json::json!({"label": k.label, "category": k.category, "score": k.score, "threshold": k.threshold, "flagged": k.flagged}))
+            .collect();
+        let detections: Vec<serde_json::Value> = c
+            .detections
+            .iter()
+            .map(|d| serde_json::json!({"label": d.label, "score": d.score, "box": d.box_source}))
+            .collect();
+        let line = serde_json::json!({
+            "image": path.display().to_string(),
+            "model": c.model,
+            "model_version": c.model_version,
+            "scores": scores,
+            "categories": categories,
+            "detections": detections,
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn models_check(dirs: &[PathBuf]) -> Result<ExitCode> {
+    let mut bad = 0;
+    for dir in dirs {
+        match firebreak_classify::Classifier::load(dir) {
+            Ok(c) => println!(
+                "ok {}: {} {} ({:?} -> {:?})",
+                dir.display(),
+                c.manifest().name,
+                c.version(),
+                c.manifest().input.shape,
+                c.manifest().output.shape
+            ),
+            Err(e) => {
+                println!("error {}: {e}", dir.display());
+                bad += 1;
+            }
+        }
+    }
+    Ok(if bad > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -395,3 +395,41 @@ fn match_vpdq_finds_the_banked_video_and_its_md5() {
     );
     assert!(line["digests"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn classify_prints_scores_categories_and_detections() {
+    let models = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let out = firebreak(&[
+        "classify",
+        models.join("test/yolo_nchw_rgb").to_str().unwrap(),
+        models
+            .join("test/images/white_200x300.png")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(line["model"], "yolo_nchw_rgb");
+    let knife = line["scores"]["knife"].as_f64().unwrap();
+    assert!((knife - 0.8272).abs() < 1e-3, "{line}");
+    assert_eq!(line["categories"][0]["category"], "weapon");
+    assert_eq!(line["categories"][0]["flagged"], true);
+    assert!(line["detections"].as_array().unwrap().len() >= 3);
+
+    let out = firebreak(&[
+        "models",
+        "check",
+        models.join("test/softmax_nchw_rgb").to_str().unwrap(),
+        models.join("test/bad/sha256_mismatch").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a bad model fails the check");
+    let text = stdout(&out);
+    assert!(
+        text.contains("ok ") && text.contains("error ") && text.contains("sha256"),
+        "{text}"
+    );
+}

@@ -1,0 +1,52 @@
+//! open_nsfw with tract: per-frame latency on one thread (preprocessing included, and
+//! inference alone), and frames per second with two threads sharing one plan. Compare
+//! with onnxruntime's figures in models/test/reference/open_nsfw.json ("latency").
+
+use std::path::Path;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use firebreak_classify::{Classifier, RgbImage};
+
+fn classify(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/open_nsfw");
+    let status = std::process::Command::new(dir.join("../fetch.sh"))
+        .status()
+        .expect("models/fetch.sh");
+    assert!(status.success());
+    let classifier = Classifier::load(&dir).expect("open_nsfw loads");
+    let (w, h) = (1280u32, 720u32);
+    let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
+    let frame = RgbImage {
+        width: w,
+        height: h,
+        data: &px,
+    };
+    let (tensor, _) = classifier.preprocess(&frame);
+
+    let mut group = c.benchmark_group("open_nsfw");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("preprocess_720p", |b| {
+        b.iter(|| classifier.preprocess(&frame))
+    });
+    group.bench_function("inference_1_thread", |b| {
+        b.iter(|| classifier.run_tensor(tensor.clone()).unwrap())
+    });
+    group.bench_function("classify_720p_1_thread", |b| {
+        b.iter(|| classifier.classify(&frame).unwrap())
+    });
+    group.throughput(Throughput::Elements(2));
+    group.bench_function("classify_720p_2_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let a = s.spawn(|| classifier.classify(&frame).unwrap());
+                let b2 = s.spawn(|| classifier.classify(&frame).unwrap());
+                (a.join().unwrap(), b2.join().unwrap())
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classify);
+criterion_main!(benches);

@@ -1,0 +1,308 @@
+//! Classifiers against references computed with onnxruntime (models/reference_scores.py):
+//! the tiny generated test models (every output kind, layout, colour order and resize
+//! policy), the broken ones (each load error), and the bundled open_nsfw.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use firebreak_classify::{Classifier, ModelError, RgbImage};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn reference(name: &str) -> Value {
+    let path = models().join("test/reference").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn image(file: &str) -> (u32, u32, Vec<u8>) {
+    let path = models().join("test/images").join(file);
+    let img = pdq::decode::decode_file(&path).unwrap();
+    let rgb: Vec<u8> = match img.format {
+        pdq::PixelFormat::Rgb8 => img.pixels.clone(),
+        pdq::PixelFormat::Rgba8 => img
+            .pixels
+            .chunks(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        pdq::PixelFormat::Grey8 => img.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
+    };
+    (img.width as u32, img.height as u32, rgb)
+}
+
+fn tensor_sha256(t: &[f32]) -> String {
+    let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+#[test]
+fn test_models_match_onnxruntime_exactly() {
+    let refs = reference("test_models.json");
+    let mut checked = 0;
+    let mut exact = 0;
+    for (name, model) in refs["models"].as_object().unwrap() {
+        let classifier = Classifier::load(&models().join("test").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for r in model["results"].as_array().unwrap() {
+            let file = r["image"].as_str().unwrap();
+            let (w, h, rgb) = image(file);
+            let frame = RgbImage {
+                width: w,
+                height: h,
+                data: &rgb,
+            };
+            let (tensor, placement) = classifier.preprocess(&frame);
+            // Bit-identical to Pillow's preprocessing (the reference tensor's hash).
+            assert_eq!(
+                tensor_sha256(&tensor),
+                r["input_sha256"].as_str().unwrap(),
+                "{name} {file}: input tensor"
+            );
+            exact += 1;
+            assert_eq!(
+                (
+                    placement.scaled.0,
+                    placement.scaled.1,
+                    placement.offset.0,
+                    placement.offset.1
+                ),
+                (
+                    r["placed"]["scaled_size"][0].as_u64().unwrap() as u32,
+                    r["placed"]["scaled_size"][1].as_u64().unwrap() as u32,
+                    r["placed"]["offset"][0].as_i64().unwrap(),
+                    r["placed"]["offset"][1].as_i64().unwrap()
+                ),
+                "{name} {file}: placement"
+            );
+            let raw = classifier.run_tensor(tensor).unwrap();
+            let want: Vec<f64> = r["output"]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(raw.len(), want.len());
+            for (g, w) in raw.iter().zip(&want) {
+                assert!(
+                    close(f64::from(*g), *w, 1e-6),
+                    "{name} {file}: raw {g} vs {w}"
+                );
+            }
+            let c = classifier.postprocess(&raw, placement, (w, h));
+            for (label, score) in &c.scores {
+                let want = r["scores"][label].as_f64().unwrap();
+                assert!(
+                    close(f64::from(*score), want, 1e-5),
+                    "{name} {file} {label}: {score} vs {want}"
+                );
+            }
+            let want_categories = r["categories"].as_array().unwrap();
+            assert_eq!(c.categories.len(), want_categories.len());
+            for want in want_categories {
+                let got = c
+                    .categories
+                    .iter()
+                    .find(|g| g.label == want["label"].as_str().unwrap())
+                    .unwrap();
+                assert_eq!(got.category, want["category"].as_str().unwrap());
+                assert_eq!(
+                    got.flagged,
+                    want["flagged"].as_bool().unwrap(),
+                    "{name} {file}"
+                );
+            }
+            if let Some(dets) = r["detections"].as_array() {
+                let rows: Vec<(u64, &str)> = dets
+                    .iter()
+                    .map(|d| (d["row"].as_u64().unwrap(), d["label"].as_str().unwrap()))
+                    .collect();
+                let got: Vec<(u64, &str)> = c
+                    .detections
+                    .iter()
+                    .map(|d| (d.row as u64, d.label.as_str()))
+                    .collect();
+                assert_eq!(
+                    got, rows,
+                    "{name} {file}: detections after threshold and NMS"
+                );
+                for (g, d) in c.detections.iter().zip(dets) {
+                    for i in 0..4 {
+                        let want = d["box_xyxy_source"][i].as_f64().unwrap();
+                        assert!(
+                            close(f64::from(g.box_source[i]), want, 1e-3),
+                            "{name} {file}: box {:?} vs {}",
+                            g.box_source,
+                            d["box_xyxy_source"]
+                        );
+                    }
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 60, "{checked} model/image pairs");
+    // Most input tensors are bit-identical to Pillow's (see preprocess::resize_bilinear).
+    eprintln!("{exact} of {checked} input tensors bit-identical to the reference");
+    assert!(
+        exact * 10 >= checked * 9,
+        "{exact} of {checked} input tensors exact"
+    );
+}
+
+#[test]
+fn bad_models_fail_at_load_with_the_right_error() {
+    let dir = models().join("test/bad");
+    let load = |n: &str| {
+        Classifier::load(&dir.join(n))
+            .err()
+            .unwrap_or_else(|| panic!("{n} loaded"))
+    };
+    assert!(matches!(
+        load("missing_file"),
+        ModelError::FileMissing { .. }
+    ));
+    assert!(matches!(
+        load("sha256_mismatch"),
+        ModelError::Checksum { .. }
+    ));
+    assert!(matches!(
+        load("wrong_input_name"),
+        ModelError::InputName { .. }
+    ));
+    assert!(matches!(
+        load("wrong_output_name"),
+        ModelError::OutputName { .. }
+    ));
+    assert!(
+        matches!(
+            load("shape_mismatch"),
+            ModelError::Shape {
+                field: "input.shape",
+                ..
+            }
+        ),
+        "{}",
+        load("shape_mismatch")
+    );
+    let e = load("unknown_op");
+    assert!(matches!(e, ModelError::Unsupported(_)), "{e}");
+    assert!(e.to_string().contains("FirebreakNoSuchOp"), "{e}");
+    // A manifest with an unknown field or inconsistent values.
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(models().join("test/softmax_nchw_rgb/model.toml")).unwrap();
+    std::fs::write(
+        tmp.path().join("model.toml"),
+        format!("{good}\nthreshold = 3\n"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Classifier::load(tmp.path()).unwrap_err(),
+        ModelError::Manifest { .. }
+    ));
+    std::fs::write(
+        tmp.path().join("model.toml"),
+        good.replace("kind = \"softmax\"", "kind = \"yolo\""),
+    )
+    .unwrap();
+    assert!(matches!(
+        Classifier::load(tmp.path()).unwrap_err(),
+        ModelError::Invalid { .. }
+    ));
+}
+
+fn fetch_open_nsfw() -> PathBuf {
+    let ok = Command::new(models().join("fetch.sh"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "models/fetch.sh");
+    models().join("open_nsfw")
+}
+
+/// A `.npy` file of little-endian float32 (numpy format 1.0, C order).
+fn read_npy(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn open_nsfw_matches_onnxruntime() {
+    let classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
+    let refs = reference("open_nsfw.json");
+    for r in refs["results"].as_array().unwrap() {
+        let source = r["source"].as_str().unwrap();
+        let file = Path::new(source).file_name().unwrap().to_str().unwrap();
+        let (w, h, rgb) = image(file);
+        let frame = RgbImage {
+            width: w,
+            height: h,
+            data: &rgb,
+        };
+        let (tensor, _) = classifier.preprocess(&frame);
+        // Pillow 13 resizes 200x300 -> 256x256 with its vertical pass first (1-level
+        // differences on noise); every other reference tensor is bit-identical.
+        let exact = tensor_sha256(&tensor) == r["input"]["sha256"].as_str().unwrap();
+        assert!(
+            exact || file == "noise_200x300.png",
+            "{file}: input tensor differs"
+        );
+        let tol = if exact { 1e-4 } else { 1e-2 };
+        let c = classifier.classify(&frame).unwrap();
+        for (label, score) in &c.scores {
+            let want = r["scores"][label].as_f64().unwrap();
+            assert!(
+                close(f64::from(*score), want, tol),
+                "{file} {label}: tract {score} vs onnxruntime {want}"
+            );
+        }
+        // Plain synthetic frames are not flagged.
+        assert!(
+            c.categories
+                .iter()
+                .all(|c| c.category == "sexual" && !c.flagged),
+            "{file}: {:?}",
+            c.categories
+        );
+        assert_eq!(c.model, "open_nsfw");
+    }
+    // On the exact stored input tensors, independent of preprocessing.
+    for (npy, image_name) in [
+        ("gradient_320x240.input.npy", "gradient_320x240.png"),
+        ("noise_200x300.input.npy", "noise_200x300.png"),
+    ] {
+        let tensor = read_npy(&models().join("test/reference").join(npy));
+        let raw = classifier.run_tensor(tensor).unwrap();
+        let r = refs["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source"].as_str().unwrap().ends_with(image_name))
+            .unwrap();
+        for (g, w) in raw.iter().zip(r["output"]["data"].as_array().unwrap()) {
+            assert!(
+                close(f64::from(*g), w.as_f64().unwrap(), 1e-4),
+                "{npy}: {g} vs {w}"
+            );
+        }
+    }
+}
