@@ -35,6 +35,11 @@ fn classify(c: &mut Criterion) {
     group.bench_function("classify_720p_1_thread", |b| {
         b.iter(|| classifier.classify(&frame).unwrap())
     });
+    let four = [frame, frame, frame, frame];
+    group.throughput(Throughput::Elements(4));
+    group.bench_function("classify_720p_batch4_1_thread", |b| {
+        b.iter(|| classifier.classify_many(&four).unwrap())
+    });
     group.throughput(Throughput::Elements(2));
     group.bench_function("classify_720p_2_threads", |b| {
         b.iter(|| {

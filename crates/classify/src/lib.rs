@@ -109,8 +109,13 @@ pub struct Classification {
 pub struct Classifier {
     manifest: Arc<Manifest>,
     plan: Arc<TypedRunnableModel>,
+    /// A plan for `BATCH` frames at once, when the model's batch dimension is symbolic.
+    batch_plan: Option<Arc<TypedRunnableModel>>,
     version: String,
 }
+
+/// Frames per batched run (when the model allows batches).
+pub const BATCH: usize = 4;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -235,6 +240,28 @@ impl Classifier {
             });
         }
         let plan = typed.into_runnable().map_err(unsupported)?;
+        // A symbolic batch dimension: also prepare a plan for BATCH frames at once.
+        let batch_plan = if declared.first().is_some_and(Option::is_none) {
+            let mut model = tract_onnx::onnx()
+                .model_for_read(&mut &bytes[..])
+                .map_err(unsupported)?;
+            let mut shape: TVec<usize> = manifest.input.shape.iter().copied().collect();
+            shape[0] = BATCH;
+            model
+                .set_input_fact(input_ix, InferenceFact::dt_shape(f32::datum_type(), shape))
+                .map_err(unsupported)?;
+            model
+                .select_outputs_by_name([manifest.output.name.as_str()])
+                .map_err(unsupported)?;
+            Some(
+                model
+                    .into_optimized()
+                    .and_then(|m| m.into_runnable())
+                    .map_err(unsupported)?,
+            )
+        } else {
+            None
+        };
         let version = manifest
             .version
             .clone()
@@ -242,6 +269,7 @@ impl Classifier {
         Ok(Classifier {
             manifest: Arc::new(manifest),
             plan,
+            batch_plan,
             version,
         })
     }
@@ -275,6 +303,50 @@ impl Classifier {
             .to_plain_array_view::<f32>()
             .map_err(|e| ModelError::Unsupported(format!("{e:#}")))?;
         Ok(view.iter().copied().collect())
+    }
+
+    /// Whether the model runs several frames in one batch.
+    pub fn batches(&self) -> bool {
+        self.batch_plan.is_some()
+    }
+
+    /// Classifies several waiting frames: full groups of [`BATCH`] run as one batch when
+    /// the model allows it, the rest one by one. Results are in frame order.
+    pub fn classify_many(
+        &self,
+        frames: &[RgbImage<'_>],
+    ) -> Result<Vec<Classification>, ModelError> {
+        let err = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
+        let mut out = Vec::with_capacity(frames.len());
+        for group in frames.chunks(BATCH) {
+            let Some(plan) = self.batch_plan.as_ref().filter(|_| group.len() == BATCH) else {
+                for f in group {
+                    out.push(self.classify(f)?);
+                }
+                continue;
+            };
+            let prepared: Vec<(Vec<f32>, Placement)> =
+                group.iter().map(|f| self.preprocess(f)).collect();
+            let mut shape = self.manifest.input.shape;
+            shape[0] = BATCH;
+            let data: Vec<f32> = prepared
+                .iter()
+                .flat_map(|(t, _)| t.iter().copied())
+                .collect();
+            let input = Tensor::from_shape(&shape, &data).map_err(err)?;
+            let result = plan.run(tvec!(input.into())).map_err(err)?;
+            let values: Vec<f32> = result[0]
+                .to_plain_array_view::<f32>()
+                .map_err(err)?
+                .iter()
+                .copied()
+                .collect();
+            let per = values.len() / BATCH;
+            for ((f, (_, placement)), raw) in group.iter().zip(&prepared).zip(values.chunks(per)) {
+                out.push(self.postprocess(raw, *placement, (f.width, f.height)));
+            }
+        }
+        Ok(out)
     }
 
     /// Classifies one frame.

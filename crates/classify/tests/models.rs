@@ -306,3 +306,41 @@ fn open_nsfw_matches_onnxruntime() {
         }
     }
 }
+
+#[test]
+fn batched_frames_score_like_single_frames() {
+    let classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
+    assert!(
+        classifier.batches(),
+        "open_nsfw has a symbolic batch dimension"
+    );
+    let names = [
+        "grey_320x240.png",
+        "colour_320x240.png",
+        "gradient_320x240.png",
+        "noise_200x300.png",
+        "framed_200x300.png",
+    ];
+    let images: Vec<(u32, u32, Vec<u8>)> = names.iter().map(|n| image(n)).collect();
+    let frames: Vec<RgbImage<'_>> = images
+        .iter()
+        .map(|(w, h, d)| RgbImage {
+            width: *w,
+            height: *h,
+            data: d,
+        })
+        .collect();
+    let many = classifier.classify_many(&frames).unwrap();
+    assert_eq!(many.len(), 5);
+    for (frame, batched) in frames.iter().zip(&many) {
+        let single = classifier.classify(frame).unwrap();
+        for ((l1, s1), (l2, s2)) in single.scores.iter().zip(&batched.scores) {
+            assert_eq!(l1, l2);
+            assert!((s1 - s2).abs() < 1e-5, "{l1}: single {s1} vs batched {s2}");
+        }
+    }
+    // Models with a fixed batch of 1 fall back to one frame at a time.
+    let fixed = Classifier::load(&models().join("test/softmax_nchw_rgb")).unwrap();
+    assert!(!fixed.batches());
+    assert_eq!(fixed.classify_many(&frames).unwrap().len(), 5);
+}
