@@ -13,7 +13,8 @@ fn classify(c: &mut Criterion) {
         .status()
         .expect("models/fetch.sh");
     assert!(status.success());
-    let classifier = Classifier::load(&dir).expect("open_nsfw loads");
+    let mut classifier = Classifier::load(&dir).expect("open_nsfw loads");
+    classifier.set_batching(true);
     let (w, h) = (1280u32, 720u32);
     let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
     let frame = RgbImage {

@@ -111,6 +111,10 @@ pub struct Classifier {
     plan: Arc<TypedRunnableModel>,
     /// A plan for `BATCH` frames at once, when the model's batch dimension is symbolic.
     batch_plan: Option<Arc<TypedRunnableModel>>,
+    /// Use `batch_plan` in [`Classifier::classify_many`] (off by default: with tract 0.23
+    /// on the development machine a batch of 4 open_nsfw frames took 1.5x longer per
+    /// frame than single frames).
+    batching: bool,
     version: String,
 }
 
@@ -270,6 +274,7 @@ impl Classifier {
             manifest: Arc::new(manifest),
             plan,
             batch_plan,
+            batching: false,
             version,
         })
     }
@@ -305,9 +310,15 @@ impl Classifier {
         Ok(view.iter().copied().collect())
     }
 
-    /// Whether the model runs several frames in one batch.
+    /// Whether the model can run several frames in one batch.
     pub fn batches(&self) -> bool {
         self.batch_plan.is_some()
+    }
+
+    /// Turns batched runs in [`Classifier::classify_many`] on or off (off by default;
+    /// measure before turning it on: see the field's note).
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
     }
 
     /// Classifies several waiting frames: full groups of [`BATCH`] run as one batch when
@@ -319,7 +330,11 @@ impl Classifier {
         let err = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
         let mut out = Vec::with_capacity(frames.len());
         for group in frames.chunks(BATCH) {
-            let Some(plan) = self.batch_plan.as_ref().filter(|_| group.len() == BATCH) else {
+            let Some(plan) = self
+                .batch_plan
+                .as_ref()
+                .filter(|_| self.batching && group.len() == BATCH)
+            else {
                 for f in group {
                     out.push(self.classify(f)?);
                 }
