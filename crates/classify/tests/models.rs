@@ -309,7 +309,8 @@ fn open_nsfw_matches_onnxruntime() {
 
 #[test]
 fn batched_frames_score_like_single_frames() {
-    let classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
+    let mut classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
+    classifier.set_batching(true);
     assert!(
         classifier.batches(),
         "open_nsfw has a symbolic batch dimension"
