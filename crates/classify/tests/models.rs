@@ -21,15 +21,7 @@ fn reference(name: &str) -> Value {
 fn image(file: &str) -> (u32, u32, Vec<u8>) {
     let path = models().join("test/images").join(file);
     let img = pdq::decode::decode_file(&path).unwrap();
-    let rgb: Vec<u8> = match img.format {
-        pdq::PixelFormat::Rgb8 => img.pixels.clone(),
-        pdq::PixelFormat::Rgba8 => img
-            .pixels
-            .chunks(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect(),
-        pdq::PixelFormat::Grey8 => img.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
-    };
+    let rgb = img.to_rgb();
     (img.width as u32, img.height as u32, rgb)
 }
 

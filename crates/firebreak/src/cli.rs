@@ -323,15 +323,7 @@ fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        let rgb: Vec<u8> = match img.format {
-            pdq::PixelFormat::Rgb8 => img.pixels.clone(),
-            pdq::PixelFormat::Rgba8 => img
-                .pixels
-                .chunks(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect(),
-            pdq::PixelFormat::Grey8 => img.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
-        };
+        let rgb = img.to_rgb();
         let frame = firebreak_classify::RgbImage {
             width: img.width as u32,
             height: img.height as u32,

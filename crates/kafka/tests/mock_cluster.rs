@@ -26,22 +26,12 @@ async fn delivers_in_order_with_keys_headers_and_schema() {
         p.accept(k, e).unwrap();
     }
     let sink = sink(&mock.bootstrap_servers(), "escalations");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            p.run(&sink, 16, async {
-                stop_rx.await.ok();
-            })
-            .await
-        })
-    };
+    let runner = support::Runner::start(&p, sink, 16);
     assert!(
         support::drained(&p, Duration::from_secs(30)).await,
         "outbox not drained"
     );
-    let _ = stop_tx.send(());
-    runner.await.unwrap();
+    runner.stop().await;
     let consumed = support::consume(
         &mock.bootstrap_servers(),
         "escalations",
@@ -81,16 +71,7 @@ async fn broker_outage_then_recovery_loses_nothing() {
     }
     mock.broker_down(1).unwrap();
     let sink = sink(&mock.bootstrap_servers(), "escalations");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            p.run(&sink, 8, async {
-                stop_rx.await.ok();
-            })
-            .await
-        })
-    };
+    let runner = support::Runner::start(&p, sink, 8);
     // While the broker is down, deliveries fail (message timeout 2 s) and are retried.
     let started = std::time::Instant::now();
     while p.metrics().errors.with_label_values(&["retryable"]).get() == 0 {
@@ -114,8 +95,7 @@ async fn broker_outage_then_recovery_loses_nothing() {
         support::drained(&p, Duration::from_secs(60)).await,
         "outbox not drained after recovery"
     );
-    let _ = stop_tx.send(());
-    runner.await.unwrap();
+    runner.stop().await;
     let consumed = support::consume(
         &mock.bootstrap_servers(),
         "escalations",
@@ -139,23 +119,13 @@ async fn fatal_errors_are_dead_lettered_not_retried() {
     let events = support::events(1, 4);
     p.accept(&events[0].0, &events[0].1).unwrap();
     let sink = sink(&mock.bootstrap_servers(), "escalations");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            p.run(&sink, 1, async {
-                stop_rx.await.ok();
-            })
-            .await
-        })
-    };
+    let runner = support::Runner::start(&p, sink, 1);
     assert!(support::drained(&p, Duration::from_secs(30)).await);
     for (k, e) in &events[1..] {
         p.accept(k, e).unwrap();
     }
     assert!(support::drained(&p, Duration::from_secs(30)).await);
-    let _ = stop_tx.send(());
-    runner.await.unwrap();
+    runner.stop().await;
     assert_eq!(p.metrics().dead_lettered.get(), 1);
     assert_eq!(
         p.metrics().errors.with_label_values(&["retryable"]).get(),
@@ -188,19 +158,9 @@ async fn jsonl_log_when_no_kafka_is_configured() {
     for (k, e) in &events {
         p.accept(k, e).unwrap();
     }
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            p.run(&sink, 4, async {
-                stop_rx.await.ok();
-            })
-            .await
-        })
-    };
+    let runner = support::Runner::start(&p, sink, 4);
     assert!(support::drained(&p, Duration::from_secs(30)).await);
-    let _ = stop_tx.send(());
-    runner.await.unwrap();
+    runner.stop().await;
     let lines: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

@@ -68,22 +68,12 @@ async fn produce_and_consume_back() {
         p.accept(k, e).unwrap();
     }
     let sink = KafkaSink::new(&KafkaConfig::new(&broker.bootstrap, "escalations")).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            p.run(&sink, 16, async {
-                stop_rx.await.ok();
-            })
-            .await
-        })
-    };
+    let runner = support::Runner::start(&p, sink, 16);
     assert!(
         support::drained(&p, Duration::from_secs(60)).await,
         "outbox not drained"
     );
-    let _ = stop_tx.send(());
-    runner.await.unwrap();
+    runner.stop().await;
     let consumed = support::consume(
         &broker.bootstrap,
         "escalations",
@@ -201,16 +191,7 @@ async fn broker_absent_at_first_then_started_receives_everything() {
     let mut config = KafkaConfig::new(&bootstrap, "outage");
     config.message_timeout = Duration::from_secs(2);
     let sink = KafkaSink::new(&config).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let p = p.clone();
-        tokio::spawn(async move {
-            p.run(&sink, 8, async {
-                stop_rx.await.ok();
-            })
-            .await
-        })
-    };
+    let runner = support::Runner::start(&p, sink, 8);
     // No broker: deliveries time out and are retried; nothing is acknowledged.
     let started = std::time::Instant::now();
     while p.metrics().errors.with_label_values(&["retryable"]).get() == 0 {
@@ -241,8 +222,7 @@ async fn broker_absent_at_first_then_started_receives_everything() {
         support::drained(&p, Duration::from_secs(90)).await,
         "outbox not drained once the broker is up"
     );
-    let _ = stop_tx.send(());
-    runner.await.unwrap();
+    runner.stop().await;
     let consumed = support::consume(
         &broker.bootstrap,
         "outage",

@@ -30,6 +30,19 @@ impl DecodedImage {
         ImageView::packed(&self.pixels, self.width, self.height, self.format)
             .expect("decoded buffers are sized by construction")
     }
+
+    /// The pixels as packed RGB8 (grey replicated, alpha dropped).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        match self.format {
+            PixelFormat::Rgb8 => self.pixels.clone(),
+            PixelFormat::Rgba8 => self
+                .pixels
+                .chunks(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+            PixelFormat::Grey8 => self.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
+        }
+    }
 }
 
 /// Why an image file could not be decoded.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use firebreak_core::event::{Producer, sample_events};
-use firebreak_kafka::{DeliveryMetrics, Outbox, OutboxConfig, Pipeline};
+use firebreak_kafka::{DeliveryMetrics, Outbox, OutboxConfig, Pipeline, Sink};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -150,4 +150,31 @@ pub async fn drained(p: &Pipeline, deadline: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
+}
+
+/// A replayer running in the background until stopped.
+pub struct Runner {
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Runner {
+    /// Starts delivering `p`'s outbox to `sink` in batches of `batch`.
+    pub fn start<S: Sink + 'static>(p: &Pipeline, sink: S, batch: usize) -> Runner {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let p = p.clone();
+        let handle = tokio::spawn(async move {
+            p.run(&sink, batch, async {
+                stopped.await.ok();
+            })
+            .await
+        });
+        Runner { stop, handle }
+    }
+
+    /// Stops the replayer and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.handle.await.unwrap();
+    }
 }
