@@ -14,7 +14,7 @@ fn classify(c: &mut Criterion) {
         .expect("models/fetch.sh");
     assert!(status.success());
     let mut classifier = Classifier::load(&dir).expect("open_nsfw loads");
-    classifier.set_batching(true);
+    classifier.set_batching(true).unwrap();
     let (w, h) = (1280u32, 720u32);
     let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
     let frame = RgbImage {

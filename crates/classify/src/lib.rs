@@ -109,12 +109,15 @@ pub struct Classification {
 pub struct Classifier {
     manifest: Arc<Manifest>,
     plan: Arc<TypedRunnableModel>,
-    /// A plan for `BATCH` frames at once, when the model's batch dimension is symbolic.
+    /// A plan for `BATCH` frames at once, built by [`Classifier::set_batching`] (off by
+    /// default: with tract 0.23 on the development machine a batch of 4 open_nsfw frames
+    /// took 1.5x longer per frame than single frames).
     batch_plan: Option<Arc<TypedRunnableModel>>,
-    /// Use `batch_plan` in [`Classifier::classify_many`] (off by default: with tract 0.23
-    /// on the development machine a batch of 4 open_nsfw frames took 1.5x longer per
-    /// frame than single frames).
-    batching: bool,
+    /// Whether the model's batch dimension is symbolic (batches are possible).
+    symbolic_batch: bool,
+    /// The ONNX file and the input's index, to build the batch plan on demand.
+    file: PathBuf,
+    input_ix: usize,
     version: String,
 }
 
@@ -126,6 +129,21 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Fixes the input to the manifest's shape with batch `batch`, selects the manifest's
+/// output and optimises the graph.
+fn optimize(
+    mut model: InferenceModel,
+    input_ix: usize,
+    manifest: &Manifest,
+    batch: usize,
+) -> TractResult<TypedModel> {
+    let mut shape: TVec<usize> = manifest.input.shape.iter().copied().collect();
+    shape[0] = batch;
+    model.set_input_fact(input_ix, InferenceFact::dt_shape(f32::datum_type(), shape))?;
+    model.select_outputs_by_name([manifest.output.name.as_str()])?;
+    model.into_optimized()
 }
 
 fn concrete_dims(fact: &InferenceFact) -> Vec<Option<i64>> {
@@ -166,7 +184,7 @@ impl Classifier {
             });
         }
         let unsupported = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
-        let mut model = tract_onnx::onnx()
+        let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(unsupported)?;
 
@@ -224,14 +242,7 @@ impl Classifier {
                 model: show(&declared),
             });
         }
-        let shape: TVec<usize> = manifest.input.shape.iter().copied().collect();
-        model
-            .set_input_fact(input_ix, InferenceFact::dt_shape(f32::datum_type(), shape))
-            .map_err(unsupported)?;
-        model
-            .select_outputs_by_name([manifest.output.name.as_str()])
-            .map_err(unsupported)?;
-        let typed = model.into_optimized().map_err(unsupported)?;
+        let typed = optimize(model, input_ix, &manifest, 1).map_err(unsupported)?;
         let out_fact = typed.output_fact(0).map_err(unsupported)?;
         let out_shape: Option<Vec<usize>> = out_fact.shape.as_concrete().map(<[usize]>::to_vec);
         if out_fact.datum_type != f32::datum_type()
@@ -244,28 +255,6 @@ impl Classifier {
             });
         }
         let plan = typed.into_runnable().map_err(unsupported)?;
-        // A symbolic batch dimension: also prepare a plan for BATCH frames at once.
-        let batch_plan = if declared.first().is_some_and(Option::is_none) {
-            let mut model = tract_onnx::onnx()
-                .model_for_read(&mut &bytes[..])
-                .map_err(unsupported)?;
-            let mut shape: TVec<usize> = manifest.input.shape.iter().copied().collect();
-            shape[0] = BATCH;
-            model
-                .set_input_fact(input_ix, InferenceFact::dt_shape(f32::datum_type(), shape))
-                .map_err(unsupported)?;
-            model
-                .select_outputs_by_name([manifest.output.name.as_str()])
-                .map_err(unsupported)?;
-            Some(
-                model
-                    .into_optimized()
-                    .and_then(|m| m.into_runnable())
-                    .map_err(unsupported)?,
-            )
-        } else {
-            None
-        };
         let version = manifest
             .version
             .clone()
@@ -273,8 +262,10 @@ impl Classifier {
         Ok(Classifier {
             manifest: Arc::new(manifest),
             plan,
-            batch_plan,
-            batching: false,
+            batch_plan: None,
+            symbolic_batch: declared.first().is_some_and(Option::is_none),
+            file,
+            input_ix,
             version,
         })
     }
@@ -312,13 +303,35 @@ impl Classifier {
 
     /// Whether the model can run several frames in one batch.
     pub fn batches(&self) -> bool {
-        self.batch_plan.is_some()
+        self.symbolic_batch
     }
 
-    /// Turns batched runs in [`Classifier::classify_many`] on or off (off by default;
-    /// measure before turning it on: see the field's note).
-    pub fn set_batching(&mut self, on: bool) {
-        self.batching = on;
+    /// Turns batched runs in [`Classifier::classify_many`] on (building the batch plan
+    /// from the model file) or off. Measure before turning it on: see `batch_plan`.
+    pub fn set_batching(&mut self, on: bool) -> Result<(), ModelError> {
+        if !on || !self.symbolic_batch {
+            self.batch_plan = None;
+            return Ok(());
+        }
+        let unsupported = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
+        let bytes = std::fs::read(&self.file).map_err(|_| ModelError::FileMissing {
+            path: self.file.clone(),
+        })?;
+        let actual = sha256_hex(&bytes);
+        if actual != self.manifest.sha256.to_ascii_lowercase() {
+            let (path, expected) = (self.file.clone(), self.manifest.sha256.clone());
+            return Err(ModelError::Checksum {
+                path,
+                expected,
+                actual,
+            });
+        }
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(unsupported)?;
+        let typed = optimize(model, self.input_ix, &self.manifest, BATCH).map_err(unsupported)?;
+        self.batch_plan = Some(typed.into_runnable().map_err(unsupported)?);
+        Ok(())
     }
 
     /// Classifies several waiting frames: full groups of [`BATCH`] run as one batch when
@@ -330,11 +343,7 @@ impl Classifier {
         let err = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
         let mut out = Vec::with_capacity(frames.len());
         for group in frames.chunks(BATCH) {
-            let Some(plan) = self
-                .batch_plan
-                .as_ref()
-                .filter(|_| self.batching && group.len() == BATCH)
-            else {
+            let Some(plan) = self.batch_plan.as_ref().filter(|_| group.len() == BATCH) else {
                 for f in group {
                     out.push(self.classify(f)?);
                 }

@@ -302,7 +302,7 @@ fn open_nsfw_matches_onnxruntime() {
 #[test]
 fn batched_frames_score_like_single_frames() {
     let mut classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
-    classifier.set_batching(true);
+    classifier.set_batching(true).unwrap();
     assert!(
         classifier.batches(),
         "open_nsfw has a symbolic batch dimension"
