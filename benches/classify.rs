@@ -41,6 +41,15 @@ fn classify(c: &mut Criterion) {
     group.bench_function("classify_720p_batch4_1_thread", |b| {
         b.iter(|| classifier.classify_many(&four).unwrap())
     });
+    group.throughput(Throughput::Elements(1));
+    let mut threaded = classifier.clone();
+    threaded.set_threads(2);
+    group.bench_function("inference_2_intra_op_threads", |b| {
+        b.iter(|| threaded.run_tensor(tensor.clone()).unwrap())
+    });
+    group.bench_function("classify_720p_2_intra_op_threads", |b| {
+        b.iter(|| threaded.classify(&frame).unwrap())
+    });
     group.throughput(Throughput::Elements(2));
     group.bench_function("classify_720p_2_threads", |b| {
         b.iter(|| {

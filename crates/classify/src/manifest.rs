@@ -26,7 +26,7 @@ pub enum Color {
 }
 
 /// How a frame is fitted to the input size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Resize {
     /// Resize to the input size, ignoring the aspect ratio.

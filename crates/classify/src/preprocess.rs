@@ -133,11 +133,43 @@ pub fn resize_bilinear(src: &RgbImage<'_>, width: u32, height: u32) -> Vec<u8> {
 /// Builds the model input for `frame`: the tensor values in layout order, and where the
 /// frame was placed.
 pub fn to_tensor(manifest: &Manifest, frame: &RgbImage<'_>) -> (Vec<f32>, Placement) {
+    let (pixels, placement) = geometry(manifest, frame);
+    (normalise(manifest, &pixels), placement)
+}
+
+/// What the geometric step depends on: models with equal keys share one resized image
+/// of a frame (see `ClassifierSet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GeometryKey {
+    size: (u32, u32),
+    resize: Resize,
+    resize_to: Option<[u32; 2]>,
+    pad_value: Option<u8>,
+}
+
+impl GeometryKey {
+    /// The key of a manifest's input.
+    pub fn of(manifest: &Manifest) -> GeometryKey {
+        let input = &manifest.input;
+        GeometryKey {
+            size: manifest.input_size(),
+            resize: input.resize,
+            resize_to: match input.resize {
+                Resize::ResizeThenCenterCrop => input.resize_to,
+                _ => None,
+            },
+            pad_value: matches!(input.resize, Resize::Letterbox).then_some(input.pad_value),
+        }
+    }
+}
+
+/// The geometric step: the frame resized (and cropped or padded) to the model's input
+/// size as an 8-bit RGB image, with where the frame landed in it.
+pub fn geometry(manifest: &Manifest, frame: &RgbImage<'_>) -> (Vec<u8>, Placement) {
     let (w, h) = manifest.input_size();
     let (fw, fh) = (frame.width, frame.height);
     let input = &manifest.input;
-    // Geometry: an 8-bit W x H RGB image.
-    let (pixels, placement) = match input.resize {
+    match input.resize {
         Resize::Stretch => (
             resize_bilinear(frame, w, h),
             Placement {
@@ -193,7 +225,14 @@ pub fn to_tensor(manifest: &Manifest, frame: &RgbImage<'_>) -> (Vec<f32>, Placem
                 },
             )
         }
-    };
+    }
+}
+
+/// The per-model step: colour order, scale, mean and std, and layout, from the output
+/// of [`geometry`].
+pub fn normalise(manifest: &Manifest, pixels: &[u8]) -> Vec<f32> {
+    let (w, h) = manifest.input_size();
+    let input = &manifest.input;
     let order: [usize; 3] = match input.color {
         Color::Rgb => [0, 1, 2],
         Color::Bgr => [2, 1, 0],
@@ -213,5 +252,5 @@ pub fn to_tensor(manifest: &Manifest, frame: &RgbImage<'_>) -> (Vec<f32>, Placem
             }
         }
     }
-    (tensor, placement)
+    tensor
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use firebreak_classify::{Classifier, ModelError, RgbImage};
+use firebreak_classify::{Classifier, ClassifierSet, ModelError, RgbImage};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -336,4 +336,70 @@ fn batched_frames_score_like_single_frames() {
     let fixed = Classifier::load(&models().join("test/softmax_nchw_rgb")).unwrap();
     assert!(!fixed.batches());
     assert_eq!(fixed.classify_many(&frames).unwrap().len(), 5);
+}
+
+#[test]
+fn a_set_resizes_once_per_geometry_and_equals_single_models() {
+    let names = [
+        "channel0_nchw_rgb",
+        "channel0_nchw_bgr",
+        "channel0_nhwc_rgb",
+        "channel0_nhwc_bgr",
+        "sigmoid_nhwc_bgr",
+        "softmax_nchw_rgb",
+        "corners_stretch",
+        "corners_crop",
+        "corners_letterbox",
+        "yolo_nchw_rgb",
+    ];
+    let models: Vec<Classifier> = names
+        .iter()
+        .map(|n| Classifier::load(&models().join("test").join(n)).unwrap())
+        .collect();
+    let set = ClassifierSet::new(models.clone());
+    // 8x8 stretch (6 models), 16x16 stretch, 16x16 from a 24x24 crop, 16x16 letterbox
+    // padded with 114 (2 models).
+    assert_eq!(set.geometries(), 4);
+    for file in [
+        "colour_320x240.png",
+        "noise_200x300.png",
+        "framed_200x300.png",
+    ] {
+        let (w, h, px) = image(file);
+        let frame = RgbImage {
+            width: w,
+            height: h,
+            data: &px,
+        };
+        let results = set.classify(&frame);
+        assert_eq!(results.len(), names.len());
+        for (model, got) in models.iter().zip(results) {
+            assert_eq!(got.model, model.manifest().name);
+            assert_eq!(
+                got.result.unwrap(),
+                model.classify(&frame).unwrap(),
+                "{file}"
+            );
+        }
+    }
+}
+
+#[test]
+fn intra_op_threads_give_the_same_scores() {
+    let dir = fetch_open_nsfw();
+    let single = Classifier::load(&dir).unwrap();
+    let mut threaded = single.clone();
+    threaded.set_threads(2);
+    let (w, h, px) = image("gradient_320x240.png");
+    let frame = RgbImage {
+        width: w,
+        height: h,
+        data: &px,
+    };
+    let a = single.classify(&frame).unwrap();
+    let b = threaded.classify(&frame).unwrap();
+    for ((l1, s1), (l2, s2)) in a.scores.iter().zip(&b.scores) {
+        assert_eq!(l1, l2);
+        assert!((s1 - s2).abs() < 1e-5, "{l1}: {s1} vs {s2}");
+    }
 }
