@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= /var/cache/firebreak/target
 setup:
 	@scripts/setup.sh
 
-## Build and run the embedded demo: hash sample media, show a re-upload matching.
+## Build and run the live demo: an HLS stream in which a known clip appears, monitored by `firebreak run`.
 run: setup
 	cargo build --release -p firebreak
 	scripts/demo.sh

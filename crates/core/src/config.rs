@@ -2,7 +2,7 @@
 //! read from TOML and validated as a whole (every problem reported at once, with its
 //! path), so an operator's typo never reaches a live stream.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum PolicyError {
 }
 
 /// What a rule looks at in each sampled frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
     /// A PDQ match against one of `banks` (any bank when empty) within `max_distance`
@@ -48,7 +48,7 @@ fn default_distance() -> u32 {
 }
 
 /// A rule: when its evidence persists, the stream is raised to `tier`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Unique name, quoted in decisions.
@@ -113,7 +113,7 @@ fn default_hold() -> f64 {
 
 /// An incident activation type (GIFCT's Content Incident Protocol and its successors):
 /// a decision at `min_tier` or above carries the highest such activation.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Activation {
     /// Name, as the coordinator knows it.
@@ -123,7 +123,7 @@ pub struct Activation {
 }
 
 /// A policy as written by operators.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Operator-visible version label; the effective version adds a content digest.
@@ -336,5 +336,17 @@ impl PolicyConfig {
             }
         }
         issues
+    }
+}
+
+#[cfg(test)]
+mod roundtrip {
+    use super::*;
+
+    #[test]
+    fn a_policy_round_trips_through_toml() {
+        let p = PolicyConfig::builtin();
+        let text = toml::to_string(&p).unwrap();
+        assert_eq!(PolicyConfig::from_toml(&text).unwrap(), p);
     }
 }

@@ -147,7 +147,12 @@ fn save_bank(data: &Path, bank: &Bank) -> Result<()> {
 /// Every bank in the data directory. A bank that cannot be read is reported on stderr
 /// and skipped, so one corrupt file does not take matching down.
 fn load_all(data: &Path) -> Result<Vec<(Bank, u64, f64)>> {
-    let dir = banks_dir(data);
+    load_banks_in(&banks_dir(data))
+}
+
+/// Every bank in `dir` (see [`load_all`]), with its file size and load time in ms.
+pub fn load_banks_in(dir: &Path) -> Result<Vec<(Bank, u64, f64)>> {
+    let dir = dir.to_path_buf();
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,

@@ -34,14 +34,30 @@ enum Command {
     /// Match hashes, images or videos against the banks; prints JSON lines.
     #[command(subcommand)]
     Match(crate::banks::MatchCommand),
-    /// Serve the push-ingest HTTP hook (`PUT /v1/streams/{id}/segments/{seq}`).
-    Serve(ServeArgs),
+    /// Run the monitor: ingest, detectors, policy, delivery, HTTP API and dashboard.
+    Run(RunArgs),
+    /// Check a daemon config file (every problem, with its path).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Classify images with an ONNX model directory (model.toml); prints JSON lines.
     Classify(ClassifyArgs),
     /// Check model directories: manifest, file, sha256, and the model's real input and
     /// output against the manifest.
     #[command(subcommand)]
     Models(ModelsCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The config file (TOML); without it, the embedded defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE.
+    Check { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -61,22 +77,6 @@ enum ModelsCommand {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Largest accepted segment, MiB.
-    #[arg(long, default_value_t = 32)]
-    max_segment_mib: usize,
-    /// Reorder window, in segments.
-    #[arg(long, default_value_t = 8)]
-    reorder_window: u64,
-    /// At most this many concurrent streams.
-    #[arg(long, default_value_t = 64)]
-    max_streams: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,7 +158,8 @@ pub fn main() -> ExitCode {
         Command::Compare(CompareCommand::Vpdq(a)) => compare_vpdq(&a),
         Command::Lists(c) => crate::banks::lists(&cli.data, &c),
         Command::Match(c) => crate::banks::matching(&cli.data, &c),
-        Command::Serve(a) => serve(&a),
+        Command::Run(a) => crate::daemon::run(a.config.as_deref()),
+        Command::Config(ConfigCommand::Check { file }) => Ok(crate::daemon::check(&file)),
         Command::Classify(a) => classify(&a),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
     };
@@ -258,54 +259,6 @@ fn compare_vpdq(args: &CompareVpdqArgs) -> Result<ExitCode> {
     println!("query_match_percent: {:.2}", m.query_match_percent);
     println!("compared_match_percent: {:.2}", m.compared_match_percent);
     println!("match: {}", m.is_match());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn serve(args: &ServeArgs) -> Result<ExitCode> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let frames = Arc::new(AtomicU64::new(0));
-    let counter = frames.clone();
-    let config = crate::ingest_http::IngestConfig {
-        max_segment_bytes: args.max_segment_mib << 20,
-        reorder_window: args.reorder_window,
-        max_streams: args.max_streams,
-        sampling: firebreak_media::ingest::Sampling::PerSecond(1.0),
-        // Until the detectors are wired in (the daemon issue), frames are counted.
-        on_frame: Arc::new(move |f| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(stream = %f.stream_id, pts = f.pts, "sampled frame");
-        }),
-    };
-    let state = crate::ingest_http::IngestState::new(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        println!("listening on http://{addr}");
-        std::io::stdout().flush()?;
-        let app = crate::ingest_http::routes(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            })
-            .await?;
-        anyhow::Ok(())
-    })?;
-    tracing::info!(
-        frames = frames.load(Ordering::Relaxed),
-        "ingest server stopped"
-    );
     Ok(ExitCode::SUCCESS)
 }
 

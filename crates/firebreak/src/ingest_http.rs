@@ -1,23 +1,28 @@
-//! The push-ingest HTTP hook: platforms PUT each segment of a stream, in order or not,
-//! and Firebreak decodes them as one continuous stream.
+//! The stream registry and its HTTP routes: platforms PUT each segment of a pushed
+//! stream, in order or not, and Firebreak decodes them as one continuous stream; pulled
+//! streams (HLS, RTMP/SRT/HTTP URLs, files) are registered and stopped through the API
+//! or the config file.
 //!
 //! ```text
-//! PUT  /v1/streams/{id}/segments/{seq}   body: segment bytes (MPEG-TS, or fMP4 with the
-//!                                        init segment as segment 0)
-//! POST /v1/streams/{id}/end              no more segments
-//! GET  /v1/streams                       every stream with state and counters
-//! GET  /v1/streams/{id}                  one stream
+//! PUT    /v1/streams/{id}/segments/{seq}   body: segment bytes (MPEG-TS, or fMP4 with
+//!                                          the init segment as segment 0)
+//! POST   /v1/streams/{id}/end              no more segments
+//! POST   /v1/streams                       register a pulled stream
+//! DELETE /v1/streams/{id}                  stop a stream
+//! GET    /v1/streams                       every stream with state, counters and tier
+//! GET    /v1/streams/{id}                  one stream
 //! ```
 //!
-//! A stream is created by its first segment; sequence numbers start at 0. Duplicates
-//! answer 200 with `"result": "duplicate"` (a retried PUT is harmless); segments ahead
-//! of a missing one are held in a small reorder window; gaps are counted. When the
-//! decoder is behind, a PUT waits (HTTP backpressure) rather than dropping accepted
-//! bytes. Errors: 400 for an empty body, a bad id or a bad sequence number, 413 for a
-//! body over the limit, 409 for a segment to a stream that has ended.
+//! A pushed stream is created by its first segment; sequence numbers start at 0.
+//! Duplicates answer 200 with `"result": "duplicate"` (a retried PUT is harmless);
+//! segments ahead of a missing one are held in a small reorder window; gaps are
+//! counted. When the decoder is behind, a PUT waits (HTTP backpressure) rather than
+//! dropping accepted bytes. Errors: 400 for an empty body, a bad id or a bad sequence
+//! number, 413 for a body over the limit, 409 for a segment to a stream that has
+//! ended, 503 over the stream limit.
 //!
-//! The routes are a plain `Router` so that the operator-auth layer (credentials,
-//! scopes) can wrap them without reshaping them.
+//! Each stream has a consumer thread that hands its sampled frames to the detectors
+//! and reports the end of the stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,14 +37,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use firebreak_media::ingest::{
     FeedItem, Intake, LiveStream, SampledFrame, Sampling, SegmentFeed, Sequencer, Source,
-    StreamConfig, segment_channel,
+    StreamConfig, StreamStats, segment_channel,
 };
 use serde_json::{Value, json};
 
+use crate::config::{StreamSpec, parse_sampling, valid_stream_id};
+use firebreak_media::ingest::hls::HlsConfig;
+
 /// Where sampled frames go (the detectors, in the daemon).
 pub type FrameHandler = Arc<dyn Fn(SampledFrame) + Send + Sync>;
+/// Called once when a stream's frames are exhausted (ended, failed or stopped).
+pub type EndHandler = Arc<dyn Fn(&str) + Send + Sync>;
+/// Adds fields (the current tier) to a stream's JSON.
+pub type Annotator = Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
 
-/// Push-ingest settings.
+/// Ingest settings.
 #[derive(Clone)]
 pub struct IngestConfig {
     /// Largest accepted segment, bytes.
@@ -48,10 +60,16 @@ pub struct IngestConfig {
     pub reorder_window: u64,
     /// At most this many streams at once.
     pub max_streams: usize,
-    /// Sampling for pushed streams.
+    /// Default sampling.
     pub sampling: Sampling,
+    /// Frames are scaled down to fit this.
+    pub max_output: (u32, u32),
     /// Receives every sampled frame.
     pub on_frame: FrameHandler,
+    /// Receives the end of every stream.
+    pub on_end: EndHandler,
+    /// Decorates stream JSON.
+    pub annotate: Option<Annotator>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -65,16 +83,30 @@ impl std::fmt::Debug for IngestConfig {
     }
 }
 
-struct Pushed {
+struct Entry {
+    /// `push`, `hls`, `url` or `file`.
+    source: &'static str,
     sequencer: Mutex<Sequencer<Vec<u8>>>,
     feed: Mutex<Option<SegmentFeed>>,
     stream: LiveStream,
 }
 
-/// The streams being pushed.
+/// Why a stream cannot be registered.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// Invalid request, every problem.
+    Invalid(Vec<String>),
+    /// The id is taken.
+    Exists,
+    /// Over the stream limit.
+    Full,
+}
+
+/// The streams.
 pub struct IngestState {
     config: IngestConfig,
-    streams: Mutex<HashMap<String, Arc<Pushed>>>,
+    streams: Mutex<HashMap<String, Arc<Entry>>>,
+    accepting: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for IngestState {
@@ -91,25 +123,27 @@ impl IngestState {
         Arc::new(IngestState {
             config,
             streams: Mutex::new(HashMap::new()),
+            accepting: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
-    /// The stream `id`, created if new; `None` when the stream limit is reached.
-    fn stream(&self, id: &str) -> Option<Arc<Pushed>> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = streams.get(id) {
-            return Some(s.clone());
-        }
-        if streams.len() >= self.config.max_streams {
-            return None;
-        }
-        let (feed, reader) = segment_channel(8);
+    fn start(&self, id: &str, source: Source, sampling: Sampling, kind: &'static str) -> Entry {
         let mut config = StreamConfig::new(id);
-        config.sampling = self.config.sampling;
-        let stream = LiveStream::start(config, Source::Segments(reader));
+        config.sampling = sampling;
+        config.max_output = self.config.max_output;
+        let (feed, source) = match source {
+            Source::Segments(_) => {
+                let (feed, reader) = segment_channel(8);
+                (Some(feed), Source::Segments(reader))
+            }
+            other => (None, other),
+        };
+        let stream = LiveStream::start(config, source);
         // Hand frames to the detectors from a thread of the stream's own.
         let frames = stream.frames().clone();
         let handler = self.config.on_frame.clone();
+        let on_end = self.config.on_end.clone();
+        let name = id.to_owned();
         std::thread::Builder::new()
             .name(format!("frames-{id}"))
             .spawn(move || {
@@ -118,15 +152,152 @@ impl IngestState {
                         handler(f);
                     }
                 }
+                on_end(&name);
             })
             .expect("spawn frame consumer");
-        let pushed = Arc::new(Pushed {
+        Entry {
+            source: kind,
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
-            feed: Mutex::new(Some(feed)),
+            feed: Mutex::new(feed),
             stream,
+        }
+    }
+
+    /// The pushed stream `id`, created if new; `None` when the stream limit is
+    /// reached or intake has stopped.
+    fn pushed(&self, id: &str) -> Option<Arc<Entry>> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = streams.get(id) {
+            return Some(s.clone());
+        }
+        if streams.len() >= self.config.max_streams || !self.is_accepting() {
+            return None;
+        }
+        let (_, dummy) = segment_channel(1);
+        let entry = Arc::new(self.start(id, Source::Segments(dummy), self.config.sampling, "push"));
+        streams.insert(id.to_owned(), entry.clone());
+        Some(entry)
+    }
+
+    /// Starts pulling a stream.
+    pub fn register(&self, spec: &StreamSpec) -> Result<(), RegisterError> {
+        let issues = spec.issues("stream");
+        if !issues.is_empty() {
+            return Err(RegisterError::Invalid(
+                issues.iter().map(ToString::to_string).collect(),
+            ));
+        }
+        let sampling = match &spec.sampling {
+            Some(s) => parse_sampling(s).expect("validated"),
+            None => self.config.sampling,
+        };
+        let (source, kind) = if let Some(url) = &spec.hls {
+            (Source::Hls(HlsConfig::new(url.clone())), "hls")
+        } else if let Some(url) = &spec.url {
+            (Source::Url(url.clone()), "url")
+        } else {
+            let file = spec.file.clone().expect("validated: one source");
+            (Source::File(file), "file")
+        };
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.contains_key(&spec.id) {
+            return Err(RegisterError::Exists);
+        }
+        if streams.len() >= self.config.max_streams || !self.is_accepting() {
+            return Err(RegisterError::Full);
+        }
+        let entry = Arc::new(self.start(&spec.id, source, sampling, kind));
+        streams.insert(spec.id.clone(), entry);
+        Ok(())
+    }
+
+    /// Stops a stream and forgets it. Returns its last JSON, or `None` if unknown.
+    pub fn remove(&self, id: &str) -> Option<Value> {
+        let entry = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)?;
+        let last = self.stream_json(id, &entry);
+        entry.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        entry.stream.cancel();
+        Some(last)
+    }
+
+    /// Stops accepting new streams and segments (graceful shutdown).
+    pub fn stop_intake(&self) {
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_accepting(&self) -> bool {
+        self.accepting.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ends every stream: pushed streams get no more bytes (so they drain what they
+    /// have), pulled ones are cancelled.
+    pub fn end_all(&self) {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in streams.values() {
+            let fed = entry.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if fed.is_none() && entry.source != "push" {
+                entry.stream.cancel();
+            }
+        }
+    }
+
+    /// Whether every stream's decoder has finished.
+    pub fn all_finished(&self) -> bool {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.values().all(|e| e.stream.is_finished())
+    }
+
+    /// Every stream's statistics.
+    pub fn stats(&self) -> Vec<(String, StreamStats)> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .iter()
+            .map(|(id, e)| (id.clone(), e.stream.stats()))
+            .collect()
+    }
+
+    fn stream_json(&self, id: &str, p: &Entry) -> Value {
+        let st = p.stream.stats();
+        let seq = p
+            .sequencer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats();
+        let last_frame_ms = st.since_last_frame_ms.map(|since| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .saturating_sub(since)
         });
-        streams.insert(id.to_owned(), pushed.clone());
-        Some(pushed)
+        let mut v = json!({
+            "id": id,
+            "source": p.source,
+            "state": st.state.name(),
+            "frames_sampled": st.sampled,
+            "last_frame_ms": last_frame_ms,
+            "frames": {"decoded": st.decoded, "sampled": st.sampled, "dropped": {"queue_full": st.dropped_queue_full}},
+            "degraded": st.degraded,
+            "decode_errors": st.decode_errors,
+            "open_errors": st.open_errors,
+            "reconnects": st.reconnects,
+            "discontinuities": st.discontinuities,
+            "since_last_frame_ms": st.since_last_frame_ms,
+            "lag_ms": st.lag_ms,
+            "error": st.error,
+            "segments": {
+                "received": seq.received, "released": seq.released, "duplicates": seq.duplicates,
+                "late": seq.late, "missing": seq.missing, "reordered": seq.reordered,
+            },
+        });
+        if let Some(a) = &self.config.annotate {
+            a(id, &mut v);
+        }
+        v
     }
 }
 
@@ -134,66 +305,87 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// The ingest routes, with the body limit applied.
+/// The stream routes, with the body limit applied.
 pub fn routes(state: Arc<IngestState>) -> Router {
     let limit = state.config.max_segment_bytes;
     Router::new()
-        .route("/v1/streams", get(list))
-        .route("/v1/streams/{id}", get(show))
+        .route("/v1/streams", get(list).post(register))
+        .route("/v1/streams/{id}", get(show).delete(remove))
         .route("/v1/streams/{id}/segments/{seq}", put(put_segment))
         .route("/v1/streams/{id}/end", post(end))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-fn stream_json(id: &str, p: &Pushed) -> Value {
-    let st = p.stream.stats();
-    let seq = p
-        .sequencer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .stats();
-    json!({
-        "id": id,
-        "state": st.state.name(),
-        "frames": {"decoded": st.decoded, "sampled": st.sampled, "dropped": {"queue_full": st.dropped_queue_full}},
-        "degraded": st.degraded,
-        "decode_errors": st.decode_errors,
-        "open_errors": st.open_errors,
-        "discontinuities": st.discontinuities,
-        "since_last_frame_ms": st.since_last_frame_ms,
-        "lag_ms": st.lag_ms,
-        "error": st.error,
-        "segments": {
-            "received": seq.received, "released": seq.released, "duplicates": seq.duplicates,
-            "late": seq.late, "missing": seq.missing, "reordered": seq.reordered,
-        },
-    })
-}
-
 async fn list(State(state): State<Arc<IngestState>>) -> Json<Value> {
-    let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
-    let mut ids: Vec<&String> = streams.keys().collect();
-    ids.sort();
-    Json(Value::Array(
-        ids.into_iter()
-            .map(|id| stream_json(id, &streams[id]))
-            .collect(),
-    ))
+    let entries: Vec<(String, Arc<Entry>)> = {
+        let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = streams
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|(id, e)| state.stream_json(id, e))
+        .collect();
+    Json(json!({ "streams": list }))
 }
 
 async fn show(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {
-    let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
-    match streams.get(&id) {
-        Some(p) => Json(stream_json(&id, p)).into_response(),
+    let entry = state
+        .streams
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned();
+    match entry {
+        Some(p) => Json(state.stream_json(&id, &p)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such stream"),
+    }
+}
+
+async fn register(State(state): State<Arc<IngestState>>, body: Bytes) -> Response {
+    let spec: StreamSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+    };
+    let id = spec.id.clone();
+    let st = state.clone();
+    let r = tokio::task::spawn_blocking(move || st.register(&spec))
+        .await
+        .expect("register task");
+    match r {
+        Ok(()) => {
+            let entry = state
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned()
+                .expect("just registered");
+            let mut resp =
+                (StatusCode::CREATED, Json(state.stream_json(&id, &entry))).into_response();
+            if let Ok(loc) = format!("/v1/streams/{id}").parse() {
+                resp.headers_mut().insert(axum::http::header::LOCATION, loc);
+            }
+            resp
+        }
+        Err(RegisterError::Invalid(issues)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": issues.join("; "), "issues": issues})),
+        )
+            .into_response(),
+        Err(RegisterError::Exists) => error(StatusCode::CONFLICT, "a stream with this id exists"),
+        Err(RegisterError::Full) => error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
+    }
+}
+
+async fn remove(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {
+    match state.remove(&id) {
+        Some(last) => Json(last).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
 }
@@ -203,7 +395,7 @@ async fn put_segment(
     Path((id, seq)): Path<(String, u64)>,
     body: Bytes,
 ) -> Response {
-    if !valid_id(&id) {
+    if !valid_stream_id(&id) {
         return error(
             StatusCode::BAD_REQUEST,
             "stream id: 1-128 of A-Z a-z 0-9 - _ .",
@@ -212,7 +404,7 @@ async fn put_segment(
     if body.is_empty() {
         return error(StatusCode::BAD_REQUEST, "empty segment");
     }
-    let Some(pushed) = state.stream(&id) else {
+    let Some(pushed) = state.pushed(&id) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams");
     };
     let Some(feed) = pushed

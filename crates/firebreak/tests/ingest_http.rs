@@ -1,47 +1,15 @@
-//! The push-ingest HTTP hook, run as a platform would use it: `firebreak serve`, segments
+//! The push-ingest HTTP hook, run as a platform would use it: `firebreak run`, segments
 //! of real H.264 video PUT over HTTP out of order and duplicated, a garbage stream beside
 //! it, and the error statuses.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-struct Server {
-    child: Child,
-    base: String,
-}
+use std::process::Command;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_firebreak"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-segment-mib",
-            "1",
-            "--reorder-window",
-            "4",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("address line")
-        .to_owned();
-    Server { child, base }
+fn serve() -> support::Daemon {
+    support::start(
+        "[server]\nmax_body_bytes = 1048576\n[ingest]\nsampling = \"1/s\"\nreorder_window = 4\n",
+    )
 }
 
 fn clip() -> Vec<u8> {
@@ -76,51 +44,14 @@ fn clip() -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
-fn put(base: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
-    let r = ureq::put(&format!("{base}{path}")).send_bytes(body);
-    let resp = match r {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-fn get(base: &str, path: &str) -> serde_json::Value {
-    serde_json::from_str(
-        &ureq::get(&format!("{base}{path}"))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap(),
-    )
-    .unwrap()
-}
-
-fn wait_state(base: &str, id: &str, state: &str) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let s = get(base, &format!("/v1/streams/{id}"));
-        if s["state"] == state {
-            return s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{id} never reached {state}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn put(d: &support::Daemon, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    d.call("PUT", path, Some(support::INGEST), body)
 }
 
 #[test]
 fn pushed_segments_over_http() {
     let server = serve();
-    let base = &server.base;
+    let base = &server;
     let bytes = clip();
     let parts: Vec<&[u8]> = bytes.chunks(60_000).collect();
     assert!(parts.len() >= 4);
@@ -162,16 +93,20 @@ fn pushed_segments_over_http() {
         "bad id"
     );
     assert_eq!(
-        put(base, "/v1/streams/cam-1/segments/100", &vec![0u8; 2 << 20]).0,
+        support::status_before_body(
+            &server.base,
+            "PUT",
+            "/v1/streams/cam-1/segments/100",
+            support::INGEST,
+            2 << 20
+        ),
         413,
         "oversized body"
     );
 
-    let r = ureq::post(&format!("{base}/v1/streams/cam-1/end"))
-        .call()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let s = wait_state(base, "cam-1", "ended");
+    let (status, _) = server.call("POST", "/v1/streams/cam-1/end", Some(support::INGEST), b"");
+    assert_eq!(status, 200);
+    let s = server.wait_state("cam-1", "ended");
     assert_eq!(s["frames"]["decoded"], 180, "{s}");
     assert_eq!(s["frames"]["sampled"], 6);
     assert_eq!(s["segments"]["duplicates"], parts.len().div_ceil(2));
@@ -182,11 +117,10 @@ fn pushed_segments_over_http() {
         "after the end"
     );
 
-    ureq::post(&format!("{base}/v1/streams/noise/end"))
-        .call()
-        .unwrap();
-    let noise = wait_state(base, "noise", "ended");
+    let (status, _) = server.call("POST", "/v1/streams/noise/end", Some(support::INGEST), b"");
+    assert_eq!(status, 200);
+    let noise = server.wait_state("noise", "ended");
     assert_eq!(noise["frames"]["decoded"], 0);
-    let all = get(base, "/v1/streams");
-    assert_eq!(all.as_array().unwrap().len(), 2);
+    let all = server.get("/v1/streams", support::READ);
+    assert_eq!(all["streams"].as_array().unwrap().len(), 2);
 }

@@ -95,6 +95,9 @@ impl Sink for JsonlSink {
 pub struct DeliveryMetrics {
     /// Seconds from acceptance into the outbox to the sink's acknowledgement.
     pub decision_to_ack: Histogram,
+    /// Seconds from the arrival of the media an event is about (a pushed or polled
+    /// segment) to the sink's acknowledgement, for events that carry an origin.
+    pub end_to_end: Histogram,
     /// Events delivered.
     pub delivered: IntCounter,
     /// Events given up on (fatal errors), by dead-lettering.
@@ -120,6 +123,13 @@ impl DeliveryMetrics {
                     "firebreak_delivery_decision_to_ack_seconds",
                     "Time from an escalation entering the outbox to its acknowledgement by the sink.",
                 )
+                .buckets(buckets.clone()),
+            )?,
+            end_to_end: Histogram::with_opts(
+                HistogramOpts::new(
+                    "firebreak_end_to_end_seconds",
+                    "Seconds from segment arrival to the sink's acknowledgement of the escalation.",
+                )
                 .buckets(buckets),
             )?,
             delivered: IntCounter::new("firebreak_delivery_delivered_total", "Escalation events delivered.")?,
@@ -138,6 +148,7 @@ impl DeliveryMetrics {
             )?,
         };
         registry.register(Box::new(m.decision_to_ack.clone()))?;
+        registry.register(Box::new(m.end_to_end.clone()))?;
         registry.register(Box::new(m.delivered.clone()))?;
         registry.register(Box::new(m.dead_lettered.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
@@ -157,7 +168,8 @@ pub struct Pipeline {
 struct Shared {
     outbox: Mutex<Outbox>,
     /// Acceptance times of events accepted by this process, by sequence number.
-    accepted_at: Mutex<std::collections::BTreeMap<u64, Instant>>,
+    /// With the origin (media arrival, ms since the Unix epoch) when known.
+    accepted_at: Mutex<std::collections::BTreeMap<u64, (Instant, Option<u64>)>>,
     wake: Notify,
     metrics: DeliveryMetrics,
     /// Every decision-to-ack latency (seconds), when a load test asked for them.
@@ -184,6 +196,17 @@ impl Pipeline {
     /// Accepts an event: it is on disk when this returns. Blocking (an fsync): call it
     /// from a blocking thread, or through `spawn_blocking` in async code.
     pub fn accept(&self, key: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+        self.accept_from(key, payload, None)
+    }
+
+    /// [`Pipeline::accept`] for an event about media that arrived at `origin_ms` (ms
+    /// since the Unix epoch): its acknowledgement also records the end-to-end latency.
+    pub fn accept_from(
+        &self,
+        key: &str,
+        payload: &[u8],
+        origin_ms: Option<u64>,
+    ) -> Result<u64, OutboxError> {
         let mut outbox = self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
         let seq = match outbox.append(key, payload) {
             Ok(seq) => seq,
@@ -202,7 +225,7 @@ impl Pipeline {
             .accepted_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(seq, Instant::now());
+            .insert(seq, (Instant::now(), origin_ms));
         drop(outbox);
         self.inner.wake.notify_one();
         Ok(seq)
@@ -340,7 +363,14 @@ impl Pipeline {
             .latency_log
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for (_, at) in std::mem::replace(&mut *accepted, rest) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (_, (at, origin)) in std::mem::replace(&mut *accepted, rest) {
+            if let Some(origin) = origin {
+                let ms = now_ms.saturating_sub(origin);
+                self.inner.metrics.end_to_end.observe(ms as f64 / 1000.0);
+            }
             let seconds = at.elapsed().as_secs_f64();
             self.inner.metrics.decision_to_ack.observe(seconds);
             if let Some(log) = log.as_mut() {

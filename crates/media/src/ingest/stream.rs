@@ -107,6 +107,10 @@ pub struct SampledFrame {
     pub pts: f64,
     /// Wall-clock time it was decoded (ms since the Unix epoch).
     pub wall_ms: u64,
+    /// For segment sources (pushed segments, HLS): when the bytes this frame was
+    /// decoded from were handed over (ms since the Unix epoch), the start of the
+    /// end-to-end latency. `None` for other sources.
+    pub arrival_ms: Option<u64>,
     /// Whether it was a keyframe.
     pub keyframe: bool,
     /// Width in pixels.
@@ -330,6 +334,13 @@ impl LiveStream {
     /// Whether the decode thread has finished (ended, failed or stopped).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Asks the stream to stop without waiting: a blocked read is interrupted, the
+    /// decode thread ends soon after, and the frame queue is closed.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+        self.frames.close();
     }
 
     /// Stops the stream: interrupts a blocked read and waits for the thread. Returns
@@ -753,7 +764,13 @@ impl Worker {
             rgb.extend_from_slice(&data[y * stride..y * stride + row]);
         }
         let wall_ms = now_ms();
+        let arrival_ms = self
+            .arrival
+            .as_ref()
+            .map(|a| a.load(Ordering::Acquire))
+            .filter(|&at| at != 0);
         let sampled = SampledFrame {
+            arrival_ms,
             stream_id: self.id.clone(),
             index: cont.index,
             pts,

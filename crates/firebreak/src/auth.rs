@@ -1,0 +1,302 @@
+//! Credentials and scopes for the HTTP API.
+//!
+//! Two ways to authenticate, per tenant:
+//! - `Authorization: Bearer TOKEN`: the config holds only the token's sha256, so the
+//!   config file is not a secret. `GET /v1/events` also takes `?access_token=TOKEN`
+//!   (a browser's EventSource cannot set headers).
+//! - HMAC-signed requests: `X-Firebreak-Tenant`, `X-Firebreak-Timestamp` (Unix seconds,
+//!   within 300 s of ours) and `X-Firebreak-Signature` = lowercase hex
+//!   HMAC-SHA256(secret, METHOD "\n" PATH?QUERY "\n" TIMESTAMP "\n" hex(sha256(BODY))).
+//!
+//! Scopes: `ingest` (push and register streams), `operator` (policy, acknowledge,
+//! resolve, reload, audit; implies `read`), `read` (streams, escalations, events,
+//! policy). Only `/`, `/healthz`, `/readyz` and `/metrics` are open. Missing or wrong
+//! credentials answer 401, a valid credential without the scope 403, a body over the
+//! limit 413.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::config::Auth as AuthConfig;
+use crate::metrics::Metrics;
+
+/// Who made a request (for audit logs).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The tenant.
+    pub tenant: String,
+    /// How it authenticated: `bearer` or `hmac`.
+    pub method: &'static str,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the caller holds `scope` (operator implies read).
+    pub fn has(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope) || (scope == "read" && self.has("operator"))
+    }
+}
+
+struct Token {
+    sha256: [u8; 32],
+    tenant: String,
+    scopes: Vec<String>,
+}
+
+struct HmacKey {
+    tenant: String,
+    secret: Vec<u8>,
+    scopes: Vec<String>,
+}
+
+/// The credentials the daemon accepts.
+pub struct Authenticator {
+    tokens: Vec<Token>,
+    hmac: Vec<HmacKey>,
+    max_body: usize,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("tokens", &self.tokens.len())
+            .field("hmac", &self.hmac.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex sha256 (for token hashes and HMAC body digests).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Which scope a route needs; `None` = open.
+fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
+    if matches!(path, "/" | "/healthz" | "/readyz" | "/metrics") {
+        return None;
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match (method, segs.as_slice()) {
+        (&Method::PUT, ["v1", "streams", _, "segments", _])
+        | (&Method::POST, ["v1", "streams", _, "end"])
+        | (&Method::POST, ["v1", "streams"])
+        | (&Method::DELETE, ["v1", "streams", _]) => "ingest",
+        (&Method::GET | &Method::HEAD, _) if segs != ["v1", "audit"] => "read",
+        _ => "operator",
+    })
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let mut r = (status, axum::Json(json!({ "error": message }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"firebreak\""),
+        );
+    }
+    r
+}
+
+impl Authenticator {
+    /// From the config; HMAC secrets are read from their environment variables (a
+    /// missing one is an error naming it).
+    pub fn new(config: &AuthConfig, max_body: usize, metrics: Metrics) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        for t in &config.tokens {
+            let bytes = unhex(&t.token_sha256.to_ascii_lowercase())
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| format!("auth token for {}: bad sha256", t.tenant))?;
+            tokens.push(Token {
+                sha256: bytes.try_into().expect("32 bytes"),
+                tenant: t.tenant.clone(),
+                scopes: t.scopes.clone(),
+            });
+        }
+        let mut hmac = Vec::new();
+        for h in &config.hmac {
+            let secret = std::env::var(&h.secret_env).map_err(|_| {
+                format!(
+                    "auth.hmac for {}: environment variable {} is not set",
+                    h.tenant, h.secret_env
+                )
+            })?;
+            hmac.push(HmacKey {
+                tenant: h.tenant.clone(),
+                secret: secret.into_bytes(),
+                scopes: h.scopes.clone().unwrap_or_else(|| vec!["ingest".into()]),
+            });
+        }
+        Ok(Authenticator {
+            tokens,
+            hmac,
+            max_body,
+            metrics,
+        })
+    }
+
+    fn bearer(&self, token: &str) -> Option<Caller> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Comparing digests, not tokens: timing reveals nothing about a valid token.
+        self.tokens
+            .iter()
+            .find(|t| t.sha256 == digest)
+            .map(|t| Caller {
+                tenant: t.tenant.clone(),
+                method: "bearer",
+                scopes: t.scopes.clone(),
+            })
+    }
+
+    fn fail(&self, reason: &str, status: StatusCode, message: &str) -> Response {
+        self.metrics
+            .auth_failures
+            .with_label_values(&[reason])
+            .inc();
+        refuse(status, message)
+    }
+}
+
+/// The middleware: authenticates, checks the scope, limits the body.
+pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let Some(scope) = required_scope(req.method(), &path) else {
+        return next.run(req).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > auth.max_body
+    {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    let header_str = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let caller;
+    let body = if let Some(sig) = header_str("x-firebreak-signature") {
+        let bytes = match axum::body::to_bytes(body, auth.max_body).await {
+            Ok(b) => b,
+            Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        };
+        let (Some(tenant), Some(ts)) = (
+            header_str("x-firebreak-tenant"),
+            header_str("x-firebreak-timestamp").and_then(|t| t.parse::<u64>().ok()),
+        ) else {
+            return auth.fail(
+                "malformed",
+                StatusCode::UNAUTHORIZED,
+                "signed requests need X-Firebreak-Tenant and X-Firebreak-Timestamp",
+            );
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if now.abs_diff(ts) > 300 {
+            return auth.fail(
+                "stale",
+                StatusCode::UNAUTHORIZED,
+                "request timestamp is more than 300 s off",
+            );
+        }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or(path.as_str(), |p| p.as_str())
+            .to_owned();
+        let found = auth.hmac.iter().filter(|k| k.tenant == tenant).find(|k| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&k.secret).expect("any key length");
+            mac.update(format!("{}\n{pq}\n{ts}\n{}", parts.method, sha256_hex(&bytes)).as_bytes());
+            unhex(&sig).is_some_and(|s| mac.verify_slice(&s).is_ok())
+        });
+        let Some(key) = found else {
+            return auth.fail("bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
+        };
+        caller = Caller {
+            tenant: key.tenant.clone(),
+            method: "hmac",
+            scopes: key.scopes.clone(),
+        };
+        Body::from(bytes)
+    } else {
+        let token = header_str("authorization")
+            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+            .or_else(|| {
+                (path == "/v1/events")
+                    .then(|| {
+                        parts.uri.query().and_then(|q| {
+                            q.split('&')
+                                .find_map(|kv| kv.strip_prefix("access_token=").map(str::to_owned))
+                        })
+                    })
+                    .flatten()
+            });
+        let Some(token) = token else {
+            return auth.fail("missing", StatusCode::UNAUTHORIZED, "credentials required");
+        };
+        let Some(c) = auth.bearer(token.trim()) else {
+            return auth.fail("bad_token", StatusCode::UNAUTHORIZED, "unknown token");
+        };
+        caller = c;
+        body
+    };
+    if !caller.has(scope) {
+        return auth.fail(
+            "scope",
+            StatusCode::FORBIDDEN,
+            &format!("this credential lacks the {scope} scope"),
+        );
+    }
+    parts.extensions.insert(caller);
+    next.run(Request::from_parts(parts, body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_by_route() {
+        assert_eq!(required_scope(&Method::GET, "/metrics"), None);
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/streams/a/segments/3"),
+            Some("ingest")
+        );
+        assert_eq!(required_scope(&Method::GET, "/v1/streams"), Some("read"));
+        assert_eq!(required_scope(&Method::GET, "/v1/audit"), Some("operator"));
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/escalations/x/ack"),
+            Some("operator")
+        );
+        assert_eq!(required_scope(&Method::PUT, "/v1/policy"), Some("operator"));
+    }
+}
