@@ -18,52 +18,6 @@ use serde_json::Value;
 use sha2::Sha256;
 use support::{INGEST, OPERATOR, READ};
 
-fn firebreak(args: &[&str], data: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_firebreak"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A programme: 6 s of unrelated video, the clip rescaled and re-encoded, 4 s more.
-fn programme(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let clip = dir.join("clip.ts");
-    support::encode("mandelbrot=size=640x360:rate=25", 10, 50, &clip);
-    let prog = dir.join("programme.ts");
-    let ok = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25:duration=6"])
-        .arg("-i")
-        .arg(&clip)
-        .args(["-f", "lavfi", "-i", "smptebars=size=480x270:rate=25:duration=4"])
-        .args([
-            "-filter_complex",
-            "[1:v]scale=480:270,setsar=1[c];[0:v]setsar=1[a];[2:v]setsar=1[b];[a][c][b]concat=n=3:v=1[v]",
-            "-map",
-            "[v]",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-b:v",
-            "400k",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "mpegts",
-        ])
-        .arg(&prog)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    (clip, prog)
-}
-
 fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -75,27 +29,7 @@ fn events(path: &Path) -> Vec<Value> {
 #[test]
 fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (clip, prog) = programme(dir.path());
-    let hashes = firebreak(&["hash", "vpdq", "-r", "1", clip.to_str().unwrap()], &data);
-    assert!(hashes.status.success());
-    let vpdq_file = dir.path().join("clip.vpdq");
-    std::fs::write(&vpdq_file, &hashes.stdout).unwrap();
-    let import = firebreak(
-        &[
-            "lists",
-            "import",
-            vpdq_file.to_str().unwrap(),
-            "--format",
-            "vpdq",
-            "--bank",
-            "crisis",
-            "--id",
-            "known-clip",
-        ],
-        &data,
-    );
-    assert!(import.status.success(), "{import:?}");
+    let prog = support::programme_with_banked_clip(dir.path());
 
     let mut d = support::start_in(dir, "[ingest]\nsampling = \"2/s\"\n");
 

@@ -370,6 +370,7 @@ impl Pipeline {
             if let Some(origin) = origin {
                 let ms = now_ms.saturating_sub(origin);
                 self.inner.metrics.end_to_end.observe(ms as f64 / 1000.0);
+                tracing::info!(end_to_end_ms = ms, "escalation acknowledged by the sink");
             }
             let seconds = at.elapsed().as_secs_f64();
             self.inner.metrics.decision_to_ack.observe(seconds);

@@ -217,3 +217,76 @@ pub fn status_before_body(base: &str, method: &str, path: &str, token: &str, len
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+pub fn firebreak(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A programme: 6 s of unrelated video, the clip rescaled and re-encoded, 4 s more.
+pub fn programme(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let clip = dir.join("clip.ts");
+    encode("mandelbrot=size=640x360:rate=25", 10, 50, &clip);
+    let prog = dir.join("programme.ts");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25:duration=6"])
+        .arg("-i")
+        .arg(&clip)
+        .args(["-f", "lavfi", "-i", "smptebars=size=480x270:rate=25:duration=4"])
+        .args([
+            "-filter_complex",
+            "[1:v]scale=480:270,setsar=1[c];[0:v]setsar=1[a];[2:v]setsar=1[b];[a][c][b]concat=n=3:v=1[v]",
+            "-map",
+            "[v]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            "400k",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&prog)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    (clip, prog)
+}
+
+/// [`programme`], with the clip's vPDQ hashes imported into bank `crisis` (entry
+/// `known-clip`) in `dir/data`. Returns the programme.
+pub fn programme_with_banked_clip(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    let (clip, prog) = programme(dir);
+    let hashes = firebreak(&["hash", "vpdq", "-r", "1", clip.to_str().unwrap()], &data);
+    assert!(hashes.status.success());
+    let vpdq_file = dir.join("clip.vpdq");
+    std::fs::write(&vpdq_file, &hashes.stdout).unwrap();
+    let import = firebreak(
+        &[
+            "lists",
+            "import",
+            vpdq_file.to_str().unwrap(),
+            "--format",
+            "vpdq",
+            "--bank",
+            "crisis",
+            "--id",
+            "known-clip",
+        ],
+        &data,
+    );
+    assert!(import.status.success(), "{import:?}");
+    prog
+}
