@@ -3,7 +3,8 @@
 set -euo pipefail
 
 APT_PACKAGES=(pkg-config clang libclang-dev ffmpeg libavcodec-dev libavformat-dev libavutil-dev
-  libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
+  libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev
+  chromium chromium-driver prometheus)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

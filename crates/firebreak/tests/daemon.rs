@@ -411,3 +411,72 @@ fn the_openapi_document_matches_the_routes() {
         );
     }
 }
+
+/// Banks and policy reload (API and SIGHUP) while a stream keeps running.
+#[test]
+fn reload_keeps_streams_running() {
+    let d = support::start("[ingest]\nsampling = \"1/s\"\n");
+    let clip = d.dir.path().join("clip.ts");
+    support::encode("testsrc2=size=320x240:rate=25", 6, 25, &clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let parts: Vec<&[u8]> = bytes.chunks(bytes.len() / 2 + 1).collect();
+    assert_eq!(
+        d.call("PUT", "/v1/streams/cam/segments/0", Some(INGEST), parts[0])
+            .0,
+        200
+    );
+    d.wait_state("cam", "live");
+
+    // A bank appears on disk; the API reload picks it up.
+    let list = d.dir.path().join("new.csv");
+    std::fs::write(
+        &list,
+        "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22,100,e1,test\n",
+    )
+    .unwrap();
+    let out = support::firebreak(
+        &[
+            "lists",
+            "import",
+            list.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--bank",
+            "extra",
+        ],
+        &d.data(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.call("POST", "/v1/reload", Some(READ), b"").0, 403);
+    let (status, body) = d.call("POST", "/v1/reload", Some(OPERATOR), b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["banks"][0][0], "extra", "{body}");
+
+    // SIGHUP does the same, audit-logged as the signal.
+    Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    d.wait("the SIGHUP reload in the audit log", 30, || {
+        let audit = d.get("/v1/audit", OPERATOR);
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["who"] == "SIGHUP" && e["action"] == "reload")
+            .then_some(())
+    });
+
+    // The stream was not dropped: the rest of it decodes to the end.
+    assert_eq!(
+        d.call("PUT", "/v1/streams/cam/segments/1", Some(INGEST), parts[1])
+            .0,
+        200
+    );
+    assert_eq!(
+        d.call("POST", "/v1/streams/cam/end", Some(INGEST), b"").0,
+        200
+    );
+    let s = d.wait_state("cam", "ended");
+    assert_eq!(s["frames"]["decoded"], 150, "{s}");
+}
