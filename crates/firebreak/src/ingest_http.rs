@@ -147,11 +147,17 @@ impl IngestState {
         std::thread::Builder::new()
             .name(format!("frames-{id}"))
             .spawn(move || {
+                // Every log line about this stream's frames carries its id.
+                let span = tracing::info_span!("stream", stream = %name);
+                let _entered = span.enter();
+                let mut handled = 0u64;
                 while !(frames.is_closed() && frames.is_empty()) {
                     if let Some(f) = frames.pop(Duration::from_millis(200)) {
                         handler(f);
+                        handled += 1;
                     }
                 }
+                tracing::info!(frames = handled, "stream ended");
                 on_end(&name);
             })
             .expect("spawn frame consumer");
@@ -393,6 +399,20 @@ async fn remove(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -
 async fn put_segment(
     State(state): State<Arc<IngestState>>,
     Path((id, seq)): Path<(String, u64)>,
+    body: Bytes,
+) -> Response {
+    use tracing::Instrument;
+    // Every log line about this segment carries the stream id and sequence number.
+    let span = tracing::info_span!("segment", stream = %id, seq, bytes = body.len());
+    put_segment_in_span(state, id, seq, body)
+        .instrument(span)
+        .await
+}
+
+async fn put_segment_in_span(
+    state: Arc<IngestState>,
+    id: String,
+    seq: u64,
     body: Bytes,
 ) -> Response {
     if !valid_stream_id(&id) {

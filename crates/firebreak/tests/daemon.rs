@@ -480,3 +480,71 @@ fn reload_keeps_streams_running() {
     let s = d.wait_state("cam", "ended");
     assert_eq!(s["frames"]["decoded"], 150, "{s}");
 }
+
+/// Pulled streams registered and stopped through the API; JSON logs carry the stream.
+#[test]
+fn pulled_streams_are_registered_and_stopped() {
+    let d = support::start("[log]\nformat = \"json\"\n[ingest]\nsampling = \"1/s\"\n");
+    let clip = d.dir.path().join("clip.ts");
+    support::encode("testsrc2=size=320x240:rate=25", 3, 25, &clip);
+    let spec = serde_json::json!({"id": "replay", "file": clip});
+    let body = spec.to_string();
+    assert_eq!(
+        d.call("POST", "/v1/streams", Some(READ), body.as_bytes()).0,
+        403
+    );
+    let (status, created) = d.call("POST", "/v1/streams", Some(INGEST), body.as_bytes());
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["source"], "file");
+    assert_eq!(
+        d.call("POST", "/v1/streams", Some(INGEST), body.as_bytes())
+            .0,
+        409,
+        "the same id twice"
+    );
+    let s = d.wait_state("replay", "ended");
+    assert_eq!(s["frames"]["decoded"], 75, "{s}");
+    // Bad requests: no source, two sources, bad sampling, not JSON.
+    for bad in [
+        r#"{"id":"x"}"#,
+        r#"{"id":"x","file":"a","url":"rtmp://h/a"}"#,
+        r#"{"id":"x","file":"a","sampling":"fast"}"#,
+        "not json",
+    ] {
+        let (status, body) = d.call("POST", "/v1/streams", Some(INGEST), bad.as_bytes());
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // An RTMP pull that cannot connect keeps retrying until it is stopped.
+    let rtmp = r#"{"id":"cam","url":"rtmp://127.0.0.1:9/live/none"}"#;
+    assert_eq!(
+        d.call("POST", "/v1/streams", Some(INGEST), rtmp.as_bytes())
+            .0,
+        201
+    );
+    let (status, last) = d.call("DELETE", "/v1/streams/cam", Some(INGEST), b"");
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(last["id"], "cam");
+    assert_eq!(d.call("GET", "/v1/streams/cam", Some(READ), b"").0, 404);
+    assert_eq!(
+        d.call("DELETE", "/v1/streams/cam", Some(INGEST), b"").0,
+        404
+    );
+    // JSON log lines; those about the replayed stream carry its id (span). The line is
+    // written once the consumer thread has drained the stream's frames.
+    let ended = d.wait("the stream's last log line", 30, || {
+        let log = d.stderr();
+        let lines: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+        );
+        lines
+            .into_iter()
+            .find(|l| l["span"]["stream"] == "replay" && l["fields"]["message"] == "stream ended")
+    });
+    assert_eq!(ended["fields"]["frames"], 3);
+}
