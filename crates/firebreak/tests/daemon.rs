@@ -548,3 +548,66 @@ fn pulled_streams_are_registered_and_stopped() {
     });
     assert_eq!(ended["fields"]["frames"], 3);
 }
+
+/// A classifier (a tiny generated ONNX model, run with tract) wired into the policy:
+/// a red stream escalates through a classifier rule, a blue one does not.
+#[test]
+fn classifier_scores_drive_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "version = \"red-test\"\ntiers = [\"review\"]\ncooldown_secs = 60\n\
+         [[rule]]\nname = \"mostly-red\"\nkind = \"classifier\"\ncategory = \"test_red\"\n\
+         enter = 0.9\nexit = 0.5\nk = 2\nn = 3\ntier = \"review\"\n",
+    )
+    .unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/test/softmax_nchw_rgb");
+    let d = support::start_in(
+        dir,
+        &format!(
+            "[ingest]\nsampling = \"2/s\"\n[detectors]\nmodels = [\"{}\"]\n[policy]\nfile = \"{}\"\n",
+            model.display(),
+            policy.display()
+        ),
+    );
+    for colour in ["red", "blue"] {
+        let clip = d.dir.path().join(format!("{colour}.ts"));
+        support::encode(
+            &format!("color=c={colour}:size=160x120:rate=25"),
+            4,
+            25,
+            &clip,
+        );
+        let bytes = std::fs::read(&clip).unwrap();
+        let seg = format!("/v1/streams/{colour}/segments/0");
+        assert_eq!(d.call("PUT", &seg, Some(INGEST), &bytes).0, 200);
+        let end = format!("/v1/streams/{colour}/end");
+        assert_eq!(d.call("POST", &end, Some(INGEST), b"").0, 200);
+        d.wait_state(colour, "ended");
+    }
+    let sink = d.data().join("events.jsonl");
+    let all = d.wait("the red stream's close", 30, || {
+        let all = events(&sink);
+        all.iter()
+            .any(|e| e["subject"] == "red" && e["data"]["kind"] == "ended")
+            .then_some(all)
+    });
+    let red = all
+        .iter()
+        .find(|e| e["subject"] == "red" && e["data"]["kind"] == "escalated")
+        .expect("the red stream escalated");
+    assert_eq!(red["data"]["tier"], "review");
+    let evidence = &red["data"]["evidence"][0];
+    assert_eq!(evidence["type"], "classifier", "{red}");
+    assert_eq!(evidence["category"], "test_red");
+    assert_eq!(evidence["model"], "softmax_nchw_rgb");
+    assert!(evidence["score"].as_f64().unwrap() > 0.9);
+    assert!(
+        all.iter().all(|e| e["subject"] != "blue"),
+        "the blue stream must not escalate"
+    );
+    let timeline = d.get("/v1/streams/red/timeline", READ);
+    assert!(timeline["points"].as_array().unwrap().len() >= 6);
+    assert_eq!(timeline["tiers"][1], "review");
+}
