@@ -402,11 +402,16 @@ fn update_stream_metrics(
             .collect();
     for (id, st) in ingest.stats() {
         *by_state.entry(st.state.name()).or_default() += 1;
-        if let Some(ms) = st.since_last_frame_ms {
-            metrics
+        // Only running streams have an age (an ended stream is not "stalled").
+        let running = matches!(st.state.name(), "starting" | "live" | "stalled");
+        match st.since_last_frame_ms {
+            Some(ms) if running => metrics
                 .last_frame_age
                 .with_label_values(&[&id])
-                .set(ms as f64 / 1000.0);
+                .set(ms as f64 / 1000.0),
+            _ => {
+                let _ = metrics.last_frame_age.remove_label_values(&[&id]);
+            }
         }
         let now = [st.dropped_queue_full, st.decode_errors, st.degraded];
         let before = seen.entry(id).or_default();

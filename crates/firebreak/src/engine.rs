@@ -138,7 +138,8 @@ struct StreamDetect {
     frames: u64,
     last_media: f64,
     timeline: VecDeque<Point>,
-    ended: bool,
+    /// When the stream ended (wall ms), if it did.
+    ended: Option<u64>,
 }
 
 /// Errors from operator actions.
@@ -212,29 +213,30 @@ impl Engine {
         &self.pipeline
     }
 
-    fn stream(&self, id: &str) -> Arc<Mutex<StreamDetect>> {
+    fn fresh(&self, id: &str, policy: &Policy) -> StreamDetect {
+        StreamDetect {
+            state: StreamState::new(id, policy),
+            window: VpdqWindow::new(WindowConfig {
+                window_secs: self.config.video_window_secs,
+                // Every percentage is reported; the policy's rule applies the enter
+                // and exit levels.
+                enter_percent: 100.0,
+                exit_percent: 100.0,
+                ..WindowConfig::default()
+            }),
+            hasher: PdqHasher::new(),
+            frames: 0,
+            last_media: 0.0,
+            timeline: VecDeque::new(),
+            ended: None,
+        }
+    }
+
+    fn stream(&self, id: &str, policy: &Policy) -> Arc<Mutex<StreamDetect>> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams
             .entry(id.to_owned())
-            .or_insert_with(|| {
-                let policy = self.policy();
-                Arc::new(Mutex::new(StreamDetect {
-                    state: StreamState::new(id, &policy),
-                    window: VpdqWindow::new(WindowConfig {
-                        window_secs: self.config.video_window_secs,
-                        // Every percentage is reported; the policy's rule applies the
-                        // enter and exit levels.
-                        enter_percent: 100.0,
-                        exit_percent: 100.0,
-                        ..WindowConfig::default()
-                    }),
-                    hasher: PdqHasher::new(),
-                    frames: 0,
-                    last_media: 0.0,
-                    timeline: VecDeque::new(),
-                    ended: false,
-                }))
-            })
+            .or_insert_with(|| Arc::new(Mutex::new(self.fresh(id, policy))))
             .clone()
     }
 
@@ -249,8 +251,12 @@ impl Engine {
         }
         // The policy before the stream's lock: `set_policy` takes them in that order.
         let policy = self.policy();
-        let stream = self.stream(&frame.stream_id);
+        let stream = self.stream(&frame.stream_id, &policy);
         let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+        if s.ended.is_some() {
+            // The id is in use again: a new stream, with fresh state.
+            *s = self.fresh(&frame.stream_id, &policy);
+        }
         let detectors = self.detectors.load();
 
         let t = Instant::now();
@@ -374,29 +380,40 @@ impl Engine {
     /// A stream ended or stalled.
     pub fn on_stream_event(&self, id: &str, event: StreamEvent) {
         let policy = self.policy();
-        let stream = self.stream(id);
+        let stream = self.stream(id, &policy);
         let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
         if event == StreamEvent::Ended {
-            if s.ended {
+            if s.ended.is_some() {
                 return;
             }
-            s.ended = true;
+            s.ended = Some(now_ms());
         }
         let decisions = s.state.on_event(&policy, event, now_ms());
         drop(s);
         self.emit(&policy, decisions, None);
     }
 
-    /// Lets quiet streams cool down (call every second or so).
+    /// Lets quiet streams cool down (call every second or so), and forgets streams
+    /// that ended more than an hour ago.
     pub fn tick(&self) {
         let policy = self.policy();
-        let streams: Vec<Arc<Mutex<StreamDetect>>> = self
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let hour_ago = now_ms().saturating_sub(3_600_000);
+        let streams: Vec<Arc<Mutex<StreamDetect>>> = {
+            let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|id, s| {
+                let keep = s
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ended
+                    .is_none_or(|at| at > hour_ago);
+                if !keep {
+                    self.metrics.stream_tier.remove_label_values(&[id]).ok();
+                    self.metrics.last_frame_age.remove_label_values(&[id]).ok();
+                }
+                keep
+            });
+            map.values().cloned().collect()
+        };
         for stream in streams {
             let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
             let decisions = s.state.tick(&policy, now_ms());

@@ -176,6 +176,9 @@ impl IngestState {
         if let Some(s) = streams.get(id) {
             return Some(s.clone());
         }
+        if streams.len() >= self.config.max_streams {
+            evict_finished(&mut streams);
+        }
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return None;
         }
@@ -206,8 +209,15 @@ impl IngestState {
             (Source::File(file), "file")
         };
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if streams.contains_key(&spec.id) {
+        if streams
+            .get(&spec.id)
+            .is_some_and(|e| !e.stream.is_finished())
+        {
             return Err(RegisterError::Exists);
+        }
+        streams.remove(&spec.id);
+        if streams.len() >= self.config.max_streams {
+            evict_finished(&mut streams);
         }
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(RegisterError::Full);
@@ -305,6 +315,19 @@ impl IngestState {
         }
         v
     }
+}
+
+/// Forgets streams whose decoding has finished, to make room under the stream limit.
+/// Their final counters were already reported; their detection state stays in the
+/// engine, and an id can then be used again.
+fn evict_finished(streams: &mut HashMap<String, Arc<Entry>>) {
+    streams.retain(|id, e| {
+        let done = e.stream.is_finished();
+        if done {
+            tracing::info!(stream = %id, "forgetting a finished stream to make room");
+        }
+        !done
+    });
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

@@ -611,3 +611,34 @@ fn classifier_scores_drive_the_policy() {
     assert!(timeline["points"].as_array().unwrap().len() >= 6);
     assert_eq!(timeline["tiers"][1], "review");
 }
+
+/// Finished streams make room under the stream limit, and their ids can be used again.
+#[test]
+fn finished_streams_make_room() {
+    let d = support::start("[server]\nmax_streams = 2\n[ingest]\nsampling = \"1/s\"\n");
+    let clip = d.dir.path().join("clip.ts");
+    support::encode("testsrc2=size=160x120:rate=25", 2, 25, &clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let push = |id: &str| {
+        let seg = format!("/v1/streams/{id}/segments/0");
+        d.call("PUT", &seg, Some(INGEST), &bytes).0
+    };
+    assert_eq!(push("a"), 200);
+    assert_eq!(push("b"), 200);
+    assert_eq!(push("c"), 503, "two streams are running");
+    for id in ["a", "b"] {
+        let end = format!("/v1/streams/{id}/end");
+        assert_eq!(d.call("POST", &end, Some(INGEST), b"").0, 200);
+        d.wait_state(id, "ended");
+    }
+    assert_eq!(push("c"), 200);
+    assert_eq!(push("a"), 200, "a finished id is used again");
+    let s = d.get("/v1/streams", READ);
+    let ids: Vec<&str> = s["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "c"]);
+}
