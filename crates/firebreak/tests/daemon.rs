@@ -116,6 +116,19 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
                 && e["target"] == id)
     );
 
+    // Resolving closes it for responders; a second resolve is a conflict.
+    let resolve_path = format!("/v1/escalations/{id}/resolve");
+    let (status, resolved) = d.call("POST", &resolve_path, Some(OPERATOR), b"");
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["state"], "resolved");
+    assert_eq!(resolved["resolved"]["by"], "responder");
+    assert_eq!(d.call("POST", &resolve_path, Some(OPERATOR), b"").0, 409);
+    assert_eq!(
+        d.call("POST", "/v1/escalations/no-such/ack", Some(OPERATOR), b"")
+            .0,
+        404
+    );
+
     // Thresholds: validated, audit-logged, versioned.
     let rule = "/v1/policy/rules/known-video-live";
     assert_eq!(
