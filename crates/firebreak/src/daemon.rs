@@ -118,6 +118,18 @@ async fn count_requests(metrics: Metrics, req: Request, next: Next) -> Response 
     response
 }
 
+/// Every issue on one line, for a start-up error.
+fn joined(issues: Vec<Issue>) -> anyhow::Error {
+    anyhow!(
+        "{}",
+        issues
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
 enum AnySink {
     Jsonl(JsonlSink),
     Kafka(KafkaSink),
@@ -173,27 +185,9 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
         }
     };
 
-    let policy = config.load_policy().map_err(|issues| {
-        anyhow!(
-            "{}",
-            issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let policy = config.load_policy().map_err(joined)?;
     let started = Instant::now();
-    let detectors = load_detectors(&config).map_err(|issues| {
-        anyhow!(
-            "{}",
-            issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let detectors = load_detectors(&config).map_err(joined)?;
     tracing::info!(banks = ?detectors.banks, models = detectors.classifiers.models().len(), ms = started.elapsed().as_millis() as u64, "detectors loaded");
     let worker_id = config.worker_id.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")

@@ -5,53 +5,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::{INGEST, READ};
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tansu.sh")
-}
-
-struct Broker {
-    dir: tempfile::TempDir,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let install = Command::new(script()).arg("install").output().unwrap();
-        assert!(install.status.success(), "tansu install failed");
-        let dir = tempfile::tempdir().unwrap();
-        let start = Command::new(script())
-            .args(["start", "0"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            start.status.success(),
-            "tansu start: {}",
-            String::from_utf8_lossy(&start.stderr)
-        );
-        let port = std::fs::read_to_string(dir.path().join("tansu.port")).unwrap();
-        Broker {
-            bootstrap: format!("127.0.0.1:{}", port.trim()),
-            dir,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -59,7 +16,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[test]
 fn escalations_reach_the_topic_keyed_by_stream() {
-    let broker = Broker::start();
+    let broker = firebreak_kafka::tansu::TansuBroker::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let prog = support::programme_with_banked_clip(dir.path());
     let topic = "firebreak.escalations";

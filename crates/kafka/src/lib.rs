@@ -17,6 +17,7 @@
 
 pub mod kafka;
 pub mod outbox;
+pub mod tansu;
 
 use std::fs::OpenOptions;
 use std::io::Write;

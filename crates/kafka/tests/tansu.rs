@@ -6,61 +6,15 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use firebreak_kafka::tansu::TansuBroker;
 use firebreak_kafka::{KafkaConfig, KafkaSink};
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tansu.sh")
-}
-
-/// A running broker, stopped on drop.
-struct Broker {
-    dir: tempfile::TempDir,
-    bootstrap: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let install = Command::new(script()).arg("install").output().unwrap();
-        assert!(
-            install.status.success(),
-            "tansu install: {}",
-            String::from_utf8_lossy(&install.stderr)
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let start = Command::new(script())
-            .args(["start", "0"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            start.status.success(),
-            "tansu start: {}",
-            String::from_utf8_lossy(&start.stderr)
-        );
-        let port = std::fs::read_to_string(dir.path().join("tansu.port")).unwrap();
-        Broker {
-            bootstrap: format!("127.0.0.1:{}", port.trim()),
-            dir,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_and_consume_back() {
-    let broker = Broker::start();
+    let broker = TansuBroker::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let p = support::pipeline(dir.path());
     let events = support::events(5, 12);
@@ -85,7 +39,7 @@ async fn produce_and_consume_back() {
 
 #[test]
 fn sigkill_mid_stream_then_restart_delivers_everything_accepted() {
-    let broker = Broker::start();
+    let broker = TansuBroker::start().unwrap();
     let outbox = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_deliver_load"))
@@ -178,8 +132,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_absent_at_first_then_started_receives_everything() {
-    let install = Command::new(script()).arg("install").output().unwrap();
-    assert!(install.status.success());
+    TansuBroker::install().unwrap();
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
@@ -203,21 +156,8 @@ async fn broker_absent_at_first_then_started_receives_everything() {
     }
     assert_eq!(p.depth(), events.len());
     // The broker comes up on that port.
-    let broker_dir = tempfile::tempdir().unwrap();
-    let start = Command::new(script())
-        .args(["start", &port.to_string()])
-        .arg(broker_dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        start.status.success(),
-        "{}",
-        String::from_utf8_lossy(&start.stderr)
-    );
-    let broker = Broker {
-        dir: broker_dir,
-        bootstrap: bootstrap.clone(),
-    };
+    let broker = TansuBroker::start_on(port).unwrap();
+    assert_eq!(broker.bootstrap, bootstrap);
     assert!(
         support::drained(&p, Duration::from_secs(90)).await,
         "outbox not drained once the broker is up"
