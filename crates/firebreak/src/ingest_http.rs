@@ -310,6 +310,17 @@ impl IngestState {
                 "late": seq.late, "missing": seq.missing, "reordered": seq.reordered,
             },
         });
+        if let Some(h) = p.stream.hls_counters() {
+            use std::sync::atomic::Ordering::Relaxed;
+            v["hls"] = json!({
+                "reloads": h.reloads.load(Relaxed),
+                "reload_errors": h.reload_errors.load(Relaxed),
+                "segments": h.segments.load(Relaxed),
+                "segment_errors": h.segment_errors.load(Relaxed),
+                "missing": h.missing.load(Relaxed),
+                "discontinuities": h.discontinuities.load(Relaxed),
+            });
+        }
         if let Some(a) = &self.config.annotate {
             a(id, &mut v);
         }

@@ -655,3 +655,53 @@ fn finished_streams_make_room() {
         .collect();
     assert_eq!(ids, ["a", "c"]);
 }
+
+/// An HLS stream registered over the API, served by a plain HTTP server.
+#[test]
+fn an_hls_stream_is_pulled_to_the_end() {
+    let d = support::start("[ingest]\nsampling = \"1/s\"\n");
+    let web = d.dir.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-t", "3", "-i"])
+        .arg("testsrc2=size=160x120:rate=25")
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"])
+        .arg(web.join("index.m3u8"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&web)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/index.m3u8");
+    d.wait("the HLS origin", 30, || {
+        ureq::get(&url).call().ok().map(|_| ())
+    });
+    let spec = serde_json::json!({"id": "hls-1", "hls": url}).to_string();
+    let (status, created) = d.call("POST", "/v1/streams", Some(INGEST), spec.as_bytes());
+    assert_eq!(status, 201, "{created}");
+    let s = d.wait_state("hls-1", "ended");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(s["source"], "hls");
+    assert_eq!(s["frames"]["decoded"], 75, "{s}");
+    assert_eq!(s["hls"]["segments"], 3, "{s}");
+    assert_eq!(s["hls"]["missing"], 0, "{s}");
+}
