@@ -672,11 +672,7 @@ fn an_hls_stream_is_pulled_to_the_end() {
         .unwrap()
         .success();
     assert!(ok);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut server = Command::new("python3")
         .args([
             "-m",

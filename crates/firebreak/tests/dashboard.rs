@@ -32,11 +32,7 @@ fn post(url: &str, body: Value) -> Value {
 
 impl Driver {
     fn start(d: &support::Daemon) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = support::free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -21,14 +21,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn prometheus_scrapes_the_daemon() {
     let d = support::start("[ingest]\nsampling = \"2/s\"\n");
@@ -57,7 +49,7 @@ fn prometheus_scrapes_the_daemon() {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let prom = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))

@@ -290,3 +290,12 @@ pub fn programme_with_banked_clip(dir: &Path) -> PathBuf {
     assert!(import.status.success(), "{import:?}");
     prog
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
