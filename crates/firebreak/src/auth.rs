@@ -7,6 +7,7 @@
 //! - HMAC-signed requests: `X-Firebreak-Tenant`, `X-Firebreak-Timestamp` (Unix seconds,
 //!   within 300 s of ours) and `X-Firebreak-Signature` = lowercase hex
 //!   HMAC-SHA256(secret, METHOD "\n" PATH?QUERY "\n" TIMESTAMP "\n" hex(sha256(BODY))).
+//!   A signature is accepted once: a replay within the time window answers 401.
 //!
 //! Scopes: `ingest` (push and register streams), `operator` (policy, acknowledge,
 //! resolve, reload, audit; implies `read`), `read` (streams, escalations, events,
@@ -63,6 +64,8 @@ pub struct Authenticator {
     hmac: Vec<HmacKey>,
     max_body: usize,
     metrics: Metrics,
+    /// Signatures accepted within the time window, with their timestamps.
+    seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -154,6 +157,7 @@ impl Authenticator {
             hmac,
             max_body,
             metrics,
+            seen: Default::default(),
         })
     }
 
@@ -241,6 +245,15 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         let Some(key) = found else {
             return auth.fail("bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
         };
+        {
+            let mut seen = auth.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.retain(|_, at| now.abs_diff(*at) <= 300);
+            let sig = unhex(&sig).unwrap_or_default();
+            if seen.insert(sig, ts).is_some() {
+                drop(seen);
+                return auth.fail("replay", StatusCode::UNAUTHORIZED, "replayed request");
+            }
+        }
         caller = Caller {
             tenant: key.tenant.clone(),
             method: "hmac",

@@ -199,6 +199,20 @@ fn signed(
     secret: &str,
     skew: i64,
 ) -> u16 {
+    signed_twice(d, method, path, body, secret, skew, false).0
+}
+
+/// Sends a signed request, and (if `replay`) the very same request again: the
+/// statuses of both (0 for the second when not sent).
+fn signed_twice(
+    d: &support::Daemon,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    secret: &str,
+    skew: i64,
+    replay: bool,
+) -> (u16, u16) {
     let ts = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -213,12 +227,16 @@ fn signed(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let r = ureq::request(method, &format!("{}{path}", d.base))
-        .set("X-Firebreak-Tenant", "partner")
-        .set("X-Firebreak-Timestamp", &ts)
-        .set("X-Firebreak-Signature", &sig)
-        .send_bytes(body);
-    support::response(r).0
+    let send = || {
+        let r = ureq::request(method, &format!("{}{path}", d.base))
+            .set("X-Firebreak-Tenant", "partner")
+            .set("X-Firebreak-Timestamp", &ts)
+            .set("X-Firebreak-Signature", &sig)
+            .send_bytes(body);
+        support::response(r).0
+    };
+    let first = send();
+    (first, if replay { send() } else { 0 })
 }
 
 #[test]
@@ -296,10 +314,11 @@ fn credentials_scopes_and_body_limits() {
     assert_eq!(status, 422, "{body}");
     assert!(body["errors"].to_string().contains("zz"), "{body}");
     assert_eq!(d.get("/v1/policy", READ)["version"], before);
-    // HMAC: a good signature, a wrong secret, a stale timestamp, a tampered body.
+    // HMAC: a good signature (accepted once, its replay refused), a wrong secret, a
+    // stale timestamp, a scope the tenant lacks.
     assert_eq!(
-        signed(&d, "GET", "/v1/streams", b"", support::HMAC_SECRET, 0),
-        200
+        signed_twice(&d, "GET", "/v1/streams", b"", support::HMAC_SECRET, 0, true),
+        (200, 401)
     );
     assert_eq!(signed(&d, "GET", "/v1/streams", b"", "wrong", 0), 401);
     assert_eq!(
@@ -319,6 +338,7 @@ fn credentials_scopes_and_body_limits() {
         .unwrap();
     assert!(text.contains("firebreak_auth_failures_total{reason=\"scope\"}"));
     assert!(text.contains("firebreak_auth_failures_total{reason=\"bad_signature\"}"));
+    assert!(text.contains("firebreak_auth_failures_total{reason=\"replay\"} 1"));
 }
 
 #[test]
