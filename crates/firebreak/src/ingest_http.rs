@@ -127,16 +127,24 @@ impl IngestState {
         })
     }
 
-    fn start(&self, id: &str, source: Source, sampling: Sampling, kind: &'static str) -> Entry {
+    /// Starts a stream: pulled from `source`, or pushed (`None`: segments arrive
+    /// through the entry's feed).
+    fn start(
+        &self,
+        id: &str,
+        source: Option<Source>,
+        sampling: Sampling,
+        kind: &'static str,
+    ) -> Entry {
         let mut config = StreamConfig::new(id);
         config.sampling = sampling;
         config.max_output = self.config.max_output;
         let (feed, source) = match source {
-            Source::Segments(_) => {
+            Some(pulled) => (None, pulled),
+            None => {
                 let (feed, reader) = segment_channel(8);
                 (Some(feed), Source::Segments(reader))
             }
-            other => (None, other),
         };
         let stream = LiveStream::start(config, source);
         // Hand frames to the detectors from a thread of the stream's own.
@@ -182,8 +190,7 @@ impl IngestState {
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return None;
         }
-        let (_, dummy) = segment_channel(1);
-        let entry = Arc::new(self.start(id, Source::Segments(dummy), self.config.sampling, "push"));
+        let entry = Arc::new(self.start(id, None, self.config.sampling, "push"));
         streams.insert(id.to_owned(), entry.clone());
         Some(entry)
     }
@@ -222,7 +229,7 @@ impl IngestState {
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(RegisterError::Full);
         }
-        let entry = Arc::new(self.start(&spec.id, source, sampling, kind));
+        let entry = Arc::new(self.start(&spec.id, Some(source), sampling, kind));
         streams.insert(spec.id.clone(), entry);
         Ok(())
     }

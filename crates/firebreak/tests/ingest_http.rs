@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::process::Command;
-
 fn serve() -> support::Daemon {
     support::start(
         "[server]\nmax_body_bytes = 1048576\n[ingest]\nsampling = \"1/s\"\nreorder_window = 4\n",
@@ -15,32 +13,7 @@ fn serve() -> support::Daemon {
 fn clip() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("clip.ts");
-    let ok = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30:duration=6",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "mpegts",
-        ])
-        .arg(&out)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    support::encode("testsrc2=size=640x360:rate=30", 6, 60, &out);
     std::fs::read(out).unwrap()
 }
 
