@@ -20,10 +20,12 @@ test: setup
 	  END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i; exit (p == 0 || f > 0) }' \
 	  $(CARGO_TARGET_DIR)/test.log
 
-## Formatting and lints, as CI runs them.
+## Formatting, lints, the dependency rules and cargo-deny, as CI runs them.
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/check-deps.sh
+	cargo deny check licenses bans sources
 
 ci: lint test
 

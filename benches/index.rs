@@ -3,9 +3,9 @@
 //! with FAISS is `benches/index_compare.sh`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pdq::Hash256;
-use pdq::index::{MihIndex, Strategy};
-use pdq::window::{VpdqWindow, WindowConfig};
+use firebreak_hashing::Hash256;
+use firebreak_matching::index::{MihIndex, Strategy};
+use firebreak_matching::window::{VpdqWindow, WindowConfig};
 
 /// splitmix64.
 fn next(state: &mut u64) -> u64 {

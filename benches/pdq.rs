@@ -2,7 +2,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firebreak_benches::synthetic_rgb;
-use pdq::{ImageView, PdqHasher, PixelFormat};
+use firebreak_hashing::{ImageView, PdqHasher, PixelFormat};
 
 fn pdq(c: &mut Criterion) {
     let mut group = c.benchmark_group("pdq");

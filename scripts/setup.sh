@@ -4,7 +4,7 @@ set -euo pipefail
 
 APT_PACKAGES=(pkg-config clang libclang-dev ffmpeg libavcodec-dev libavformat-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev
-  chromium chromium-driver prometheus)
+  chromium chromium-driver prometheus python3-pip)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -29,6 +29,13 @@ for c in rustfmt clippy; do
     rustup component add "$c"
   fi
 done
+
+# cargo-deny checks licences, bans and sources (`make lint`, deny.toml).
+CARGO_DENY_VERSION=0.20.2
+if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VERSION" ]; then
+  echo "setup: installing cargo-deny $CARGO_DENY_VERSION" >&2
+  cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
+fi
 
 # The Kafka-protocol broker the delivery tests start (tansu 0.6.0, pinned by sha256).
 "$(dirname "$0")/tansu.sh" install >/dev/null

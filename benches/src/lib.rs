@@ -1,6 +1,8 @@
 //! Shared helpers for Firebreak's benchmarks: deterministic test frames and generated
 //! test video.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,10 +5,12 @@
 //! file (from FAISS's flat index) has one line per query: the sorted row numbers within
 //! the distance. Prints one JSON object.
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
-use pdq::Hash256;
-use pdq::index::{MihIndex, Strategy};
+use firebreak_hashing::Hash256;
+use firebreak_matching::index::{MihIndex, Strategy};
 
 fn read_hashes(path: &str) -> Vec<Hash256> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -5,6 +5,8 @@
 //! arrives in real time, so that ratio is the number of such streams one core sustains.
 //! Run beside `ffmpeg -threads 1 -i VIDEO -f null -` (benches/ingest_capacity.sh).
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use firebreak_media::ingest::{LiveStream, Sampling, Source, StreamConfig};

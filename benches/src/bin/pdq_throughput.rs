@@ -2,9 +2,11 @@
 //! times ITERATIONS hashes on one thread. Prints `hash_hex,quality,seconds_per_hash`.
 //! Used by `compare_reference.py` to measure Firebreak and the reference on the same pixels.
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
-use pdq::{ImageView, PdqHasher, PixelFormat};
+use firebreak_hashing::{ImageView, PdqHasher, PixelFormat};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

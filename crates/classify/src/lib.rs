@@ -8,6 +8,8 @@
 //! shared by every thread, and post-processing (softmax, sigmoid, YOLO-style detections
 //! with NMS) into label scores and policy categories.
 
+#![forbid(unsafe_code)]
+
 pub mod manifest;
 mod postprocess;
 pub mod preprocess;

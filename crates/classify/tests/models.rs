@@ -20,7 +20,7 @@ fn reference(name: &str) -> Value {
 
 fn image(file: &str) -> (u32, u32, Vec<u8>) {
     let path = models().join("test/images").join(file);
-    let img = pdq::decode::decode_file(&path).unwrap();
+    let img = firebreak_hashing::decode::decode_file(&path).unwrap();
     let rgb = img.to_rgb();
     (img.width as u32, img.height as u32, rgb)
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use firebreak_core::config::PolicyConfig;
+use firebreak_policy::config::PolicyConfig;
 use serde::Deserialize;
 
 /// One problem, with where it is.
@@ -548,7 +548,7 @@ impl ServiceConfig {
 
 /// Parses a policy, with issue paths under `at`.
 pub fn policy_from_toml(text: &str, at: &str) -> Result<PolicyConfig, Vec<Issue>> {
-    use firebreak_core::config::PolicyError;
+    use firebreak_policy::config::PolicyError;
     PolicyConfig::from_toml(text).map_err(|e| match e {
         PolicyError::Invalid(issues) => issues
             .into_iter()

@@ -1,5 +1,5 @@
 //! Every Prometheus metric the daemon exports, except delivery's (owned by
-//! `firebreak_kafka::DeliveryMetrics`, registered in the same registry). Each name is
+//! `firebreak_delivery::DeliveryMetrics`, registered in the same registry). Each name is
 //! defined here once; `deploy/` dashboards and alerts use these names, and a test
 //! checks that every name they use exists.
 
@@ -42,7 +42,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers everything (plus delivery's metrics, returned beside).
-    pub fn new() -> (Metrics, firebreak_kafka::DeliveryMetrics) {
+    pub fn new() -> (Metrics, firebreak_delivery::DeliveryMetrics) {
         let registry = Registry::new();
         let buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -139,7 +139,7 @@ impl Metrics {
         for s in STAGES {
             m.stage_seconds.with_label_values(&[s]);
         }
-        let delivery = firebreak_kafka::DeliveryMetrics::new(r).unwrap();
+        let delivery = firebreak_delivery::DeliveryMetrics::new(r).unwrap();
         (m, delivery)
     }
 

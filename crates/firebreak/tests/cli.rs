@@ -192,12 +192,12 @@ fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 }
 
 fn flip_bits(hex: &str, n: usize) -> String {
-    let mut h: pdq::Hash256 = hex.parse().unwrap();
+    let mut h: firebreak_hashing::Hash256 = hex.parse().unwrap();
     let mut limbs = h.limbs();
     for b in 0..n {
         limbs[b % 4] ^= 1 << (b * 7 % 64);
     }
-    h = pdq::Hash256::from_limbs(limbs);
+    h = firebreak_hashing::Hash256::from_limbs(limbs);
     h.to_hex()
 }
 

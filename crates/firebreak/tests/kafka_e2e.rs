@@ -16,7 +16,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[test]
 fn escalations_reach_the_topic_keyed_by_stream() {
-    let broker = firebreak_kafka::tansu::TansuBroker::start().unwrap();
+    let broker = firebreak_testkit::tansu::TansuBroker::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let prog = support::programme_with_banked_clip(dir.path());
     let topic = "firebreak.escalations";
@@ -53,7 +53,7 @@ fn escalations_reach_the_topic_keyed_by_stream() {
     }
     // Each stream: one escalation to crisis, and the close when it ended.
     let want = streams.len() * 2;
-    let messages = firebreak_kafka::kafka::read_topic(
+    let messages = firebreak_testkit::kafka::read_topic(
         &broker.bootstrap,
         topic,
         want,

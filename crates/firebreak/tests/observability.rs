@@ -112,7 +112,7 @@ fn dashboards_and_alerts_use_only_defined_metrics() {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     let defined: BTreeSet<String> = names(&read("crates/firebreak/src/metrics.rs"))
         .into_iter()
-        .chain(names(&read("crates/kafka/src/lib.rs")))
+        .chain(names(&read("crates/delivery/src/lib.rs")))
         .collect();
     let mut used = names(&read("deploy/grafana/firebreak.json"));
     used.extend(names(&read("deploy/prometheus/alerts.yml")));

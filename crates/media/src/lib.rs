@@ -1,7 +1,7 @@
 //! Video decoding for Firebreak, on FFmpeg through `ffmpeg-next`.
 //!
 //! This crate is the only one that links FFmpeg. It owns opening media, decoding, pixel
-//! conversion with libswscale, and frame selection; hashing itself is `firebreak-pdq`.
+//! conversion with libswscale, and frame selection; hashing itself is `firebreak-hashing`.
 //! Decoding is blocking, CPU-bound work: callers run it on dedicated threads, never on an
 //! async runtime (the swscale context is not `Send`).
 

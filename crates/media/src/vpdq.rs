@@ -21,8 +21,8 @@ use std::path::Path;
 use ff::format::Pixel;
 use ff::software::scaling::{Context as Scaler, Flags};
 use ffmpeg_next as ff;
-use pdq::vpdq::VpdqFeature;
-use pdq::{ImageView, PdqHasher, PixelFormat};
+use firebreak_hashing::vpdq::VpdqFeature;
+use firebreak_hashing::{ImageView, PdqHasher, PixelFormat};
 
 use crate::MediaError;
 
@@ -294,9 +294,15 @@ fn new_scaler(
         Conversion::Reference => {
             // SAFETY: av_force_cpu_flags only stores an integer that FFmpeg reads when it
             // initialises function tables; -1 restores detection.
-            unsafe { ff::ffi::av_force_cpu_flags(0) };
+            #[allow(unsafe_code)]
+            unsafe {
+                ff::ffi::av_force_cpu_flags(0)
+            };
             let scaler = Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, Flags::AREA);
-            unsafe { ff::ffi::av_force_cpu_flags(-1) };
+            #[allow(unsafe_code)]
+            unsafe {
+                ff::ffi::av_force_cpu_flags(-1)
+            };
             scaler
         }
     }

@@ -312,13 +312,7 @@ fn slow_detectors_drop_latest_wins_then_degrade_to_keyframes() {
     assert!(queued.last().unwrap().keyframe && queued.last().unwrap().pts > 3.9);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use firebreak_testkit::net::free_port;
 
 /// A live source served by the ffmpeg CLI, killed on drop.
 struct Server(Child);

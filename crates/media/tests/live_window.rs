@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use firebreak_matching::bank::{Bank, ImportPolicy};
+use firebreak_matching::lists::{Record, Signal};
+use firebreak_matching::matcher::{MatchConfig, Matcher};
+use firebreak_matching::window::{VpdqWindow, WindowConfig, WindowEvent};
 use firebreak_media::vpdq::{Conversion, VpdqOptions, hash_file};
-use pdq::bank::{Bank, ImportPolicy};
-use pdq::lists::{Record, Signal};
-use pdq::matcher::{MatchConfig, Matcher};
-use pdq::window::{VpdqWindow, WindowConfig, WindowEvent};
 
 fn conformance(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +58,7 @@ fn spliced_clip_is_detected_within_the_window() {
         vec![Record {
             line: 1,
             id: Some("chair".into()),
-            signal: Signal::Vpdq(pdq::vpdq::parse(&text).unwrap()),
+            signal: Signal::Vpdq(firebreak_hashing::vpdq::parse(&text).unwrap()),
             labels: vec![],
             delete: false,
         }],

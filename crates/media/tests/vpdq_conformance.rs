@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use firebreak_hashing::vpdq::{self, VpdqFeature};
 use firebreak_media::vpdq::{Conversion, VpdqOptions, hash_file};
-use pdq::vpdq::{self, VpdqFeature};
 
 fn root() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/vpdq");

@@ -1,0 +1,396 @@
+//! `firebreak lists ...` and `firebreak match ...`: banks on disk and matching queries
+//! against them, printing JSON.
+//!
+//! Banks live in `<data dir>/banks/<name>.fbank` as binary snapshots
+//! ([`firebreak_matching::bank`]); an import loads the bank, applies the list and writes the snapshot
+//! atomically (temporary file, fsync, rename), so a crash mid-import leaves the previous
+//! bank intact.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use firebreak_hashing::{Hash256, PdqHasher};
+use firebreak_matching::bank::{Bank, ImportPolicy};
+use firebreak_matching::lists::{self, ExportEntry, Format};
+use firebreak_matching::matcher::{EntryRef, MatchConfig, Matcher, PdqHit};
+use firebreak_matching::store::{BankStore, LoadedBank};
+use firebreak_media::vpdq::{Conversion, VpdqOptions};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+/// `--data-dir`: where banks live.
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// Where banks are stored.
+    #[arg(
+        long,
+        env = "FIREBREAK_DATA",
+        default_value = "firebreak-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// `firebreak lists ...`.
+#[derive(Debug, Subcommand)]
+pub enum ListsCommand {
+    /// Import a hash list into a bank (created if missing); prints an import report.
+    Import(ImportArgs),
+    /// Export a bank in a list format to standard output.
+    Export(ExportArgs),
+    /// Show every bank's size and load time.
+    Stats,
+}
+
+/// `firebreak lists import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The list file.
+    file: PathBuf,
+    /// Its format: local-file, te-json, tcap, csv or vpdq.
+    #[arg(long)]
+    format: Format,
+    /// The bank to import into.
+    #[arg(long)]
+    bank: String,
+    /// Create the bank as a negative (benign, suppressing) bank.
+    #[arg(long)]
+    negative: bool,
+    /// Reject PDQ hashes (and drop vPDQ frames) below this quality.
+    #[arg(long, default_value_t = firebreak_hashing::vpdq::QUALITY_THRESHOLD)]
+    min_quality: u8,
+    /// Entry id for a vPDQ file (default: the file name without extension).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+/// `firebreak lists export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The bank.
+    #[arg(long)]
+    bank: String,
+    /// The format.
+    #[arg(long)]
+    format: Format,
+}
+
+/// `firebreak match ...`.
+#[derive(Debug, Subcommand)]
+pub enum MatchCommand {
+    /// Match PDQ hashes (64 hex digits) or image files against every bank.
+    Pdq(MatchPdqArgs),
+    /// Match a video file (vPDQ, MD5 and SHA-256 of the file) against every bank.
+    Vpdq(MatchVpdqArgs),
+}
+
+/// `firebreak match pdq`.
+#[derive(Debug, Args)]
+pub struct MatchPdqArgs {
+    /// Match distance (inclusive).
+    #[arg(long, default_value_t = firebreak_hashing::vpdq::DISTANCE_THRESHOLD)]
+    distance: u32,
+    /// Hashes or image paths.
+    #[arg(required = true)]
+    queries: Vec<String>,
+}
+
+/// `firebreak match vpdq`.
+#[derive(Debug, Args)]
+pub struct MatchVpdqArgs {
+    /// Hash one frame every this many seconds.
+    #[arg(long, short = 'r', default_value_t = 1.0)]
+    seconds_per_hash: f32,
+    /// The video file.
+    video: PathBuf,
+}
+
+fn store(data: &Path) -> BankStore {
+    BankStore::new(data.join("banks"))
+}
+
+/// Every bank in `dir`. A bank that cannot be read is reported (log and stderr) and
+/// skipped, so one corrupt file does not take matching down.
+pub fn load_banks_in(dir: &Path) -> Result<Vec<LoadedBank>> {
+    let set = BankStore::new(dir).load_all()?;
+    for e in &set.skipped {
+        tracing::error!(error = %e, "skipping unreadable bank");
+        eprintln!("error: skipping bank: {e}");
+    }
+    Ok(set.banks)
+}
+
+fn load_all(data: &Path) -> Result<Vec<LoadedBank>> {
+    load_banks_in(store(data).dir())
+}
+
+/// Runs a `lists` subcommand.
+pub fn lists(data: &DataDir, cmd: &ListsCommand) -> Result<ExitCode> {
+    match cmd {
+        ListsCommand::Import(a) => import(&data.data_dir, a),
+        ListsCommand::Export(a) => export(&data.data_dir, a),
+        ListsCommand::Stats => stats(&data.data_dir),
+    }
+}
+
+fn import(data: &Path, args: &ImportArgs) -> Result<ExitCode> {
+    BankStore::check_name(&args.bank)?;
+    let mut raw = Vec::new();
+    File::open(&args.file)
+        .and_then(|mut f| f.read_to_end(&mut raw))
+        .with_context(|| format!("{}", args.file.display()))?;
+    let text = String::from_utf8(raw)
+        .with_context(|| format!("{}: not UTF-8 text", args.file.display()))?;
+    let store = store(data);
+    let mut bank = if let Some(bank) = store.load(&args.bank)? {
+        if bank.negative != args.negative {
+            bail!(
+                "bank {:?} is {}; pass {} to import into it",
+                args.bank,
+                if bank.negative {
+                    "negative"
+                } else {
+                    "positive"
+                },
+                if bank.negative {
+                    "--negative"
+                } else {
+                    "no --negative"
+                }
+            );
+        }
+        bank
+    } else {
+        Bank::new(&args.bank, args.negative)
+    };
+    let default_id = args.id.clone().or_else(|| {
+        args.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    });
+    let parsed = lists::parse(args.format, &text, default_id.as_deref());
+    let report = bank.import(
+        parsed.records,
+        parsed.errors,
+        ImportPolicy {
+            min_quality: args.min_quality,
+        },
+    );
+    for e in &report.errors {
+        eprintln!("{}:{e}", args.file.display());
+    }
+    let changed = report.added + report.updated + report.deleted;
+    if changed > 0 {
+        store.save(&bank)?;
+    }
+    let rejected: BTreeMap<&str, usize> = report
+        .rejected
+        .iter()
+        .map(|(r, n)| (r.name(), *n))
+        .collect();
+    let out = json!({
+        "bank": bank.name,
+        "negative": bank.negative,
+        "file": args.file.display().to_string(),
+        "format": args.format.name(),
+        "added": report.added,
+        "updated": report.updated,
+        "deleted": report.deleted,
+        "rejected": rejected,
+        "rejected_total": report.rejected_total(),
+        "entries": bank.len(),
+    });
+    println!("{out}");
+    Ok(if changed == 0 && report.rejected_total() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn export(data: &Path, args: &ExportArgs) -> Result<ExitCode> {
+    let bank = store(data)
+        .load(&args.bank)?
+        .with_context(|| format!("no bank {:?}", args.bank))?;
+    let entries = bank.entries().iter().map(|e| ExportEntry {
+        id: &e.id,
+        signal: &e.signal,
+        labels: &e.labels,
+    });
+    let (text, skipped) = lists::export(args.format, entries);
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    if skipped > 0 {
+        eprintln!(
+            "{skipped} entries cannot be written as {}",
+            args.format.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stats(data: &Path) -> Result<ExitCode> {
+    for LoadedBank {
+        bank,
+        bytes,
+        load_ms,
+    } in load_all(data)?
+    {
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in bank.entries() {
+            *kinds.entry(e.signal.kind()).or_default() += 1;
+        }
+        let out = json!({
+            "bank": bank.name,
+            "negative": bank.negative,
+            "entries": bank.len(),
+            "by_kind": kinds,
+            "snapshot_bytes": bytes,
+            "load_ms": (load_ms * 100.0).round() / 100.0,
+        });
+        println!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn entry_json(e: &EntryRef) -> Value {
+    json!({"bank": &*e.bank, "entry_id": &*e.id, "labels": &*e.labels})
+}
+
+fn hits_json(hits: &[PdqHit]) -> Vec<Value> {
+    hits.iter()
+        .map(|h| {
+            let mut v = entry_json(&h.entry);
+            v["distance"] = json!(h.distance);
+            v
+        })
+        .collect()
+}
+
+fn matcher(data: &Path, config: MatchConfig) -> Result<Matcher> {
+    let banks = load_all(data)?;
+    if banks.is_empty() {
+        bail!(
+            "no banks in {} (import one with `firebreak lists import`)",
+            store(data).dir().display()
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(Matcher::new(banks.iter().map(|b| &b.bank), config, threads))
+}
+
+/// Runs a `match` subcommand.
+pub fn matching(data: &DataDir, cmd: &MatchCommand) -> Result<ExitCode> {
+    match cmd {
+        MatchCommand::Pdq(a) => match_pdq(&data.data_dir, a),
+        MatchCommand::Vpdq(a) => match_vpdq(&data.data_dir, a),
+    }
+}
+
+fn match_pdq(data: &Path, args: &MatchPdqArgs) -> Result<ExitCode> {
+    let config = MatchConfig {
+        pdq_distance: args.distance,
+        ..MatchConfig::default()
+    };
+    let matcher = matcher(data, config)?;
+    let mut hasher = PdqHasher::new();
+    let mut failed = 0;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for q in &args.queries {
+        let (hash, quality) = match Hash256::from_hex(q) {
+            Ok(h) => (h, None),
+            Err(_) => match firebreak_hashing::decode::decode_file(Path::new(q)) {
+                Ok(img) => {
+                    let h = hasher.hash(&img.view());
+                    (h.hash, Some(h.quality))
+                }
+                Err(e) => {
+                    eprintln!("error: {q}: not a PDQ hash, and {e}");
+                    failed += 1;
+                    continue;
+                }
+            },
+        };
+        let r = matcher.match_pdq(&hash);
+        let line = json!({
+            "query": q,
+            "hash": hash.to_hex(),
+            "quality": quality,
+            "matches": hits_json(&r.matches),
+            "suppressed": hits_json(&r.suppressed),
+            "negative": hits_json(&r.negative),
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn file_digests(path: &Path) -> Result<([u8; 16], [u8; 32])> {
+    let mut file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut md5 = md5::Md5::new();
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+        sha.update(&buf[..n]);
+    }
+    Ok((md5.finalize().into(), sha.finalize().into()))
+}
+
+fn match_vpdq(data: &Path, args: &MatchVpdqArgs) -> Result<ExitCode> {
+    let matcher = matcher(data, MatchConfig::default())?;
+    let (md5, sha) = file_digests(&args.video)?;
+    let opts = VpdqOptions {
+        seconds_per_hash: args.seconds_per_hash,
+        conversion: Conversion::Native,
+        ..VpdqOptions::default()
+    };
+    let (features, _info) = firebreak_media::vpdq::hash_file(&args.video, &opts)?;
+    let videos: Vec<Value> = matcher
+        .match_video(&features)
+        .iter()
+        .map(|h| {
+            let mut v = entry_json(&h.entry);
+            v["query_match_percent"] = json!(h.query_match_percent);
+            v["compared_match_percent"] = json!(h.compared_match_percent);
+            v["is_match"] = json!(
+                h.query_match_percent >= firebreak_hashing::vpdq::QUERY_MATCH_THRESHOLD_PERCENT
+            );
+            v
+        })
+        .collect();
+    let digests: Vec<Value> = matcher
+        .match_digests(Some(&md5), Some(&sha))
+        .iter()
+        .map(|h| {
+            let mut v = entry_json(&h.entry);
+            v["kind"] = json!(h.kind);
+            v
+        })
+        .collect();
+    let line = json!({
+        "query": args.video.display().to_string(),
+        "frames": features.len(),
+        "md5": lists::hex(&md5),
+        "sha256": lists::hex(&sha),
+        "videos": videos,
+        "digests": digests,
+    });
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,537 @@
+//! `firebreak run`: the monitor as a service.
+//!
+//! [`Daemon::build`] loads the banks, the models and the policy, opens the outbox
+//! (replaying what a previous run left undelivered), creates the sink and starts the
+//! configured pulled streams; [`Daemon::serve`] serves the HTTP API, delivers the
+//! outbox and ticks the engine once a second until told to stop, then drains. Tests
+//! build and drive a daemon in-process, on an injected [`Clock`].
+//!
+//! [`run`] adds the process around it: config file, logging, signals. SIGHUP (or
+//! `POST /v1/reload`) reloads the policy file and the banks without touching the
+//! streams; a bad file is reported and the old ones stay. SIGTERM stops intake, lets
+//! every stream drain through the detectors, waits for the outbox to empty (up to
+//! 20 s; anything left stays on disk for the next start) and exits.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use axum::Router;
+use firebreak_classify::{Classifier, ClassifierSet};
+use firebreak_delivery::kafka::{KafkaConfig, KafkaSink};
+use firebreak_delivery::outbox::{Outbox, OutboxConfig};
+use firebreak_delivery::{JsonlSink, Pipeline};
+use firebreak_matching::matcher::{MatchConfig, Matcher};
+use firebreak_matching::store::BankStore;
+use firebreak_policy::event::Producer;
+use firebreak_policy::policy::StreamEvent;
+use serde_json::{Value, json};
+
+use crate::clock::{self, Clock};
+use crate::config::{Issue, ServiceConfig, parse_sampling};
+use crate::engine::{Detectors, Engine, EngineConfig};
+use crate::http::api::{ApiState, Reloader};
+use crate::http::auth::Authenticator;
+use crate::http::ingest::{IngestConfig, IngestState};
+use crate::metrics::Metrics;
+
+/// `firebreak config check FILE`.
+pub fn check(path: &Path) -> ExitCode {
+    match ServiceConfig::load(path) {
+        Ok(_) => {
+            println!("ok {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(issues) => {
+            for i in &issues {
+                eprintln!("{}: {i}", path.display());
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads banks and models.
+fn load_detectors(config: &ServiceConfig) -> Result<Detectors, Vec<Issue>> {
+    let issue = |path: &str, message: String| Issue {
+        path: path.into(),
+        message,
+    };
+    let set = BankStore::new(config.banks_dir())
+        .load_all()
+        .map_err(|e| vec![issue("detectors.banks_dir", e.to_string())])?;
+    for e in &set.skipped {
+        tracing::error!(error = %e, "skipping unreadable bank");
+    }
+    let banks = set.banks;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let matcher = Matcher::new(
+        banks.iter().map(|b| &b.bank),
+        MatchConfig::default(),
+        threads,
+    );
+    let mut models = Vec::new();
+    let mut issues = Vec::new();
+    for (i, dir) in config.detectors.models.iter().enumerate() {
+        match Classifier::load(dir) {
+            Ok(mut c) => {
+                c.set_threads(config.detectors.classifier_threads);
+                models.push(c);
+            }
+            Err(e) => issues.push(issue(&format!("detectors.models[{i}]"), e.to_string())),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    Ok(Detectors {
+        matcher,
+        classifiers: ClassifierSet::new(models),
+        banks: banks
+            .iter()
+            .map(|b| (b.bank.name.clone(), b.bank.len(), b.bank.negative))
+            .collect(),
+    })
+}
+
+fn init_tracing(config: &ServiceConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FIREBREAK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Every issue on one line, for a start-up error.
+fn joined(issues: Vec<Issue>) -> anyhow::Error {
+    anyhow!(
+        "{}",
+        issues
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+#[derive(Debug)]
+enum AnySink {
+    Jsonl(JsonlSink),
+    Kafka(KafkaSink),
+}
+
+/// A built daemon: every part wired, nothing served yet.
+pub struct Daemon {
+    config: ServiceConfig,
+    engine: Arc<Engine>,
+    ingest: Arc<IngestState>,
+    api: Arc<ApiState>,
+    pipeline: Pipeline,
+    metrics: Metrics,
+    sink: AnySink,
+    reload: Reloader,
+    router: Router,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("listen", &self.config.server.listen)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Builds the daemon from a validated config, on the system clock.
+    pub fn build(config: ServiceConfig) -> Result<Daemon> {
+        Daemon::build_with_clock(config, clock::system())
+    }
+
+    /// [`Daemon::build`] with wall time from `clock`.
+    pub fn build_with_clock(config: ServiceConfig, clock: Arc<dyn Clock>) -> Result<Daemon> {
+        let data = config.data_dir();
+        std::fs::create_dir_all(&data).with_context(|| format!("{}", data.display()))?;
+
+        let (metrics, delivery_metrics) = Metrics::new();
+        let outbox_dir = data.join("outbox");
+        let (outbox, recovery) = Outbox::open(
+            &outbox_dir,
+            OutboxConfig {
+                max_bytes: config.outbox.max_bytes,
+                ..OutboxConfig::default()
+            },
+        )
+        .with_context(|| format!("opening the outbox in {}", outbox_dir.display()))?;
+        tracing::info!(?recovery, "outbox opened");
+        let pipeline = Pipeline::new(outbox, &outbox_dir, delivery_metrics);
+        let sink = match config.sink.kind.as_str() {
+            "kafka" => {
+                let mut k = KafkaConfig::new(
+                    config.sink.brokers.clone().unwrap_or_default(),
+                    config.sink.topic.clone().unwrap_or_default(),
+                );
+                k.properties = config.sink.properties.clone();
+                AnySink::Kafka(KafkaSink::new(&k).map_err(|e| anyhow!("kafka sink: {e}"))?)
+            }
+            _ => {
+                let path = config
+                    .sink
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| data.join("events.jsonl"));
+                AnySink::Jsonl(
+                    JsonlSink::open(&path).with_context(|| format!("{}", path.display()))?,
+                )
+            }
+        };
+
+        let policy = config.load_policy().map_err(joined)?;
+        let started = Instant::now();
+        let detectors = load_detectors(&config).map_err(joined)?;
+        tracing::info!(banks = ?detectors.banks, models = detectors.classifiers.models().len(), ms = started.elapsed().as_millis() as u64, "detectors loaded");
+        let worker_id = config.worker_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "firebreak".into())
+        });
+        let engine = Engine::new(
+            EngineConfig {
+                classify_every: config.detectors.classify_every,
+                video_window_secs: config.detectors.video_window_secs,
+                audit_path: data.join("audit.jsonl"),
+                producer: Producer {
+                    worker_id,
+                    tenant: config
+                        .auth
+                        .tokens
+                        .first()
+                        .map_or_else(|| "local".into(), |t| t.tenant.clone()),
+                },
+            },
+            clock,
+            detectors,
+            policy,
+            pipeline.clone(),
+            metrics.clone(),
+        );
+
+        let (frames_engine, end_engine, tier_engine) =
+            (engine.clone(), engine.clone(), engine.clone());
+        let ingest = IngestState::new(IngestConfig {
+            max_segment_bytes: config.server.max_body_bytes,
+            reorder_window: config.ingest.reorder_window,
+            max_streams: config.server.max_streams,
+            sampling: parse_sampling(&config.ingest.sampling).expect("validated"),
+            max_output: (config.ingest.max_frame[0], config.ingest.max_frame[1]),
+            on_frame: Arc::new(move |f| frames_engine.on_frame(&f)),
+            on_end: Arc::new(move |id| end_engine.on_stream_event(id, StreamEvent::Ended)),
+            annotate: Some(Arc::new(move |id, v| {
+                let (tier, index) = tier_engine.tier(id);
+                v["tier"] = json!(tier);
+                v["tier_index"] = json!(index);
+            })),
+        });
+        for s in &config.streams {
+            ingest
+                .register(s)
+                .map_err(|e| anyhow!("stream {}: {e:?}", s.id))?;
+        }
+
+        let auth = Arc::new(
+            Authenticator::new(&config.auth, config.server.max_body_bytes, metrics.clone())
+                .map_err(|e| anyhow!(e))?,
+        );
+        let reload_config = config.clone();
+        let reload_engine = engine.clone();
+        let reload: Reloader = Arc::new(move |who: &str| {
+            let policy = reload_config.load_policy()?;
+            let detectors = load_detectors(&reload_config)?;
+            let banks = json!(detectors.banks);
+            reload_engine.set_detectors(detectors, who);
+            let version = reload_engine.set_policy(policy, who, "reload", "policy");
+            Ok(json!({"policy_version": version, "banks": banks}))
+        });
+        let api = Arc::new(ApiState {
+            engine: engine.clone(),
+            reload: reload.clone(),
+            ready: true.into(),
+            metrics: metrics.clone(),
+            closing: tokio::sync::watch::channel(false).0,
+        });
+        if config.auth.tokens.is_empty() && config.auth.hmac.is_empty() {
+            tracing::warn!("no credentials configured: every /v1 route will answer 401");
+        }
+        let router = crate::http::router(ingest.clone(), api.clone(), auth, metrics.clone());
+        Ok(Daemon {
+            config,
+            engine,
+            ingest,
+            api,
+            pipeline,
+            metrics,
+            sink,
+            reload,
+            router,
+        })
+    }
+
+    /// The detection engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The streams.
+    pub fn ingest(&self) -> &Arc<IngestState> {
+        &self.ingest
+    }
+
+    /// The delivery pipeline (outbox and replayer).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The whole HTTP surface (authenticated), to serve or to call in-process.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Reloads the policy file and the banks (blocking: it reads files).
+    pub fn reload(&self, who: &str) -> Result<Value, Vec<Issue>> {
+        (self.reload)(who)
+    }
+
+    /// Serves the API on `listener`, delivers the outbox and ticks the engine once a
+    /// second, until `shutdown` completes; then stops intake, drains the streams (30 s
+    /// at most) and the outbox (20 s at most) and returns.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Daemon {
+            engine,
+            ingest,
+            api,
+            pipeline,
+            metrics,
+            sink,
+            router,
+            ..
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Delivery.
+        let delivery = {
+            let pipeline = pipeline.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                match &sink {
+                    AnySink::Jsonl(s) => pipeline.run(s, 64, stop).await,
+                    AnySink::Kafka(s) => pipeline.run(s, 64, stop).await,
+                }
+            })
+        };
+        // Once a second: cool-downs, stalls, stream metrics.
+        {
+            let (engine, ingest, metrics) = (engine.clone(), ingest.clone(), metrics.clone());
+            let mut rx = stop_rx.clone();
+            let tracker = Arc::new(std::sync::Mutex::new(StreamTracker::default()));
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = rx.wait_for(|s| *s) => return,
+                    }
+                    let (engine, ingest, metrics) =
+                        (engine.clone(), ingest.clone(), metrics.clone());
+                    let tracker = tracker.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        engine.tick();
+                        let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+                        tracker.update(&ingest, &engine, &metrics);
+                    })
+                    .await;
+                }
+            });
+        }
+        let drain = {
+            let (ingest, pipeline) = (ingest.clone(), pipeline.clone());
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: intake stopped, draining streams");
+                api.ready.store(false, Ordering::Release);
+                api.closing.send_replace(true);
+                ingest.stop_intake();
+                ingest.end_all();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !ingest.all_finished() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while pipeline.depth() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tracing::info!(undelivered = pipeline.depth(), "drained");
+            }
+        };
+        axum::serve(listener, router)
+            .with_graceful_shutdown(drain)
+            .await?;
+        let _ = stop_tx.send(true);
+        let _ = delivery.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// `firebreak run --config FILE`.
+pub fn run(path: Option<&Path>) -> Result<ExitCode> {
+    let config = match path {
+        Some(p) => ServiceConfig::load(p),
+        None => ServiceConfig::parse("", Path::new(".")),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(issues) => {
+            for i in &issues {
+                eprintln!("config: {i}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_tracing(&config);
+    let listen = config.server.listen.clone();
+    let daemon = Daemon::build(config)?;
+    let reload = daemon.reload.clone();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        // Whoever started us may have stopped reading stdout: never fail on it.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "listening on http://{addr}\ndashboard: http://{addr}/");
+        let _ = out.flush();
+        tracing::info!(%addr, "firebreak running");
+
+        // SIGHUP reloads.
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let reload = reload.clone();
+                match tokio::task::spawn_blocking(move || reload("SIGHUP")).await {
+                    Ok(Ok(v)) => tracing::info!(result = %v, "reloaded on SIGHUP"),
+                    Ok(Err(issues)) => {
+                        for i in issues {
+                            tracing::error!(issue = %i, "reload failed; keeping the old policy and banks");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        daemon.serve(listener, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the once-a-second pass remembers between passes: the streams' cumulative drop
+/// counters already counted, and which streams are stalled.
+#[derive(Debug, Default)]
+pub struct StreamTracker {
+    counted: HashMap<String, [u64; 3]>,
+    stalled: HashSet<String>,
+}
+
+impl StreamTracker {
+    /// Streams by state, frame ages and drops into the metrics; a stream that just
+    /// stalled is reported to the engine ([`StreamEvent::Stalled`]).
+    pub fn update(&mut self, ingest: &IngestState, engine: &Engine, metrics: &Metrics) {
+        let mut by_state: HashMap<&'static str, i64> =
+            ["starting", "live", "stalled", "ended", "failed"]
+                .into_iter()
+                .map(|s| (s, 0))
+                .collect();
+        let stats = ingest.stats();
+        let present: HashSet<&str> = stats.iter().map(|(id, _)| id.as_str()).collect();
+        self.counted.retain(|id, _| present.contains(id.as_str()));
+        self.stalled.retain(|id| present.contains(id.as_str()));
+        for (id, st) in &stats {
+            let state = st.state.name();
+            *by_state.entry(state).or_default() += 1;
+            if state == "stalled" {
+                if self.stalled.insert(id.clone()) {
+                    engine.on_stream_event(id, StreamEvent::Stalled);
+                }
+            } else {
+                self.stalled.remove(id);
+            }
+            // Only running streams have an age (an ended stream is not "stalled").
+            let running = matches!(state, "starting" | "live" | "stalled");
+            match st.since_last_frame_ms {
+                Some(ms) if running => metrics
+                    .last_frame_age
+                    .with_label_values(&[id])
+                    .set(ms as f64 / 1000.0),
+                _ => {
+                    let _ = metrics.last_frame_age.remove_label_values(&[id]);
+                }
+            }
+            let now = [st.dropped_queue_full, st.decode_errors, st.degraded];
+            let before = self.counted.entry(id.clone()).or_default();
+            for (i, reason) in ["queue_full", "decode_error", "degraded"]
+                .iter()
+                .enumerate()
+            {
+                let delta = now[i].saturating_sub(before[i]);
+                if delta > 0 {
+                    metrics
+                        .frames_dropped
+                        .with_label_values(&[reason])
+                        .inc_by(delta);
+                }
+            }
+            *before = now;
+        }
+        for (state, n) in by_state {
+            metrics.streams.with_label_values(&[state]).set(n);
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Per-frame detection: one sampled frame in, the policy's [`FrameSignals`] out.
+//!
+//! ```text
+//! SampledFrame ─▶ PDQ hash ─▶ Matcher (banks) ─┬▶ FrameSignals
+//!                         └─▶ VpdqWindow ──────┤
+//!        └─▶ ClassifierSet (every Nth frame) ──┘
+//! ```
+//!
+//! Blocking CPU work (hashing, index lookups, ONNX inference): it runs on the stream's
+//! consumer thread, never on the async runtime.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use firebreak_classify::{ClassifierSet, RgbImage};
+use firebreak_hashing::{ImageView, PdqHasher, PixelFormat};
+use firebreak_matching::matcher::Matcher;
+use firebreak_matching::window::{VpdqWindow, WindowConfig};
+use firebreak_media::ingest::SampledFrame;
+use firebreak_policy::policy::{
+    ClassifierScore, FrameSignals, HashMatch, Policy, StreamState, VideoMatch,
+};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+/// The loaded detectors; replaced whole on reload.
+#[derive(Debug)]
+pub struct Detectors {
+    /// Banks, indexed.
+    pub matcher: Matcher,
+    /// Models.
+    pub classifiers: ClassifierSet,
+    /// Bank name → (entries, negative), for reports.
+    pub banks: Vec<(String, usize, bool)>,
+}
+
+/// One point of a stream's risk timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Wall time.
+    pub wall_ms: u64,
+    /// Media time.
+    pub media_time: f64,
+    /// Tier index (0 = none).
+    pub tier_index: usize,
+    /// The strongest signal in [0, 1].
+    pub score: f64,
+}
+
+/// Points kept per stream (20 minutes at 2 samples/s).
+const TIMELINE: usize = 2400;
+
+/// One stream's detection and policy state.
+#[derive(Debug)]
+pub(crate) struct StreamDetect {
+    pub(crate) state: StreamState,
+    window: VpdqWindow,
+    hasher: PdqHasher,
+    frames: u64,
+    timeline: VecDeque<Point>,
+    /// When the stream ended (wall ms), if it did.
+    pub(crate) ended: Option<u64>,
+}
+
+impl StreamDetect {
+    /// A stream with no history.
+    pub(crate) fn new(id: &str, policy: &Policy, video_window_secs: f64) -> StreamDetect {
+        StreamDetect {
+            state: StreamState::new(id, policy),
+            window: VpdqWindow::new(WindowConfig {
+                window_secs: video_window_secs,
+                // Every percentage is reported; the policy's rule applies the enter
+                // and exit levels.
+                enter_percent: 100.0,
+                exit_percent: 100.0,
+                ..WindowConfig::default()
+            }),
+            hasher: PdqHasher::new(),
+            frames: 0,
+            timeline: VecDeque::new(),
+            ended: None,
+        }
+    }
+
+    /// Hashes and matches the frame, pushes it through the live window and, every
+    /// `classify_every`th frame, classifies it. `None` when the frame cannot be hashed
+    /// (counted as dropped).
+    pub(crate) fn signals(
+        &mut self,
+        detectors: &Detectors,
+        frame: &SampledFrame,
+        classify_every: u32,
+        m: &Metrics,
+    ) -> Option<FrameSignals> {
+        let t = Instant::now();
+        let Ok(view) = ImageView::packed(
+            &frame.rgb,
+            frame.width as usize,
+            frame.height as usize,
+            PixelFormat::Rgb8,
+        ) else {
+            m.frames_dropped.with_label_values(&["bad_frame"]).inc();
+            return None;
+        };
+        let hash = self.hasher.hash(&view);
+        m.stage("hash").observe(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let mut signals = FrameSignals {
+            media_time: frame.pts,
+            wall_ms: frame.wall_ms,
+            ..FrameSignals::default()
+        };
+        let matcher = &detectors.matcher;
+        let result = matcher.match_pdq(&hash.hash);
+        for hit in &result.matches {
+            m.matches.with_label_values(&[&hit.entry.bank]).inc();
+            signals.hash_matches.push(HashMatch {
+                bank: hit.entry.bank.to_string(),
+                entry_id: hit.entry.id.to_string(),
+                distance: hit.distance,
+                quality: hash.quality,
+            });
+        }
+        self.window.push(frame.pts, hash.hash, hash.quality, |h| {
+            let mut v: Vec<u32> = matcher
+                .frame_video_hits(h)
+                .into_iter()
+                .map(|(v, _)| v)
+                .collect();
+            v.dedup();
+            v
+        });
+        for (video, percent) in self.window.percentages() {
+            if percent > 0.0 {
+                let entry = matcher.video_entry(video);
+                signals.video_matches.push(VideoMatch {
+                    bank: entry.bank.to_string(),
+                    entry_id: entry.id.to_string(),
+                    percent,
+                });
+            }
+        }
+        m.stage("match").observe(t.elapsed().as_secs_f64());
+
+        if !detectors.classifiers.is_empty()
+            && self.frames.is_multiple_of(u64::from(classify_every))
+        {
+            let t = Instant::now();
+            classify(&detectors.classifiers, frame, &mut signals);
+            m.stage("classify").observe(t.elapsed().as_secs_f64());
+        }
+        self.frames += 1;
+        Some(signals)
+    }
+
+    /// Adds a point to the risk timeline (the oldest goes when it is full).
+    pub(crate) fn push_point(&mut self, point: Point) {
+        if self.timeline.len() == TIMELINE {
+            self.timeline.pop_front();
+        }
+        self.timeline.push_back(point);
+    }
+
+    /// The risk timeline, oldest first.
+    pub(crate) fn timeline(&self) -> Vec<Point> {
+        self.timeline.iter().copied().collect()
+    }
+}
+
+fn classify(classifiers: &ClassifierSet, frame: &SampledFrame, signals: &mut FrameSignals) {
+    let image = RgbImage {
+        width: frame.width,
+        height: frame.height,
+        data: &frame.rgb,
+    };
+    for r in classifiers.classify(&image) {
+        match r.result {
+            Ok(c) => signals
+                .scores
+                .extend(c.categories.iter().map(|cat| ClassifierScore {
+                    category: cat.category.clone(),
+                    score: f64::from(cat.score),
+                    model: c.model.clone(),
+                    model_version: c.model_version.clone(),
+                })),
+            Err(e) => {
+                tracing::warn!(model = %r.model, error = %e, "classifier failed on a frame")
+            }
+        }
+    }
+}
+
+/// The strongest signal of a frame in [0, 1]: 1 for a bank match, a live video
+/// match's fraction, a classifier's score.
+pub(crate) fn score(signals: &FrameSignals) -> f64 {
+    signals
+        .hash_matches
+        .iter()
+        .map(|_| 1.0)
+        .chain(signals.video_matches.iter().map(|v| v.percent / 100.0))
+        .chain(signals.scores.iter().map(|c| c.score))
+        .fold(0.0f64, f64::max)
+}

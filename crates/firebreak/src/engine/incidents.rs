@@ -1,0 +1,389 @@
+//! Incidents as responders see them: opened by the policy's decisions, acknowledged and
+//! resolved by people. Pure state, indexed by incident id; time is passed in.
+
+use std::collections::{HashMap, VecDeque};
+
+use firebreak_policy::policy::{Decision, DecisionKind, Evidence};
+use serde::Serialize;
+
+use super::ActionError;
+
+/// How many incidents are kept before the oldest resolved ones are dropped.
+pub const KEPT: usize = 5000;
+
+/// How long a resolved incident stays in the list.
+const RESOLVED_SHOWN_MS: u64 = 3_600_000;
+
+/// Someone's acknowledgement or resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// Tenant.
+    pub by: String,
+    /// When.
+    pub at_ms: u64,
+    /// Free text.
+    pub note: String,
+}
+
+/// Where an incident is in its responders' workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentState {
+    /// Nobody has looked at it yet.
+    Open,
+    /// A responder has it.
+    Acknowledged {
+        /// Who and when.
+        ack: Mark,
+    },
+    /// Done (final).
+    Resolved {
+        /// The acknowledgement, if there was one before the resolution.
+        ack: Option<Mark>,
+        /// Who resolved it and when.
+        resolved: Mark,
+    },
+}
+
+impl IncidentState {
+    /// `open`, `acknowledged` or `resolved` (the API's names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acknowledged { .. } => "acknowledged",
+            IncidentState::Resolved { .. } => "resolved",
+        }
+    }
+
+    fn ack(&self) -> Option<&Mark> {
+        match self {
+            IncidentState::Open => None,
+            IncidentState::Acknowledged { ack } => Some(ack),
+            IncidentState::Resolved { ack, .. } => ack.as_ref(),
+        }
+    }
+
+    fn resolved(&self) -> Option<&Mark> {
+        match self {
+            IncidentState::Resolved { resolved, .. } => Some(resolved),
+            _ => None,
+        }
+    }
+}
+
+/// What a responder does to an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Takes it (idempotent: a second acknowledgement keeps the first).
+    Acknowledge,
+    /// Closes it for good.
+    Resolve,
+}
+
+impl Action {
+    /// The audit log's name for it.
+    pub fn audit_name(self) -> &'static str {
+        match self {
+            Action::Acknowledge => "escalation.ack",
+            Action::Resolve => "escalation.resolve",
+        }
+    }
+}
+
+/// An incident as the API and the dashboard show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Escalation {
+    /// The incident id.
+    pub id: String,
+    /// Stream.
+    pub stream_id: String,
+    /// Current tier.
+    pub tier: String,
+    /// Its index (1 = lowest tier).
+    pub tier_index: usize,
+    /// `open`, `acknowledged` or `resolved`.
+    pub state: &'static str,
+    /// First decision.
+    pub opened_ms: u64,
+    /// Last decision.
+    pub updated_ms: u64,
+    /// When the policy closed it (cooled down, or the stream ended).
+    pub closed_ms: Option<u64>,
+    /// Policy version of the last decision.
+    pub policy_version: String,
+    /// Active rules.
+    pub rules: Vec<String>,
+    /// Media range.
+    pub media_start: f64,
+    /// Media range end.
+    pub media_end: f64,
+    /// Evidence of the last decision.
+    pub evidence: Vec<Evidence>,
+    /// Acknowledgement.
+    pub acknowledged: Option<Mark>,
+    /// Resolution.
+    pub resolved: Option<Mark>,
+}
+
+#[derive(Debug, Clone)]
+struct Incident {
+    stream_id: String,
+    tier: String,
+    tier_index: usize,
+    state: IncidentState,
+    opened_ms: u64,
+    updated_ms: u64,
+    closed_ms: Option<u64>,
+    policy_version: String,
+    rules: Vec<String>,
+    media_start: f64,
+    media_end: f64,
+    evidence: Vec<Evidence>,
+}
+
+impl Incident {
+    fn view(&self, id: &str) -> Escalation {
+        Escalation {
+            id: id.to_owned(),
+            stream_id: self.stream_id.clone(),
+            tier: self.tier.clone(),
+            tier_index: self.tier_index,
+            state: self.state.name(),
+            opened_ms: self.opened_ms,
+            updated_ms: self.updated_ms,
+            closed_ms: self.closed_ms,
+            policy_version: self.policy_version.clone(),
+            rules: self.rules.clone(),
+            media_start: self.media_start,
+            media_end: self.media_end,
+            evidence: self.evidence.clone(),
+            acknowledged: self.state.ack().cloned(),
+            resolved: self.state.resolved().cloned(),
+        }
+    }
+}
+
+/// Every incident, by id, bounded at [`KEPT`].
+#[derive(Debug, Default)]
+pub struct IncidentStore {
+    by_id: HashMap<String, Incident>,
+    /// Ids in the order they were opened (for dropping the oldest resolved).
+    order: VecDeque<String>,
+}
+
+impl IncidentStore {
+    /// An empty store.
+    pub fn new() -> IncidentStore {
+        IncidentStore::default()
+    }
+
+    /// How many incidents are kept.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Applies one of the policy's decisions (`tier_index` is its tier's index, 1 =
+    /// lowest) and returns the incident as it now stands.
+    pub fn record(&mut self, d: &Decision, tier_index: usize) -> Escalation {
+        let closing = matches!(d.kind, DecisionKind::Ended) || d.tier == "none";
+        if let Some(e) = self.by_id.get_mut(&d.incident_id) {
+            if !closing {
+                e.tier = d.tier.clone();
+                e.tier_index = tier_index;
+                e.rules = d.rules.clone();
+                e.evidence = d.evidence.clone();
+            }
+            e.updated_ms = d.wall_ms;
+            e.media_end = d.media_end;
+            e.policy_version = d.policy_version.clone();
+            if closing {
+                e.closed_ms = Some(d.wall_ms);
+            }
+            return e.view(&d.incident_id);
+        }
+        let e = Incident {
+            stream_id: d.stream_id.clone(),
+            tier: d.tier.clone(),
+            tier_index,
+            state: IncidentState::Open,
+            opened_ms: d.wall_ms,
+            updated_ms: d.wall_ms,
+            closed_ms: closing.then_some(d.wall_ms),
+            policy_version: d.policy_version.clone(),
+            rules: d.rules.clone(),
+            media_start: d.media_start,
+            media_end: d.media_end,
+            evidence: d.evidence.clone(),
+        };
+        let view = e.view(&d.incident_id);
+        self.by_id.insert(d.incident_id.clone(), e);
+        self.order.push_back(d.incident_id.clone());
+        // Keep the store bounded: drop the oldest resolved incident first.
+        if self.by_id.len() > KEPT
+            && let Some(i) = self.order.iter().position(|id| {
+                self.by_id
+                    .get(id)
+                    .is_some_and(|e| matches!(e.state, IncidentState::Resolved { .. }))
+            })
+            && let Some(id) = self.order.remove(i)
+        {
+            self.by_id.remove(&id);
+        }
+        view
+    }
+
+    /// A responder's action. Returns the state before it and the incident after it;
+    /// a resolved incident answers [`ActionError::Conflict`].
+    pub fn act(
+        &mut self,
+        id: &str,
+        action: Action,
+        mark: Mark,
+    ) -> Result<(&'static str, Escalation), ActionError> {
+        let e = self.by_id.get_mut(id).ok_or(ActionError::NotFound)?;
+        let old = e.state.name();
+        let next = match (&e.state, action) {
+            (IncidentState::Resolved { .. }, _) => {
+                return Err(ActionError::Conflict("already resolved".into()));
+            }
+            (IncidentState::Open, Action::Acknowledge) => {
+                Some(IncidentState::Acknowledged { ack: mark })
+            }
+            (IncidentState::Acknowledged { .. }, Action::Acknowledge) => None,
+            (state, Action::Resolve) => Some(IncidentState::Resolved {
+                ack: state.ack().cloned(),
+                resolved: mark,
+            }),
+        };
+        if let Some(next) = next {
+            e.state = next;
+        }
+        Ok((old, e.view(id)))
+    }
+
+    /// One incident.
+    pub fn get(&self, id: &str) -> Option<Escalation> {
+        self.by_id.get(id).map(|e| e.view(id))
+    }
+
+    /// Open and acknowledged incidents, and those resolved in the hour before
+    /// `now_ms`; most recently updated first.
+    pub fn list(&self, now_ms: u64) -> Vec<Escalation> {
+        let hour_ago = now_ms.saturating_sub(RESOLVED_SHOWN_MS);
+        let mut out: Vec<Escalation> = self
+            .by_id
+            .iter()
+            .filter(|(_, e)| e.state.resolved().is_none_or(|r| r.at_ms >= hour_ago))
+            .map(|(id, e)| e.view(id))
+            .collect();
+        out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(incident: &str, kind: DecisionKind, tier: &str, wall_ms: u64) -> Decision {
+        Decision {
+            id: format!("{incident}-{wall_ms}"),
+            stream_id: "s1".into(),
+            incident_id: incident.into(),
+            sequence: 0,
+            kind,
+            tier: tier.into(),
+            previous_tier: "none".into(),
+            wall_ms,
+            media_start: 1.0,
+            media_end: 2.0,
+            policy_version: "v1".into(),
+            rules: vec!["r".into()],
+            evidence: Vec::new(),
+            activation: None,
+        }
+    }
+
+    fn mark(by: &str, at_ms: u64) -> Mark {
+        Mark {
+            by: by.into(),
+            at_ms,
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn open_acknowledge_resolve() {
+        let mut s = IncidentStore::new();
+        let e = s.record(&decision("i1", DecisionKind::Escalated, "crisis", 1000), 4);
+        assert_eq!((e.state, e.tier_index, e.opened_ms), ("open", 4, 1000));
+        assert!(matches!(
+            s.act("nope", Action::Acknowledge, mark("a", 1)),
+            Err(ActionError::NotFound)
+        ));
+        let (old, e) = s.act("i1", Action::Acknowledge, mark("a", 2000)).unwrap();
+        assert_eq!((old, e.state), ("open", "acknowledged"));
+        // A second acknowledgement keeps the first.
+        let (old, e) = s.act("i1", Action::Acknowledge, mark("b", 3000)).unwrap();
+        assert_eq!((old, e.state), ("acknowledged", "acknowledged"));
+        assert_eq!(e.acknowledged, Some(mark("a", 2000)));
+        let (old, e) = s.act("i1", Action::Resolve, mark("c", 4000)).unwrap();
+        assert_eq!((old, e.state), ("acknowledged", "resolved"));
+        assert_eq!(e.acknowledged, Some(mark("a", 2000)));
+        assert_eq!(e.resolved, Some(mark("c", 4000)));
+        assert!(matches!(
+            s.act("i1", Action::Resolve, mark("c", 5000)),
+            Err(ActionError::Conflict(_))
+        ));
+        // Shown for an hour after the resolution, then not.
+        assert_eq!(s.list(4000 + 3_600_000).len(), 1);
+        assert!(s.list(4001 + 3_600_000).is_empty());
+        assert_eq!(s.get("i1").unwrap().state, "resolved");
+    }
+
+    #[test]
+    fn decisions_update_and_close() {
+        let mut s = IncidentStore::new();
+        s.record(&decision("i1", DecisionKind::Escalated, "review", 1000), 2);
+        let e = s.record(&decision("i1", DecisionKind::Escalated, "crisis", 2000), 4);
+        assert_eq!(
+            (e.tier.as_str(), e.tier_index, e.updated_ms),
+            ("crisis", 4, 2000)
+        );
+        assert_eq!(e.closed_ms, None);
+        // Cooling down to none closes it but keeps the highest tier shown.
+        let e = s.record(&decision("i1", DecisionKind::Deescalated, "none", 9000), 0);
+        assert_eq!((e.tier.as_str(), e.closed_ms), ("crisis", Some(9000)));
+        assert_eq!(e.opened_ms, 1000);
+        s.record(&decision("i2", DecisionKind::Escalated, "watch", 5000), 1);
+        let ids: Vec<String> = s.list(10_000).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["i1", "i2"]);
+    }
+
+    #[test]
+    fn bounded_by_dropping_the_oldest_resolved() {
+        let mut s = IncidentStore::new();
+        for i in 0..KEPT {
+            s.record(
+                &decision(&format!("i{i}"), DecisionKind::Escalated, "watch", i as u64),
+                1,
+            );
+        }
+        s.act("i7", Action::Resolve, mark("a", 1)).unwrap();
+        s.act("i9", Action::Resolve, mark("a", 1)).unwrap();
+        s.record(&decision("new", DecisionKind::Escalated, "watch", 1), 1);
+        assert_eq!(s.len(), KEPT);
+        assert!(s.get("i7").is_none());
+        assert!(s.get("i9").is_some() && s.get("new").is_some());
+        // With nothing resolved, the store grows past the bound rather than drop an
+        // open incident.
+        s.record(&decision("new2", DecisionKind::Escalated, "watch", 1), 1);
+        s.record(&decision("new3", DecisionKind::Escalated, "watch", 1), 1);
+        assert_eq!(s.len(), KEPT + 1);
+        assert!(s.get("i9").is_none());
+    }
+}

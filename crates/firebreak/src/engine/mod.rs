@@ -1,0 +1,481 @@
+//! The detection engine: sampled frames in, escalation events out.
+//!
+//! ```text
+//! SampledFrame ─▶ detect (PDQ, banks, live window, classifiers) ─▶ FrameSignals
+//!      ─▶ StreamState (policy) ─▶ Decision ─┬▶ CloudEvent ─▶ outbox (fsync) ─▶ sink
+//!                                           ├▶ incidents (ack / resolve) ─▶ SSE, dashboard
+//!                                           └▶ risk timeline
+//! operators ─▶ policy swaps, rule patches, reloads ─▶ audit log
+//! ```
+//!
+//! Each stream's frames are processed on that stream's own consumer thread (never on
+//! the async runtime), under the stream's own lock, so streams run in parallel. The
+//! detectors (matcher and models) and the policy are swapped atomically on reload; a
+//! policy swap carries every stream's state over (`StreamState::adopt`). Wall time
+//! comes from the injected [`Clock`] (frames carry their own).
+//!
+//! - [`detect`]: per-frame detection and each stream's state.
+//! - [`incidents`]: incidents by id, acknowledged and resolved by responders.
+//! - [`audit`]: who changed what, when.
+
+pub mod audit;
+pub mod detect;
+pub mod incidents;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use firebreak_delivery::Pipeline;
+use firebreak_media::ingest::SampledFrame;
+use firebreak_policy::config::PolicyConfig;
+use firebreak_policy::event::{Producer, cloud_event};
+use firebreak_policy::policy::{Decision, DecisionKind, Policy, StreamEvent};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use audit::AuditLog;
+use detect::StreamDetect;
+pub use detect::{Detectors, Point};
+pub use incidents::{Action, Escalation, IncidentState, IncidentStore, Mark};
+
+/// Engine settings from the config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Classify every Nth sampled frame.
+    pub classify_every: u32,
+    /// Media seconds in the live vPDQ window.
+    pub video_window_secs: f64,
+    /// Where the audit log is appended.
+    pub audit_path: PathBuf,
+    /// Event producer (worker id, tenant).
+    pub producer: Producer,
+}
+
+/// Errors from operator actions.
+#[derive(Debug)]
+pub enum ActionError {
+    /// No such thing.
+    NotFound,
+    /// Not allowed in its state.
+    Conflict(String),
+    /// Invalid input, with every issue.
+    Invalid(Vec<crate::config::Issue>),
+}
+
+/// An ended stream's state is forgotten this long after it ended.
+const ENDED_KEPT_MS: u64 = 3_600_000;
+
+/// See the module doc.
+pub struct Engine {
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    detectors: ArcSwap<Detectors>,
+    policy: RwLock<Arc<Policy>>,
+    streams: Mutex<HashMap<String, Arc<Mutex<StreamDetect>>>>,
+    incidents: Mutex<IncidentStore>,
+    audit: AuditLog,
+    events: broadcast::Sender<(&'static str, Value)>,
+    pipeline: Pipeline,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A new engine reading wall time from `clock`.
+    pub fn new(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        detectors: Detectors,
+        policy: PolicyConfig,
+        pipeline: Pipeline,
+        metrics: Metrics,
+    ) -> Arc<Engine> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Engine {
+            audit: AuditLog::new(config.audit_path.clone()),
+            config,
+            clock,
+            detectors: ArcSwap::from_pointee(detectors),
+            policy: RwLock::new(Arc::new(Policy::new(policy))),
+            streams: Mutex::new(HashMap::new()),
+            incidents: Mutex::new(IncidentStore::new()),
+            events,
+            pipeline,
+            metrics,
+        })
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Live updates for the dashboard: `(kind, data)`.
+    pub fn subscribe(&self) -> broadcast::Receiver<(&'static str, Value)> {
+        self.events.subscribe()
+    }
+
+    /// The delivery pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    fn fresh(&self, id: &str, policy: &Policy) -> StreamDetect {
+        StreamDetect::new(id, policy, self.config.video_window_secs)
+    }
+
+    /// The wall clock's time.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn stream(&self, id: &str, policy: &Policy) -> Arc<Mutex<StreamDetect>> {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(self.fresh(id, policy))))
+            .clone()
+    }
+
+    /// Runs the detectors and the policy on one frame (blocking: hashing, inference
+    /// and an fsync; call it from the stream's consumer thread).
+    pub fn on_frame(&self, frame: &SampledFrame) {
+        let m = &self.metrics;
+        m.frames_sampled.inc();
+        if let Some(arrival) = frame.arrival_ms {
+            m.stage("decode")
+                .observe(frame.wall_ms.saturating_sub(arrival) as f64 / 1000.0);
+        }
+        // The policy before the stream's lock: `set_policy` takes them in that order.
+        let policy = self.policy();
+        let stream = self.stream(&frame.stream_id, &policy);
+        let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+        if s.ended.is_some() {
+            // The id is in use again: a new stream, with fresh state.
+            *s = self.fresh(&frame.stream_id, &policy);
+        }
+        let detectors = self.detectors.load();
+        let Some(signals) = s.signals(&detectors, frame, self.config.classify_every, m) else {
+            return;
+        };
+        let t = Instant::now();
+        let decisions = s.state.on_frame(&policy, &signals);
+        m.stage("policy").observe(t.elapsed().as_secs_f64());
+        let tier_index = policy
+            .config()
+            .tier_index(&s.state.tier(&policy))
+            .map_or(0, |i| i + 1);
+        let score = detect::score(&signals);
+        s.push_point(Point {
+            wall_ms: frame.wall_ms,
+            media_time: frame.pts,
+            tier_index,
+            score,
+        });
+        drop(s);
+        m.stream_tier
+            .with_label_values(&[&frame.stream_id])
+            .set(tier_index as i64);
+        self.emit(&policy, decisions, frame.arrival_ms);
+        let _ = self.events.send((
+            "stream",
+            json!({"id": &*frame.stream_id, "tier_index": tier_index, "tier": tier_name(&policy, tier_index), "wall_ms": frame.wall_ms, "score": score}),
+        ));
+    }
+
+    /// A stream ended or stalled.
+    pub fn on_stream_event(&self, id: &str, event: StreamEvent) {
+        let policy = self.policy();
+        let stream = self.stream(id, &policy);
+        let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+        if event == StreamEvent::Ended {
+            if s.ended.is_some() {
+                return;
+            }
+            s.ended = Some(self.now_ms());
+        }
+        let decisions = s.state.on_event(&policy, event, self.now_ms());
+        drop(s);
+        self.emit(&policy, decisions, None);
+    }
+
+    /// Lets quiet streams cool down (call every second or so), and forgets streams
+    /// that ended more than an hour ago.
+    pub fn tick(&self) {
+        let policy = self.policy();
+        let now = self.now_ms();
+        let hour_ago = now.saturating_sub(ENDED_KEPT_MS);
+        let streams: Vec<Arc<Mutex<StreamDetect>>> = {
+            let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|id, s| {
+                let keep = s
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ended
+                    .is_none_or(|at| at > hour_ago);
+                if !keep {
+                    self.metrics.stream_tier.remove_label_values(&[id]).ok();
+                    self.metrics.last_frame_age.remove_label_values(&[id]).ok();
+                }
+                keep
+            });
+            map.values().cloned().collect()
+        };
+        for stream in streams {
+            let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+            let decisions = s.state.tick(&policy, now);
+            drop(s);
+            self.emit(&policy, decisions, None);
+        }
+    }
+
+    fn emit(&self, policy: &Policy, decisions: Vec<Decision>, origin_ms: Option<u64>) {
+        for d in decisions {
+            let t = Instant::now();
+            let event = cloud_event(&d, &self.config.producer);
+            let bytes = serde_json::to_vec(&event).expect("json");
+            match self.pipeline.accept_from(&d.stream_id, &bytes, origin_ms) {
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.accept_errors.inc();
+                    tracing::error!(stream = %d.stream_id, decision = %d.id, error = %e, "ALARM: escalation not written to the outbox");
+                }
+            }
+            self.metrics
+                .stage("delivery")
+                .observe(t.elapsed().as_secs_f64());
+            if d.kind == DecisionKind::Escalated {
+                self.metrics.escalations.with_label_values(&[&d.tier]).inc();
+            }
+            tracing::info!(stream = %d.stream_id, incident = %d.incident_id, kind = ?d.kind, tier = %d.tier, rules = ?d.rules, "decision");
+            let esc = self.record(policy, &d);
+            let _ = self
+                .events
+                .send(("escalation", serde_json::to_value(esc).expect("json")));
+        }
+    }
+
+    fn record(&self, policy: &Policy, d: &Decision) -> Escalation {
+        let tier_index = policy.config().tier_index(&d.tier).map_or(0, |i| i + 1);
+        self.incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(d, tier_index)
+    }
+
+    /// Open and acknowledged incidents, and those resolved in the last hour; most
+    /// recently updated first.
+    pub fn escalations(&self) -> Vec<Escalation> {
+        let now = self.now_ms();
+        self.incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list(now)
+    }
+
+    /// Acknowledges or resolves an incident, audit-logged and announced to the
+    /// dashboards.
+    pub fn act(
+        &self,
+        id: &str,
+        action: Action,
+        who: &str,
+        note: &str,
+    ) -> Result<Escalation, ActionError> {
+        let mark = Mark {
+            by: who.to_owned(),
+            at_ms: self.now_ms(),
+            note: note.to_owned(),
+        };
+        let (old, e) = self
+            .incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .act(id, action, mark)?;
+        self.audit(who, action.audit_name(), id, json!(old), json!(e.state));
+        let _ = self
+            .events
+            .send(("escalation", serde_json::to_value(&e).expect("json")));
+        Ok(e)
+    }
+
+    /// A stream's risk timeline.
+    pub fn timeline(&self, id: &str) -> Option<Vec<Point>> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let s = streams.get(id)?.lock().unwrap_or_else(|e| e.into_inner());
+        Some(s.timeline())
+    }
+
+    /// A stream's current tier (name, index).
+    pub fn tier(&self, id: &str) -> (String, usize) {
+        let policy = self.policy();
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = streams.get(id) else {
+            return ("none".into(), 0);
+        };
+        let name = s
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state
+            .tier(&policy);
+        let index = policy.config().tier_index(&name).map_or(0, |i| i + 1);
+        (name, index)
+    }
+
+    /// Replaces the policy, carrying every stream's state over, and audit-logs it.
+    pub fn set_policy(
+        &self,
+        config: PolicyConfig,
+        who: &str,
+        action: &str,
+        target: &str,
+    ) -> String {
+        let new = Arc::new(Policy::new(config));
+        let mut current = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        let old = current.clone();
+        let streams: Vec<Arc<Mutex<StreamDetect>>> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in streams {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .state
+                .adopt(&old, &new);
+        }
+        *current = new.clone();
+        drop(current);
+        let old_v = toml::to_string(old.config()).unwrap_or_default();
+        let new_v = toml::to_string(new.config()).unwrap_or_default();
+        self.audit(
+            who,
+            action,
+            target,
+            json!({"version": old.version(), "toml": old_v}),
+            json!({"version": new.version(), "toml": new_v}),
+        );
+        tracing::info!(
+            who,
+            action,
+            old = old.version(),
+            new = new.version(),
+            "policy changed"
+        );
+        new.version().to_owned()
+    }
+
+    /// Changes one rule's thresholds.
+    pub fn patch_rule(&self, name: &str, patch: &Value, who: &str) -> Result<String, ActionError> {
+        let mut config = self.policy().config().clone();
+        let rule = config
+            .rules
+            .iter_mut()
+            .find(|r| r.name == name)
+            .ok_or(ActionError::NotFound)?;
+        let Some(fields) = patch.as_object() else {
+            return Err(invalid("body", "expected a JSON object"));
+        };
+        let mut issues = Vec::new();
+        for (k, v) in fields {
+            let num = v.as_f64();
+            let ok = match (k.as_str(), num) {
+                ("enter", Some(x)) => {
+                    rule.enter = x;
+                    true
+                }
+                ("exit", Some(x)) => {
+                    rule.exit = x;
+                    true
+                }
+                ("smoothing", Some(x)) => {
+                    rule.smoothing = x;
+                    true
+                }
+                ("within_secs", Some(x)) => {
+                    rule.within_secs = x;
+                    true
+                }
+                ("hold_secs", Some(x)) => {
+                    rule.hold_secs = x;
+                    true
+                }
+                ("k", Some(_)) | ("n", Some(_)) => match v.as_u64() {
+                    Some(x) if k == "k" => {
+                        rule.k = x as usize;
+                        true
+                    }
+                    Some(x) => {
+                        rule.n = x as usize;
+                        true
+                    }
+                    None => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                issues.push(crate::config::Issue {
+                    path: k.clone(),
+                    message: "unknown field or not a number (enter, exit, smoothing, k, n, within_secs, hold_secs)".into(),
+                });
+            }
+        }
+        issues.extend(config.validate().into_iter().map(|i| crate::config::Issue {
+            path: i.path,
+            message: i.message,
+        }));
+        if !issues.is_empty() {
+            return Err(ActionError::Invalid(issues));
+        }
+        Ok(self.set_policy(config, who, "policy.rule", name))
+    }
+
+    /// Swaps the detectors (banks and models) in.
+    pub fn set_detectors(&self, detectors: Detectors, who: &str) {
+        let banks = json!(detectors.banks);
+        let old = json!(self.detectors.load().banks);
+        self.detectors.store(Arc::new(detectors));
+        self.audit(who, "reload", "banks", old, banks);
+    }
+
+    /// Appends to the audit log (file and memory).
+    pub fn audit(&self, who: &str, action: &str, target: &str, old: Value, new: Value) {
+        self.audit
+            .append(self.now_ms(), who, action, target, old, new);
+    }
+
+    /// The audit entries kept in memory, oldest first.
+    pub fn audit_entries(&self) -> Vec<Value> {
+        self.audit.entries()
+    }
+}
+
+fn tier_name(policy: &Policy, index: usize) -> String {
+    if index == 0 {
+        "none".into()
+    } else {
+        policy.config().tiers[index - 1].clone()
+    }
+}
+
+fn invalid(path: &str, message: &str) -> ActionError {
+    ActionError::Invalid(vec![crate::config::Issue {
+        path: path.into(),
+        message: message.into(),
+    }])
+}
