@@ -15,7 +15,8 @@ run: setup
 
 ## Run the whole test suite (ends with one summary line over every test binary).
 test: setup
-	@set -o pipefail; cargo test --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
+	@mkdir -p $(CARGO_TARGET_DIR)
+	@set -o pipefail; cargo test --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } \
 	  END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i; exit (p == 0 || f > 0) }' \
 	  $(CARGO_TARGET_DIR)/test.log

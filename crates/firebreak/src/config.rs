@@ -146,6 +146,10 @@ pub struct Ingest {
     pub reorder_window: u64,
     /// Frames larger than this are scaled down before the detectors.
     pub max_frame: [u32; 2],
+    /// Streams registered through the API may reach only public addresses, and these
+    /// hosts or CIDR ranges (`"origin.internal"`, `"10.20.0.0/16"`): platform origins
+    /// often sit on private addresses. Streams in this file are trusted.
+    pub source_allowlist: Vec<String>,
 }
 
 impl Default for Ingest {
@@ -154,6 +158,7 @@ impl Default for Ingest {
             sampling: "2/s".into(),
             reorder_window: 8,
             max_frame: [1280, 720],
+            source_allowlist: Vec::new(),
         }
     }
 }
@@ -492,6 +497,14 @@ impl ServiceConfig {
         }
         if let Err(e) = parse_sampling(&self.ingest.sampling) {
             push("ingest.sampling", e);
+        }
+        if let Err(bad) =
+            firebreak_media::ingest::guard::NetPolicy::new(&self.ingest.source_allowlist)
+        {
+            push(
+                "ingest.source_allowlist",
+                format!("{bad:?}: expected host names, addresses or CIDR ranges"),
+            );
         }
         if self.ingest.max_frame.contains(&0) {
             push("ingest.max_frame", "must be above 0".into());

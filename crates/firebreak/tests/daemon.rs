@@ -514,29 +514,34 @@ fn reload_keeps_streams_running() {
     assert_eq!(s["frames"]["decoded"], 150, "{s}");
 }
 
-/// Pulled streams registered and stopped through the API; JSON logs carry the stream.
+/// Pulled streams: a file configured in the config file, streams registered and stopped
+/// through the API (files refused there); JSON logs carry the stream.
 #[test]
 fn pulled_streams_are_registered_and_stopped() {
-    let d = support::start("[log]\nformat = \"json\"\n[ingest]\nsampling = \"1/s\"\n");
-    let clip = d.dir.path().join("clip.ts");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
     support::encode("testsrc2=size=320x240:rate=25", 3, 25, &clip);
-    let spec = serde_json::json!({"id": "replay", "file": clip});
+    let d = support::start_in(
+        dir,
+        &format!(
+            "[log]\nformat = \"json\"\n[ingest]\nsampling = \"1/s\"\nsource_allowlist = [\"127.0.0.1\"]\n\
+             [[streams]]\nid = \"replay\"\nfile = \"{}\"\n",
+            clip.display()
+        ),
+    );
+    let s = d.wait_state("replay", "ended");
+    assert_eq!(s["source"], "file");
+    assert_eq!(s["frames"]["decoded"], 75, "{s}");
+    // Through the API a file is refused, whatever the scope allows.
+    let spec = serde_json::json!({"id": "replay2", "file": clip});
     let body = spec.to_string();
     assert_eq!(
         d.call("POST", "/v1/streams", Some(READ), body.as_bytes()).0,
         403
     );
-    let (status, created) = d.call("POST", "/v1/streams", Some(INGEST), body.as_bytes());
-    assert_eq!(status, 201, "{created}");
-    assert_eq!(created["source"], "file");
-    assert_eq!(
-        d.call("POST", "/v1/streams", Some(INGEST), body.as_bytes())
-            .0,
-        409,
-        "the same id twice"
-    );
-    let s = d.wait_state("replay", "ended");
-    assert_eq!(s["frames"]["decoded"], 75, "{s}");
+    let (status, refused) = d.call("POST", "/v1/streams", Some(INGEST), body.as_bytes());
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(d.call("GET", "/v1/streams/replay2", Some(READ), b"").0, 404);
     // Bad requests: no source, two sources, bad sampling, not JSON.
     for bad in [
         r#"{"id":"x"}"#,
@@ -553,6 +558,12 @@ fn pulled_streams_are_registered_and_stopped() {
         d.call("POST", "/v1/streams", Some(INGEST), rtmp.as_bytes())
             .0,
         201
+    );
+    assert_eq!(
+        d.call("POST", "/v1/streams", Some(INGEST), rtmp.as_bytes())
+            .0,
+        409,
+        "the same id twice"
     );
     let (status, last) = d.call("DELETE", "/v1/streams/cam", Some(INGEST), b"");
     assert_eq!(status, 200, "{last}");
@@ -679,7 +690,8 @@ fn finished_streams_make_room() {
 /// An HLS stream registered over the API, served by a plain HTTP server.
 #[test]
 fn an_hls_stream_is_pulled_to_the_end() {
-    let d = support::start("[ingest]\nsampling = \"1/s\"\n");
+    // The origin is on loopback: allowed explicitly (refused by default).
+    let d = support::start("[ingest]\nsampling = \"1/s\"\nsource_allowlist = [\"127.0.0.1/32\"]\n");
     let web = d.dir.path().join("web");
     std::fs::create_dir(&web).unwrap();
     let ok = Command::new("ffmpeg")

@@ -28,6 +28,7 @@ use firebreak_delivery::outbox::{Outbox, OutboxConfig};
 use firebreak_delivery::{JsonlSink, Pipeline};
 use firebreak_matching::matcher::{MatchConfig, Matcher};
 use firebreak_matching::store::BankStore;
+use firebreak_media::ingest::guard::NetPolicy;
 use firebreak_policy::event::Producer;
 use firebreak_policy::policy::StreamEvent;
 use serde_json::{Value, json};
@@ -243,6 +244,7 @@ impl Daemon {
                 v["tier"] = json!(tier);
                 v["tier_index"] = json!(index);
             })),
+            net: Arc::new(NetPolicy::new(&config.ingest.source_allowlist).expect("validated")),
         });
         for s in &config.streams {
             ingest

@@ -36,13 +36,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use firebreak_media::ingest::{
-    FeedItem, Intake, LiveStream, SampledFrame, Sampling, SegmentFeed, Sequencer, Source,
-    StreamConfig, StreamStats, segment_channel,
+    FeedItem, Intake, LiveStream, MAX_SEQUENCE, SampledFrame, Sampling, SegmentFeed, Sequencer,
+    Source, StreamConfig, StreamStats, segment_channel,
 };
 use serde_json::{Value, json};
 
 use crate::config::{StreamSpec, parse_sampling, valid_stream_id};
+use firebreak_media::ingest::guard::{NetPolicy, Refusal, system_resolve};
 use firebreak_media::ingest::hls::HlsConfig;
+
+/// Schemes of `url` sources registered through the API.
+pub const API_URL_SCHEMES: &[&str] = &["rtmp", "rtmps", "srt"];
+
+/// Schemes of `hls` playlists registered through the API.
+pub const API_HLS_SCHEMES: &[&str] = &["http", "https"];
 
 /// Where sampled frames go (the detectors, in the daemon).
 pub type FrameHandler = Arc<dyn Fn(SampledFrame) + Send + Sync>;
@@ -70,6 +77,8 @@ pub struct IngestConfig {
     pub on_end: EndHandler,
     /// Decorates stream JSON.
     pub annotate: Option<Annotator>,
+    /// Where streams registered through the API may connect.
+    pub net: Arc<NetPolicy>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -86,6 +95,9 @@ impl std::fmt::Debug for IngestConfig {
 struct Entry {
     /// `push`, `hls`, `url` or `file`.
     source: &'static str,
+    /// Registered through the API: its errors are not shown to callers (they could
+    /// tell whether a port is open or a file exists), only logged.
+    untrusted: bool,
     sequencer: Mutex<Sequencer<Vec<u8>>>,
     feed: Mutex<Option<SegmentFeed>>,
     stream: LiveStream,
@@ -100,6 +112,10 @@ pub enum RegisterError {
     Exists,
     /// Over the stream limit.
     Full,
+    /// A `file` source through the API (files are configured in the config only).
+    FileForbidden,
+    /// The source's scheme or address is not allowed (the detail is logged).
+    Refused,
 }
 
 /// The streams.
@@ -171,6 +187,7 @@ impl IngestState {
             .expect("spawn frame consumer");
         Entry {
             source: kind,
+            untrusted: false,
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
             feed: Mutex::new(feed),
             stream,
@@ -195,7 +212,8 @@ impl IngestState {
         Some(entry)
     }
 
-    /// Starts pulling a stream.
+    /// Starts pulling a stream from the config file (trusted: any source FFmpeg's
+    /// protocol whitelist allows, local files included).
     pub fn register(&self, spec: &StreamSpec) -> Result<(), RegisterError> {
         let issues = spec.issues("stream");
         if !issues.is_empty() {
@@ -203,10 +221,6 @@ impl IngestState {
                 issues.iter().map(ToString::to_string).collect(),
             ));
         }
-        let sampling = match &spec.sampling {
-            Some(s) => parse_sampling(s).expect("validated"),
-            None => self.config.sampling,
-        };
         let (source, kind) = if let Some(url) = &spec.hls {
             (Source::Hls(HlsConfig::new(url.clone())), "hls")
         } else if let Some(url) = &spec.url {
@@ -214,6 +228,62 @@ impl IngestState {
         } else {
             let file = spec.file.clone().expect("validated: one source");
             (Source::File(file), "file")
+        };
+        self.start_pulled(spec, source, kind, false)
+    }
+
+    /// Starts pulling a stream registered through the API (blocking: it resolves
+    /// names). Only `url` sources of [`API_URL_SCHEMES`] and `hls` playlists of
+    /// [`API_HLS_SCHEMES`] on addresses the source policy permits; the stream connects
+    /// to the checked addresses only (see `firebreak_media::ingest::guard`).
+    pub fn register_untrusted(&self, spec: &StreamSpec) -> Result<(), RegisterError> {
+        let issues = spec.issues("stream");
+        if !issues.is_empty() {
+            return Err(RegisterError::Invalid(
+                issues.iter().map(ToString::to_string).collect(),
+            ));
+        }
+        let refused = |r: Refusal| {
+            tracing::warn!(stream = %spec.id, refusal = %r, "stream registration refused");
+            RegisterError::Refused
+        };
+        let net = &self.config.net;
+        let (source, kind) = if let Some(url) = &spec.hls {
+            net.check(url, API_HLS_SCHEMES, &system_resolve)
+                .map_err(refused)?;
+            let mut hls = HlsConfig::new(url.clone());
+            hls.policy = Some(net.clone());
+            (Source::Hls(hls), "hls")
+        } else if let Some(url) = &spec.url {
+            let mut checked = net
+                .check(url, API_URL_SCHEMES, &system_resolve)
+                .map_err(refused)?;
+            // Connect to the address that was checked, so the name cannot re-resolve
+            // elsewhere. rtmps keeps its name: TLS needs it, and FFmpeg cannot pin the
+            // address beside it.
+            if checked.url.scheme() != "rtmps" {
+                let ip = checked.addrs[0].ip();
+                if checked.url.set_ip_host(ip).is_err() {
+                    return Err(refused(Refusal::Malformed));
+                }
+            }
+            (Source::Url(checked.url.to_string()), "url")
+        } else {
+            return Err(RegisterError::FileForbidden);
+        };
+        self.start_pulled(spec, source, kind, true)
+    }
+
+    fn start_pulled(
+        &self,
+        spec: &StreamSpec,
+        source: Source,
+        kind: &'static str,
+        untrusted: bool,
+    ) -> Result<(), RegisterError> {
+        let sampling = match &spec.sampling {
+            Some(s) => parse_sampling(s).expect("validated"),
+            None => self.config.sampling,
         };
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if streams
@@ -229,8 +299,9 @@ impl IngestState {
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(RegisterError::Full);
         }
-        let entry = Arc::new(self.start(&spec.id, Some(source), sampling, kind));
-        streams.insert(spec.id.clone(), entry);
+        let mut entry = self.start(&spec.id, Some(source), sampling, kind);
+        entry.untrusted = untrusted;
+        streams.insert(spec.id.clone(), Arc::new(entry));
         Ok(())
     }
 
@@ -311,7 +382,11 @@ impl IngestState {
             "discontinuities": st.discontinuities,
             "since_last_frame_ms": st.since_last_frame_ms,
             "lag_ms": st.lag_ms,
-            "error": st.error,
+            "error": if p.untrusted {
+                st.error.as_ref().map(|_| "the source failed; details are in the operator log".to_owned())
+            } else {
+                st.error
+            },
             "segments": {
                 "received": seq.received, "released": seq.released, "duplicates": seq.duplicates,
                 "late": seq.late, "missing": seq.missing, "reordered": seq.reordered,
@@ -401,7 +476,7 @@ async fn register(State(state): State<Arc<IngestState>>, body: Bytes) -> Respons
     };
     let id = spec.id.clone();
     let st = state.clone();
-    let r = tokio::task::spawn_blocking(move || st.register(&spec))
+    let r = tokio::task::spawn_blocking(move || st.register_untrusted(&spec))
         .await
         .expect("register task");
     match r {
@@ -427,6 +502,15 @@ async fn register(State(state): State<Arc<IngestState>>, body: Bytes) -> Respons
             .into_response(),
         Err(RegisterError::Exists) => error(StatusCode::CONFLICT, "a stream with this id exists"),
         Err(RegisterError::Full) => error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
+        Err(RegisterError::FileForbidden) => error(
+            StatusCode::FORBIDDEN,
+            "file sources are configured in the config file only",
+        ),
+        Err(RegisterError::Refused) => error(
+            StatusCode::BAD_REQUEST,
+            "source not allowed: give an rtmp, rtmps or srt URL (url) or an http(s) playlist \
+             (hls) on an address this service may reach",
+        ),
     }
 }
 
@@ -465,6 +549,9 @@ async fn put_segment_in_span(
     if body.is_empty() {
         return error(StatusCode::BAD_REQUEST, "empty segment");
     }
+    if seq > MAX_SEQUENCE {
+        return sequence_out_of_range();
+    }
     let Some(pushed) = state.pushed(&id) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams");
     };
@@ -502,9 +589,17 @@ async fn put_segment_in_span(
         Intake::Held => ("held", 0, 0),
         Intake::Duplicate => ("duplicate", 0, 0),
         Intake::Late => ("late", 0, 0),
+        Intake::OutOfRange => return sequence_out_of_range(),
     };
     Json(json!({"stream": id, "sequence": seq, "result": result, "released": released, "gap_before": gap}))
         .into_response()
+}
+
+fn sequence_out_of_range() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("sequence number: at most {MAX_SEQUENCE} (2^53 - 1)"),
+    )
 }
 
 async fn end(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {

@@ -13,6 +13,10 @@
 //!   that uses it.
 //! - The playlist ending (`#EXT-X-ENDLIST`), too many consecutive reload failures, or
 //!   cancellation closes the feed, which ends the stream.
+//! - Only a playlist given as a local path (a trusted, configured stream) may name
+//!   local files; a remote playlist's URIs must be http(s). With a [`NetPolicy`] (streams
+//!   registered through the API), every connection, redirects included, goes only to
+//!   addresses the policy permits (see [`super::guard`]).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::feed::{FeedItem, SegmentFeed};
+use super::guard::NetPolicy;
 use super::playlist::{self, Playlist};
 
 /// HLS poller settings.
@@ -36,6 +41,8 @@ pub struct HlsConfig {
     pub retry: (Duration, Duration, u32),
     /// Consecutive failed reloads before giving up.
     pub max_reload_failures: u32,
+    /// Where fetches may connect; `None` for trusted (configured) streams.
+    pub policy: Option<Arc<NetPolicy>>,
 }
 
 impl HlsConfig {
@@ -47,7 +54,13 @@ impl HlsConfig {
             timeout: Duration::from_secs(10),
             retry: (Duration::from_millis(250), Duration::from_secs(4), 4),
             max_reload_failures: 10,
+            policy: None,
         }
+    }
+
+    /// Whether the playlist is a local file (then its URIs may be local files too).
+    fn local(&self) -> bool {
+        !(self.url.starts_with("http://") || self.url.starts_with("https://"))
     }
 }
 
@@ -81,7 +94,12 @@ pub fn spawn(
         .name("hls-poll".into())
         .spawn(move || {
             let shared = counters.clone();
+            let mut agent = ureq::AgentBuilder::new().redirects(5);
+            if let Some(policy) = &config.policy {
+                agent = agent.resolver(policy.resolver());
+            }
             let end = Poller {
+                agent: agent.build(),
                 config,
                 feed,
                 cancel,
@@ -98,6 +116,7 @@ pub fn spawn(
 }
 
 struct Poller {
+    agent: ureq::Agent,
     config: HlsConfig,
     feed: SegmentFeed,
     cancel: Arc<AtomicBool>,
@@ -145,19 +164,24 @@ impl Poller {
     fn fetch_once(&self, url: &str) -> Result<Vec<u8>, String> {
         let mut body = Vec::new();
         if url.starts_with("http://") || url.starts_with("https://") {
-            let response =
-                ureq::get(url)
-                    .timeout(self.config.timeout)
-                    .call()
-                    .map_err(|e| match e {
-                        ureq::Error::Status(code, _) => format!("{url}: HTTP {code}"),
-                        other => format!("{url}: {other}"),
-                    })?;
+            let response = self
+                .agent
+                .get(url)
+                .timeout(self.config.timeout)
+                .call()
+                .map_err(|e| match e {
+                    ureq::Error::Status(code, _) => format!("{url}: HTTP {code}"),
+                    other => format!("{url}: {other}"),
+                })?;
             response
                 .into_reader()
                 .take(self.config.max_bytes + 1)
                 .read_to_end(&mut body)
                 .map_err(|e| format!("{url}: {e}"))?;
+        } else if !self.config.local() {
+            return Err(format!(
+                "{url}: a remote playlist may only name http(s) URIs"
+            ));
         } else {
             let path = url.strip_prefix("file://").unwrap_or(url);
             std::fs::File::open(path)
@@ -203,7 +227,7 @@ impl Poller {
     fn run(self) -> Option<String> {
         let mut url = self.config.url.clone();
         let mut last_seq: Option<u64> = None;
-        let mut current_map: Option<String> = None;
+        let mut current_map: Option<std::sync::Arc<str>> = None;
         let mut failures = 0;
         loop {
             if self.cancelled() {

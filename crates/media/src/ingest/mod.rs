@@ -3,12 +3,15 @@
 //!
 //! - [`sequencer`]: orders pushed segments (duplicates, reorder window, gaps). Pure.
 //! - [`playlist`]: HLS playlist parsing. Pure.
+//! - [`guard`]: which network targets a pulled stream may reach (SSRF). Pure but for
+//!   resolution.
 //! - [`feed`]: pushed segments as one byte stream for FFmpeg.
 //! - [`hls`]: HLS pull (live and VOD), feeding segments like a push.
 //! - [`queue`]: the bounded latest-wins hand-over to the detectors.
 //! - [`stream`]: a stream's decode thread, sampling, lifecycle and counters.
 
 pub mod feed;
+pub mod guard;
 pub mod hls;
 pub mod playlist;
 pub mod queue;
@@ -17,7 +20,7 @@ pub mod stream;
 
 pub use feed::{FeedError, FeedItem, SegmentFeed, SegmentReader, segment_channel};
 pub use queue::LatestQueue;
-pub use sequencer::{Intake, Sequencer, SequencerStats};
+pub use sequencer::{Intake, MAX_SEQUENCE, Sequencer, SequencerStats};
 pub use stream::{
     LiveStream, SampledFrame, Sampling, Source, StreamConfig, StreamState, StreamStats,
 };

@@ -6,6 +6,18 @@
 //! playlist has ended (`#EXT-X-ENDLIST`: VOD, or a finished live stream). A master
 //! playlist lists variant streams; the monitor follows one of them. Anything that is
 //! not a playlist is an error naming the line.
+//!
+//! Parsing is bounded for hostile input: lines longer than [`MAX_LINE`] bytes and more
+//! than [`MAX_ENTRIES`] segments or variants are errors, and the initialisation section's
+//! URI is shared by every segment under it, not copied.
+
+use std::sync::Arc;
+
+/// The longest line accepted, in bytes (URIs included).
+pub const MAX_LINE: usize = 8192;
+
+/// The most segments (or variants) one playlist may list (2 days of 2 s segments).
+pub const MAX_ENTRIES: usize = 100_000;
 
 /// One media segment.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,8 +30,9 @@ pub struct Segment {
     pub duration: f64,
     /// A discontinuity precedes this segment.
     pub discontinuity: bool,
-    /// The initialisation section in force (`#EXT-X-MAP` URI), if any.
-    pub map: Option<String>,
+    /// The initialisation section in force (`#EXT-X-MAP` URI), if any; shared by
+    /// every segment it applies to.
+    pub map: Option<Arc<str>>,
 }
 
 /// A media playlist.
@@ -108,10 +121,19 @@ pub fn parse(text: &str) -> Result<Playlist, PlaylistError> {
     let mut pending_duration: Option<f64> = None;
     let mut pending_discontinuity = false;
     let mut pending_variant: Option<u64> = None;
-    let mut map: Option<String> = None;
+    let mut map: Option<Arc<str>> = None;
     for (n, line) in lines {
         if line.is_empty() {
             continue;
+        }
+        if line.len() > MAX_LINE {
+            return Err(err(n, format!("line longer than {MAX_LINE} bytes")));
+        }
+        if segments.len() + variants.len() >= MAX_ENTRIES && !line.starts_with('#') {
+            return Err(err(
+                n,
+                format!("more than {MAX_ENTRIES} segments or variants"),
+            ));
         }
         if let Some(tag) = line.strip_prefix("#EXT") {
             let (name, value) = tag.split_once(':').unwrap_or((tag, ""));
@@ -147,7 +169,7 @@ pub fn parse(text: &str) -> Result<Playlist, PlaylistError> {
                 "-X-MAP" => {
                     let uri =
                         attribute(value, "URI").ok_or_else(|| err(n, "#EXT-X-MAP without URI"))?;
-                    map = Some(uri.to_owned());
+                    map = Some(Arc::from(uri));
                 }
                 "-X-STREAM-INF" => {
                     let bw = attribute(value, "BANDWIDTH")
@@ -252,5 +274,55 @@ mod tests {
         );
         assert_eq!(parse("#EXTM3U\n#EXTINF:x,\nseg.ts\n").unwrap_err().line, 2);
         assert_eq!(parse("#EXTM3U\n#EXTINF:1,\nseg.ts\n").unwrap_err().line, 0);
+    }
+
+    /// The attack from the security review: a 1 MB playlist whose long `#EXT-X-MAP`
+    /// URI applies to every segment. The URI is shared, not copied per segment.
+    #[test]
+    fn a_long_map_uri_is_shared_by_its_segments() {
+        let uri = "m".repeat(MAX_LINE - 40);
+        let mut text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"{uri}\"\n");
+        while text.len() < 1 << 20 {
+            text.push_str("#EXTINF:2,\ns.ts\n");
+        }
+        let Playlist::Media(p) = parse(&text).unwrap() else {
+            panic!("media playlist expected");
+        };
+        assert!(p.segments.len() > 60_000, "{}", p.segments.len());
+        let first = p.segments[0].map.as_ref().unwrap();
+        assert_eq!(first.len(), uri.len());
+        assert!(
+            p.segments
+                .iter()
+                .all(|s| std::ptr::eq(s.map.as_deref().unwrap(), first.as_ref()))
+        );
+    }
+
+    #[test]
+    fn long_lines_and_too_many_segments_are_refused() {
+        let long = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{}\n",
+            "u".repeat(MAX_LINE + 1)
+        );
+        assert_eq!(
+            parse(&long).unwrap_err(),
+            err(4, format!("line longer than {MAX_LINE} bytes"))
+        );
+        let mut many = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n");
+        for _ in 0..=MAX_ENTRIES {
+            many.push_str("#EXTINF:2,\ns.ts\n");
+        }
+        let e = parse(&many).unwrap_err();
+        assert_eq!(e.line, 2 + 2 * (MAX_ENTRIES + 1));
+        assert!(e.reason.contains("more than 100000"), "{e}");
+        // Exactly the cap is fine.
+        let mut at_cap = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n");
+        for _ in 0..MAX_ENTRIES {
+            at_cap.push_str("#EXTINF:2,\ns.ts\n");
+        }
+        let Playlist::Media(p) = parse(&at_cap).unwrap() else {
+            panic!("media playlist expected");
+        };
+        assert_eq!(p.segments.len(), MAX_ENTRIES);
     }
 }

@@ -6,8 +6,18 @@
 //! numbers ahead; when one arrives further ahead, the missing numbers are given up as a
 //! gap and the held segments are released. A segment at or below the last released
 //! number is a duplicate (or, if its number was given up, late): dropped and counted.
+//!
+//! Work per segment is bounded whatever the number: a jump of any size is one gap (the
+//! numbers given up are counted, not enumerated), and numbers above [`MAX_SEQUENCE`]
+//! are refused, so no arithmetic on them can overflow.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The largest sequence number accepted (2^53 - 1: also exact in JSON numbers).
+pub const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+
+/// How many given-up numbers are remembered, to tell a late segment from a duplicate.
+const GIVEN_UP_KEPT: u64 = 4096;
 
 /// Counters, each case counted, never silent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +53,8 @@ pub enum Intake<T> {
     Duplicate,
     /// Its number was given up as a gap earlier: dropped.
     Late,
+    /// Above [`MAX_SEQUENCE`]: refused (not counted as received).
+    OutOfRange,
 }
 
 /// Orders one stream's segments.
@@ -85,6 +97,9 @@ impl<T> Sequencer<T> {
 
     /// Offers segment `seq`.
     pub fn push(&mut self, seq: u64, segment: T) -> Intake<T> {
+        if seq > MAX_SEQUENCE {
+            return Intake::OutOfRange;
+        }
         self.stats.received += 1;
         let next = *self.next.get_or_insert(seq);
         if seq < next {
@@ -115,11 +130,12 @@ impl<T> Sequencer<T> {
 
     fn release_from(&mut self, first: u64, gap_before: u64) -> Intake<T> {
         let next = self.next.expect("set on first push");
-        for missing in next..first {
+        // Remember a bounded number of given-up numbers to tell late from duplicate:
+        // only the last ones of a gap, so a jump of any size costs the same.
+        for missing in next.max(first.saturating_sub(GIVEN_UP_KEPT))..first {
             self.given_up.insert(missing);
         }
-        // Remember a bounded number of given-up numbers to tell late from duplicate.
-        while self.given_up.len() > 4096 {
+        while self.given_up.len() as u64 > GIVEN_UP_KEPT {
             let oldest = *self.given_up.iter().next().expect("non-empty");
             self.given_up.remove(&oldest);
         }
@@ -197,6 +213,25 @@ mod tests {
             ),
             (9, 6, 2, 1, 1, 3)
         );
+    }
+
+    #[test]
+    fn a_jump_to_the_largest_number_is_one_gap() {
+        let mut s = Sequencer::new(4);
+        assert_eq!(released(s.push(0, "a")), (vec![0], 0));
+        // Far ahead: one gap of MAX_SEQUENCE - 1 numbers, released at once.
+        assert_eq!(
+            released(s.push(MAX_SEQUENCE, "z")),
+            (vec![MAX_SEQUENCE], MAX_SEQUENCE - 1)
+        );
+        assert_eq!(s.stats().missing, MAX_SEQUENCE - 1);
+        // The last numbers of the gap are remembered as late, older ones as duplicates.
+        assert_eq!(s.push(MAX_SEQUENCE - 1, "y"), Intake::Late);
+        assert_eq!(s.push(1, "b"), Intake::Duplicate);
+        assert_eq!(s.push(MAX_SEQUENCE, "z"), Intake::Duplicate);
+        assert_eq!(s.push(MAX_SEQUENCE + 1, "!"), Intake::OutOfRange);
+        assert_eq!(s.push(u64::MAX, "!"), Intake::OutOfRange);
+        assert_eq!(s.stats().received, 5);
     }
 
     #[test]

@@ -42,6 +42,31 @@ pub enum Source {
     Hls(super::hls::HlsConfig),
 }
 
+/// A `protocol_whitelist` that names no FFmpeg protocol: nothing may be opened.
+const NO_PROTOCOLS: &str = "none";
+
+/// The FFmpeg protocols a source URL may use (its `protocol_whitelist`), by scheme; a
+/// path without a scheme is a file. `None` for any other scheme (`gopher:`, `tcp:`,
+/// `unix:`, `pipe:`, `concat:`, `subfile:`, `data:` ...): refused before FFmpeg sees it,
+/// and FFmpeg refuses nested protocols outside the list.
+pub fn protocol_whitelist(url: &str) -> Option<&'static str> {
+    let scheme = match url.split_once("://") {
+        Some((scheme, _)) => scheme.to_ascii_lowercase(),
+        // `concat:a|b`, `subfile:...` have no `//`: a path, opened with `file` only.
+        None => return Some("file"),
+    };
+    match scheme.as_str() {
+        "file" => Some("file"),
+        "http" => Some("http,tcp"),
+        "https" => Some("https,http,tls,tcp"),
+        "rtmp" => Some("rtmp,tcp"),
+        "rtmps" => Some("rtmps,tls,tcp"),
+        "srt" => Some("srt"),
+        "udp" => Some("udp"),
+        _ => None,
+    }
+}
+
 /// Which decoded frames are sampled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
@@ -438,7 +463,7 @@ impl Worker {
     }
 
     fn note_error(&self, why: String) {
-        tracing::debug!(stream = %self.id, error = %why, "stream error");
+        tracing::warn!(stream = %self.id, error = %why, "stream error");
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
@@ -556,7 +581,12 @@ impl Worker {
 
     fn session_url(&self, url: &str, cont: &mut Continuity) -> SessionEnd {
         let progress = Arc::new(AtomicU64::new(now_ms()));
+        let Some(protocols) = protocol_whitelist(url) else {
+            self.counters.open_errors.fetch_add(1, Ordering::Relaxed);
+            return SessionEnd::Fatal(format!("{url}: unsupported protocol"));
+        };
         let mut opts = ff::Dictionary::new();
+        opts.set("protocol_whitelist", protocols);
         // Network sources: give up a dead connection instead of waiting forever.
         opts.set(
             "rw_timeout",
@@ -598,7 +628,12 @@ impl Worker {
         // Pushed segments wait for the platform, not a socket: only cancellation
         // interrupts them (the watchdog reports the stall).
         let cancel = self.cancel.clone();
-        match ff::format::input_from_stream_with_interrupt(io, None, None, move || {
+        // The bytes come from the platform: no demuxer may open anything else (an
+        // HLS or concat manifest pushed as a segment would otherwise name files or
+        // URLs for FFmpeg to open).
+        let mut opts = ff::Dictionary::new();
+        opts.set("protocol_whitelist", NO_PROTOCOLS);
+        match ff::format::input_from_stream_with_interrupt(io, None, Some(opts), move || {
             cancel.load(Ordering::Acquire)
         }) {
             Ok(input) => self.decode(input, cont, &progress),

@@ -1,0 +1,361 @@
+//! Attacks from the security review, performed against the real daemon (`firebreak run`
+//! as a subprocess, loopback only), each asserting that it fails safely and the service
+//! keeps running.
+
+mod support;
+
+/// The daemon's resident memory in KiB (from `/proc`).
+fn rss_kib(d: &support::Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A far-ahead sequence number once made the sequencer insert every number in between
+/// (12.6 GB of RSS within seconds, the daemon stopped answering). Now a number above
+/// 2^53 - 1 is refused, and a jump to 2^53 - 1 is one counted gap.
+#[test]
+fn a_far_ahead_sequence_number_is_one_gap_not_a_memory_bomb() {
+    let d = support::start("[ingest]\nsampling = \"1/s\"\nreorder_window = 4\n");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
+    support::encode("testsrc2=size=320x180:rate=25", 2, 25, &clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let put = |seq: &str, body: &[u8]| {
+        d.call(
+            "PUT",
+            &format!("/v1/streams/cam-1/segments/{seq}"),
+            Some(support::INGEST),
+            body,
+        )
+    };
+    let (status, v) = put("0", &bytes);
+    assert_eq!(
+        (status, v["result"].as_str()),
+        (200, Some("released")),
+        "{v}"
+    );
+    let before = rss_kib(&d);
+
+    let (status, v) = put("18446744073709551615", &bytes);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("at most"), "{v}");
+    let (status, v) = put("9007199254740992", &bytes);
+    assert_eq!(status, 400, "2^53: {v}");
+
+    let (status, v) = put("9007199254740991", &bytes);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"], "released");
+    assert_eq!(v["gap_before"], 9_007_199_254_740_990u64);
+    // A number inside the given-up range is late, not a new segment.
+    let (status, v) = put("9007199254740990", &bytes);
+    assert_eq!((status, v["result"].as_str()), (200, Some("late")), "{v}");
+
+    // Still answering, with the gap counted, and no memory to speak of spent on it.
+    let s = d.get("/v1/streams/cam-1", support::READ);
+    assert_eq!(s["segments"]["missing"], 9_007_199_254_740_990u64, "{s}");
+    let (status, _) = d.call("GET", "/healthz", None, b"");
+    assert_eq!(status, 200);
+    let after = rss_kib(&d);
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    let (status, _) = d.call("POST", "/v1/streams/cam-1/end", Some(support::INGEST), b"");
+    assert_eq!(status, 200);
+    d.wait_state("cam-1", "ended");
+}
+
+/// A loopback listener that must see no connection: it accepts without blocking and
+/// counts.
+struct Victim {
+    listener: std::net::TcpListener,
+}
+
+impl Victim {
+    fn on(ip: &str) -> Victim {
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Victim { listener }
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+
+    /// Connections accepted so far (each one read for whatever it was sent).
+    fn connections(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Ok((mut conn, _)) = self.listener.accept() {
+            use std::io::Read;
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        seen
+    }
+}
+
+const REFUSED: &str = "source not allowed";
+
+/// Pulled-stream registration was SSRF and local file access: `file: /etc/passwd`, a
+/// `gopher://` URL to a local listener (which received the injected bytes) and an `hls`
+/// URL to a loopback listener were all answered 201. Now every one is refused with a
+/// generic answer, and the listener sees no connection.
+#[test]
+fn api_sources_cannot_reach_files_local_services_or_other_protocols() {
+    let d = support::start("");
+    let victim = Victim::on("127.0.0.1");
+    let port = victim.port();
+    let post = |spec: serde_json::Value| {
+        d.call(
+            "POST",
+            "/v1/streams",
+            Some(support::INGEST),
+            spec.to_string().as_bytes(),
+        )
+    };
+    let (status, v) = post(serde_json::json!({"id": "f", "file": "/etc/passwd"}));
+    assert_eq!(status, 403, "{v}");
+    let attacks = [
+        ("url", format!("gopher://127.0.0.1:{port}/_SET%20pwned%201")),
+        ("url", format!("tcp://127.0.0.1:{port}?listen=1")),
+        ("url", format!("udp://127.0.0.1:{port}")),
+        ("url", "unix:///run/firebreak.sock".to_owned()),
+        ("url", "pipe:0".to_owned()),
+        ("url", "concat:/etc/passwd|/etc/hosts".to_owned()),
+        ("url", "subfile:,start,0,end,100,:/etc/passwd".to_owned()),
+        ("url", format!("http://127.0.0.1:{port}/media.ts")),
+        ("url", format!("rtmp://127.0.0.1:{port}/live/key")),
+        ("url", format!("srt://127.0.0.1:{port}")),
+        ("url", format!("rtmp://[::ffff:127.0.0.1]:{port}/live/key")),
+        ("hls", format!("http://127.0.0.1:{port}/live.m3u8")),
+        ("hls", format!("http://localhost:{port}/live.m3u8")),
+        ("hls", format!("http://127.1:{port}/live.m3u8")),
+        ("hls", "http://169.254.169.254/latest/meta-data/".to_owned()),
+        ("hls", "http://10.0.0.1/live.m3u8".to_owned()),
+        ("hls", "file:///etc/passwd".to_owned()),
+        ("hls", "/etc/passwd".to_owned()),
+    ];
+    for (i, (kind, url)) in attacks.iter().enumerate() {
+        let id = format!("attack-{i}");
+        let (status, v) = post(serde_json::json!({"id": id, *kind: url}));
+        assert_eq!(status, 400, "{kind} {url}: {v}");
+        let error = v["error"].as_str().unwrap_or("");
+        assert!(error.starts_with(REFUSED), "{kind} {url}: {v}");
+        // The answer says nothing about the target (open port, address class).
+        for leak in ["loopback", "private", "resolve", "127.0.0.1", "passwd"] {
+            assert!(!error.contains(leak), "{kind} {url}: {error}");
+        }
+        assert_eq!(
+            d.call(
+                "GET",
+                &format!("/v1/streams/{id}"),
+                Some(support::READ),
+                b""
+            )
+            .0,
+            404
+        );
+    }
+    assert_eq!(victim.connections(), Vec::<String>::new());
+    // The refusals are in the operator log, with their reasons.
+    let log = d.stderr();
+    assert!(log.contains("stream registration refused"), "{log}");
+    assert!(log.contains("(loopback)"), "{log}");
+    let (status, _) = d.call("GET", "/healthz", None, b"");
+    assert_eq!(status, 200);
+}
+
+/// A tiny HTTP origin on loopback answering fixed responses by path (404 otherwise);
+/// stops when dropped.
+struct Origin {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Origin {
+    fn serve(routes: Vec<(String, String)>) -> Origin {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Acquire) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let response = routes
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_else(|| {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_owned()
+                    });
+                let _ = conn.write_all(response.as_bytes());
+            }
+        });
+        Origin {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ok(content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// An allowed origin (loopback, allowed by the config) cannot send the worker elsewhere:
+/// a redirect to a loopback address outside the allow-list, and a playlist whose
+/// segments are on that address or are local files, reach neither (the file is a real
+/// clip: had it been read, frames would have been decoded).
+#[test]
+fn an_allowed_origin_cannot_redirect_the_worker_or_name_local_files() {
+    let d = support::start("[ingest]\nsource_allowlist = [\"127.0.0.1/32\"]\n");
+    let victim = Victim::on("127.0.0.2");
+    let vport = victim.port();
+    let clip = d.dir.path().join("local.ts");
+    support::encode("testsrc2=size=160x120:rate=25", 2, 25, &clip);
+    let playlist = format!(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXTINF:2,\nhttp://127.0.0.2:{vport}/seg0.ts\n\
+         #EXTINF:2,\nfile://{}\n\
+         #EXT-X-ENDLIST\n",
+        clip.display()
+    );
+    let origin = Origin::serve(vec![
+        (
+            "/redirect.m3u8".to_owned(),
+            format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:{vport}/live.m3u8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "/live.m3u8".to_owned(),
+            ok("application/vnd.apple.mpegurl", &playlist),
+        ),
+    ]);
+    let post = |id: &str, path: &str| {
+        let spec =
+            serde_json::json!({"id": id, "hls": format!("http://127.0.0.1:{}{path}", origin.port)});
+        d.call(
+            "POST",
+            "/v1/streams",
+            Some(support::INGEST),
+            spec.to_string().as_bytes(),
+        )
+    };
+
+    let (status, v) = post("redirected", "/redirect.m3u8");
+    assert_eq!(status, 201, "{v}");
+    // Two failed playlist loads: the redirect was followed to its target's address
+    // check, and refused there.
+    d.wait("two refused playlist loads", 60, || {
+        let s = d.get("/v1/streams/redirected", support::READ);
+        (s["hls"]["reload_errors"].as_u64() >= Some(2)).then_some(())
+    });
+    let (status, _) = d.call(
+        "DELETE",
+        "/v1/streams/redirected",
+        Some(support::INGEST),
+        b"",
+    );
+    assert_eq!(status, 200);
+
+    let (status, v) = post("elsewhere", "/live.m3u8");
+    assert_eq!(status, 201, "{v}");
+    let s = d.wait_state("elsewhere", "ended");
+    assert_eq!(s["hls"]["reloads"], 1, "{s}");
+    assert_eq!(s["hls"]["segments"], 0, "{s}");
+    assert_eq!(s["hls"]["missing"], 2, "{s}");
+    assert_eq!(s["frames"]["decoded"], 0, "{s}");
+
+    assert_eq!(victim.connections(), Vec::<String>::new());
+    let log = d.stderr();
+    assert!(
+        log.contains("HLS fetch refused by the source policy"),
+        "{log}"
+    );
+    assert!(
+        log.contains("a remote playlist may only name http(s) URIs"),
+        "{log}"
+    );
+}
+
+/// A pushed segment that is a manifest naming another address (a DASH MPD: FFmpeg
+/// probes it from pushed bytes and would fetch its segments): the demuxer may open
+/// nothing, since FFmpeg's protocol whitelist is empty for pushed bytes.
+#[test]
+fn a_pushed_manifest_opens_nothing() {
+    let d = support::start("");
+    let victim = Victim::on("127.0.0.1");
+    let body = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" type="static" mediaPresentationDuration="PT2S" minBufferTime="PT1S">
+  <Period>
+    <AdaptationSet mimeType="video/mp4">
+      <Representation id="v" bandwidth="100000" width="160" height="120" codecs="avc1.42c00d">
+        <BaseURL>http://127.0.0.1:{}/</BaseURL>
+        <SegmentTemplate initialization="init.mp4" media="seg$Number$.m4s" startNumber="1" duration="2" timescale="1"/>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>
+"#,
+        victim.port()
+    );
+    let (status, v) = d.call(
+        "PUT",
+        "/v1/streams/pl/segments/0",
+        Some(support::INGEST),
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = d.call("POST", "/v1/streams/pl/end", Some(support::INGEST), b"");
+    assert_eq!(status, 200);
+    let s = d.wait("the stream to finish", 60, || {
+        let s = d.get("/v1/streams/pl", support::READ);
+        matches!(s["state"].as_str(), Some("ended" | "failed")).then_some(s)
+    });
+    assert_eq!(s["frames"]["decoded"], 0, "{s}");
+    assert_eq!(victim.connections(), Vec::<String>::new());
+}
