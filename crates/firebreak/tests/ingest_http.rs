@@ -92,8 +92,16 @@ fn pushed_segments_over_http() {
 
     let (status, _) = server.call("POST", "/v1/streams/noise/end", Some(support::INGEST), b"");
     assert_eq!(status, 200);
-    let noise = server.wait_state("noise", "ended");
+    // Bytes but not one frame: failed, with the reason (a misconfigured ingest).
+    let noise = server.wait_state("noise", "failed");
     assert_eq!(noise["frames"]["decoded"], 0);
+    assert!(
+        noise["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("no video frame could be decoded from 50000 pushed bytes"),
+        "{noise}"
+    );
     let all = server.get("/v1/streams", support::READ);
     assert_eq!(all["streams"].as_array().unwrap().len(), 2);
 }

@@ -59,8 +59,6 @@ pub(crate) struct StreamDetect {
     hasher: PdqHasher,
     frames: u64,
     timeline: VecDeque<Point>,
-    /// When the stream ended (wall ms), if it did.
-    pub(crate) ended: Option<u64>,
 }
 
 impl StreamDetect {
@@ -79,7 +77,6 @@ impl StreamDetect {
             hasher: PdqHasher::new(),
             frames: 0,
             timeline: VecDeque::new(),
-            ended: None,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod incidents;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -67,6 +68,34 @@ pub enum ActionError {
     Invalid(Vec<crate::config::Issue>),
 }
 
+/// One stream: its detection state, locked by the stream's consumer thread across
+/// hashing and inference, and what readers need published beside it, so that listing
+/// streams or ticking never waits for a stream's detectors (and never holds the map of
+/// streams while waiting).
+#[derive(Debug)]
+struct Slot {
+    detect: Mutex<StreamDetect>,
+    /// The tier index after the last frame or event (0 = none).
+    tier: AtomicUsize,
+    /// When the stream ended (wall ms), 0 while it runs.
+    ended_ms: AtomicU64,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamDetect> {
+        self.detect.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, s: &StreamDetect, policy: &Policy) -> usize {
+        let index = policy
+            .config()
+            .tier_index(&s.state.tier(policy))
+            .map_or(0, |i| i + 1);
+        self.tier.store(index, Ordering::Release);
+        index
+    }
+}
+
 /// An ended stream's state is forgotten this long after it ended.
 const ENDED_KEPT_MS: u64 = 3_600_000;
 
@@ -76,7 +105,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     detectors: ArcSwap<Detectors>,
     policy: RwLock<Arc<Policy>>,
-    streams: Mutex<HashMap<String, Arc<Mutex<StreamDetect>>>>,
+    streams: Mutex<HashMap<String, Arc<Slot>>>,
     incidents: Mutex<IncidentStore>,
     audit: AuditLog,
     events: broadcast::Sender<(&'static str, Value)>,
@@ -142,12 +171,26 @@ impl Engine {
         self.clock.now_ms()
     }
 
-    fn stream(&self, id: &str, policy: &Policy) -> Arc<Mutex<StreamDetect>> {
+    fn stream(&self, id: &str, policy: &Policy) -> Arc<Slot> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams
             .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(self.fresh(id, policy))))
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    detect: Mutex::new(self.fresh(id, policy)),
+                    tier: AtomicUsize::new(0),
+                    ended_ms: AtomicU64::new(0),
+                })
+            })
             .clone()
+    }
+
+    fn slot(&self, id: &str) -> Option<Arc<Slot>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Runs the detectors and the policy on one frame (blocking: hashing, inference
@@ -162,10 +205,11 @@ impl Engine {
         // The policy before the stream's lock: `set_policy` takes them in that order.
         let policy = self.policy();
         let stream = self.stream(&frame.stream_id, &policy);
-        let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
-        if s.ended.is_some() {
+        let mut s = stream.lock();
+        if stream.ended_ms.load(Ordering::Acquire) != 0 {
             // The id is in use again: a new stream, with fresh state.
             *s = self.fresh(&frame.stream_id, &policy);
+            stream.ended_ms.store(0, Ordering::Release);
         }
         let detectors = self.detectors.load();
         let Some(signals) = s.signals(&detectors, frame, self.config.classify_every, m) else {
@@ -174,10 +218,7 @@ impl Engine {
         let t = Instant::now();
         let decisions = s.state.on_frame(&policy, &signals);
         m.stage("policy").observe(t.elapsed().as_secs_f64());
-        let tier_index = policy
-            .config()
-            .tier_index(&s.state.tier(&policy))
-            .map_or(0, |i| i + 1);
+        let tier_index = stream.publish(&s, &policy);
         let score = detect::score(&signals);
         s.push_point(Point {
             wall_ms: frame.wall_ms,
@@ -200,14 +241,17 @@ impl Engine {
     pub fn on_stream_event(&self, id: &str, event: StreamEvent) {
         let policy = self.policy();
         let stream = self.stream(id, &policy);
-        let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = stream.lock();
         if event == StreamEvent::Ended {
-            if s.ended.is_some() {
+            if stream.ended_ms.load(Ordering::Acquire) != 0 {
                 return;
             }
-            s.ended = Some(self.now_ms());
+            stream
+                .ended_ms
+                .store(self.now_ms().max(1), Ordering::Release);
         }
         let decisions = s.state.on_event(&policy, event, self.now_ms());
+        stream.publish(&s, &policy);
         drop(s);
         self.emit(&policy, decisions, None);
     }
@@ -218,14 +262,11 @@ impl Engine {
         let policy = self.policy();
         let now = self.now_ms();
         let hour_ago = now.saturating_sub(ENDED_KEPT_MS);
-        let streams: Vec<Arc<Mutex<StreamDetect>>> = {
+        let streams: Vec<Arc<Slot>> = {
             let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             map.retain(|id, s| {
-                let keep = s
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .ended
-                    .is_none_or(|at| at > hour_ago);
+                let ended = s.ended_ms.load(Ordering::Acquire);
+                let keep = ended == 0 || ended > hour_ago;
                 if !keep {
                     self.metrics.stream_tier.remove_label_values(&[id]).ok();
                     self.metrics.last_frame_age.remove_label_values(&[id]).ok();
@@ -235,8 +276,9 @@ impl Engine {
             map.values().cloned().collect()
         };
         for stream in streams {
-            let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = stream.lock();
             let decisions = s.state.tick(&policy, now);
+            stream.publish(&s, &policy);
             drop(s);
             self.emit(&policy, decisions, None);
         }
@@ -314,25 +356,23 @@ impl Engine {
 
     /// A stream's risk timeline.
     pub fn timeline(&self, id: &str) -> Option<Vec<Point>> {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let s = streams.get(id)?.lock().unwrap_or_else(|e| e.into_inner());
-        Some(s.timeline())
+        let slot = self.slot(id)?;
+        let timeline = slot.lock().timeline();
+        Some(timeline)
     }
 
-    /// A stream's current tier (name, index).
+    /// A stream's current tier (name, index), as published after its last frame or
+    /// event: never waits for the stream's detectors.
     pub fn tier(&self, id: &str) -> (String, usize) {
-        let policy = self.policy();
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(s) = streams.get(id) else {
+        let Some(slot) = self.slot(id) else {
             return ("none".into(), 0);
         };
-        let name = s
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state
-            .tier(&policy);
-        let index = policy.config().tier_index(&name).map_or(0, |i| i + 1);
-        (name, index)
+        let policy = self.policy();
+        let index = slot
+            .tier
+            .load(Ordering::Acquire)
+            .min(policy.config().tiers.len());
+        (tier_name(&policy, index), index)
     }
 
     /// Replaces the policy, carrying every stream's state over, and audit-logs it.
@@ -346,18 +386,17 @@ impl Engine {
         let new = Arc::new(Policy::new(config));
         let mut current = self.policy.write().unwrap_or_else(|e| e.into_inner());
         let old = current.clone();
-        let streams: Vec<Arc<Mutex<StreamDetect>>> = self
+        let streams: Vec<Arc<Slot>> = self
             .streams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
             .collect();
-        for s in streams {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .state
-                .adopt(&old, &new);
+        for slot in streams {
+            let mut s = slot.lock();
+            s.state.adopt(&old, &new);
+            slot.publish(&s, &new);
         }
         *current = new.clone();
         drop(current);
@@ -478,4 +517,70 @@ fn invalid(path: &str, message: &str) -> ActionError {
         path: path.into(),
         message: message.into(),
     }])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use firebreak_classify::ClassifierSet;
+    use firebreak_delivery::outbox::{Outbox, OutboxConfig};
+    use firebreak_matching::matcher::{MatchConfig, Matcher};
+    use firebreak_policy::config::{DEFAULT_POLICY, PolicyConfig};
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let (metrics, delivery) = Metrics::new();
+        let (outbox, _) = Outbox::open(dir, OutboxConfig::default()).unwrap();
+        Engine::new(
+            EngineConfig {
+                classify_every: 1,
+                video_window_secs: 10.0,
+                audit_path: dir.join("audit.jsonl"),
+                producer: Producer {
+                    worker_id: "w".into(),
+                    tenant: "t".into(),
+                },
+            },
+            ManualClock::at(1_000),
+            Detectors {
+                matcher: Matcher::new([], MatchConfig::default(), 1),
+                classifiers: ClassifierSet::new(Vec::new()),
+                banks: Vec::new(),
+            },
+            PolicyConfig::from_toml(DEFAULT_POLICY).unwrap(),
+            Pipeline::new(outbox, dir, delivery),
+            metrics,
+        )
+    }
+
+    /// Readers (the stream list's tier, another stream's events and timeline, the
+    /// incident list) answer while one stream's detectors hold its lock, as they do
+    /// across hashing and inference. A generous deadline, not a timing assertion: before
+    /// the tier was published, these calls waited for the lock (and blocked the map of
+    /// streams while they did).
+    #[test]
+    fn readers_never_wait_for_a_streams_detectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        engine.on_stream_event("busy", StreamEvent::Stalled);
+        engine.on_stream_event("other", StreamEvent::Stalled);
+        let busy = engine.slot("busy").unwrap();
+        let held = busy.lock();
+        let (tx, rx) = mpsc::channel();
+        let e = engine.clone();
+        std::thread::spawn(move || {
+            let tier = e.tier("busy");
+            e.on_stream_event("other", StreamEvent::Stalled);
+            assert!(e.timeline("other").is_some());
+            let listed = e.escalations().len();
+            let _ = tx.send((tier, listed));
+        });
+        let answer = rx.recv_timeout(Duration::from_secs(30));
+        drop(held);
+        assert_eq!(answer, Ok((("none".to_owned(), 0), 0)));
+    }
 }

@@ -77,6 +77,8 @@ pub struct SegmentReader {
     at_boundary: bool,
     /// The feed is closed and drained.
     finished: bool,
+    /// Bytes handed to the reader so far.
+    received: u64,
 }
 
 /// A feed with room for `capacity` queued segments.
@@ -91,6 +93,7 @@ pub fn segment_channel(capacity: usize) -> (SegmentFeed, SegmentReader) {
             at: 0,
             at_boundary: false,
             finished: false,
+            received: 0,
         },
     )
 }
@@ -116,6 +119,11 @@ impl SegmentReader {
     pub fn finished(&self) -> bool {
         self.finished
     }
+
+    /// Bytes received from the feed so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
 }
 
 impl Read for SegmentReader {
@@ -132,6 +140,7 @@ impl Read for SegmentReader {
             }
             match self.rx.recv_timeout(READ_SLICE) {
                 Ok((FeedItem::Bytes(b), at)) => {
+                    self.received += b.len() as u64;
                     self.current = b;
                     self.at = 0;
                     self.arrival.store(at, Ordering::Release);

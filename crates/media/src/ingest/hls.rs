@@ -123,18 +123,21 @@ struct Poller {
     counters: Arc<HlsCounters>,
 }
 
-/// Resolves `uri` against the playlist location `base`.
+/// Resolves `uri` against the playlist location `base` (RFC 3986, with the `url`
+/// crate, for http(s) playlists: `//cdn/x.ts` keeps the scheme and takes the host,
+/// `../x.ts` climbs, a query is dropped from the base). A local playlist's relative
+/// URIs are paths beside it.
 pub fn resolve(base: &str, uri: &str) -> String {
-    if uri.contains("://") {
-        return uri.to_owned();
+    if let Ok(base_url) = url::Url::parse(base)
+        && matches!(base_url.scheme(), "http" | "https")
+    {
+        return match base_url.join(uri) {
+            Ok(u) => u.to_string(),
+            // Not resolvable (bad characters): left as written, and the fetch refuses it.
+            Err(_) => uri.to_owned(),
+        };
     }
-    if let Some(rest) = uri.strip_prefix('/') {
-        if let Some(scheme_end) = base.find("://") {
-            let host_end = base[scheme_end + 3..]
-                .find('/')
-                .map_or(base.len(), |i| scheme_end + 3 + i);
-            return format!("{}/{rest}", &base[..host_end]);
-        }
+    if uri.contains("://") || uri.starts_with('/') {
         return uri.to_owned();
     }
     let dir = base.split(['?', '#']).next().unwrap_or(base);
@@ -349,5 +352,23 @@ mod tests {
             "https://cdn/s.ts"
         );
         assert_eq!(resolve("/tmp/x/live.m3u8", "seg.ts"), "/tmp/x/seg.ts");
+        // Expected values from RFC 3986 section 5.4 (reference resolution examples).
+        assert_eq!(
+            resolve("http://h:1/a/b/live.m3u8", "//cdn/x.ts"),
+            "http://cdn/x.ts"
+        );
+        assert_eq!(
+            resolve("https://h/a/b/live.m3u8", "../c/x.ts"),
+            "https://h/a/c/x.ts"
+        );
+        assert_eq!(
+            resolve("http://h/a/live.m3u8?token=1", "x.ts?token=2"),
+            "http://h/a/x.ts?token=2"
+        );
+        assert_eq!(resolve("http://h/a/b/live.m3u8", "/x.ts"), "http://h/x.ts");
+        assert_eq!(
+            resolve("http://h/a/live.m3u8", "file:///etc/passwd"),
+            "file:///etc/passwd"
+        );
     }
 }

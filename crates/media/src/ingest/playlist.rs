@@ -5,7 +5,10 @@
 //! section (`#EXT-X-MAP`), the target duration (which paces reloads) and whether the
 //! playlist has ended (`#EXT-X-ENDLIST`: VOD, or a finished live stream). A master
 //! playlist lists variant streams; the monitor follows one of them. Anything that is
-//! not a playlist is an error naming the line.
+//! not a playlist is an error naming the line, and so are the features the monitor
+//! cannot decode: encrypted segments (`#EXT-X-KEY` with a method) and byte ranges
+//! (`#EXT-X-BYTERANGE`). Low-latency parts (`#EXT-X-PART`) are skipped: the full
+//! segments are fetched.
 //!
 //! Parsing is bounded for hostile input: lines longer than [`MAX_LINE`] bytes and more
 //! than [`MAX_ENTRIES`] segments or variants are errors, and the initialisation section's
@@ -166,6 +169,26 @@ pub fn parse(text: &str) -> Result<Playlist, PlaylistError> {
                 }
                 "-X-DISCONTINUITY" => pending_discontinuity = true,
                 "-X-ENDLIST" => ended = true,
+                "-X-KEY" => {
+                    let method = attribute(value, "METHOD").unwrap_or("").trim();
+                    if method != "NONE" {
+                        return Err(err(
+                            n,
+                            format!(
+                                "encrypted segments (#EXT-X-KEY METHOD={method}) are not supported"
+                            ),
+                        ));
+                    }
+                }
+                "-X-BYTERANGE" => {
+                    return Err(err(
+                        n,
+                        "byte-range segments (#EXT-X-BYTERANGE) are not supported",
+                    ));
+                }
+                // Low-latency HLS parts: the full segments they add up to are listed
+                // too, and those are what is fetched (parts only lower the latency).
+                "-X-PART" | "-X-PRELOAD-HINT" | "-X-PART-INF" => {}
                 "-X-MAP" => {
                     let uri =
                         attribute(value, "URI").ok_or_else(|| err(n, "#EXT-X-MAP without URI"))?;
@@ -324,5 +347,36 @@ mod tests {
             panic!("media playlist expected");
         };
         assert_eq!(p.segments.len(), MAX_ENTRIES);
+    }
+
+    #[test]
+    fn encryption_and_byte_ranges_are_refused_loudly() {
+        let head = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n";
+        let key = format!("{head}#EXT-X-KEY:METHOD=AES-128,URI=\"k.bin\"\n#EXTINF:2,\ns.ts\n");
+        assert_eq!(
+            parse(&key).unwrap_err(),
+            err(
+                3,
+                "encrypted segments (#EXT-X-KEY METHOD=AES-128) are not supported"
+            )
+        );
+        let none = format!("{head}#EXT-X-KEY:METHOD=NONE\n#EXTINF:2,\ns.ts\n");
+        assert!(matches!(parse(&none), Ok(Playlist::Media(_))));
+        let range = format!("{head}#EXTINF:2,\n#EXT-X-BYTERANGE:1000@0\nall.ts\n");
+        assert_eq!(
+            parse(&range).unwrap_err(),
+            err(
+                4,
+                "byte-range segments (#EXT-X-BYTERANGE) are not supported"
+            )
+        );
+        let ll = format!(
+            "{head}#EXT-X-PART-INF:PART-TARGET=0.5\n#EXTINF:2,\ns1.ts\n#EXT-X-PART:DURATION=0.5,URI=\"p1.ts\"\n"
+        );
+        let Ok(Playlist::Media(p)) = parse(&ll) else {
+            panic!("LL-HLS playlist refused");
+        };
+        assert_eq!(p.segments.len(), 1);
+        assert_eq!(p.segments[0].uri, "s1.ts");
     }
 }

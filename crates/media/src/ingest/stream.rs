@@ -456,10 +456,13 @@ impl Worker {
         );
     }
 
+    /// The stream is over, failed: the reason is kept, and the frame queue closes so the
+    /// consumer drains it and reports the end.
     fn fail(&self, why: String) {
         tracing::warn!(stream = %self.id, error = %why, "stream failed");
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         self.set_state(StreamState::Failed);
+        self.frames.close();
     }
 
     fn note_error(&self, why: String) {
@@ -527,7 +530,22 @@ impl Worker {
                     match end {
                         SessionEnd::Cancelled => return self.finish(end),
                         _ if r.finished() => {
+                            let received = r.received();
                             drop(r);
+                            // Bytes came, but not one frame: a misconfigured ingest (not
+                            // video, an unsupported codec), which an operator must see.
+                            if received > 0 && self.counters.decoded.load(Ordering::Relaxed) == 0 {
+                                let last =
+                                    self.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                                return self.fail(match last {
+                                    Some(e) => format!(
+                                        "no video frame could be decoded from {received} pushed bytes (last error: {e})"
+                                    ),
+                                    None => format!(
+                                        "no video frame could be decoded from {received} pushed bytes"
+                                    ),
+                                });
+                            }
                             return self.finish(SessionEnd::Eof);
                         }
                         SessionEnd::Fatal(why) => return self.fail(why),
