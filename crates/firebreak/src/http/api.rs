@@ -22,7 +22,8 @@ use crate::engine::{Action, ActionError, Engine};
 use crate::http::auth::Caller;
 
 /// The dashboard page (no external resources).
-const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
+/// The dashboard page (one self-contained file).
+pub const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
 /// Reloads policy and banks from disk (the daemon's SIGHUP path).
 pub type Reloader = Arc<dyn Fn(&str) -> Result<Value, Vec<crate::config::Issue>> + Send + Sync>;

@@ -208,10 +208,8 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
     };
     let caller;
     let body = if let Some(sig) = header_str("x-firebreak-signature") {
-        let bytes = match axum::body::to_bytes(body, auth.max_body).await {
-            Ok(b) => b,
-            Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-        };
+        // Everything that needs no body is checked before the body is read, so an
+        // unauthenticated caller cannot make the server buffer and hash it.
         let (Some(tenant), Some(ts)) = (
             header_str("x-firebreak-tenant"),
             header_str("x-firebreak-timestamp").and_then(|t| t.parse::<u64>().ok()),
@@ -232,6 +230,15 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                 "request timestamp is more than 300 s off",
             );
         }
+        if unhex(&sig).is_none_or(|s| s.len() != 32)
+            || !auth.hmac.iter().any(|k| k.tenant == tenant)
+        {
+            return auth.fail("bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
+        }
+        let bytes = match axum::body::to_bytes(body, auth.max_body).await {
+            Ok(b) => b,
+            Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        };
         let pq = parts
             .uri
             .path_and_query()

@@ -1,17 +1,22 @@
 //! The HTTP surface: the push-ingest hook ([`ingest`]), the responders' and operators'
 //! API with the dashboard ([`api`]), both behind authentication ([`auth`]), with every
-//! request counted by route and status.
+//! request counted by route and status and every answer carrying security headers
+//! ([`security_headers`]).
 
 pub mod api;
 pub mod auth;
 pub mod ingest;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
 
@@ -28,6 +33,52 @@ pub fn router(
         .layer(axum::middleware::from_fn(move |req, next| {
             count_requests(metrics.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// The Content-Security-Policy of every answer: nothing may load but the dashboard's
+/// own inline script and style (allowed by their sha256), requests go to this origin
+/// only, and no page may frame it.
+pub fn content_security_policy() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash = |open: &str, close: &str| {
+            let html = api::DASHBOARD;
+            let start = html.find(open).map(|i| i + open.len());
+            let body = start.and_then(|s| html[s..].find(close).map(|e| &html[s..s + e]));
+            let digest = Sha256::digest(body.unwrap_or_default().as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+             img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            hash("<script>", "</script>"),
+            hash("<style>", "</style>")
+        )
+    })
+}
+
+/// Adds the security headers to every answer: the CSP, `nosniff`, no framing, no
+/// referrer.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(content_security_policy()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Counts requests by matched route and status.
