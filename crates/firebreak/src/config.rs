@@ -150,6 +150,9 @@ pub struct Ingest {
     /// hosts or CIDR ranges (`"origin.internal"`, `"10.20.0.0/16"`): platform origins
     /// often sit on private addresses. Streams in this file are trusted.
     pub source_allowlist: Vec<String>,
+    /// A pushed stream with no segment for this many seconds is ended (as if its end
+    /// had been posted).
+    pub idle_timeout_secs: f64,
 }
 
 impl Default for Ingest {
@@ -159,6 +162,7 @@ impl Default for Ingest {
             reorder_window: 8,
             max_frame: [1280, 720],
             source_allowlist: Vec::new(),
+            idle_timeout_secs: 60.0,
         }
     }
 }
@@ -504,6 +508,14 @@ impl ServiceConfig {
             push(
                 "ingest.source_allowlist",
                 format!("{bad:?}: expected host names, addresses or CIDR ranges"),
+            );
+        }
+        if !(self.ingest.idle_timeout_secs.is_finite()
+            && (1.0..=86_400.0).contains(&self.ingest.idle_timeout_secs))
+        {
+            push(
+                "ingest.idle_timeout_secs",
+                "must be from 1 to 86400 seconds".into(),
             );
         }
         if self.ingest.max_frame.contains(&0) {

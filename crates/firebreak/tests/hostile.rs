@@ -480,3 +480,36 @@ fn every_answer_carries_security_headers() {
         );
     }
 }
+
+/// One-byte PUTs once filled `max_streams` for ever (an idle pushed stream never
+/// ended). Now a pushed stream with no segment for `idle_timeout_secs` is ended, fails
+/// (bytes but no frame), and its slot is free for the next stream.
+#[test]
+fn idle_pushed_streams_end_and_free_their_slots() {
+    let d = support::start("[server]\nmax_streams = 2\n[ingest]\nidle_timeout_secs = 1\n");
+    let put = |id: &str| {
+        d.call(
+            "PUT",
+            &format!("/v1/streams/{id}/segments/0"),
+            Some(support::INGEST),
+            b"x",
+        )
+        .0
+    };
+    assert_eq!(put("squat-1"), 200);
+    assert_eq!(put("squat-2"), 200);
+    assert_eq!(put("real"), 503, "both slots taken");
+    for id in ["squat-1", "squat-2"] {
+        let s = d.wait_state(id, "failed");
+        assert!(
+            s["error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("no video frame could be decoded from 1 pushed bytes"),
+            "{s}"
+        );
+    }
+    assert_eq!(put("real"), 200, "a finished stream made room");
+    let log = d.stderr();
+    assert!(log.contains("idle pushed stream ended"), "{log}");
+}

@@ -245,6 +245,7 @@ impl Daemon {
                 v["tier_index"] = json!(index);
             })),
             net: Arc::new(NetPolicy::new(&config.ingest.source_allowlist).expect("validated")),
+            idle_timeout: Duration::from_secs_f64(config.ingest.idle_timeout_secs),
         });
         for s in &config.streams {
             ingest
@@ -353,7 +354,7 @@ impl Daemon {
                 }
             })
         };
-        // Once a second: cool-downs, stalls, stream metrics.
+        // Once a second: idle pushed streams ended, cool-downs, stalls, stream metrics.
         {
             let (engine, ingest, metrics) = (engine.clone(), ingest.clone(), metrics.clone());
             let mut rx = stop_rx.clone();
@@ -369,6 +370,7 @@ impl Daemon {
                         (engine.clone(), ingest.clone(), metrics.clone());
                     let tracker = tracker.clone();
                     let _ = tokio::task::spawn_blocking(move || {
+                        ingest.end_idle();
                         engine.tick();
                         let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
                         tracker.update(&ingest, &engine, &metrics);

@@ -79,6 +79,9 @@ pub struct IngestConfig {
     pub annotate: Option<Annotator>,
     /// Where streams registered through the API may connect.
     pub net: Arc<NetPolicy>,
+    /// A pushed stream with no segment for this long is ended (as if its end had
+    /// been posted), so idle streams cannot hold slots under `max_streams`.
+    pub idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -98,6 +101,8 @@ struct Entry {
     /// Registered through the API: its errors are not shown to callers (they could
     /// tell whether a port is open or a file exists), only logged.
     untrusted: bool,
+    /// When a segment last arrived (ms since the Unix epoch; the start, before any).
+    last_segment_ms: std::sync::atomic::AtomicU64,
     sequencer: Mutex<Sequencer<Vec<u8>>>,
     feed: Mutex<Option<SegmentFeed>>,
     stream: LiveStream,
@@ -188,6 +193,7 @@ impl IngestState {
         Entry {
             source: kind,
             untrusted: false,
+            last_segment_ms: std::sync::atomic::AtomicU64::new(now_ms()),
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
             feed: Mutex::new(feed),
             stream,
@@ -338,6 +344,34 @@ impl IngestState {
                 entry.stream.cancel();
             }
         }
+    }
+
+    /// Ends the pushed streams that received no segment for `idle_timeout` (blocking:
+    /// the segments they still hold are handed to their decoders). Returns their ids.
+    pub fn end_idle(&self) -> Vec<String> {
+        let now = now_ms();
+        let limit = self.config.idle_timeout.as_millis() as u64;
+        let idle: Vec<(String, Arc<Entry>)> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, e)| {
+                e.source == "push"
+                    && now.saturating_sub(
+                        e.last_segment_ms.load(std::sync::atomic::Ordering::Acquire),
+                    ) > limit
+            })
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        let mut ended = Vec::new();
+        for (id, entry) in idle {
+            if let Some(released) = end_pushed(&entry) {
+                tracing::info!(stream = %id, released, idle_ms = limit, "idle pushed stream ended");
+                ended.push(id);
+            }
+        }
+        ended
     }
 
     /// Whether every stream's decoder has finished.
@@ -555,6 +589,9 @@ async fn put_segment_in_span(
     let Some(pushed) = state.pushed(&id) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams");
     };
+    pushed
+        .last_segment_ms
+        .store(now_ms(), std::sync::atomic::Ordering::Release);
     let Some(feed) = pushed
         .feed
         .lock()
@@ -602,6 +639,34 @@ fn sequence_out_of_range() -> Response {
     )
 }
 
+/// Ends a pushed stream: the segments it holds go to the decoder, then its feed
+/// closes (the decoder drains and ends). Blocking. `None` if it had ended already.
+fn end_pushed(entry: &Entry) -> Option<usize> {
+    let feed = entry
+        .feed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()?;
+    let rest = entry
+        .sequencer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .finish();
+    let n = rest.len();
+    for (_, b, _) in rest {
+        if feed.send_blocking(FeedItem::Bytes(b)).is_err() {
+            break;
+        }
+    }
+    Some(n)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 async fn end(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {
     let pushed = {
         let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -610,23 +675,12 @@ async fn end(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> R
             None => return error(StatusCode::NOT_FOUND, "no such stream"),
         }
     };
-    let Some(feed) = pushed.feed.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-        return Json(json!({"stream": id, "result": "already ended"})).into_response();
-    };
-    let rest = pushed
-        .sequencer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .finish();
-    let n = rest.len();
-    let _ = tokio::task::spawn_blocking(move || {
-        for (_, b, _) in rest {
-            if feed.send_blocking(FeedItem::Bytes(b)).is_err() {
-                break;
-            }
-        }
-        // Dropping the feed ends the byte stream: the decoder drains and ends.
-    })
-    .await;
-    Json(json!({"stream": id, "result": "ended", "released": n})).into_response()
+    let ended = tokio::task::spawn_blocking(move || end_pushed(&pushed))
+        .await
+        .ok()
+        .flatten();
+    match ended {
+        Some(n) => Json(json!({"stream": id, "result": "ended", "released": n})).into_response(),
+        None => Json(json!({"stream": id, "result": "already ended"})).into_response(),
+    }
 }
