@@ -134,7 +134,7 @@ pub struct HmacSpec {
 }
 
 /// The scopes a credential can carry.
-pub const SCOPES: [&str; 3] = ["ingest", "operator", "read"];
+pub const SCOPES: [&str; 4] = ["ingest", "operator", "read", "admin"];
 
 /// `[ingest]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +259,9 @@ pub struct StreamSpec {
     pub file: Option<PathBuf>,
     /// Overrides `[ingest] sampling`.
     pub sampling: Option<String>,
+    /// The tenant the stream belongs to (default: the first token's tenant, or
+    /// `local`). Through the API it is the credential's tenant.
+    pub tenant: Option<String>,
 }
 
 /// Parses a sampling setting.
@@ -611,7 +614,7 @@ colour = "red"
 [[auth.tokens]]
 tenant = "a"
 token_sha256 = "abc"
-scopes = ["ingest", "admin"]
+scopes = ["ingest", "root"]
 [sink]
 kind = "kafka"
 [[streams]]

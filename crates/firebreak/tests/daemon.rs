@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use support::{INGEST, OPERATOR, READ};
+use support::{ADMIN, INGEST, OPERATOR, READ};
 
 fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -104,7 +104,7 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
     let (status, acked) = d.call("POST", &ack_path, Some(OPERATOR), br#"{"note":"on it"}"#);
     assert_eq!(status, 200, "{acked}");
     assert_eq!(acked["state"], "acknowledged");
-    assert_eq!(acked["acknowledged"]["by"], "responder");
+    assert_eq!(acked["acknowledged"]["by"], "platform");
     let audit = d.get("/v1/audit", OPERATOR);
     assert!(
         audit["entries"]
@@ -112,7 +112,7 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
             .unwrap()
             .iter()
             .any(|e| e["action"] == "escalation.ack"
-                && e["who"] == "responder"
+                && e["who"] == "platform"
                 && e["target"] == id)
     );
 
@@ -121,7 +121,7 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
     let (status, resolved) = d.call("POST", &resolve_path, Some(OPERATOR), b"");
     assert_eq!(status, 200, "{resolved}");
     assert_eq!(resolved["state"], "resolved");
-    assert_eq!(resolved["resolved"]["by"], "responder");
+    assert_eq!(resolved["resolved"]["by"], "platform");
     assert_eq!(d.call("POST", &resolve_path, Some(OPERATOR), b"").0, 409);
     assert_eq!(
         d.call("POST", "/v1/escalations/no-such/ack", Some(OPERATOR), b"")
@@ -135,24 +135,29 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
         d.call("PATCH", rule, Some(INGEST), br#"{"exit":0.2}"#).0,
         403
     );
-    let (status, bad) = d.call("PATCH", rule, Some(OPERATOR), br#"{"exit":0.9}"#);
+    assert_eq!(
+        d.call("PATCH", rule, Some(OPERATOR), br#"{"exit":0.2}"#).0,
+        403,
+        "policy changes need the admin scope"
+    );
+    let (status, bad) = d.call("PATCH", rule, Some(ADMIN), br#"{"exit":0.9}"#);
     assert_eq!(status, 422, "{bad}");
     assert!(bad["errors"].to_string().contains("exit"), "{bad}");
-    let (status, ok) = d.call("PATCH", rule, Some(OPERATOR), br#"{"exit":0.2}"#);
+    let (status, ok) = d.call("PATCH", rule, Some(ADMIN), br#"{"exit":0.2}"#);
     assert_eq!(status, 200, "{ok}");
     let version_after = ok["version"].as_str().unwrap().to_owned();
     assert_ne!(version_after, version_before);
     let policy = d.get("/v1/policy", READ);
     assert_eq!(policy["version"], version_after);
     assert!(policy["toml"].as_str().unwrap().contains("exit = 0.2"));
-    let change = d.get("/v1/audit", OPERATOR)["entries"]
+    let change = d.get("/v1/audit", ADMIN)["entries"]
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["action"] == "policy.rule")
         .cloned()
         .expect("audit entry for the rule change");
-    assert_eq!(change["who"], "responder");
+    assert_eq!(change["who"], "ops");
     assert_eq!(change["old"]["version"], version_before.as_str());
     assert_eq!(change["new"]["version"], version_after.as_str());
 
@@ -282,10 +287,7 @@ fn credentials_scopes_and_body_limits() {
         401
     );
     // Oversized bodies.
-    for (path, token) in [
-        ("/v1/streams/s/segments/0", INGEST),
-        ("/v1/policy", OPERATOR),
-    ] {
+    for (path, token) in [("/v1/streams/s/segments/0", INGEST), ("/v1/policy", ADMIN)] {
         assert_eq!(
             support::status_before_body(&d.base, "PUT", path, token, 65537),
             413,
@@ -308,7 +310,7 @@ fn credentials_scopes_and_body_limits() {
     let (status, body) = d.call(
         "PUT",
         "/v1/policy",
-        Some(OPERATOR),
+        Some(ADMIN),
         b"version = \"x\"\ntiers = [\"a\"]\n[[rule]]\nname = \"r\"\nkind = \"hash_match\"\ntier = \"zz\"\n",
     );
     assert_eq!(status, 422, "{body}");
@@ -481,7 +483,8 @@ fn reload_keeps_streams_running() {
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.call("POST", "/v1/reload", Some(READ), b"").0, 403);
-    let (status, body) = d.call("POST", "/v1/reload", Some(OPERATOR), b"");
+    assert_eq!(d.call("POST", "/v1/reload", Some(OPERATOR), b"").0, 403);
+    let (status, body) = d.call("POST", "/v1/reload", Some(ADMIN), b"");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["banks"][0][0], "extra", "{body}");
 
@@ -491,7 +494,7 @@ fn reload_keeps_streams_running() {
         .status()
         .unwrap();
     d.wait("the SIGHUP reload in the audit log", 30, || {
-        let audit = d.get("/v1/audit", OPERATOR);
+        let audit = d.get("/v1/audit", ADMIN);
         audit["entries"]
             .as_array()
             .unwrap()

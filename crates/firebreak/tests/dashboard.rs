@@ -132,5 +132,5 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
     });
     let after = d.get("/v1/escalations", READ);
     assert_eq!(after["escalations"][0]["state"], "acknowledged");
-    assert_eq!(after["escalations"][0]["acknowledged"]["by"], "responder");
+    assert_eq!(after["escalations"][0]["acknowledged"]["by"], "platform");
 }

@@ -22,7 +22,7 @@ use firebreak_matching::lists::{Record, Signal};
 use firebreak_matching::store::BankStore;
 use firebreak_media::ingest::SampledFrame;
 use firebreak_policy::policy::StreamEvent;
-use firebreak_testkit::daemon::{OPERATOR, READ, tokens_config};
+use firebreak_testkit::daemon::{ADMIN, OPERATOR, READ, tokens_config};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -138,7 +138,7 @@ impl Harness {
     }
 
     fn escalations(&self) -> Vec<Escalation> {
-        self.daemon.engine().escalations()
+        self.daemon.engine().escalations(None)
     }
 
     fn only(&self) -> Escalation {
@@ -192,7 +192,7 @@ fn unrelated_frames_open_nothing() {
     assert!(h.escalations().is_empty());
     assert_eq!(h.accepted(), 0);
     assert_eq!(h.daemon.engine().tier("s1"), ("none".to_owned(), 0));
-    let timeline = h.daemon.engine().timeline("s1").unwrap();
+    let timeline = h.daemon.engine().timeline("s1", None).unwrap();
     assert_eq!(timeline.len(), 4);
     assert_eq!(timeline[3].wall_ms, T0 + 1500);
     assert_eq!(timeline[3].score, 0.0);
@@ -234,7 +234,7 @@ async fn incident_opens_is_acknowledged_and_resolved_over_the_api() {
     let (status, v) = h.call("POST", &ack, OPERATOR, r#"{"note":"on it"}"#).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "acknowledged");
-    assert_eq!(v["acknowledged"]["by"], "responder");
+    assert_eq!(v["acknowledged"]["by"], "platform");
     assert_eq!(v["acknowledged"]["at_ms"], T0 + 5_000);
     assert_eq!(v["acknowledged"]["note"], "on it");
 
@@ -253,7 +253,7 @@ async fn incident_opens_is_acknowledged_and_resolved_over_the_api() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Both actions are in the audit log, at the clock's times.
-    let audit = h.daemon.engine().audit_entries();
+    let audit = h.daemon.engine().audit_entries(None);
     let actions: Vec<(&str, u64, &str)> = audit
         .iter()
         .map(|a| {
@@ -387,7 +387,13 @@ async fn a_policy_swap_keeps_the_incident_and_applies_the_new_cooldown() {
         .unwrap()
         .replace("cooldown_secs = 60.0", "cooldown_secs = 10.0");
     assert!(toml_text.contains("cooldown_secs = 10.0"), "{toml_text}");
-    let (status, v) = h.call("PUT", "/v1/policy", OPERATOR, &toml_text).await;
+    let (status, _) = h.call("PUT", "/v1/policy", OPERATOR, &toml_text).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "policy changes need the admin scope"
+    );
+    let (status, v) = h.call("PUT", "/v1/policy", ADMIN, &toml_text).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let version = v["version"].as_str().unwrap().to_owned();
 
@@ -408,12 +414,12 @@ async fn a_policy_swap_keeps_the_incident_and_applies_the_new_cooldown() {
     let swap = h
         .daemon
         .engine()
-        .audit_entries()
+        .audit_entries(None)
         .into_iter()
         .find(|a| a["action"] == "policy.update")
         .expect("the swap is audit-logged");
     assert_eq!(swap["at_ms"], T0 + 1_000);
-    assert_eq!(swap["who"], "responder");
+    assert_eq!(swap["who"], "ops");
     assert_eq!(swap["new"]["version"], version.as_str());
 }
 
@@ -443,7 +449,7 @@ async fn the_served_daemon_cools_down_on_its_own_ticks_and_delivers() {
     );
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(engine.tier("s1").0, "none");
-    let closed = engine.escalations()[0].closed_ms.unwrap();
+    let closed = engine.escalations(None)[0].closed_ms.unwrap();
     // The first tick at or after T0 + 60 s (ticks run on blocking threads, so the
     // paused clock may have moved on by up to a tick when it reads the time).
     assert!((T0 + 60_000..=T0 + 61_000).contains(&closed), "{closed}");

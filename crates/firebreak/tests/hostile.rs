@@ -513,3 +513,153 @@ fn idle_pushed_streams_end_and_free_their_slots() {
     let log = d.stderr();
     assert!(log.contains("idle pushed stream ended"), "{log}");
 }
+
+/// Tenants were global: tenant B could stop, end or hijack tenant A's stream, read and
+/// resolve A's escalations, and replace the policy; every event carried the first
+/// configured tenant. Now streams and incidents have an owner, other tenants get 404,
+/// lists and timelines are filtered, events carry the owner, and policy changes need
+/// the admin scope.
+#[test]
+fn tenants_cannot_see_or_touch_each_others_streams_and_incidents() {
+    use support::{ADMIN, INGEST, OPERATOR, OTHER, READ};
+    let dir = tempfile::tempdir().unwrap();
+    let prog = support::programme_with_banked_clip(dir.path());
+    let d = support::start_in(dir, "[ingest]\nsampling = \"2/s\"\n");
+    let bytes = std::fs::read(prog).unwrap();
+    let parts: Vec<&[u8]> = bytes.chunks(200_000).collect();
+    let put = |token: &str, id: &str, seq: usize, body: &[u8]| {
+        d.call(
+            "PUT",
+            &format!("/v1/streams/{id}/segments/{seq}"),
+            Some(token),
+            body,
+        )
+        .0
+    };
+    // A's stream, with the known clip in it.
+    for (i, part) in parts.iter().enumerate() {
+        assert_eq!(put(INGEST, "a-cam", i, part), 200);
+    }
+    let esc = d.wait("A's escalation", 60, || {
+        let v = d.get("/v1/escalations", OPERATOR);
+        v["escalations"].as_array().and_then(|a| a.first().cloned())
+    });
+    assert_eq!(esc["tenant"], "platform");
+    let id = esc["id"].as_str().unwrap().to_owned();
+
+    // B cannot see, hijack, end, stop or read A's stream.
+    assert_eq!(d.call("GET", "/v1/streams/a-cam", Some(OTHER), b"").0, 404);
+    let listed = d.get("/v1/streams", OTHER);
+    assert_eq!(listed["streams"], serde_json::json!([]), "{listed}");
+    assert_eq!(put(OTHER, "a-cam", 0, b"junk"), 404, "hijack at seq 0");
+    assert_eq!(put(OTHER, "a-cam", 999, b"junk"), 404);
+    assert_eq!(
+        d.call("POST", "/v1/streams/a-cam/end", Some(OTHER), b"").0,
+        404
+    );
+    assert_eq!(
+        d.call("DELETE", "/v1/streams/a-cam", Some(OTHER), b"").0,
+        404
+    );
+    assert_eq!(
+        d.call("GET", "/v1/streams/a-cam/timeline", Some(OTHER), b"")
+            .0,
+        404
+    );
+    // ... nor A's escalations.
+    let theirs = d.get("/v1/escalations", OTHER);
+    assert_eq!(theirs["escalations"], serde_json::json!([]), "{theirs}");
+    for action in ["ack", "resolve"] {
+        let (status, _) = d.call(
+            "POST",
+            &format!("/v1/escalations/{id}/{action}"),
+            Some(OTHER),
+            b"{}",
+        );
+        assert_eq!(status, 404, "{action}");
+    }
+    // ... nor change the policy (an operator of any tenant: admin only).
+    let policy = d.get("/v1/policy", READ)["toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        d.call("PUT", "/v1/policy", Some(OTHER), policy.as_bytes())
+            .0,
+        403
+    );
+    assert_eq!(
+        d.call("PUT", "/v1/policy", Some(OPERATOR), policy.as_bytes())
+            .0,
+        403
+    );
+    assert_eq!(
+        d.call("PUT", "/v1/policy", Some(ADMIN), policy.as_bytes())
+            .0,
+        200
+    );
+
+    // B's own stream of the same content: B's, and A does not see it.
+    for (i, part) in parts.iter().enumerate() {
+        assert_eq!(put(OTHER, "b-cam", i, part), 200);
+    }
+    d.wait("B's escalation", 60, || {
+        let v = d.get("/v1/escalations", OTHER);
+        (v["escalations"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    let mine = d.get("/v1/escalations", READ);
+    let streams: Vec<&str> = mine["escalations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["a-cam"]);
+    // An admin sees both; A's incident is still open (B's attempts changed nothing).
+    let all = d.get("/v1/escalations", ADMIN);
+    let mut owners: Vec<(String, String, String)> = all["escalations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["stream_id"].as_str().unwrap().to_owned(),
+                e["tenant"].as_str().unwrap().to_owned(),
+                e["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(
+        owners,
+        [
+            ("a-cam".to_owned(), "platform".to_owned(), "open".to_owned()),
+            ("b-cam".to_owned(), "other".to_owned(), "open".to_owned())
+        ]
+    );
+    // Events carry the owner's tenant.
+    let events = d.wait("both escalation events delivered", 60, || {
+        let text = std::fs::read_to_string(d.data().join("events.jsonl")).ok()?;
+        let tenants: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["data"]["kind"] == "escalated")
+            .map(|v| {
+                (
+                    v["data"]["stream_id"].as_str().unwrap_or("").to_owned(),
+                    v["data"]["tenant"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        (tenants.len() == 2).then_some(tenants)
+    });
+    let mut events = events;
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("a-cam".to_owned(), "platform".to_owned()),
+            ("b-cam".to_owned(), "other".to_owned())
+        ]
+    );
+}

@@ -11,6 +11,10 @@ use serde_json::Value;
 /// Tokens the test config accepts, by scope.
 /// An ingest-scope bearer token.
 pub const INGEST: &str = "test-ingest-token";
+/// An admin-scope bearer token (tenant `ops`): policy changes, every tenant's things.
+pub const ADMIN: &str = "test-admin-token";
+/// A second platform's token (tenant `other`, scopes ingest and operator).
+pub const OTHER: &str = "test-other-token";
 /// An operator-scope bearer token.
 pub const OPERATOR: &str = "test-operator-token";
 /// A read-scope bearer token.
@@ -38,8 +42,9 @@ impl Drop for Daemon {
     }
 }
 
-/// The `[[auth.tokens]]` sections for [`INGEST`] (tenant `platform`), [`OPERATOR`]
-/// (tenant `responder`) and [`READ`] (tenant `viewer`).
+/// The `[[auth.tokens]]` sections: [`INGEST`], [`OPERATOR`] and [`READ`] of tenant
+/// `platform` (one platform's ingest fleet, responders and viewers), [`ADMIN`] of
+/// tenant `ops`, and [`OTHER`] of tenant `other`.
 pub fn tokens_config() -> String {
     format!(
         r#"[[auth.tokens]]
@@ -47,17 +52,27 @@ tenant = "platform"
 token_sha256 = "{i}"
 scopes = ["ingest"]
 [[auth.tokens]]
-tenant = "responder"
+tenant = "platform"
 token_sha256 = "{o}"
 scopes = ["operator"]
 [[auth.tokens]]
-tenant = "viewer"
+tenant = "platform"
 token_sha256 = "{r}"
 scopes = ["read"]
+[[auth.tokens]]
+tenant = "ops"
+token_sha256 = "{a}"
+scopes = ["admin"]
+[[auth.tokens]]
+tenant = "other"
+token_sha256 = "{x}"
+scopes = ["ingest", "operator"]
 "#,
         i = crate::sha256_hex(INGEST.as_bytes()),
         o = crate::sha256_hex(OPERATOR.as_bytes()),
         r = crate::sha256_hex(READ.as_bytes()),
+        a = crate::sha256_hex(ADMIN.as_bytes()),
+        x = crate::sha256_hex(OTHER.as_bytes()),
     )
 }
 

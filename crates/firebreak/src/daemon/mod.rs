@@ -208,6 +208,11 @@ impl Daemon {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "firebreak".into())
         });
+        let default_tenant = config
+            .auth
+            .tokens
+            .first()
+            .map_or_else(|| "local".into(), |t| t.tenant.clone());
         let engine = Engine::new(
             EngineConfig {
                 classify_every: config.detectors.classify_every,
@@ -215,11 +220,7 @@ impl Daemon {
                 audit_path: data.join("audit.jsonl"),
                 producer: Producer {
                     worker_id,
-                    tenant: config
-                        .auth
-                        .tokens
-                        .first()
-                        .map_or_else(|| "local".into(), |t| t.tenant.clone()),
+                    tenant: default_tenant.clone(),
                 },
             },
             clock,
@@ -229,8 +230,12 @@ impl Daemon {
             metrics.clone(),
         );
 
-        let (frames_engine, end_engine, tier_engine) =
-            (engine.clone(), engine.clone(), engine.clone());
+        let (frames_engine, end_engine, tier_engine, owner_engine) = (
+            engine.clone(),
+            engine.clone(),
+            engine.clone(),
+            engine.clone(),
+        );
         let ingest = IngestState::new(IngestConfig {
             max_segment_bytes: config.server.max_body_bytes,
             reorder_window: config.ingest.reorder_window,
@@ -246,10 +251,14 @@ impl Daemon {
             })),
             net: Arc::new(NetPolicy::new(&config.ingest.source_allowlist).expect("validated")),
             idle_timeout: Duration::from_secs_f64(config.ingest.idle_timeout_secs),
+            on_start: Some(Arc::new(move |id, tenant| {
+                owner_engine.set_owner(id, tenant)
+            })),
         });
         for s in &config.streams {
+            let owner = s.tenant.clone().unwrap_or_else(|| default_tenant.clone());
             ingest
-                .register(s)
+                .register(s, &owner)
                 .map_err(|e| anyhow!("stream {}: {e:?}", s.id))?;
         }
 

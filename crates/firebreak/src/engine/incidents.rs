@@ -96,6 +96,8 @@ pub struct Escalation {
     pub id: String,
     /// Stream.
     pub stream_id: String,
+    /// The tenant the stream belongs to: only it (and admins) see the incident.
+    pub tenant: String,
     /// Current tier.
     pub tier: String,
     /// Its index (1 = lowest tier).
@@ -127,6 +129,7 @@ pub struct Escalation {
 #[derive(Debug, Clone)]
 struct Incident {
     stream_id: String,
+    tenant: String,
     tier: String,
     tier_index: usize,
     state: IncidentState,
@@ -145,6 +148,7 @@ impl Incident {
         Escalation {
             id: id.to_owned(),
             stream_id: self.stream_id.clone(),
+            tenant: self.tenant.clone(),
             tier: self.tier.clone(),
             tier_index: self.tier_index,
             state: self.state.name(),
@@ -187,8 +191,8 @@ impl IncidentStore {
     }
 
     /// Applies one of the policy's decisions (`tier_index` is its tier's index, 1 =
-    /// lowest) and returns the incident as it now stands.
-    pub fn record(&mut self, d: &Decision, tier_index: usize) -> Escalation {
+    /// lowest) on a stream of `tenant`, and returns the incident as it now stands.
+    pub fn record(&mut self, d: &Decision, tier_index: usize, tenant: &str) -> Escalation {
         let closing = matches!(d.kind, DecisionKind::Ended) || d.tier == "none";
         if let Some(e) = self.by_id.get_mut(&d.incident_id) {
             if !closing {
@@ -207,6 +211,7 @@ impl IncidentStore {
         }
         let e = Incident {
             stream_id: d.stream_id.clone(),
+            tenant: tenant.to_owned(),
             tier: d.tier.clone(),
             tier_index,
             state: IncidentState::Open,
@@ -236,15 +241,21 @@ impl IncidentStore {
         view
     }
 
-    /// A responder's action. Returns the state before it and the incident after it;
-    /// a resolved incident answers [`ActionError::Conflict`].
+    /// A responder's action on an incident `tenant` may see (`None`: any). Returns the
+    /// state before it and the incident after it; a resolved incident answers
+    /// [`ActionError::Conflict`], another tenant's [`ActionError::NotFound`].
     pub fn act(
         &mut self,
         id: &str,
         action: Action,
         mark: Mark,
+        tenant: Option<&str>,
     ) -> Result<(&'static str, Escalation), ActionError> {
-        let e = self.by_id.get_mut(id).ok_or(ActionError::NotFound)?;
+        let e = self
+            .by_id
+            .get_mut(id)
+            .filter(|e| tenant.is_none_or(|t| e.tenant == t))
+            .ok_or(ActionError::NotFound)?;
         let old = e.state.name();
         let next = match (&e.state, action) {
             (IncidentState::Resolved { .. }, _) => {
@@ -270,13 +281,14 @@ impl IncidentStore {
         self.by_id.get(id).map(|e| e.view(id))
     }
 
-    /// Open and acknowledged incidents, and those resolved in the hour before
-    /// `now_ms`; most recently updated first.
-    pub fn list(&self, now_ms: u64) -> Vec<Escalation> {
+    /// Open and acknowledged incidents of `tenant` (`None`: every tenant's), and those
+    /// resolved in the hour before `now_ms`; most recently updated first.
+    pub fn list(&self, now_ms: u64, tenant: Option<&str>) -> Vec<Escalation> {
         let hour_ago = now_ms.saturating_sub(RESOLVED_SHOWN_MS);
         let mut out: Vec<Escalation> = self
             .by_id
             .iter()
+            .filter(|(_, e)| tenant.is_none_or(|t| e.tenant == t))
             .filter(|(_, e)| e.state.resolved().is_none_or(|r| r.at_ms >= hour_ago))
             .map(|(id, e)| e.view(id))
             .collect();
@@ -319,49 +331,103 @@ mod tests {
     #[test]
     fn open_acknowledge_resolve() {
         let mut s = IncidentStore::new();
-        let e = s.record(&decision("i1", DecisionKind::Escalated, "crisis", 1000), 4);
+        let e = s.record(
+            &decision("i1", DecisionKind::Escalated, "crisis", 1000),
+            4,
+            "t",
+        );
         assert_eq!((e.state, e.tier_index, e.opened_ms), ("open", 4, 1000));
         assert!(matches!(
-            s.act("nope", Action::Acknowledge, mark("a", 1)),
+            s.act("nope", Action::Acknowledge, mark("a", 1), None),
             Err(ActionError::NotFound)
         ));
-        let (old, e) = s.act("i1", Action::Acknowledge, mark("a", 2000)).unwrap();
+        let (old, e) = s
+            .act("i1", Action::Acknowledge, mark("a", 2000), None)
+            .unwrap();
         assert_eq!((old, e.state), ("open", "acknowledged"));
         // A second acknowledgement keeps the first.
-        let (old, e) = s.act("i1", Action::Acknowledge, mark("b", 3000)).unwrap();
+        let (old, e) = s
+            .act("i1", Action::Acknowledge, mark("b", 3000), None)
+            .unwrap();
         assert_eq!((old, e.state), ("acknowledged", "acknowledged"));
         assert_eq!(e.acknowledged, Some(mark("a", 2000)));
-        let (old, e) = s.act("i1", Action::Resolve, mark("c", 4000)).unwrap();
+        let (old, e) = s.act("i1", Action::Resolve, mark("c", 4000), None).unwrap();
         assert_eq!((old, e.state), ("acknowledged", "resolved"));
         assert_eq!(e.acknowledged, Some(mark("a", 2000)));
         assert_eq!(e.resolved, Some(mark("c", 4000)));
         assert!(matches!(
-            s.act("i1", Action::Resolve, mark("c", 5000)),
+            s.act("i1", Action::Resolve, mark("c", 5000), None),
             Err(ActionError::Conflict(_))
         ));
         // Shown for an hour after the resolution, then not.
-        assert_eq!(s.list(4000 + 3_600_000).len(), 1);
-        assert!(s.list(4001 + 3_600_000).is_empty());
+        assert_eq!(s.list(4000 + 3_600_000, None).len(), 1);
+        assert!(s.list(4001 + 3_600_000, None).is_empty());
         assert_eq!(s.get("i1").unwrap().state, "resolved");
     }
 
     #[test]
     fn decisions_update_and_close() {
         let mut s = IncidentStore::new();
-        s.record(&decision("i1", DecisionKind::Escalated, "review", 1000), 2);
-        let e = s.record(&decision("i1", DecisionKind::Escalated, "crisis", 2000), 4);
+        s.record(
+            &decision("i1", DecisionKind::Escalated, "review", 1000),
+            2,
+            "t",
+        );
+        let e = s.record(
+            &decision("i1", DecisionKind::Escalated, "crisis", 2000),
+            4,
+            "t",
+        );
         assert_eq!(
             (e.tier.as_str(), e.tier_index, e.updated_ms),
             ("crisis", 4, 2000)
         );
         assert_eq!(e.closed_ms, None);
         // Cooling down to none closes it but keeps the highest tier shown.
-        let e = s.record(&decision("i1", DecisionKind::Deescalated, "none", 9000), 0);
+        let e = s.record(
+            &decision("i1", DecisionKind::Deescalated, "none", 9000),
+            0,
+            "t",
+        );
         assert_eq!((e.tier.as_str(), e.closed_ms), ("crisis", Some(9000)));
         assert_eq!(e.opened_ms, 1000);
-        s.record(&decision("i2", DecisionKind::Escalated, "watch", 5000), 1);
-        let ids: Vec<String> = s.list(10_000).into_iter().map(|e| e.id).collect();
+        s.record(
+            &decision("i2", DecisionKind::Escalated, "watch", 5000),
+            1,
+            "t",
+        );
+        let ids: Vec<String> = s.list(10_000, None).into_iter().map(|e| e.id).collect();
         assert_eq!(ids, ["i1", "i2"]);
+    }
+
+    #[test]
+    fn tenants_see_and_act_on_their_own_incidents_only() {
+        let mut s = IncidentStore::new();
+        s.record(
+            &decision("a1", DecisionKind::Escalated, "crisis", 1000),
+            4,
+            "a",
+        );
+        s.record(
+            &decision("b1", DecisionKind::Escalated, "crisis", 2000),
+            4,
+            "b",
+        );
+        let ids = |t: Option<&str>| -> Vec<String> {
+            s.list(3000, t).into_iter().map(|e| e.id).collect()
+        };
+        assert_eq!(ids(Some("a")), ["a1"]);
+        assert_eq!(ids(Some("b")), ["b1"]);
+        assert_eq!(ids(None), ["b1", "a1"]);
+        assert!(matches!(
+            s.act("a1", Action::Resolve, mark("b", 1), Some("b")),
+            Err(ActionError::NotFound)
+        ));
+        assert_eq!(s.get("a1").unwrap().state, "open");
+        s.act("a1", Action::Acknowledge, mark("a", 1), Some("a"))
+            .unwrap();
+        s.act("b1", Action::Resolve, mark("ops", 1), None).unwrap();
+        assert_eq!(s.get("a1").unwrap().tenant, "a");
     }
 
     #[test]
@@ -371,18 +437,31 @@ mod tests {
             s.record(
                 &decision(&format!("i{i}"), DecisionKind::Escalated, "watch", i as u64),
                 1,
+                "t",
             );
         }
-        s.act("i7", Action::Resolve, mark("a", 1)).unwrap();
-        s.act("i9", Action::Resolve, mark("a", 1)).unwrap();
-        s.record(&decision("new", DecisionKind::Escalated, "watch", 1), 1);
+        s.act("i7", Action::Resolve, mark("a", 1), None).unwrap();
+        s.act("i9", Action::Resolve, mark("a", 1), None).unwrap();
+        s.record(
+            &decision("new", DecisionKind::Escalated, "watch", 1),
+            1,
+            "t",
+        );
         assert_eq!(s.len(), KEPT);
         assert!(s.get("i7").is_none());
         assert!(s.get("i9").is_some() && s.get("new").is_some());
         // With nothing resolved, the store grows past the bound rather than drop an
         // open incident.
-        s.record(&decision("new2", DecisionKind::Escalated, "watch", 1), 1);
-        s.record(&decision("new3", DecisionKind::Escalated, "watch", 1), 1);
+        s.record(
+            &decision("new2", DecisionKind::Escalated, "watch", 1),
+            1,
+            "t",
+        );
+        s.record(
+            &decision("new3", DecisionKind::Escalated, "watch", 1),
+            1,
+            "t",
+        );
         assert_eq!(s.len(), KEPT + 1);
         assert!(s.get("i9").is_none());
     }

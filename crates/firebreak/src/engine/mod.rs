@@ -75,6 +75,8 @@ pub enum ActionError {
 #[derive(Debug)]
 struct Slot {
     detect: Mutex<StreamDetect>,
+    /// The tenant the stream belongs to.
+    owner: Mutex<Arc<str>>,
     /// The tier index after the last frame or event (0 = none).
     tier: AtomicUsize,
     /// When the stream ended (wall ms), 0 while it runs.
@@ -178,11 +180,28 @@ impl Engine {
             .or_insert_with(|| {
                 Arc::new(Slot {
                     detect: Mutex::new(self.fresh(id, policy)),
+                    owner: Mutex::new(Arc::from(self.config.producer.tenant.as_str())),
                     tier: AtomicUsize::new(0),
                     ended_ms: AtomicU64::new(0),
                 })
             })
             .clone()
+    }
+
+    /// Records that stream `id` belongs to `tenant` (its incidents, events and
+    /// timeline are that tenant's).
+    pub fn set_owner(&self, id: &str, tenant: &str) {
+        let policy = self.policy();
+        let slot = self.stream(id, &policy);
+        *slot.owner.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(tenant);
+    }
+
+    /// The tenant stream `id` belongs to (the producer's tenant if unknown).
+    pub fn owner(&self, id: &str) -> Arc<str> {
+        match self.slot(id) {
+            Some(slot) => slot.owner.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => Arc::from(self.config.producer.tenant.as_str()),
+        }
     }
 
     fn slot(&self, id: &str) -> Option<Arc<Slot>> {
@@ -231,9 +250,14 @@ impl Engine {
             .with_label_values(&[&frame.stream_id])
             .set(tier_index as i64);
         self.emit(&policy, decisions, frame.arrival_ms);
+        let owner = stream
+            .owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let _ = self.events.send((
             "stream",
-            json!({"id": &*frame.stream_id, "tier_index": tier_index, "tier": tier_name(&policy, tier_index), "wall_ms": frame.wall_ms, "score": score}),
+            json!({"id": &*frame.stream_id, "tenant": &*owner, "tier_index": tier_index, "tier": tier_name(&policy, tier_index), "wall_ms": frame.wall_ms, "score": score}),
         ));
     }
 
@@ -287,7 +311,12 @@ impl Engine {
     fn emit(&self, policy: &Policy, decisions: Vec<Decision>, origin_ms: Option<u64>) {
         for d in decisions {
             let t = Instant::now();
-            let event = cloud_event(&d, &self.config.producer);
+            let owner = self.owner(&d.stream_id);
+            let producer = Producer {
+                worker_id: self.config.producer.worker_id.clone(),
+                tenant: owner.to_string(),
+            };
+            let event = cloud_event(&d, &producer);
             let bytes = serde_json::to_vec(&event).expect("json");
             match self.pipeline.accept_from(&d.stream_id, &bytes, origin_ms) {
                 Ok(_) => {}
@@ -303,39 +332,40 @@ impl Engine {
                 self.metrics.escalations.with_label_values(&[&d.tier]).inc();
             }
             tracing::info!(stream = %d.stream_id, incident = %d.incident_id, kind = ?d.kind, tier = %d.tier, rules = ?d.rules, "decision");
-            let esc = self.record(policy, &d);
+            let esc = self.record(policy, &d, &owner);
             let _ = self
                 .events
                 .send(("escalation", serde_json::to_value(esc).expect("json")));
         }
     }
 
-    fn record(&self, policy: &Policy, d: &Decision) -> Escalation {
+    fn record(&self, policy: &Policy, d: &Decision, tenant: &str) -> Escalation {
         let tier_index = policy.config().tier_index(&d.tier).map_or(0, |i| i + 1);
         self.incidents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(d, tier_index)
+            .record(d, tier_index, tenant)
     }
 
-    /// Open and acknowledged incidents, and those resolved in the last hour; most
-    /// recently updated first.
-    pub fn escalations(&self) -> Vec<Escalation> {
+    /// Open and acknowledged incidents of `tenant` (`None`: every tenant's), and
+    /// those resolved in the last hour; most recently updated first.
+    pub fn escalations(&self, tenant: Option<&str>) -> Vec<Escalation> {
         let now = self.now_ms();
         self.incidents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .list(now)
+            .list(now, tenant)
     }
 
-    /// Acknowledges or resolves an incident, audit-logged and announced to the
-    /// dashboards.
+    /// Acknowledges or resolves an incident `tenant` may see (`None`: any),
+    /// audit-logged and announced to the dashboards.
     pub fn act(
         &self,
         id: &str,
         action: Action,
         who: &str,
         note: &str,
+        tenant: Option<&str>,
     ) -> Result<Escalation, ActionError> {
         let mark = Mark {
             by: who.to_owned(),
@@ -346,7 +376,7 @@ impl Engine {
             .incidents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .act(id, action, mark)?;
+            .act(id, action, mark, tenant)?;
         self.audit(who, action.audit_name(), id, json!(old), json!(e.state));
         let _ = self
             .events
@@ -354,9 +384,12 @@ impl Engine {
         Ok(e)
     }
 
-    /// A stream's risk timeline.
-    pub fn timeline(&self, id: &str) -> Option<Vec<Point>> {
+    /// A stream's risk timeline, if `tenant` may see it (`None`: any).
+    pub fn timeline(&self, id: &str, tenant: Option<&str>) -> Option<Vec<Point>> {
         let slot = self.slot(id)?;
+        if tenant.is_some_and(|t| **slot.owner.lock().unwrap_or_else(|e| e.into_inner()) != *t) {
+            return None;
+        }
         let timeline = slot.lock().timeline();
         Some(timeline)
     }
@@ -498,9 +531,14 @@ impl Engine {
             .append(self.now_ms(), who, action, target, old, new);
     }
 
-    /// The audit entries kept in memory, oldest first.
-    pub fn audit_entries(&self) -> Vec<Value> {
-        self.audit.entries()
+    /// The audit entries kept in memory, oldest first: those made by `tenant`
+    /// (`None`: everyone's).
+    pub fn audit_entries(&self, tenant: Option<&str>) -> Vec<Value> {
+        let mut all = self.audit.entries();
+        if let Some(t) = tenant {
+            all.retain(|e| e["who"] == t);
+        }
+        all
     }
 }
 
@@ -575,8 +613,8 @@ mod tests {
         std::thread::spawn(move || {
             let tier = e.tier("busy");
             e.on_stream_event("other", StreamEvent::Stalled);
-            assert!(e.timeline("other").is_some());
-            let listed = e.escalations().len();
+            assert!(e.timeline("other", None).is_some());
+            let listed = e.escalations(None).len();
             let _ = tx.send((tier, listed));
         });
         let answer = rx.recv_timeout(Duration::from_secs(30));

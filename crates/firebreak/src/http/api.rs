@@ -118,8 +118,11 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-async fn escalations(State(s): State<Arc<ApiState>>) -> Json<Value> {
-    Json(json!({"escalations": s.engine.escalations()}))
+async fn escalations(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    Json(json!({"escalations": s.engine.escalations(caller.tenant_filter())}))
 }
 
 fn note(body: &Bytes) -> Result<String, Box<Response>> {
@@ -147,7 +150,10 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
     } else {
         Action::Acknowledge
     };
-    match s.engine.act(id, action, &caller.tenant, &note) {
+    match s
+        .engine
+        .act(id, action, &caller.tenant, &note, caller.tenant_filter())
+    {
         Ok(e) => Json(e).into_response(),
         Err(e) => action_error(e),
     }
@@ -173,8 +179,11 @@ async fn resolve(
 
 async fn events(
     State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut rx = s.engine.subscribe();
+    // Only the caller's tenant's streams and incidents (an admin sees all).
+    let tenant = caller.tenant_filter().map(str::to_owned);
     let mut closing = s.closing.subscribe();
     let stream = async_stream(move |tx| async move {
         loop {
@@ -183,6 +192,10 @@ async fn events(
                 _ = closing.wait_for(|c| *c) => return,
             };
             match received {
+                Ok((_, data))
+                    if tenant
+                        .as_deref()
+                        .is_some_and(|t| data["tenant"].as_str() != Some(t)) => {}
                 Ok((kind, data)) => {
                     if tx
                         .send(Event::default().event(kind).data(data.to_string()))
@@ -224,9 +237,13 @@ where
     )
 }
 
-async fn timeline(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+async fn timeline(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let policy = s.engine.policy();
-    match s.engine.timeline(&id) {
+    match s.engine.timeline(&id, caller.tenant_filter()) {
         Some(points) => Json(json!({
             "stream": id,
             "tiers": std::iter::once("none".to_owned()).chain(policy.config().tiers.iter().cloned()).collect::<Vec<_>>(),
@@ -242,7 +259,7 @@ async fn policy(State(s): State<Arc<ApiState>>) -> Json<Value> {
     Json(json!({
         "version": p.version(),
         "toml": toml::to_string(p.config()).unwrap_or_default(),
-        "audit": s.engine.audit_entries().into_iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("policy"))).collect::<Vec<_>>(),
+        "audit": s.engine.audit_entries(None).into_iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("policy"))).collect::<Vec<_>>(),
     }))
 }
 
@@ -289,8 +306,11 @@ async fn patch_rule(
     }
 }
 
-async fn audit(State(s): State<Arc<ApiState>>) -> Json<Value> {
-    Json(json!({"entries": s.engine.audit_entries()}))
+async fn audit(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    Json(json!({"entries": s.engine.audit_entries(caller.tenant_filter())}))
 }
 
 async fn reload(State(s): State<Arc<ApiState>>, Extension(caller): Extension<Caller>) -> Response {

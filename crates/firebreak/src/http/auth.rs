@@ -40,9 +40,30 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether the caller holds `scope` (operator implies read).
+    /// Whether the caller holds `scope` (admin implies operator, operator implies read).
     pub fn has(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope) || (scope == "read" && self.has("operator"))
+        self.scopes.iter().any(|s| s == scope)
+            || (scope == "read" && self.has("operator"))
+            || (scope == "operator" && self.has("admin"))
+    }
+
+    /// Whether the caller sees every tenant's streams and incidents (admin scope).
+    pub fn is_admin(&self) -> bool {
+        self.has("admin")
+    }
+
+    /// The tenant whose things this caller may see: `None` for an admin (all).
+    pub fn tenant_filter(&self) -> Option<&str> {
+        (!self.is_admin()).then_some(self.tenant.as_str())
+    }
+
+    /// A caller (tests and internal actions).
+    pub fn new(tenant: &str, method: &'static str, scopes: &[&str]) -> Caller {
+        Caller {
+            tenant: tenant.to_owned(),
+            method,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        }
     }
 }
 
@@ -108,6 +129,10 @@ fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
         | (&Method::POST, ["v1", "streams"])
         | (&Method::DELETE, ["v1", "streams", _]) => "ingest",
         (&Method::GET | &Method::HEAD, _) if segs != ["v1", "audit"] => "read",
+        // Policy and banks are the whole service's: platform administrators only.
+        (&Method::PUT, ["v1", "policy"])
+        | (&Method::PATCH, ["v1", "policy", "rules", _])
+        | (&Method::POST, ["v1", "reload"]) => "admin",
         _ => "operator",
     })
 }
@@ -317,6 +342,18 @@ mod tests {
             required_scope(&Method::POST, "/v1/escalations/x/ack"),
             Some("operator")
         );
-        assert_eq!(required_scope(&Method::PUT, "/v1/policy"), Some("operator"));
+        assert_eq!(required_scope(&Method::PUT, "/v1/policy"), Some("admin"));
+        assert_eq!(
+            required_scope(&Method::PATCH, "/v1/policy/rules/r"),
+            Some("admin")
+        );
+        assert_eq!(required_scope(&Method::POST, "/v1/reload"), Some("admin"));
+        assert_eq!(required_scope(&Method::GET, "/v1/policy"), Some("read"));
+        let admin = Caller::new("ops", "bearer", &["admin"]);
+        assert!(admin.has("operator") && admin.has("read") && !admin.has("ingest"));
+        assert_eq!(admin.tenant_filter(), None);
+        let op = Caller::new("a", "bearer", &["operator"]);
+        assert!(op.has("read") && !op.has("admin"));
+        assert_eq!(op.tenant_filter(), Some("a"));
     }
 }

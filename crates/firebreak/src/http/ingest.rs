@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -42,6 +43,7 @@ use firebreak_media::ingest::{
 use serde_json::{Value, json};
 
 use crate::config::{StreamSpec, parse_sampling, valid_stream_id};
+use crate::http::auth::Caller;
 use firebreak_media::ingest::guard::{NetPolicy, Refusal, system_resolve};
 use firebreak_media::ingest::hls::HlsConfig;
 
@@ -57,6 +59,9 @@ pub type FrameHandler = Arc<dyn Fn(SampledFrame) + Send + Sync>;
 pub type EndHandler = Arc<dyn Fn(&str) + Send + Sync>;
 /// Adds fields (the current tier) to a stream's JSON.
 pub type Annotator = Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
+
+/// Told of every stream that starts: (stream id, owning tenant).
+pub type StartHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Ingest settings.
 #[derive(Clone)]
@@ -82,6 +87,8 @@ pub struct IngestConfig {
     /// A pushed stream with no segment for this long is ended (as if its end had
     /// been posted), so idle streams cannot hold slots under `max_streams`.
     pub idle_timeout: Duration,
+    /// Told of every stream that starts: (stream id, owning tenant).
+    pub on_start: Option<StartHandler>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -98,6 +105,8 @@ impl std::fmt::Debug for IngestConfig {
 struct Entry {
     /// `push`, `hls`, `url` or `file`.
     source: &'static str,
+    /// The tenant that created it: only that tenant (and admins) see and touch it.
+    owner: String,
     /// Registered through the API: its errors are not shown to callers (they could
     /// tell whether a port is open or a file exists), only logged.
     untrusted: bool,
@@ -106,6 +115,15 @@ struct Entry {
     sequencer: Mutex<Sequencer<Vec<u8>>>,
     feed: Mutex<Option<SegmentFeed>>,
     stream: LiveStream,
+}
+
+/// Why a pushed segment cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushError {
+    /// Over the stream limit, or intake stopped.
+    Full,
+    /// The id belongs to another tenant (answered as if it did not exist).
+    Foreign,
 }
 
 /// Why a stream cannot be registered.
@@ -153,6 +171,7 @@ impl IngestState {
     fn start(
         &self,
         id: &str,
+        owner: &str,
         source: Option<Source>,
         sampling: Sampling,
         kind: &'static str,
@@ -190,8 +209,12 @@ impl IngestState {
                 on_end(&name);
             })
             .expect("spawn frame consumer");
+        if let Some(f) = &self.config.on_start {
+            f(id, owner);
+        }
         Entry {
             source: kind,
+            owner: owner.to_owned(),
             untrusted: false,
             last_segment_ms: std::sync::atomic::AtomicU64::new(now_ms()),
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
@@ -200,27 +223,39 @@ impl IngestState {
         }
     }
 
-    /// The pushed stream `id`, created if new; `None` when the stream limit is
-    /// reached or intake has stopped.
-    fn pushed(&self, id: &str) -> Option<Arc<Entry>> {
+    /// The pushed stream `id` of `owner`, created if new.
+    fn pushed(&self, id: &str, owner: &str) -> Result<Arc<Entry>, PushError> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = streams.get(id) {
-            return Some(s.clone());
+            return if s.owner == owner {
+                Ok(s.clone())
+            } else {
+                Err(PushError::Foreign)
+            };
         }
         if streams.len() >= self.config.max_streams {
             evict_finished(&mut streams);
         }
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
-            return None;
+            return Err(PushError::Full);
         }
-        let entry = Arc::new(self.start(id, None, self.config.sampling, "push"));
+        let entry = Arc::new(self.start(id, owner, None, self.config.sampling, "push"));
         streams.insert(id.to_owned(), entry.clone());
-        Some(entry)
+        Ok(entry)
+    }
+
+    /// Stream `id` if `tenant` may see it (`None`: an admin, any stream).
+    fn visible(&self, id: &str, tenant: Option<&str>) -> Option<Arc<Entry>> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .get(id)
+            .filter(|e| tenant.is_none_or(|t| e.owner == t))
+            .cloned()
     }
 
     /// Starts pulling a stream from the config file (trusted: any source FFmpeg's
     /// protocol whitelist allows, local files included).
-    pub fn register(&self, spec: &StreamSpec) -> Result<(), RegisterError> {
+    pub fn register(&self, spec: &StreamSpec, owner: &str) -> Result<(), RegisterError> {
         let issues = spec.issues("stream");
         if !issues.is_empty() {
             return Err(RegisterError::Invalid(
@@ -235,14 +270,14 @@ impl IngestState {
             let file = spec.file.clone().expect("validated: one source");
             (Source::File(file), "file")
         };
-        self.start_pulled(spec, source, kind, false)
+        self.start_pulled(spec, owner, source, kind, false)
     }
 
     /// Starts pulling a stream registered through the API (blocking: it resolves
     /// names). Only `url` sources of [`API_URL_SCHEMES`] and `hls` playlists of
     /// [`API_HLS_SCHEMES`] on addresses the source policy permits; the stream connects
     /// to the checked addresses only (see `firebreak_media::ingest::guard`).
-    pub fn register_untrusted(&self, spec: &StreamSpec) -> Result<(), RegisterError> {
+    pub fn register_untrusted(&self, spec: &StreamSpec, owner: &str) -> Result<(), RegisterError> {
         let issues = spec.issues("stream");
         if !issues.is_empty() {
             return Err(RegisterError::Invalid(
@@ -277,12 +312,13 @@ impl IngestState {
         } else {
             return Err(RegisterError::FileForbidden);
         };
-        self.start_pulled(spec, source, kind, true)
+        self.start_pulled(spec, owner, source, kind, true)
     }
 
     fn start_pulled(
         &self,
         spec: &StreamSpec,
+        owner: &str,
         source: Source,
         kind: &'static str,
         untrusted: bool,
@@ -305,19 +341,25 @@ impl IngestState {
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(RegisterError::Full);
         }
-        let mut entry = self.start(&spec.id, Some(source), sampling, kind);
+        let mut entry = self.start(&spec.id, owner, Some(source), sampling, kind);
         entry.untrusted = untrusted;
         streams.insert(spec.id.clone(), Arc::new(entry));
         Ok(())
     }
 
-    /// Stops a stream and forgets it. Returns its last JSON, or `None` if unknown.
-    pub fn remove(&self, id: &str) -> Option<Value> {
-        let entry = self
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)?;
+    /// Stops a stream and forgets it. Returns its last JSON, or `None` if unknown (or
+    /// not visible to `tenant`; `None` = an admin).
+    pub fn remove(&self, id: &str, tenant: Option<&str>) -> Option<Value> {
+        let entry = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if streams
+                .get(id)
+                .is_none_or(|e| tenant.is_some_and(|t| e.owner != t))
+            {
+                return None;
+            }
+            streams.remove(id)?
+        };
         let last = self.stream_json(id, &entry);
         entry.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
         entry.stream.cancel();
@@ -404,6 +446,7 @@ impl IngestState {
         });
         let mut v = json!({
             "id": id,
+            "tenant": p.owner,
             "source": p.source,
             "state": st.state.name(),
             "frames_sampled": st.sampled,
@@ -473,11 +516,16 @@ pub fn routes(state: Arc<IngestState>) -> Router {
         .with_state(state)
 }
 
-async fn list(State(state): State<Arc<IngestState>>) -> Json<Value> {
+async fn list(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let tenant = caller.tenant_filter();
     let entries: Vec<(String, Arc<Entry>)> = {
         let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = streams
             .iter()
+            .filter(|(_, e)| tenant.is_none_or(|t| e.owner == t))
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -490,27 +538,36 @@ async fn list(State(state): State<Arc<IngestState>>) -> Json<Value> {
     Json(json!({ "streams": list }))
 }
 
-async fn show(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {
-    let entry = state
-        .streams
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-        .cloned();
-    match entry {
+async fn show(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.visible(&id, caller.tenant_filter()) {
         Some(p) => Json(state.stream_json(&id, &p)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
 }
 
-async fn register(State(state): State<Arc<IngestState>>, body: Bytes) -> Response {
+async fn register(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
     let spec: StreamSpec = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
+    if spec.tenant.as_ref().is_some_and(|t| *t != caller.tenant) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "tenant: a stream belongs to the credential's tenant",
+        );
+    }
     let id = spec.id.clone();
     let st = state.clone();
-    let r = tokio::task::spawn_blocking(move || st.register_untrusted(&spec))
+    let owner = caller.tenant.clone();
+    let r = tokio::task::spawn_blocking(move || st.register_untrusted(&spec, &owner))
         .await
         .expect("register task");
     match r {
@@ -534,7 +591,7 @@ async fn register(State(state): State<Arc<IngestState>>, body: Bytes) -> Respons
             Json(json!({"error": issues.join("; "), "issues": issues})),
         )
             .into_response(),
-        Err(RegisterError::Exists) => error(StatusCode::CONFLICT, "a stream with this id exists"),
+        Err(RegisterError::Exists) => error(StatusCode::CONFLICT, "this stream id is taken"),
         Err(RegisterError::Full) => error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
         Err(RegisterError::FileForbidden) => error(
             StatusCode::FORBIDDEN,
@@ -548,8 +605,12 @@ async fn register(State(state): State<Arc<IngestState>>, body: Bytes) -> Respons
     }
 }
 
-async fn remove(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {
-    match state.remove(&id) {
+async fn remove(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match state.remove(&id, caller.tenant_filter()) {
         Some(last) => Json(last).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
@@ -557,19 +618,21 @@ async fn remove(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -
 
 async fn put_segment(
     State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
     Path((id, seq)): Path<(String, u64)>,
     body: Bytes,
 ) -> Response {
     use tracing::Instrument;
     // Every log line about this segment carries the stream id and sequence number.
     let span = tracing::info_span!("segment", stream = %id, seq, bytes = body.len());
-    put_segment_in_span(state, id, seq, body)
+    put_segment_in_span(state, caller, id, seq, body)
         .instrument(span)
         .await
 }
 
 async fn put_segment_in_span(
     state: Arc<IngestState>,
+    caller: Caller,
     id: String,
     seq: u64,
     body: Bytes,
@@ -586,8 +649,10 @@ async fn put_segment_in_span(
     if seq > MAX_SEQUENCE {
         return sequence_out_of_range();
     }
-    let Some(pushed) = state.pushed(&id) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams");
+    let pushed = match state.pushed(&id, &caller.tenant) {
+        Ok(p) => p,
+        Err(PushError::Full) => return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
+        Err(PushError::Foreign) => return error(StatusCode::NOT_FOUND, "no such stream"),
     };
     pushed
         .last_segment_ms
@@ -667,13 +732,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn end(State(state): State<Arc<IngestState>>, Path(id): Path<String>) -> Response {
-    let pushed = {
-        let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
-        match streams.get(&id) {
-            Some(p) => p.clone(),
-            None => return error(StatusCode::NOT_FOUND, "no such stream"),
-        }
+async fn end(
+    State(state): State<Arc<IngestState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(pushed) = state.visible(&id, caller.tenant_filter()) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
     };
     let ended = tokio::task::spawn_blocking(move || end_pushed(&pushed))
         .await

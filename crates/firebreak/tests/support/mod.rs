@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use firebreak_testkit::daemon::{
-    Daemon, HMAC_SECRET, INGEST, OPERATOR, READ, base_config, response, status_before_body,
+    ADMIN, Daemon, HMAC_SECRET, INGEST, OPERATOR, OTHER, READ, base_config, response,
+    status_before_body,
 };
 pub use firebreak_testkit::media::encode;
 pub use firebreak_testkit::net::free_port;
