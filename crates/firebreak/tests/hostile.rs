@@ -536,6 +536,24 @@ fn tenants_cannot_see_or_touch_each_others_streams_and_incidents() {
         )
         .0
     };
+    // B watches the live feed (SSE) from before anything happens.
+    let feed = {
+        use std::io::BufRead;
+        let resp = ureq::get(&format!("{}/v1/events", d.base))
+            .set("Authorization", &format!("Bearer {OTHER}"))
+            .call()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(resp.into_reader()).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
     // A's stream, with the known clip in it.
     for (i, part) in parts.iter().enumerate() {
         assert_eq!(put(INGEST, "a-cam", i, part), 200);
@@ -607,6 +625,27 @@ fn tenants_cannot_see_or_touch_each_others_streams_and_incidents() {
         let v = d.get("/v1/escalations", OTHER);
         (v["escalations"].as_array().map(Vec::len) == Some(1)).then_some(())
     });
+    // B's feed carried B's stream and escalation, and nothing of A's (which came
+    // first: had A's events reached B, they would be ahead of B's escalation).
+    let mut seen = Vec::new();
+    loop {
+        let line = feed
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("B's escalation on B's feed");
+        if let Some(data) = line.strip_prefix("data:") {
+            let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap_or_default();
+            if v.is_object() {
+                seen.push(v.clone());
+            }
+            if v["stream_id"] == "b-cam" {
+                break;
+            }
+        }
+    }
+    let foreign = seen
+        .iter()
+        .find(|v| v["tenant"] != "other" || !v.to_string().contains("b-cam"));
+    assert_eq!(foreign, None, "of {} events on B's feed", seen.len());
     let mine = d.get("/v1/escalations", READ);
     let streams: Vec<&str> = mine["escalations"]
         .as_array()
