@@ -134,6 +134,7 @@ fn api_sources_cannot_reach_files_local_services_or_other_protocols() {
         ("url", format!("http://127.0.0.1:{port}/media.ts")),
         ("url", format!("rtmp://127.0.0.1:{port}/live/key")),
         ("url", format!("srt://127.0.0.1:{port}")),
+        ("url", "rtmps://live.example.com/app/key".to_owned()),
         ("url", format!("rtmp://[::ffff:127.0.0.1]:{port}/live/key")),
         ("hls", format!("http://127.0.0.1:{port}/live.m3u8")),
         ("hls", format!("http://localhost:{port}/live.m3u8")),
@@ -524,7 +525,10 @@ fn tenants_cannot_see_or_touch_each_others_streams_and_incidents() {
     use support::{ADMIN, INGEST, OPERATOR, OTHER, READ};
     let dir = tempfile::tempdir().unwrap();
     let prog = support::programme_with_banked_clip(dir.path());
-    let d = support::start_in(dir, "[ingest]\nsampling = \"2/s\"\n");
+    let d = support::start_in(
+        dir,
+        "[ingest]\nsampling = \"2/s\"\nsource_allowlist = [\"127.0.0.1\"]\n",
+    );
     let bytes = std::fs::read(prog).unwrap();
     let parts: Vec<&[u8]> = bytes.chunks(200_000).collect();
     let put = |token: &str, id: &str, seq: usize, body: &[u8]| {
@@ -675,6 +679,31 @@ fn tenants_cannot_see_or_touch_each_others_streams_and_incidents() {
             ("a-cam".to_owned(), "platform".to_owned(), "open".to_owned()),
             ("b-cam".to_owned(), "other".to_owned(), "open".to_owned())
         ]
+    );
+    // A's stream ends; its id stays A's: B can neither push to it nor register it.
+    assert_eq!(
+        d.call("POST", "/v1/streams/a-cam/end", Some(INGEST), b"").0,
+        200
+    );
+    d.wait_state("a-cam", "ended");
+    assert_eq!(put(OTHER, "a-cam", 0, b"junk"), 404);
+    let takeover = serde_json::json!({"id": "a-cam", "url": "rtmp://127.0.0.1:9/live/x"});
+    let (status, v) = d.call(
+        "POST",
+        "/v1/streams",
+        Some(OTHER),
+        takeover.to_string().as_bytes(),
+    );
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(
+        d.call("GET", "/v1/streams/a-cam/timeline", Some(OTHER), b"")
+            .0,
+        404
+    );
+    assert_eq!(
+        d.call("GET", "/v1/streams/a-cam/timeline", Some(READ), b"")
+            .0,
+        200
     );
     // Events carry the owner's tenant.
     let events = d.wait("both escalation events delivered", 60, || {

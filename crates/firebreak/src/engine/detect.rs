@@ -10,6 +10,7 @@
 //! consumer thread, never on the async runtime.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use firebreak_classify::{ClassifierSet, RgbImage};
@@ -55,17 +56,20 @@ const TIMELINE: usize = 2400;
 #[derive(Debug)]
 pub(crate) struct StreamDetect {
     pub(crate) state: StreamState,
+    /// The policy `state` is adapted to (a swapped policy is adopted lazily, at the
+    /// stream's next frame, event or tick).
+    policy: Arc<Policy>,
     window: VpdqWindow,
     hasher: PdqHasher,
     frames: u64,
-    timeline: VecDeque<Point>,
 }
 
 impl StreamDetect {
     /// A stream with no history.
-    pub(crate) fn new(id: &str, policy: &Policy, video_window_secs: f64) -> StreamDetect {
+    pub(crate) fn new(id: &str, policy: &Arc<Policy>, video_window_secs: f64) -> StreamDetect {
         StreamDetect {
             state: StreamState::new(id, policy),
+            policy: policy.clone(),
             window: VpdqWindow::new(WindowConfig {
                 window_secs: video_window_secs,
                 // Every percentage is reported; the policy's rule applies the enter
@@ -76,7 +80,15 @@ impl StreamDetect {
             }),
             hasher: PdqHasher::new(),
             frames: 0,
-            timeline: VecDeque::new(),
+        }
+    }
+
+    /// Adopts `policy` if the state is adapted to another one (rule state carried
+    /// over by name, see `StreamState::adopt`).
+    pub(crate) fn adapt(&mut self, policy: &Arc<Policy>) {
+        if !Arc::ptr_eq(&self.policy, policy) {
+            self.state.adopt(&self.policy, policy);
+            self.policy = policy.clone();
         }
     }
 
@@ -151,18 +163,27 @@ impl StreamDetect {
         self.frames += 1;
         Some(signals)
     }
+}
 
-    /// Adds a point to the risk timeline (the oldest goes when it is full).
-    pub(crate) fn push_point(&mut self, point: Point) {
-        if self.timeline.len() == TIMELINE {
-            self.timeline.pop_front();
+/// A stream's risk timeline, bounded; kept beside (not under) the detection lock so
+/// readers never wait for hashing or inference.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    points: VecDeque<Point>,
+}
+
+impl Timeline {
+    /// Adds a point (the oldest goes when it is full).
+    pub(crate) fn push(&mut self, point: Point) {
+        if self.points.len() == TIMELINE {
+            self.points.pop_front();
         }
-        self.timeline.push_back(point);
+        self.points.push_back(point);
     }
 
-    /// The risk timeline, oldest first.
-    pub(crate) fn timeline(&self) -> Vec<Point> {
-        self.timeline.iter().copied().collect()
+    /// The points, oldest first.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        self.points.iter().copied().collect()
     }
 }
 

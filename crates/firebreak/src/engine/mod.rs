@@ -75,6 +75,8 @@ pub enum ActionError {
 #[derive(Debug)]
 struct Slot {
     detect: Mutex<StreamDetect>,
+    /// The risk timeline (its own short lock).
+    timeline: Mutex<detect::Timeline>,
     /// The tenant the stream belongs to.
     owner: Mutex<Arc<str>>,
     /// The tier index after the last frame or event (0 = none).
@@ -164,7 +166,7 @@ impl Engine {
         &self.pipeline
     }
 
-    fn fresh(&self, id: &str, policy: &Policy) -> StreamDetect {
+    fn fresh(&self, id: &str, policy: &Arc<Policy>) -> StreamDetect {
         StreamDetect::new(id, policy, self.config.video_window_secs)
     }
 
@@ -173,13 +175,14 @@ impl Engine {
         self.clock.now_ms()
     }
 
-    fn stream(&self, id: &str, policy: &Policy) -> Arc<Slot> {
+    fn stream(&self, id: &str, policy: &Arc<Policy>) -> Arc<Slot> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams
             .entry(id.to_owned())
             .or_insert_with(|| {
                 Arc::new(Slot {
                     detect: Mutex::new(self.fresh(id, policy)),
+                    timeline: Mutex::new(detect::Timeline::default()),
                     owner: Mutex::new(Arc::from(self.config.producer.tenant.as_str())),
                     tier: AtomicUsize::new(0),
                     ended_ms: AtomicU64::new(0),
@@ -189,11 +192,19 @@ impl Engine {
     }
 
     /// Records that stream `id` belongs to `tenant` (its incidents, events and
-    /// timeline are that tenant's).
+    /// timeline are that tenant's). A new owner starts from nothing: the previous
+    /// owner's detection state and timeline are dropped.
     pub fn set_owner(&self, id: &str, tenant: &str) {
         let policy = self.policy();
         let slot = self.stream(id, &policy);
-        *slot.owner.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(tenant);
+        let mut owner = slot.owner.lock().unwrap_or_else(|e| e.into_inner());
+        if **owner != *tenant {
+            *slot.lock() = self.fresh(id, &policy);
+            *slot.timeline.lock().unwrap_or_else(|e| e.into_inner()) = detect::Timeline::default();
+            slot.tier.store(0, Ordering::Release);
+            slot.ended_ms.store(0, Ordering::Release);
+            *owner = Arc::from(tenant);
+        }
     }
 
     /// The tenant stream `id` belongs to (the producer's tenant if unknown).
@@ -228,8 +239,11 @@ impl Engine {
         if stream.ended_ms.load(Ordering::Acquire) != 0 {
             // The id is in use again: a new stream, with fresh state.
             *s = self.fresh(&frame.stream_id, &policy);
+            *stream.timeline.lock().unwrap_or_else(|e| e.into_inner()) =
+                detect::Timeline::default();
             stream.ended_ms.store(0, Ordering::Release);
         }
+        s.adapt(&policy);
         let detectors = self.detectors.load();
         let Some(signals) = s.signals(&detectors, frame, self.config.classify_every, m) else {
             return;
@@ -239,12 +253,16 @@ impl Engine {
         m.stage("policy").observe(t.elapsed().as_secs_f64());
         let tier_index = stream.publish(&s, &policy);
         let score = detect::score(&signals);
-        s.push_point(Point {
-            wall_ms: frame.wall_ms,
-            media_time: frame.pts,
-            tier_index,
-            score,
-        });
+        stream
+            .timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Point {
+                wall_ms: frame.wall_ms,
+                media_time: frame.pts,
+                tier_index,
+                score,
+            });
         drop(s);
         m.stream_tier
             .with_label_values(&[&frame.stream_id])
@@ -274,6 +292,7 @@ impl Engine {
                 .ended_ms
                 .store(self.now_ms().max(1), Ordering::Release);
         }
+        s.adapt(&policy);
         let decisions = s.state.on_event(&policy, event, self.now_ms());
         stream.publish(&s, &policy);
         drop(s);
@@ -301,6 +320,7 @@ impl Engine {
         };
         for stream in streams {
             let mut s = stream.lock();
+            s.adapt(&policy);
             let decisions = s.state.tick(&policy, now);
             stream.publish(&s, &policy);
             drop(s);
@@ -390,8 +410,12 @@ impl Engine {
         if tenant.is_some_and(|t| **slot.owner.lock().unwrap_or_else(|e| e.into_inner()) != *t) {
             return None;
         }
-        let timeline = slot.lock().timeline();
-        Some(timeline)
+        let points = slot
+            .timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .points();
+        Some(points)
     }
 
     /// A stream's current tier (name, index), as published after its last frame or
@@ -417,22 +441,13 @@ impl Engine {
         target: &str,
     ) -> String {
         let new = Arc::new(Policy::new(config));
-        let mut current = self.policy.write().unwrap_or_else(|e| e.into_inner());
-        let old = current.clone();
-        let streams: Vec<Arc<Slot>> = self
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for slot in streams {
-            let mut s = slot.lock();
-            s.state.adopt(&old, &new);
-            slot.publish(&s, &new);
-        }
-        *current = new.clone();
-        drop(current);
+        // Swapped at once; each stream adopts it at its next frame, event or tick (the
+        // once-a-second tick adopts it everywhere), so a swap never waits for a
+        // stream's detectors.
+        let old = std::mem::replace(
+            &mut *self.policy.write().unwrap_or_else(|e| e.into_inner()),
+            new.clone(),
+        );
         let old_v = toml::to_string(old.config()).unwrap_or_default();
         let new_v = toml::to_string(new.config()).unwrap_or_default();
         self.audit(
@@ -620,5 +635,33 @@ mod tests {
         let answer = rx.recv_timeout(Duration::from_secs(30));
         drop(held);
         assert_eq!(answer, Ok((("none".to_owned(), 0), 0)));
+    }
+
+    /// A stream id that passes to another tenant (the old stream finished and was
+    /// forgotten) starts from nothing: nothing of the previous owner's stream remains.
+    #[test]
+    fn a_new_owner_starts_from_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        engine.set_owner("cam", "a");
+        engine.on_stream_event("cam", StreamEvent::Ended);
+        let slot = engine.slot("cam").unwrap();
+        slot.timeline.lock().unwrap().push(Point {
+            wall_ms: 1,
+            media_time: 0.0,
+            tier_index: 4,
+            score: 1.0,
+        });
+        slot.tier.store(4, Ordering::Release);
+        assert_eq!(&*engine.owner("cam"), "a");
+        assert_eq!(engine.timeline("cam", Some("b")), None);
+        // The same owner again changes nothing.
+        engine.set_owner("cam", "a");
+        assert_eq!(engine.timeline("cam", Some("a")).unwrap().len(), 1);
+        engine.set_owner("cam", "b");
+        assert_eq!(&*engine.owner("cam"), "b");
+        assert_eq!(engine.timeline("cam", Some("b")), Some(Vec::new()));
+        assert_eq!(engine.tier("cam"), ("none".to_owned(), 0));
+        assert_eq!(slot.ended_ms.load(Ordering::Acquire), 0);
     }
 }

@@ -47,8 +47,11 @@ use crate::http::auth::Caller;
 use firebreak_media::ingest::guard::{NetPolicy, Refusal, system_resolve};
 use firebreak_media::ingest::hls::HlsConfig;
 
-/// Schemes of `url` sources registered through the API.
-pub const API_URL_SCHEMES: &[&str] = &["rtmp", "rtmps", "srt"];
+/// Schemes of `url` sources registered through the API: those whose address can be
+/// pinned (the URL is rewritten to the checked address). `rtmps` is not among them:
+/// TLS needs the name, FFmpeg would resolve it again, and a name re-resolving to an
+/// internal address would be reached; configure such streams in the config file.
+pub const API_URL_SCHEMES: &[&str] = &["rtmp", "srt"];
 
 /// Schemes of `hls` playlists registered through the API.
 pub const API_HLS_SCHEMES: &[&str] = &["http", "https"];
@@ -176,6 +179,10 @@ impl IngestState {
         sampling: Sampling,
         kind: &'static str,
     ) -> Entry {
+        // The engine learns the owner before any frame or event of the stream.
+        if let Some(f) = &self.config.on_start {
+            f(id, owner);
+        }
         let mut config = StreamConfig::new(id);
         config.sampling = sampling;
         config.max_output = self.config.max_output;
@@ -209,9 +216,6 @@ impl IngestState {
                 on_end(&name);
             })
             .expect("spawn frame consumer");
-        if let Some(f) = &self.config.on_start {
-            f(id, owner);
-        }
         Entry {
             source: kind,
             owner: owner.to_owned(),
@@ -271,13 +275,19 @@ impl IngestState {
             (Source::File(file), "file")
         };
         self.start_pulled(spec, owner, source, kind, false)
+            .map(|_| ())
     }
 
     /// Starts pulling a stream registered through the API (blocking: it resolves
     /// names). Only `url` sources of [`API_URL_SCHEMES`] and `hls` playlists of
     /// [`API_HLS_SCHEMES`] on addresses the source policy permits; the stream connects
     /// to the checked addresses only (see `firebreak_media::ingest::guard`).
-    pub fn register_untrusted(&self, spec: &StreamSpec, owner: &str) -> Result<(), RegisterError> {
+    /// Returns the new stream's JSON.
+    pub fn register_untrusted(
+        &self,
+        spec: &StreamSpec,
+        owner: &str,
+    ) -> Result<Value, RegisterError> {
         let issues = spec.issues("stream");
         if !issues.is_empty() {
             return Err(RegisterError::Invalid(
@@ -300,19 +310,17 @@ impl IngestState {
                 .check(url, API_URL_SCHEMES, &system_resolve)
                 .map_err(refused)?;
             // Connect to the address that was checked, so the name cannot re-resolve
-            // elsewhere. rtmps keeps its name: TLS needs it, and FFmpeg cannot pin the
-            // address beside it.
-            if checked.url.scheme() != "rtmps" {
-                let ip = checked.addrs[0].ip();
-                if checked.url.set_ip_host(ip).is_err() {
-                    return Err(refused(Refusal::Malformed));
-                }
+            // elsewhere.
+            let ip = checked.addrs[0].ip();
+            if checked.url.set_ip_host(ip).is_err() {
+                return Err(refused(Refusal::Malformed));
             }
             (Source::Url(checked.url.to_string()), "url")
         } else {
             return Err(RegisterError::FileForbidden);
         };
-        self.start_pulled(spec, owner, source, kind, true)
+        let entry = self.start_pulled(spec, owner, source, kind, true)?;
+        Ok(self.stream_json(&spec.id, &entry))
     }
 
     fn start_pulled(
@@ -322,15 +330,17 @@ impl IngestState {
         source: Source,
         kind: &'static str,
         untrusted: bool,
-    ) -> Result<(), RegisterError> {
+    ) -> Result<Arc<Entry>, RegisterError> {
         let sampling = match &spec.sampling {
             Some(s) => parse_sampling(s).expect("validated"),
             None => self.config.sampling,
         };
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        // A running stream's id is taken; so is a finished one's of another tenant
+        // (until it is forgotten), so nobody takes over another tenant's stream.
         if streams
             .get(&spec.id)
-            .is_some_and(|e| !e.stream.is_finished())
+            .is_some_and(|e| !e.stream.is_finished() || e.owner != owner)
         {
             return Err(RegisterError::Exists);
         }
@@ -343,8 +353,9 @@ impl IngestState {
         }
         let mut entry = self.start(&spec.id, owner, Some(source), sampling, kind);
         entry.untrusted = untrusted;
-        streams.insert(spec.id.clone(), Arc::new(entry));
-        Ok(())
+        let entry = Arc::new(entry);
+        streams.insert(spec.id.clone(), entry.clone());
+        Ok(entry)
     }
 
     /// Stops a stream and forgets it. Returns its last JSON, or `None` if unknown (or
@@ -571,16 +582,8 @@ async fn register(
         .await
         .expect("register task");
     match r {
-        Ok(()) => {
-            let entry = state
-                .streams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .cloned()
-                .expect("just registered");
-            let mut resp =
-                (StatusCode::CREATED, Json(state.stream_json(&id, &entry))).into_response();
+        Ok(created) => {
+            let mut resp = (StatusCode::CREATED, Json(created)).into_response();
             if let Ok(loc) = format!("/v1/streams/{id}").parse() {
                 resp.headers_mut().insert(axum::http::header::LOCATION, loc);
             }
@@ -599,8 +602,8 @@ async fn register(
         ),
         Err(RegisterError::Refused) => error(
             StatusCode::BAD_REQUEST,
-            "source not allowed: give an rtmp, rtmps or srt URL (url) or an http(s) playlist \
-             (hls) on an address this service may reach",
+            "source not allowed: give an rtmp or srt URL (url) or an http(s) playlist (hls) \
+             on an address this service may reach",
         ),
     }
 }

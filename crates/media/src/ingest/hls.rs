@@ -58,9 +58,10 @@ impl HlsConfig {
         }
     }
 
-    /// Whether the playlist is a local file (then its URIs may be local files too).
+    /// Whether the playlist is a local file (then its URIs may be local files too):
+    /// never for a stream under a policy (registered through the API).
     fn local(&self) -> bool {
-        !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+        self.policy.is_none() && url::Url::parse(&self.url).map_or(true, |u| u.scheme() == "file")
     }
 }
 

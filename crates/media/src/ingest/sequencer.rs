@@ -120,9 +120,27 @@ impl<T> Sequencer<T> {
             if seq - next < self.window {
                 return Intake::Held;
             }
-            // Too far ahead: give up the missing numbers before the first held one.
-            let first = *self.held.keys().next().expect("just inserted");
-            return self.release_from(first, first - next);
+            // Too far ahead: give up missing numbers, releasing held runs from the
+            // smallest, until the new segment is within the window. Everything still
+            // held then lies inside the window, so at most `window` segments are held.
+            let mut segments = Vec::new();
+            let mut gap_before = None;
+            while self.held.contains_key(&seq) && seq - self.next.expect("started") >= self.window {
+                let first = *self.held.keys().next().expect("seq is held");
+                let gap = first - self.next.expect("started");
+                if let Intake::Released {
+                    segments: run,
+                    gap_before: g,
+                } = self.release_from(first, gap)
+                {
+                    gap_before.get_or_insert(g);
+                    segments.extend(run);
+                }
+            }
+            return Intake::Released {
+                segments,
+                gap_before: gap_before.unwrap_or(0),
+            };
         }
         self.held.insert(seq, segment);
         self.release_from(seq, 0)
@@ -232,6 +250,28 @@ mod tests {
         assert_eq!(s.push(MAX_SEQUENCE + 1, "!"), Intake::OutOfRange);
         assert_eq!(s.push(u64::MAX, "!"), Intake::OutOfRange);
         assert_eq!(s.stats().received, 5);
+    }
+
+    /// The attack from the security review: a segment just ahead of the expected one,
+    /// then one far ahead, repeated. Every far segment used to stay held for good.
+    #[test]
+    fn far_segments_are_never_held_beyond_the_window() {
+        let window = 4;
+        let mut s = Sequencer::new(window);
+        assert_eq!(released(s.push(0, "a")), (vec![0], 0));
+        let mut next = 1;
+        for k in 0..100u64 {
+            assert_eq!(s.push(next + 1, "near"), Intake::Held);
+            let far = (1 << 40) + k * 1000;
+            let (run, gap) = released(s.push(far, "far"));
+            // The near one is released after its gap of one; the far one too, after
+            // the numbers up to it were given up.
+            assert_eq!(run, vec![next + 1, far]);
+            assert_eq!(gap, 1);
+            assert!(s.held() < window as usize, "{} held", s.held());
+            next = far + 1;
+        }
+        assert_eq!(s.held(), 0);
     }
 
     #[test]
