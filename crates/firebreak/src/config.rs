@@ -68,6 +68,9 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// At most this many streams at once.
     pub max_streams: usize,
+    /// At most this many running streams per tenant (default: `max_streams`), so one
+    /// tenant cannot take every slot.
+    pub max_streams_per_tenant: Option<usize>,
 }
 
 impl Default for Server {
@@ -76,6 +79,7 @@ impl Default for Server {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 16 << 20,
             max_streams: 64,
+            max_streams_per_tenant: None,
         }
     }
 }
@@ -444,6 +448,9 @@ impl ServiceConfig {
         }
         if self.server.max_body_bytes == 0 {
             push("server.max_body_bytes", "must be above 0".into());
+        }
+        if self.server.max_streams_per_tenant == Some(0) {
+            push("server.max_streams_per_tenant", "must be above 0".into());
         }
         if self.server.max_streams == 0 {
             push("server.max_streams", "must be above 0".into());

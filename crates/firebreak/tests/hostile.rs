@@ -731,3 +731,32 @@ fn tenants_cannot_see_or_touch_each_others_streams_and_incidents() {
         ]
     );
 }
+
+/// One tenant could take every stream slot. Now each tenant runs at most
+/// `max_streams_per_tenant` streams: beyond it, 429 with `Retry-After`, and another
+/// tenant still gets a slot.
+#[test]
+fn one_tenant_cannot_take_every_slot() {
+    use support::{INGEST, OTHER};
+    let d = support::start("[server]\nmax_streams = 4\nmax_streams_per_tenant = 2\n");
+    // (status, Retry-After) of a one-byte first segment.
+    let put = |token: &str, id: &str| {
+        let r = ureq::put(&format!("{}/v1/streams/{id}/segments/0", d.base))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_bytes(b"x");
+        let r = match r {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        (r.status(), r.header("retry-after").map(str::to_owned))
+    };
+    assert_eq!(put(INGEST, "a1"), (200, None));
+    assert_eq!(put(INGEST, "a2"), (200, None));
+    assert_eq!(put(INGEST, "a3"), (429, Some("10".to_owned())));
+    // Segments of a running stream are still taken.
+    let (status, v) = d.call("PUT", "/v1/streams/a1/segments/1", Some(INGEST), b"y");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(put(OTHER, "b1"), (200, None));
+    let listed = d.get("/v1/streams", support::ADMIN);
+    assert_eq!(listed["streams"].as_array().unwrap().len(), 3, "{listed}");
+}

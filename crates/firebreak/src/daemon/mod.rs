@@ -240,6 +240,10 @@ impl Daemon {
             max_segment_bytes: config.server.max_body_bytes,
             reorder_window: config.ingest.reorder_window,
             max_streams: config.server.max_streams,
+            max_streams_per_tenant: config
+                .server
+                .max_streams_per_tenant
+                .unwrap_or(config.server.max_streams),
             sampling: parse_sampling(&config.ingest.sampling).expect("validated"),
             max_output: (config.ingest.max_frame[0], config.ingest.max_frame[1]),
             on_frame: Arc::new(move |f| frames_engine.on_frame(&f)),

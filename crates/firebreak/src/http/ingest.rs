@@ -75,6 +75,8 @@ pub struct IngestConfig {
     pub reorder_window: u64,
     /// At most this many streams at once.
     pub max_streams: usize,
+    /// At most this many running streams per tenant.
+    pub max_streams_per_tenant: usize,
     /// Default sampling.
     pub sampling: Sampling,
     /// Frames are scaled down to fit this.
@@ -127,6 +129,8 @@ enum PushError {
     Full,
     /// The id belongs to another tenant (answered as if it did not exist).
     Foreign,
+    /// The tenant runs its quota of streams.
+    Quota,
 }
 
 /// Why a stream cannot be registered.
@@ -142,6 +146,8 @@ pub enum RegisterError {
     FileForbidden,
     /// The source's scheme or address is not allowed (the detail is logged).
     Refused,
+    /// The tenant runs its quota of streams.
+    Quota,
 }
 
 /// The streams.
@@ -237,6 +243,9 @@ impl IngestState {
                 Err(PushError::Foreign)
             };
         }
+        if self.over_quota(&streams, owner) {
+            return Err(PushError::Quota);
+        }
         if streams.len() >= self.config.max_streams {
             evict_finished(&mut streams);
         }
@@ -246,6 +255,15 @@ impl IngestState {
         let entry = Arc::new(self.start(id, owner, None, self.config.sampling, "push"));
         streams.insert(id.to_owned(), entry.clone());
         Ok(entry)
+    }
+
+    /// Whether `owner` already runs its quota of streams.
+    fn over_quota(&self, streams: &HashMap<String, Arc<Entry>>, owner: &str) -> bool {
+        streams
+            .values()
+            .filter(|e| e.owner == owner && !e.stream.is_finished())
+            .count()
+            >= self.config.max_streams_per_tenant
     }
 
     /// Stream `id` if `tenant` may see it (`None`: an admin, any stream).
@@ -304,6 +322,8 @@ impl IngestState {
                 .map_err(refused)?;
             let mut hls = HlsConfig::new(url.clone());
             hls.policy = Some(net.clone());
+            // A caller's origin gets the same size limit as a pushed segment.
+            hls.max_bytes = hls.max_bytes.min(self.config.max_segment_bytes as u64);
             (Source::Hls(hls), "hls")
         } else if let Some(url) = &spec.url {
             let mut checked = net
@@ -343,6 +363,9 @@ impl IngestState {
             .is_some_and(|e| !e.stream.is_finished() || e.owner != owner)
         {
             return Err(RegisterError::Exists);
+        }
+        if self.over_quota(&streams, owner) {
+            return Err(RegisterError::Quota);
         }
         streams.remove(&spec.id);
         if streams.len() >= self.config.max_streams {
@@ -596,6 +619,7 @@ async fn register(
             .into_response(),
         Err(RegisterError::Exists) => error(StatusCode::CONFLICT, "this stream id is taken"),
         Err(RegisterError::Full) => error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
+        Err(RegisterError::Quota) => quota_exceeded(),
         Err(RegisterError::FileForbidden) => error(
             StatusCode::FORBIDDEN,
             "file sources are configured in the config file only",
@@ -656,6 +680,7 @@ async fn put_segment_in_span(
         Ok(p) => p,
         Err(PushError::Full) => return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
         Err(PushError::Foreign) => return error(StatusCode::NOT_FOUND, "no such stream"),
+        Err(PushError::Quota) => return quota_exceeded(),
     };
     pushed
         .last_segment_ms
@@ -698,6 +723,19 @@ async fn put_segment_in_span(
     };
     Json(json!({"stream": id, "sequence": seq, "result": result, "released": released, "gap_before": gap}))
         .into_response()
+}
+
+/// 429 with `Retry-After`: the tenant runs as many streams as it may.
+fn quota_exceeded() -> Response {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "this tenant runs as many streams as it may (server.max_streams_per_tenant)",
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("10"),
+    );
+    r
 }
 
 fn sequence_out_of_range() -> Response {
