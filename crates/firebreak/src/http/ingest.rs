@@ -243,14 +243,14 @@ impl IngestState {
                 Err(PushError::Foreign)
             };
         }
-        if self.over_quota(&streams, owner) {
-            return Err(PushError::Quota);
-        }
         if streams.len() >= self.config.max_streams {
             evict_finished(&mut streams);
         }
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(PushError::Full);
+        }
+        if self.over_quota(&streams, owner) {
+            return Err(PushError::Quota);
         }
         let entry = Arc::new(self.start(id, owner, None, self.config.sampling, "push"));
         streams.insert(id.to_owned(), entry.clone());
@@ -364,15 +364,15 @@ impl IngestState {
         {
             return Err(RegisterError::Exists);
         }
-        if self.over_quota(&streams, owner) {
-            return Err(RegisterError::Quota);
-        }
         streams.remove(&spec.id);
         if streams.len() >= self.config.max_streams {
             evict_finished(&mut streams);
         }
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(RegisterError::Full);
+        }
+        if self.over_quota(&streams, owner) {
+            return Err(RegisterError::Quota);
         }
         let mut entry = self.start(&spec.id, owner, Some(source), sampling, kind);
         entry.untrusted = untrusted;
