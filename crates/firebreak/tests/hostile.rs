@@ -760,3 +760,43 @@ fn one_tenant_cannot_take_every_slot() {
     let listed = d.get("/v1/streams", support::ADMIN);
     assert_eq!(listed["streams"].as_array().unwrap().len(), 3, "{listed}");
 }
+
+/// Names of the daemon's threads (`/proc/PID/task/*/comm`, 15 characters at most).
+fn thread_names(d: &support::Daemon) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.child.id())).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect()
+}
+
+/// DELETE once returned before the stream's threads exited, so a register/delete loop
+/// piled up decoder and consumer threads (and an id could be reused while the old
+/// stream still ran). Now DELETE answers once they have exited.
+#[test]
+fn a_register_delete_loop_leaves_no_threads_behind() {
+    let d = support::start("[ingest]\nsource_allowlist = [\"127.0.0.1\"]\n");
+    // An RTMP pull that keeps reconnecting (nothing listens on the discard port).
+    let spec = r#"{"id":"churn","url":"rtmp://127.0.0.1:9/live/x"}"#;
+    for round in 0..20 {
+        let (status, v) = d.call(
+            "POST",
+            "/v1/streams",
+            Some(support::INGEST),
+            spec.as_bytes(),
+        );
+        assert_eq!(status, 201, "round {round}: {v}");
+        let (status, v) = d.call("DELETE", "/v1/streams/churn", Some(support::INGEST), b"");
+        assert_eq!(status, 200, "round {round}: {v}");
+        let left: Vec<String> = thread_names(&d)
+            .into_iter()
+            .filter(|n| n.ends_with("-churn"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "round {round}");
+    }
+    assert_eq!(
+        d.call("GET", "/v1/streams/churn", Some(support::READ), b"")
+            .0,
+        404
+    );
+}

@@ -117,6 +117,8 @@ struct Entry {
     untrusted: bool,
     /// When a segment last arrived (ms since the Unix epoch; the start, before any).
     last_segment_ms: std::sync::atomic::AtomicU64,
+    /// The thread handing the stream's frames to the detectors.
+    consumer: Mutex<Option<std::thread::JoinHandle<()>>>,
     sequencer: Mutex<Sequencer<Vec<u8>>>,
     feed: Mutex<Option<SegmentFeed>>,
     stream: LiveStream,
@@ -205,7 +207,7 @@ impl IngestState {
         let handler = self.config.on_frame.clone();
         let on_end = self.config.on_end.clone();
         let name = id.to_owned();
-        std::thread::Builder::new()
+        let consumer = std::thread::Builder::new()
             .name(format!("frames-{id}"))
             .spawn(move || {
                 // Every log line about this stream's frames carries its id.
@@ -230,6 +232,7 @@ impl IngestState {
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
             feed: Mutex::new(feed),
             stream,
+            consumer: Mutex::new(Some(consumer)),
         }
     }
 
@@ -381,22 +384,39 @@ impl IngestState {
         Ok(entry)
     }
 
-    /// Stops a stream and forgets it. Returns its last JSON, or `None` if unknown (or
-    /// not visible to `tenant`; `None` = an admin).
+    /// Stops a stream and forgets it once its threads have exited (blocking; 10 s at
+    /// most), so a register/delete loop cannot pile up threads and the id is free only
+    /// when nothing of the old stream runs. Returns its last JSON, or `None` if unknown
+    /// (or not visible to `tenant`; `None` = an admin).
     pub fn remove(&self, id: &str, tenant: Option<&str>) -> Option<Value> {
         let entry = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            if streams
+            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams
                 .get(id)
-                .is_none_or(|e| tenant.is_some_and(|t| e.owner != t))
-            {
-                return None;
-            }
-            streams.remove(id)?
+                .filter(|e| tenant.is_none_or(|t| e.owner == t))?
+                .clone()
         };
         let last = self.stream_json(id, &entry);
         entry.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
         entry.stream.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let consumer = entry
+            .consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        while std::time::Instant::now() < deadline
+            && !(entry.stream.is_finished() && consumer.as_ref().is_none_or(|c| c.is_finished()))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(c) = consumer.filter(|c| c.is_finished()) {
+            let _ = c.join();
+        }
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.get(id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            streams.remove(id);
+        }
         Some(last)
     }
 
@@ -637,7 +657,12 @@ async fn remove(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match state.remove(&id, caller.tenant_filter()) {
+    let tenant = caller.tenant_filter().map(str::to_owned);
+    let removed = tokio::task::spawn_blocking(move || state.remove(&id, tenant.as_deref()))
+        .await
+        .ok()
+        .flatten();
+    match removed {
         Some(last) => Json(last).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
