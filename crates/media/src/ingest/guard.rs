@@ -255,12 +255,19 @@ impl NetPolicy {
         if bad.is_empty() { Ok(policy) } else { Err(bad) }
     }
 
-    /// Whether `host` (as written in a URL) may be reached at `ip`.
+    /// Whether `host` (as written in a URL) may be reached at `ip`. Metadata and
+    /// unspecified addresses never are, whatever the allow-list says (a range such as
+    /// `100.64.0.0/10` or `169.254.0.0/16` would otherwise take a metadata address in).
     pub fn permits(&self, host: &str, ip: IpAddr) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        classify(ip).is_public()
-            || self.nets.iter().any(|n| n.contains(ip))
-            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        match classify(ip) {
+            AddressClass::Public => true,
+            AddressClass::Metadata | AddressClass::Unspecified => false,
+            _ => {
+                self.nets.iter().any(|n| n.contains(ip))
+                    || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            }
+        }
     }
 
     /// Resolves `host:port` and checks every address.
@@ -527,6 +534,26 @@ mod tests {
             refused(&allowing, "http://127.0.0.1/x", &hls),
             Refusal::Address {
                 class: AddressClass::Loopback,
+                ..
+            }
+        ));
+        // No allow-list entry opens the metadata or unspecified addresses.
+        let wide = NetPolicy::new(&[
+            "100.64.0.0/10".into(),
+            "169.254.0.0/16".into(),
+            "0.0.0.0/0".into(),
+            "169.254.169.254".into(),
+        ])
+        .unwrap();
+        assert!(wide.permits("carrier", ip("100.64.1.1")));
+        assert!(wide.permits("link", ip("169.254.1.1")));
+        for bad in ["100.100.100.200", "169.254.169.254", "0.0.0.0"] {
+            assert!(!wide.permits(bad, ip(bad)), "{bad}");
+        }
+        assert!(matches!(
+            refused(&wide, "http://169.254.169.254/latest/meta-data/", &hls),
+            Refusal::Address {
+                class: AddressClass::Metadata,
                 ..
             }
         ));
