@@ -113,24 +113,20 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
         let path = format!("/v1/streams/live-1/segments/{i}");
         assert_eq!(d.call("PUT", &path, Some(INGEST), part).0, 200);
     }
-    // Polled for 60 s; on a timeout the stream's counters and the escalation list are
-    // shown beside the log, to tell a daemon that did not escalate from a page that did
-    // not render.
-    let started = std::time::Instant::now();
-    let row = loop {
-        if let Some(row) = browser.find("#escalations tbody tr[data-id][data-tier=\"crisis\"]") {
-            break row;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            panic!(
-                "timed out waiting for the escalation row, without a reload\nstream: {}\nescalations: {}\n{}",
+    // On a timeout the stream's counters and the escalation list are shown beside the
+    // log, to tell a daemon that did not escalate from a page that did not render.
+    let row = d.wait_with(
+        "the escalation row, without a reload",
+        60,
+        || browser.find("#escalations tbody tr[data-id][data-tier=\"crisis\"]"),
+        || {
+            format!(
+                "stream: {}\nescalations: {}",
                 d.call("GET", "/v1/streams/live-1", Some(READ), b"").1,
-                d.call("GET", "/v1/escalations", Some(READ), b"").1,
-                d.stderr()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+                d.call("GET", "/v1/escalations", Some(READ), b"").1
+            )
+        },
+    );
     let listed = d.get("/v1/escalations", READ);
     let id = listed["escalations"][0]["id"].as_str().unwrap().to_owned();
     assert!(browser.text(&row).contains("live-1"));

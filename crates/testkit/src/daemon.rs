@@ -42,38 +42,28 @@ impl Drop for Daemon {
     }
 }
 
-/// The `[[auth.tokens]]` sections: [`INGEST`], [`OPERATOR`] and [`READ`] of tenant
-/// `platform` (one platform's ingest fleet, responders and viewers), [`ADMIN`] of
-/// tenant `ops`, and [`OTHER`] of tenant `other`.
+/// The test credentials: (tenant, token, scopes). [`INGEST`], [`OPERATOR`] and
+/// [`READ`] belong to tenant `platform` (one platform's ingest fleet, responders and
+/// viewers), [`ADMIN`] to `ops`, [`OTHER`] to a second platform.
+const TOKENS: [(&str, &str, &str); 5] = [
+    ("platform", INGEST, r#"["ingest"]"#),
+    ("platform", OPERATOR, r#"["operator"]"#),
+    ("platform", READ, r#"["read"]"#),
+    ("ops", ADMIN, r#"["admin"]"#),
+    ("other", OTHER, r#"["ingest", "operator"]"#),
+];
+
+/// The `[[auth.tokens]]` sections for [`TOKENS`].
 pub fn tokens_config() -> String {
-    format!(
-        r#"[[auth.tokens]]
-tenant = "platform"
-token_sha256 = "{i}"
-scopes = ["ingest"]
-[[auth.tokens]]
-tenant = "platform"
-token_sha256 = "{o}"
-scopes = ["operator"]
-[[auth.tokens]]
-tenant = "platform"
-token_sha256 = "{r}"
-scopes = ["read"]
-[[auth.tokens]]
-tenant = "ops"
-token_sha256 = "{a}"
-scopes = ["admin"]
-[[auth.tokens]]
-tenant = "other"
-token_sha256 = "{x}"
-scopes = ["ingest", "operator"]
-"#,
-        i = crate::sha256_hex(INGEST.as_bytes()),
-        o = crate::sha256_hex(OPERATOR.as_bytes()),
-        r = crate::sha256_hex(READ.as_bytes()),
-        a = crate::sha256_hex(ADMIN.as_bytes()),
-        x = crate::sha256_hex(OTHER.as_bytes()),
-    )
+    TOKENS
+        .iter()
+        .map(|(tenant, token, scopes)| {
+            format!(
+                "[[auth.tokens]]\ntenant = \"{tenant}\"\ntoken_sha256 = \"{}\"\nscopes = {scopes}\n",
+                crate::sha256_hex(token.as_bytes())
+            )
+        })
+        .collect()
 }
 
 /// The config every test starts from: three tokens, an HMAC tenant, the JSONL sink.
@@ -164,18 +154,32 @@ impl Daemon {
         v
     }
 
-    /// Polls `f` until it returns `Some`, for up to `secs` seconds.
-    pub fn wait<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    /// Polls `f` until it returns `Some`, for up to `secs` seconds; a timeout shows
+    /// the daemon's log.
+    pub fn wait<T>(&self, what: &str, secs: u64, f: impl FnMut() -> Option<T>) -> T {
+        self.wait_with(what, secs, f, String::new)
+    }
+
+    /// [`Daemon::wait`], showing `diagnose()` beside the log on a timeout.
+    pub fn wait_with<T>(
+        &self,
+        what: &str,
+        secs: u64,
+        mut f: impl FnMut() -> Option<T>,
+        diagnose: impl Fn() -> String,
+    ) -> T {
         let started = Instant::now();
         loop {
             if let Some(v) = f() {
                 return v;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(secs),
-                "timed out waiting for {what}\n{}",
-                self.stderr()
-            );
+            if started.elapsed() >= Duration::from_secs(secs) {
+                panic!(
+                    "timed out waiting for {what}\n{}\n{}",
+                    diagnose(),
+                    self.stderr()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -114,19 +114,15 @@ fn store(data: &Path) -> BankStore {
     BankStore::new(data.join("banks"))
 }
 
-/// Every bank in `dir`. A bank that cannot be read is reported (log and stderr) and
-/// skipped, so one corrupt file does not take matching down.
-pub fn load_banks_in(dir: &Path) -> Result<Vec<LoadedBank>> {
-    let set = BankStore::new(dir).load_all()?;
+/// Every bank in the data directory. A bank that cannot be read is reported (log and
+/// stderr) and skipped, so one corrupt file does not take matching down.
+fn load_all(data: &Path) -> Result<Vec<LoadedBank>> {
+    let set = store(data).load_all()?;
     for e in &set.skipped {
         tracing::error!(error = %e, "skipping unreadable bank");
         eprintln!("error: skipping bank: {e}");
     }
     Ok(set.banks)
-}
-
-fn load_all(data: &Path) -> Result<Vec<LoadedBank>> {
-    load_banks_in(store(data).dir())
 }
 
 /// Runs a `lists` subcommand.

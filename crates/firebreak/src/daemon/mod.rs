@@ -223,7 +223,7 @@ impl Daemon {
                     tenant: default_tenant.clone(),
                 },
             },
-            clock,
+            clock.clone(),
             detectors,
             policy,
             pipeline.clone(),
@@ -258,6 +258,7 @@ impl Daemon {
             on_start: Some(Arc::new(move |id, tenant| {
                 owner_engine.set_owner(id, tenant)
             })),
+            clock: clock.clone(),
         });
         for s in &config.streams {
             let owner = s.tenant.clone().unwrap_or_else(|| default_tenant.clone());

@@ -10,9 +10,10 @@
 //!
 //! Each stream's frames are processed on that stream's own consumer thread (never on
 //! the async runtime), under the stream's own lock, so streams run in parallel. The
-//! detectors (matcher and models) and the policy are swapped atomically on reload; a
-//! policy swap carries every stream's state over (`StreamState::adopt`). Wall time
-//! comes from the injected [`Clock`] (frames carry their own).
+//! detectors (matcher and models) and the policy are swapped atomically on reload;
+//! each stream adopts a swapped policy at its next frame, event or tick, carrying its
+//! state over (`StreamState::adopt`), so a swap never waits for a stream's detectors.
+//! Wall time comes from the injected [`Clock`] (frames carry their own).
 //!
 //! - [`detect`]: per-frame detection and each stream's state.
 //! - [`incidents`]: incidents by id, acknowledged and resolved by responders.
@@ -25,7 +26,7 @@ pub mod incidents;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -90,6 +91,10 @@ impl Slot {
         self.detect.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn owner(&self) -> Arc<str> {
+        self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn publish(&self, s: &StreamDetect, policy: &Policy) -> usize {
         let index = policy
             .config()
@@ -108,7 +113,7 @@ pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     detectors: ArcSwap<Detectors>,
-    policy: RwLock<Arc<Policy>>,
+    policy: ArcSwap<Policy>,
     streams: Mutex<HashMap<String, Arc<Slot>>>,
     incidents: Mutex<IncidentStore>,
     audit: AuditLog,
@@ -139,7 +144,7 @@ impl Engine {
             config,
             clock,
             detectors: ArcSwap::from_pointee(detectors),
-            policy: RwLock::new(Arc::new(Policy::new(policy))),
+            policy: ArcSwap::from_pointee(Policy::new(policy)),
             streams: Mutex::new(HashMap::new()),
             incidents: Mutex::new(IncidentStore::new()),
             events,
@@ -150,10 +155,7 @@ impl Engine {
 
     /// The current policy.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.policy.load_full()
     }
 
     /// Live updates for the dashboard: `(kind, data)`.
@@ -210,7 +212,7 @@ impl Engine {
     /// The tenant stream `id` belongs to (the producer's tenant if unknown).
     pub fn owner(&self, id: &str) -> Arc<str> {
         match self.slot(id) {
-            Some(slot) => slot.owner.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            Some(slot) => slot.owner(),
             None => Arc::from(self.config.producer.tenant.as_str()),
         }
     }
@@ -232,7 +234,6 @@ impl Engine {
             m.stage("decode")
                 .observe(frame.wall_ms.saturating_sub(arrival) as f64 / 1000.0);
         }
-        // The policy before the stream's lock: `set_policy` takes them in that order.
         let policy = self.policy();
         let stream = self.stream(&frame.stream_id, &policy);
         let mut s = stream.lock();
@@ -267,12 +268,8 @@ impl Engine {
         m.stream_tier
             .with_label_values(&[&frame.stream_id])
             .set(tier_index as i64);
-        self.emit(&policy, decisions, frame.arrival_ms);
-        let owner = stream
-            .owner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let owner = stream.owner();
+        self.emit(&policy, decisions, frame.arrival_ms, &owner);
         let _ = self.events.send((
             "stream",
             json!({"id": &*frame.stream_id, "tenant": &*owner, "tier_index": tier_index, "tier": tier_name(&policy, tier_index), "wall_ms": frame.wall_ms, "score": score}),
@@ -296,7 +293,7 @@ impl Engine {
         let decisions = s.state.on_event(&policy, event, self.now_ms());
         stream.publish(&s, &policy);
         drop(s);
-        self.emit(&policy, decisions, None);
+        self.emit(&policy, decisions, None, &stream.owner());
     }
 
     /// Lets quiet streams cool down (call every second or so), and forgets streams
@@ -324,18 +321,22 @@ impl Engine {
             let decisions = s.state.tick(&policy, now);
             stream.publish(&s, &policy);
             drop(s);
-            self.emit(&policy, decisions, None);
+            self.emit(&policy, decisions, None, &stream.owner());
         }
     }
 
-    fn emit(&self, policy: &Policy, decisions: Vec<Decision>, origin_ms: Option<u64>) {
+    /// Each decision (on a stream of tenant `owner`) into the outbox, the incidents
+    /// and the live feed.
+    fn emit(&self, policy: &Policy, decisions: Vec<Decision>, origin_ms: Option<u64>, owner: &str) {
+        if decisions.is_empty() {
+            return;
+        }
+        let producer = Producer {
+            worker_id: self.config.producer.worker_id.clone(),
+            tenant: owner.to_owned(),
+        };
         for d in decisions {
             let t = Instant::now();
-            let owner = self.owner(&d.stream_id);
-            let producer = Producer {
-                worker_id: self.config.producer.worker_id.clone(),
-                tenant: owner.to_string(),
-            };
             let event = cloud_event(&d, &producer);
             let bytes = serde_json::to_vec(&event).expect("json");
             match self.pipeline.accept_from(&d.stream_id, &bytes, origin_ms) {
@@ -352,7 +353,7 @@ impl Engine {
                 self.metrics.escalations.with_label_values(&[&d.tier]).inc();
             }
             tracing::info!(stream = %d.stream_id, incident = %d.incident_id, kind = ?d.kind, tier = %d.tier, rules = ?d.rules, "decision");
-            let esc = self.record(policy, &d, &owner);
+            let esc = self.record(policy, &d, owner);
             let _ = self
                 .events
                 .send(("escalation", serde_json::to_value(esc).expect("json")));
@@ -407,7 +408,7 @@ impl Engine {
     /// A stream's risk timeline, if `tenant` may see it (`None`: any).
     pub fn timeline(&self, id: &str, tenant: Option<&str>) -> Option<Vec<Point>> {
         let slot = self.slot(id)?;
-        if tenant.is_some_and(|t| **slot.owner.lock().unwrap_or_else(|e| e.into_inner()) != *t) {
+        if tenant.is_some_and(|t| *slot.owner() != *t) {
             return None;
         }
         let points = slot
@@ -432,7 +433,8 @@ impl Engine {
         (tier_name(&policy, index), index)
     }
 
-    /// Replaces the policy, carrying every stream's state over, and audit-logs it.
+    /// Replaces the policy (each stream adopts it lazily, carrying its state over) and
+    /// audit-logs it.
     pub fn set_policy(
         &self,
         config: PolicyConfig,
@@ -444,10 +446,7 @@ impl Engine {
         // Swapped at once; each stream adopts it at its next frame, event or tick (the
         // once-a-second tick adopts it everywhere), so a swap never waits for a
         // stream's detectors.
-        let old = std::mem::replace(
-            &mut *self.policy.write().unwrap_or_else(|e| e.into_inner()),
-            new.clone(),
-        );
+        let old = self.policy.swap(new.clone());
         let old_v = toml::to_string(old.config()).unwrap_or_default();
         let new_v = toml::to_string(new.config()).unwrap_or_default();
         self.audit(

@@ -42,6 +42,7 @@ use firebreak_media::ingest::{
 };
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use crate::config::{StreamSpec, parse_sampling, valid_stream_id};
 use crate::http::auth::Caller;
 use firebreak_media::ingest::guard::{NetPolicy, Refusal, system_resolve};
@@ -94,6 +95,8 @@ pub struct IngestConfig {
     pub idle_timeout: Duration,
     /// Told of every stream that starts: (stream id, owning tenant).
     pub on_start: Option<StartHandler>,
+    /// Wall time (idle pushed streams).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -228,7 +231,7 @@ impl IngestState {
             source: kind,
             owner: owner.to_owned(),
             untrusted: false,
-            last_segment_ms: std::sync::atomic::AtomicU64::new(now_ms()),
+            last_segment_ms: std::sync::atomic::AtomicU64::new(self.config.clock.now_ms()),
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
             feed: Mutex::new(feed),
             stream,
@@ -246,27 +249,38 @@ impl IngestState {
                 Err(PushError::Foreign)
             };
         }
-        if streams.len() >= self.config.max_streams {
-            evict_finished(&mut streams);
-        }
-        if streams.len() >= self.config.max_streams || !self.is_accepting() {
-            return Err(PushError::Full);
-        }
-        if self.over_quota(&streams, owner) {
-            return Err(PushError::Quota);
+        match self.admit(&mut streams, owner) {
+            Err(RegisterError::Quota) => return Err(PushError::Quota),
+            Err(_) => return Err(PushError::Full),
+            Ok(()) => {}
         }
         let entry = Arc::new(self.start(id, owner, None, self.config.sampling, "push"));
         streams.insert(id.to_owned(), entry.clone());
         Ok(entry)
     }
 
-    /// Whether `owner` already runs its quota of streams.
-    fn over_quota(&self, streams: &HashMap<String, Arc<Entry>>, owner: &str) -> bool {
-        streams
+    /// Whether a new stream of `owner` may start: room under the stream limit (after
+    /// forgetting finished streams if needed), intake open, and the tenant below its
+    /// quota of running streams.
+    fn admit(
+        &self,
+        streams: &mut HashMap<String, Arc<Entry>>,
+        owner: &str,
+    ) -> Result<(), RegisterError> {
+        if streams.len() >= self.config.max_streams {
+            evict_finished(streams);
+        }
+        if streams.len() >= self.config.max_streams || !self.is_accepting() {
+            return Err(RegisterError::Full);
+        }
+        let running = streams
             .values()
             .filter(|e| e.owner == owner && !e.stream.is_finished())
-            .count()
-            >= self.config.max_streams_per_tenant
+            .count();
+        if running >= self.config.max_streams_per_tenant {
+            return Err(RegisterError::Quota);
+        }
+        Ok(())
     }
 
     /// Stream `id` if `tenant` may see it (`None`: an admin, any stream).
@@ -281,12 +295,7 @@ impl IngestState {
     /// Starts pulling a stream from the config file (trusted: any source FFmpeg's
     /// protocol whitelist allows, local files included).
     pub fn register(&self, spec: &StreamSpec, owner: &str) -> Result<(), RegisterError> {
-        let issues = spec.issues("stream");
-        if !issues.is_empty() {
-            return Err(RegisterError::Invalid(
-                issues.iter().map(ToString::to_string).collect(),
-            ));
-        }
+        validate(spec)?;
         let (source, kind) = if let Some(url) = &spec.hls {
             (Source::Hls(HlsConfig::new(url.clone())), "hls")
         } else if let Some(url) = &spec.url {
@@ -309,12 +318,7 @@ impl IngestState {
         spec: &StreamSpec,
         owner: &str,
     ) -> Result<Value, RegisterError> {
-        let issues = spec.issues("stream");
-        if !issues.is_empty() {
-            return Err(RegisterError::Invalid(
-                issues.iter().map(ToString::to_string).collect(),
-            ));
-        }
+        validate(spec)?;
         let refused = |r: Refusal| {
             tracing::warn!(stream = %spec.id, refusal = %r, "stream registration refused");
             RegisterError::Refused
@@ -368,15 +372,7 @@ impl IngestState {
             return Err(RegisterError::Exists);
         }
         streams.remove(&spec.id);
-        if streams.len() >= self.config.max_streams {
-            evict_finished(&mut streams);
-        }
-        if streams.len() >= self.config.max_streams || !self.is_accepting() {
-            return Err(RegisterError::Full);
-        }
-        if self.over_quota(&streams, owner) {
-            return Err(RegisterError::Quota);
-        }
+        self.admit(&mut streams, owner)?;
         let mut entry = self.start(&spec.id, owner, Some(source), sampling, kind);
         entry.untrusted = untrusted;
         let entry = Arc::new(entry);
@@ -445,7 +441,7 @@ impl IngestState {
     /// Ends the pushed streams that received no segment for `idle_timeout` (blocking:
     /// the segments they still hold are handed to their decoders). Returns their ids.
     pub fn end_idle(&self) -> Vec<String> {
-        let now = now_ms();
+        let now = self.config.clock.now_ms();
         let limit = self.config.idle_timeout.as_millis() as u64;
         let idle: Vec<(String, Arc<Entry>)> = self
             .streams
@@ -492,12 +488,9 @@ impl IngestState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .stats();
-        let last_frame_ms = st.since_last_frame_ms.map(|since| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-                .saturating_sub(since)
-        });
+        let last_frame_ms = st
+            .since_last_frame_ms
+            .map(|since| self.config.clock.now_ms().saturating_sub(since));
         let mut v = json!({
             "id": id,
             "tenant": p.owner,
@@ -538,6 +531,18 @@ impl IngestState {
             a(id, &mut v);
         }
         v
+    }
+}
+
+/// A stream spec's problems, every one.
+fn validate(spec: &StreamSpec) -> Result<(), RegisterError> {
+    let issues = spec.issues("stream");
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(RegisterError::Invalid(
+            issues.iter().map(ToString::to_string).collect(),
+        ))
     }
 }
 
@@ -707,9 +712,10 @@ async fn put_segment_in_span(
         Err(PushError::Foreign) => return error(StatusCode::NOT_FOUND, "no such stream"),
         Err(PushError::Quota) => return quota_exceeded(),
     };
-    pushed
-        .last_segment_ms
-        .store(now_ms(), std::sync::atomic::Ordering::Release);
+    pushed.last_segment_ms.store(
+        state.config.clock.now_ms(),
+        std::sync::atomic::Ordering::Release,
+    );
     let Some(feed) = pushed
         .feed
         .lock()
@@ -790,12 +796,6 @@ fn end_pushed(entry: &Entry) -> Option<usize> {
         }
     }
     Some(n)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn end(
