@@ -56,6 +56,9 @@ pub struct ServiceConfig {
     pub outbox: Outbox,
     /// Streams pulled from the start (more can be registered through the API).
     pub streams: Vec<StreamSpec>,
+    /// The file this was loaded from (SIGHUP reads it again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -71,6 +74,37 @@ pub struct Server {
     /// At most this many running streams per tenant (default: `max_streams`), so one
     /// tenant cannot take every slot.
     pub max_streams_per_tenant: Option<usize>,
+    /// Open connections at most; one more is closed at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (after connecting, or after
+    /// the previous answer on a kept-alive connection).
+    pub header_timeout_secs: f64,
+    /// Seconds a client has to send a request's whole body (408 after).
+    pub body_timeout_secs: f64,
+    /// Authenticated requests per second per tenant, sustained (429 beyond).
+    pub tenant_requests_per_sec: f64,
+    /// Requests a tenant may make in a burst above the sustained rate.
+    pub tenant_request_burst: u32,
+    /// Failed authentications per minute from one client address before that address
+    /// is answered 429 for a minute without checking.
+    pub auth_failures_per_minute: u32,
+    /// Serve `/metrics` on this address only (an internal listener, no credentials);
+    /// when unset, `/metrics` on the main listener needs a credential with the `read`
+    /// or `metrics` scope.
+    pub metrics_listen: Option<String>,
+    /// HTTPS on the main listener (for deployments without a terminating proxy); the
+    /// certificate is reloaded on SIGHUP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[server.tls]`: PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for Server {
@@ -80,6 +114,14 @@ impl Default for Server {
             max_body_bytes: 16 << 20,
             max_streams: 64,
             max_streams_per_tenant: None,
+            max_connections: 1024,
+            header_timeout_secs: 10.0,
+            body_timeout_secs: 60.0,
+            tenant_requests_per_sec: 200.0,
+            tenant_request_burst: 400,
+            auth_failures_per_minute: 30,
+            metrics_listen: None,
+            tls: None,
         }
     }
 }
@@ -138,7 +180,7 @@ pub struct HmacSpec {
 }
 
 /// The scopes a credential can carry.
-pub const SCOPES: [&str; 4] = ["ingest", "operator", "read", "admin"];
+pub const SCOPES: [&str; 5] = ["ingest", "operator", "read", "admin", "metrics"];
 
 /// `[ingest]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -368,7 +410,9 @@ impl ServiceConfig {
             }]
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base)
+        let mut config = Self::parse(&text, base)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     fn resolve(&mut self, base: &Path) {
@@ -389,6 +433,10 @@ impl ServiceConfig {
         }
         if let Some(f) = self.sink.path.as_mut() {
             abs(f);
+        }
+        if let Some(t) = self.server.tls.as_mut() {
+            abs(&mut t.cert);
+            abs(&mut t.key);
         }
         for s in &mut self.streams {
             if let Some(f) = s.file.as_mut() {
@@ -454,6 +502,43 @@ impl ServiceConfig {
         }
         if self.server.max_streams == 0 {
             push("server.max_streams", "must be above 0".into());
+        }
+        if self.server.max_connections == 0 {
+            push("server.max_connections", "must be above 0".into());
+        }
+        for (key, v) in [
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
+            (
+                "server.tenant_requests_per_sec",
+                self.server.tenant_requests_per_sec,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+                push(key, format!("{v}: must be above 0 (and at most 1e6)"));
+            }
+        }
+        if self.server.tenant_request_burst == 0 {
+            push("server.tenant_request_burst", "must be above 0".into());
+        }
+        if self.server.auth_failures_per_minute == 0 {
+            push("server.auth_failures_per_minute", "must be above 0".into());
+        }
+        if let Some(m) = &self.server.metrics_listen
+            && m.parse::<SocketAddr>().is_err()
+        {
+            push(
+                "server.metrics_listen",
+                format!("{m:?} is not an address like 127.0.0.1:9090"),
+            );
+        }
+        if let Some(tls) = &self.server.tls
+            && let Err(e) = crate::http::server::load_tls(&tls.cert, &tls.key)
+        {
+            push("server.tls", e);
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             push(

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Escalations that could not enter the outbox.
     pub accept_errors: IntCounter,
+    /// Connections closed at once because the server had `max_connections` open.
+    pub connections_refused: IntCounter,
+    /// Requests answered 429, by limit (`tenant_rate`, `auth_failures`, `feeder_busy`).
+    pub throttled: IntCounterVec,
 }
 
 impl Metrics {
@@ -122,6 +126,19 @@ impl Metrics {
                 "Escalations that could not be written to the outbox.",
             )
             .unwrap(),
+            connections_refused: IntCounter::new(
+                "firebreak_connections_refused_total",
+                "Connections closed at once because the server had max_connections open.",
+            )
+            .unwrap(),
+            throttled: IntCounterVec::new(
+                Opts::new(
+                    "firebreak_throttled_total",
+                    "Requests answered 429, by limit.",
+                ),
+                &["limit"],
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -136,6 +153,8 @@ impl Metrics {
         r.register(Box::new(m.http_requests.clone())).unwrap();
         r.register(Box::new(m.auth_failures.clone())).unwrap();
         r.register(Box::new(m.accept_errors.clone())).unwrap();
+        r.register(Box::new(m.connections_refused.clone())).unwrap();
+        r.register(Box::new(m.throttled.clone())).unwrap();
         for s in STAGES {
             m.stage_seconds.with_label_values(&[s]);
         }

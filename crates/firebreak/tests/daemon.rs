@@ -177,12 +177,11 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
 
     // Metrics saw it.
     let (status, _) = d.call("GET", "/metrics", None, b"");
-    assert_eq!(status, 200);
-    let text = ureq::get(&format!("{}/metrics", d.base))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    assert_eq!(
+        status, 401,
+        "metrics need a credential on the main listener"
+    );
+    let text = d.metrics();
     assert!(
         text.contains("firebreak_escalations_total{tier=\"crisis\"} 1"),
         "{text}"
@@ -248,9 +247,13 @@ fn signed_twice(
 fn credentials_scopes_and_body_limits() {
     let d = support::start("[server]\nmax_body_bytes = 65536\n");
     // Open routes.
-    for path in ["/healthz", "/readyz", "/metrics", "/"] {
+    for path in ["/healthz", "/readyz", "/"] {
         assert_eq!(d.call("GET", path, None, b"").0, 200, "{path}");
     }
+    // Metrics name every stream: a credential with the read (or metrics) scope.
+    assert_eq!(d.call("GET", "/metrics", None, b"").0, 401);
+    assert_eq!(d.call("GET", "/metrics", Some(INGEST), b"").0, 403);
+    assert_eq!(d.call("GET", "/metrics", Some(READ), b"").0, 200);
     // Nothing under /v1 without credentials; wrong tokens are refused.
     assert_eq!(d.call("GET", "/v1/streams", None, b"").0, 401);
     assert_eq!(d.call("GET", "/v1/streams", Some("nope"), b"").0, 401);
@@ -333,11 +336,7 @@ fn credentials_scopes_and_body_limits() {
         "the partner has no operator scope"
     );
     // The daemon counted the refusals.
-    let text = ureq::get(&format!("{}/metrics", d.base))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let text = d.metrics();
     assert!(text.contains("firebreak_auth_failures_total{reason=\"scope\"}"));
     assert!(text.contains("firebreak_auth_failures_total{reason=\"bad_signature\"}"));
     assert!(text.contains("firebreak_auth_failures_total{reason=\"replay\"} 1"));

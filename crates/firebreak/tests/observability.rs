@@ -23,7 +23,10 @@ impl Drop for Killed {
 
 #[test]
 fn prometheus_scrapes_the_daemon() {
-    let d = support::start("[ingest]\nsampling = \"2/s\"\n");
+    // Scraped on the internal metrics listener, which needs no credentials.
+    let d = support::start(
+        "[server]\nmetrics_listen = \"127.0.0.1:0\"\n[ingest]\nsampling = \"2/s\"\n",
+    );
     // Some frames, so the counters move.
     let clip = d.dir.path().join("clip.ts");
     support::encode("testsrc2=size=320x240:rate=25", 4, 25, &clip);
@@ -40,7 +43,14 @@ fn prometheus_scrapes_the_daemon() {
     d.wait_state("cam", "ended");
 
     let dir = tempfile::tempdir().unwrap();
-    let target = d.base.trim_start_matches("http://");
+    let metrics_url = d
+        .metrics_url
+        .clone()
+        .expect("the metrics listener's address");
+    let target = metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
@@ -124,11 +134,7 @@ fn dashboards_and_alerts_use_only_defined_metrics() {
     );
     // And the running daemon exports the plain (unlabelled) ones.
     let d = support::start("");
-    let text = ureq::get(&format!("{}/metrics", d.base))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let text = d.metrics();
     for name in [
         "firebreak_frames_sampled_total",
         "firebreak_outbox_depth",

@@ -33,6 +33,9 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     /// The config file.
     pub config: PathBuf,
+    /// `http://127.0.0.1:PORT/metrics` of the internal metrics listener, when the config
+    /// sets `server.metrics_listen`.
+    pub metrics_url: Option<String>,
 }
 
 impl Drop for Daemon {
@@ -113,6 +116,17 @@ pub fn start_in(bin: &Path, dir: tempfile::TempDir, extra: &str) -> Daemon {
     let mut line = String::new();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     stdout.read_line(&mut line).unwrap();
+    let mut metrics_url = None;
+    if extra.contains("metrics_listen") {
+        let mut next = String::new();
+        while stdout.read_line(&mut next).unwrap_or(0) > 0 {
+            if let Some(url) = next.trim().strip_prefix("metrics: ") {
+                metrics_url = Some(url.to_owned());
+                break;
+            }
+            next.clear();
+        }
+    }
     // Keep reading what it prints, as a terminal would.
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let Some(base) = line.trim().strip_prefix("listening on ") else {
@@ -124,6 +138,7 @@ pub fn start_in(bin: &Path, dir: tempfile::TempDir, extra: &str) -> Daemon {
         child,
         dir,
         config,
+        metrics_url,
     }
 }
 
@@ -131,6 +146,16 @@ impl Daemon {
     /// The data directory.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// `/metrics` of the main listener, scraped with the read token.
+    pub fn metrics(&self) -> String {
+        ureq::get(&format!("{}/metrics", self.base))
+            .set("Authorization", &format!("Bearer {READ}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
     }
 
     /// What it logged so far.

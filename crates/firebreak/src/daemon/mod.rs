@@ -37,8 +37,9 @@ use crate::clock::{self, Clock};
 use crate::config::{Issue, ServiceConfig, parse_sampling};
 use crate::engine::{Detectors, Engine, EngineConfig};
 use crate::http::api::{ApiState, Reloader};
-use crate::http::auth::Authenticator;
+use crate::http::auth::{Authenticator, Denied, RateLimits};
 use crate::http::ingest::{IngestConfig, IngestState};
+use crate::http::server::{Limits, Tls};
 use crate::metrics::Metrics;
 
 /// `firebreak config check FILE`.
@@ -144,6 +145,8 @@ pub struct Daemon {
     sink: AnySink,
     reload: Reloader,
     router: Router,
+    tls: Option<Tls>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -268,17 +271,89 @@ impl Daemon {
         }
 
         let auth = Arc::new(
-            Authenticator::new(&config.auth, config.server.max_body_bytes, metrics.clone())
-                .map_err(|e| anyhow!(e))?,
+            Authenticator::new(
+                &config.auth,
+                config.server.max_body_bytes,
+                RateLimits {
+                    tenant_per_sec: config.server.tenant_requests_per_sec,
+                    tenant_burst: config.server.tenant_request_burst,
+                    auth_failures_per_minute: config.server.auth_failures_per_minute,
+                },
+                metrics.clone(),
+            )
+            .map_err(|e| anyhow!(e))?,
         );
+        {
+            let engine = engine.clone();
+            auth.on_denied(Arc::new(move |d: Denied| {
+                let engine = engine.clone();
+                let at = engine.now_ms();
+                // The audit log syncs to disk: never on the runtime.
+                tokio::task::spawn_blocking(move || {
+                    let who = format!("{}@{}", d.tenant.as_deref().unwrap_or("anonymous"), d.peer);
+                    engine.audit_at(
+                        at,
+                        &who,
+                        "auth.denied",
+                        &d.request,
+                        Value::Null,
+                        json!(d.reason),
+                    );
+                });
+            }));
+        }
+        let tls = match &config.server.tls {
+            Some(t) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(
+                crate::http::server::load_tls(&t.cert, &t.key).map_err(|e| anyhow!(e))?,
+            ))),
+            None => None,
+        };
         let reload_config = config.clone();
         let reload_engine = engine.clone();
+        let (reload_auth, reload_tls) = (auth.clone(), tls.clone());
         let reload: Reloader = Arc::new(move |who: &str| {
-            let policy = reload_config.load_policy()?;
-            let detectors = load_detectors(&reload_config)?;
+            // The config file again (credentials, certificate, policy and bank paths);
+            // everything else in it takes effect at the next start.
+            let config = match &reload_config.source {
+                Some(path) => ServiceConfig::load(path)?,
+                None => reload_config.clone(),
+            };
+            let policy = config.load_policy()?;
+            let detectors = load_detectors(&config)?;
+            let acceptor = match (&reload_tls, &config.server.tls) {
+                (Some(_), Some(t)) => {
+                    Some(crate::http::server::load_tls(&t.cert, &t.key).map_err(|e| {
+                        vec![Issue {
+                            path: "server.tls".into(),
+                            message: e,
+                        }]
+                    })?)
+                }
+                _ => None,
+            };
+            reload_auth.reload(&config.auth).map_err(|e| {
+                vec![Issue {
+                    path: "auth".into(),
+                    message: e,
+                }]
+            })?;
+            if let (Some(swap), Some(acceptor)) = (&reload_tls, acceptor) {
+                swap.store(Arc::new(acceptor));
+            }
             let banks = json!(detectors.banks);
             reload_engine.set_detectors(detectors, who);
             let version = reload_engine.set_policy(policy, who, "reload", "policy");
+            reload_engine.audit(
+                who,
+                "reload",
+                "credentials",
+                Value::Null,
+                json!({
+                    "tokens": config.auth.tokens.len(),
+                    "hmac": config.auth.hmac.len(),
+                    "certificate": config.server.tls.is_some(),
+                }),
+            );
             Ok(json!({"policy_version": version, "banks": banks}))
         });
         let api = Arc::new(ApiState {
@@ -302,7 +377,15 @@ impl Daemon {
             sink,
             reload,
             router,
+            tls,
+            metrics_listener: None,
         })
+    }
+
+    /// Also serves `/metrics`, without credentials, on `listener` (an internal address).
+    pub fn with_metrics_listener(mut self, listener: tokio::net::TcpListener) -> Daemon {
+        self.metrics_listener = Some(listener);
+        self
     }
 
     /// The detection engine.
@@ -344,6 +427,7 @@ impl Daemon {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let Daemon {
+            config,
             engine,
             ingest,
             api,
@@ -351,8 +435,15 @@ impl Daemon {
             metrics,
             sink,
             router,
+            tls,
+            metrics_listener,
             ..
         } = self;
+        let limits = Limits {
+            max_connections: config.server.max_connections,
+            header_timeout: Duration::from_secs_f64(config.server.header_timeout_secs),
+            body_timeout: Duration::from_secs_f64(config.server.body_timeout_secs),
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Delivery.
         let delivery = {
@@ -413,9 +504,31 @@ impl Daemon {
                 tracing::info!(undelivered = pipeline.depth(), "drained");
             }
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(drain)
-            .await?;
+        if let Some(l) = metrics_listener {
+            let scrape = {
+                let metrics = metrics.clone();
+                Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let metrics = metrics.clone();
+                        async move { crate::http::api::metrics_text(&metrics) }
+                    }),
+                )
+            };
+            let mut rx = stop_rx.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) =
+                    crate::http::server::serve(l, scrape, limits, None, metrics, stop).await
+                {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
+        crate::http::server::serve(listener, router, limits, tls, metrics, drain).await?;
         let _ = stop_tx.send(true);
         let _ = delivery.await;
         tracing::info!("stopped");
@@ -440,6 +553,12 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
     };
     init_tracing(&config);
     let listen = config.server.listen.clone();
+    let metrics_listen = config.server.metrics_listen.clone();
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let daemon = Daemon::build(config)?;
     let reload = daemon.reload.clone();
 
@@ -451,9 +570,23 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        let daemon = match &metrics_listen {
+            Some(m) => {
+                let l = tokio::net::TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("metrics listener on {m}"))?;
+                daemon.with_metrics_listener(l)
+            }
+            None => daemon,
+        };
         // Whoever started us may have stopped reading stdout: never fail on it.
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "listening on http://{addr}\ndashboard: http://{addr}/");
+        let _ = writeln!(out, "listening on {scheme}://{addr}\ndashboard: {scheme}://{addr}/");
+        if let Some(l) = &daemon.metrics_listener
+            && let Ok(m) = l.local_addr()
+        {
+            let _ = writeln!(out, "metrics: http://{m}/metrics");
+        }
         let _ = out.flush();
         tracing::info!(%addr, "firebreak running");
 

@@ -46,7 +46,11 @@ impl AuditLog {
             .create(true)
             .append(true)
             .open(&self.path)
-            .and_then(|mut f| writeln!(f, "{entry}").and_then(|()| f.sync_data()));
+            // One write per line: concurrent appends (O_APPEND) never interleave.
+            .and_then(|mut f| {
+                f.write_all(format!("{entry}\n").as_bytes())
+                    .and_then(|()| f.sync_data())
+            });
         if let Err(e) = written {
             tracing::error!(error = %e, path = %self.path.display(), "could not write the audit log");
         }

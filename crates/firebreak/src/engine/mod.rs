@@ -545,6 +545,20 @@ impl Engine {
             .append(self.now_ms(), who, action, target, old, new);
     }
 
+    /// [`Engine::audit`] for something that happened at wall time `at_ms` (written
+    /// later, off the async runtime).
+    pub fn audit_at(
+        &self,
+        at_ms: u64,
+        who: &str,
+        action: &str,
+        target: &str,
+        old: Value,
+        new: Value,
+    ) {
+        self.audit.append(at_ms, who, action, target, old, new);
+    }
+
     /// The audit entries kept in memory, oldest first: those made by `tenant`
     /// (`None`: everyone's).
     pub fn audit_entries(&self, tenant: Option<&str>) -> Vec<Value> {

@@ -111,9 +111,14 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
+    metrics_text(&s.metrics)
+}
+
+/// The Prometheus text exposition of `metrics`.
+pub fn metrics_text(metrics: &crate::metrics::Metrics) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }
@@ -254,12 +259,35 @@ async fn timeline(
     }
 }
 
-async fn policy(State(s): State<Arc<ApiState>>) -> Json<Value> {
+async fn policy(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let p = s.engine.policy();
+    // Every tenant runs under the policy and sees its history; who changed it (an
+    // administrator's identity) only administrators see.
+    let history = s
+        .engine
+        .audit_entries(None)
+        .into_iter()
+        .filter(|e| {
+            e["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("policy"))
+        })
+        .map(|mut e| {
+            if !caller.is_admin()
+                && let Some(o) = e.as_object_mut()
+            {
+                o.remove("who");
+            }
+            e
+        })
+        .collect::<Vec<_>>();
     Json(json!({
         "version": p.version(),
         "toml": toml::to_string(p.config()).unwrap_or_default(),
-        "audit": s.engine.audit_entries(None).into_iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("policy"))).collect::<Vec<_>>(),
+        "audit": history,
     }))
 }
 

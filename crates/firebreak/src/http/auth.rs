@@ -9,13 +9,26 @@
 //!   HMAC-SHA256(secret, METHOD "\n" PATH?QUERY "\n" TIMESTAMP "\n" hex(sha256(BODY))).
 //!   A signature is accepted once: a replay within the time window answers 401.
 //!
-//! Scopes: `ingest` (push and register streams), `operator` (policy, acknowledge,
-//! resolve, reload, audit; implies `read`), `read` (streams, escalations, events,
-//! policy). Only `/`, `/healthz`, `/readyz` and `/metrics` are open. Missing or wrong
-//! credentials answer 401, a valid credential without the scope 403, a body over the
-//! limit 413.
+//! Scopes: `ingest` (push and register streams), `operator` (acknowledge, resolve,
+//! audit; implies `read`), `admin` (policy, reload, every tenant; implies `operator`),
+//! `read` (streams, escalations, events, policy; implies `metrics`), `metrics`
+//! (`/metrics` only, for a Prometheus scraper). Only `/`, `/healthz` and `/readyz` are
+//! open (and `/metrics` on the internal metrics listener, when one is configured).
+//! Missing or wrong credentials answer 401, a valid credential without the scope 403,
+//! a body over the limit 413.
+//!
+//! Limits: a tenant beyond its request rate is answered 429 with `Retry-After`; a
+//! client address with too many failed authentications in a minute is answered 429
+//! without being checked, for the rest of that minute. Every denied request (401, 403,
+//! the start of a throttle) is reported to the audit hook. Credentials can be replaced
+//! while serving ([`Authenticator::reload`], on SIGHUP).
 
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::extract::ConnectInfo;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -27,6 +40,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::Auth as AuthConfig;
+use crate::http::limits::{FailureThrottle, TokenBuckets};
 use crate::metrics::Metrics;
 
 /// Who made a request (for audit logs).
@@ -40,9 +54,11 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether the caller holds `scope` (admin implies operator, operator implies read).
+    /// Whether the caller holds `scope` (admin implies operator, operator implies read,
+    /// read implies metrics).
     pub fn has(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+            || (scope == "metrics" && self.has("read"))
             || (scope == "read" && self.has("operator"))
             || (scope == "operator" && self.has("admin"))
     }
@@ -79,21 +95,69 @@ struct HmacKey {
     scopes: Vec<String>,
 }
 
-/// The credentials the daemon accepts.
-pub struct Authenticator {
+/// The credentials in force (replaced whole on reload).
+struct Credentials {
     tokens: Vec<Token>,
     hmac: Vec<HmacKey>,
+}
+
+/// A refused request, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// The client address.
+    pub peer: IpAddr,
+    /// The tenant, when the credential was valid (403) or claimed (HMAC).
+    pub tenant: Option<String>,
+    /// `METHOD /path`.
+    pub request: String,
+    /// Why (`missing`, `bad_token`, `bad_signature`, `stale`, `replay`, `malformed`,
+    /// `scope`, `throttled`).
+    pub reason: &'static str,
+}
+
+/// Called for every denied request (the daemon appends it to the audit log, off the
+/// runtime).
+pub type DeniedHook = Arc<dyn Fn(Denied) + Send + Sync>;
+
+/// The request limits the authenticator applies.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Sustained requests per second per tenant.
+    pub tenant_per_sec: f64,
+    /// Burst per tenant.
+    pub tenant_burst: u32,
+    /// Failed authentications per minute per client address.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            tenant_per_sec: 200.0,
+            tenant_burst: 400,
+            auth_failures_per_minute: 30,
+        }
+    }
+}
+
+/// The credentials the daemon accepts, and the limits on using them.
+pub struct Authenticator {
+    credentials: ArcSwap<Credentials>,
     max_body: usize,
     metrics: Metrics,
     /// Signatures accepted within the time window, with their timestamps.
-    seen: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    seen: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    rate: Mutex<TokenBuckets<String>>,
+    failures: Mutex<FailureThrottle<IpAddr>>,
+    on_denied: OnceLock<DeniedHook>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.credentials.load();
         f.debug_struct("Authenticator")
-            .field("tokens", &self.tokens.len())
-            .field("hmac", &self.hmac.len())
+            .field("tokens", &c.tokens.len())
+            .field("hmac", &c.hmac.len())
             .finish_non_exhaustive()
     }
 }
@@ -119,8 +183,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Which scope a route needs; `None` = open.
 fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
-    if matches!(path, "/" | "/healthz" | "/readyz" | "/metrics") {
+    if matches!(path, "/" | "/healthz" | "/readyz") {
         return None;
+    }
+    if path == "/metrics" {
+        return Some("metrics");
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match (method, segs.as_slice()) {
@@ -148,48 +215,80 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     r
 }
 
+/// Reads the credentials of `config`; HMAC secrets come from their environment
+/// variables (a missing one is an error naming it).
+fn credentials(config: &AuthConfig) -> Result<Credentials, String> {
+    let mut tokens = Vec::new();
+    for t in &config.tokens {
+        let bytes = unhex(&t.token_sha256.to_ascii_lowercase())
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("auth token for {}: bad sha256", t.tenant))?;
+        tokens.push(Token {
+            sha256: bytes.try_into().expect("32 bytes"),
+            tenant: t.tenant.clone(),
+            scopes: t.scopes.clone(),
+        });
+    }
+    let mut hmac = Vec::new();
+    for h in &config.hmac {
+        let secret = std::env::var(&h.secret_env).map_err(|_| {
+            format!(
+                "auth.hmac for {}: environment variable {} is not set",
+                h.tenant, h.secret_env
+            )
+        })?;
+        hmac.push(HmacKey {
+            tenant: h.tenant.clone(),
+            secret: secret.into_bytes(),
+            scopes: h.scopes.clone().unwrap_or_else(|| vec!["ingest".into()]),
+        });
+    }
+    Ok(Credentials { tokens, hmac })
+}
+
 impl Authenticator {
-    /// From the config; HMAC secrets are read from their environment variables (a
-    /// missing one is an error naming it).
-    pub fn new(config: &AuthConfig, max_body: usize, metrics: Metrics) -> Result<Self, String> {
-        let mut tokens = Vec::new();
-        for t in &config.tokens {
-            let bytes = unhex(&t.token_sha256.to_ascii_lowercase())
-                .filter(|b| b.len() == 32)
-                .ok_or_else(|| format!("auth token for {}: bad sha256", t.tenant))?;
-            tokens.push(Token {
-                sha256: bytes.try_into().expect("32 bytes"),
-                tenant: t.tenant.clone(),
-                scopes: t.scopes.clone(),
-            });
-        }
-        let mut hmac = Vec::new();
-        for h in &config.hmac {
-            let secret = std::env::var(&h.secret_env).map_err(|_| {
-                format!(
-                    "auth.hmac for {}: environment variable {} is not set",
-                    h.tenant, h.secret_env
-                )
-            })?;
-            hmac.push(HmacKey {
-                tenant: h.tenant.clone(),
-                secret: secret.into_bytes(),
-                scopes: h.scopes.clone().unwrap_or_else(|| vec!["ingest".into()]),
-            });
-        }
+    /// From the config (see [`Authenticator::reload`] for the credentials).
+    pub fn new(
+        config: &AuthConfig,
+        max_body: usize,
+        limits: RateLimits,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         Ok(Authenticator {
-            tokens,
-            hmac,
+            credentials: ArcSwap::from_pointee(credentials(config)?),
             max_body,
             metrics,
             seen: Default::default(),
+            rate: Mutex::new(TokenBuckets::new(
+                limits.tenant_per_sec,
+                limits.tenant_burst,
+            )),
+            failures: Mutex::new(FailureThrottle::new(
+                limits.auth_failures_per_minute,
+                Duration::from_secs(60),
+            )),
+            on_denied: OnceLock::new(),
         })
+    }
+
+    /// Replaces the credentials (tokens and HMAC keys) at once; on an error the old
+    /// ones stay. Requests in flight finish with the credentials they were checked with.
+    pub fn reload(&self, config: &AuthConfig) -> Result<(), String> {
+        self.credentials.store(Arc::new(credentials(config)?));
+        Ok(())
+    }
+
+    /// Sets the hook told about every denied request (once).
+    pub fn on_denied(&self, hook: DeniedHook) {
+        let _ = self.on_denied.set(hook);
     }
 
     fn bearer(&self, token: &str) -> Option<Caller> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Comparing digests, not tokens: timing reveals nothing about a valid token.
-        self.tokens
+        self.credentials
+            .load()
+            .tokens
             .iter()
             .find(|t| t.sha256 == digest)
             .map(|t| Caller {
@@ -199,13 +298,61 @@ impl Authenticator {
             })
     }
 
-    fn fail(&self, reason: &str, status: StatusCode, message: &str) -> Response {
+    /// Refuses a request: counted, reported to the audit hook, and (for a 401) counted
+    /// against the client address.
+    fn fail(
+        &self,
+        ctx: &Ctx,
+        tenant: Option<&str>,
+        reason: &'static str,
+        status: StatusCode,
+        message: &str,
+    ) -> Response {
         self.metrics
             .auth_failures
             .with_label_values(&[reason])
             .inc();
+        self.deny(ctx, tenant, reason);
+        if status == StatusCode::UNAUTHORIZED {
+            let reached = self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fail(&ctx.peer, Instant::now());
+            if reached {
+                tracing::warn!(peer = %ctx.peer, "too many failed authentications: throttled");
+                self.deny(ctx, None, "throttled");
+            }
+        }
         refuse(status, message)
     }
+
+    fn deny(&self, ctx: &Ctx, tenant: Option<&str>, reason: &'static str) {
+        tracing::warn!(target: "audit", peer = %ctx.peer, tenant, request = %ctx.request, reason, "request denied");
+        if let Some(hook) = self.on_denied.get() {
+            hook(Denied {
+                peer: ctx.peer,
+                tenant: tenant.map(str::to_owned),
+                request: ctx.request.clone(),
+                reason,
+            });
+        }
+    }
+}
+
+/// What the refusals of one request say about it.
+struct Ctx {
+    peer: IpAddr,
+    request: String,
+}
+
+/// 429 with `Retry-After`.
+fn throttled(seconds: u64, message: &str) -> Response {
+    let mut r = refuse(StatusCode::TOO_MANY_REQUESTS, message);
+    if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// The middleware: authenticates, checks the scope, limits the body.
@@ -214,6 +361,25 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
     let Some(scope) = required_scope(req.method(), &path) else {
         return next.run(req).await;
     };
+    let ctx = Ctx {
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        request: format!("{} {path}", req.method()),
+    };
+    let blocked = auth
+        .failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .blocked(&ctx.peer, Instant::now());
+    if let Some(secs) = blocked {
+        auth.metrics
+            .throttled
+            .with_label_values(&["auth_failures"])
+            .inc();
+        return throttled(secs, "too many failed authentications from this address");
+    }
     let (mut parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
@@ -240,6 +406,8 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             header_str("x-firebreak-timestamp").and_then(|t| t.parse::<u64>().ok()),
         ) else {
             return auth.fail(
+                &ctx,
+                None,
                 "malformed",
                 StatusCode::UNAUTHORIZED,
                 "signed requests need X-Firebreak-Tenant and X-Firebreak-Timestamp",
@@ -250,15 +418,24 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             .map_or(0, |d| d.as_secs());
         if now.abs_diff(ts) > 300 {
             return auth.fail(
+                &ctx,
+                Some(&tenant),
                 "stale",
                 StatusCode::UNAUTHORIZED,
                 "request timestamp is more than 300 s off",
             );
         }
+        let creds = auth.credentials.load_full();
         if unhex(&sig).is_none_or(|s| s.len() != 32)
-            || !auth.hmac.iter().any(|k| k.tenant == tenant)
+            || !creds.hmac.iter().any(|k| k.tenant == tenant)
         {
-            return auth.fail("bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
+            return auth.fail(
+                &ctx,
+                Some(&tenant),
+                "bad_signature",
+                StatusCode::UNAUTHORIZED,
+                "bad signature",
+            );
         }
         let bytes = match axum::body::to_bytes(body, auth.max_body).await {
             Ok(b) => b,
@@ -269,13 +446,19 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             .path_and_query()
             .map_or(path.as_str(), |p| p.as_str())
             .to_owned();
-        let found = auth.hmac.iter().filter(|k| k.tenant == tenant).find(|k| {
+        let found = creds.hmac.iter().filter(|k| k.tenant == tenant).find(|k| {
             let mut mac = Hmac::<Sha256>::new_from_slice(&k.secret).expect("any key length");
             mac.update(format!("{}\n{pq}\n{ts}\n{}", parts.method, sha256_hex(&bytes)).as_bytes());
             unhex(&sig).is_some_and(|s| mac.verify_slice(&s).is_ok())
         });
         let Some(key) = found else {
-            return auth.fail("bad_signature", StatusCode::UNAUTHORIZED, "bad signature");
+            return auth.fail(
+                &ctx,
+                Some(&tenant),
+                "bad_signature",
+                StatusCode::UNAUTHORIZED,
+                "bad signature",
+            );
         };
         {
             let mut seen = auth.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -283,7 +466,13 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             let sig = unhex(&sig).unwrap_or_default();
             if seen.insert(sig, ts).is_some() {
                 drop(seen);
-                return auth.fail("replay", StatusCode::UNAUTHORIZED, "replayed request");
+                return auth.fail(
+                    &ctx,
+                    Some(&tenant),
+                    "replay",
+                    StatusCode::UNAUTHORIZED,
+                    "replayed request",
+                );
             }
         }
         caller = Caller {
@@ -306,16 +495,42 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                     .flatten()
             });
         let Some(token) = token else {
-            return auth.fail("missing", StatusCode::UNAUTHORIZED, "credentials required");
+            return auth.fail(
+                &ctx,
+                None,
+                "missing",
+                StatusCode::UNAUTHORIZED,
+                "credentials required",
+            );
         };
         let Some(c) = auth.bearer(token.trim()) else {
-            return auth.fail("bad_token", StatusCode::UNAUTHORIZED, "unknown token");
+            return auth.fail(
+                &ctx,
+                None,
+                "bad_token",
+                StatusCode::UNAUTHORIZED,
+                "unknown token",
+            );
         };
         caller = c;
         body
     };
+    let limited = auth
+        .rate
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(&caller.tenant, Instant::now());
+    if let Err(secs) = limited {
+        auth.metrics
+            .throttled
+            .with_label_values(&["tenant_rate"])
+            .inc();
+        return throttled(secs, "request rate limit reached for this tenant");
+    }
     if !caller.has(scope) {
         return auth.fail(
+            &ctx,
+            Some(&caller.tenant),
             "scope",
             StatusCode::FORBIDDEN,
             &format!("this credential lacks the {scope} scope"),
@@ -331,7 +546,10 @@ mod tests {
 
     #[test]
     fn scopes_by_route() {
-        assert_eq!(required_scope(&Method::GET, "/metrics"), None);
+        assert_eq!(required_scope(&Method::GET, "/healthz"), None);
+        assert_eq!(required_scope(&Method::GET, "/metrics"), Some("metrics"));
+        assert!(Caller::new("a", "bearer", &["read"]).has("metrics"));
+        assert!(!Caller::new("a", "bearer", &["metrics"]).has("read"));
         assert_eq!(
             required_scope(&Method::PUT, "/v1/streams/a/segments/3"),
             Some("ingest")

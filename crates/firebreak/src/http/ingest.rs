@@ -124,6 +124,9 @@ struct Entry {
     consumer: Mutex<Option<std::thread::JoinHandle<()>>>,
     sequencer: Mutex<Sequencer<Vec<u8>>>,
     feed: Mutex<Option<SegmentFeed>>,
+    /// Held by the one request feeding this stream (sequencing and handing segments to
+    /// the decoder), so concurrent pushes cannot reach the decoder out of order.
+    feeding: Arc<tokio::sync::Mutex<()>>,
     stream: LiveStream,
 }
 
@@ -234,6 +237,7 @@ impl IngestState {
             last_segment_ms: std::sync::atomic::AtomicU64::new(self.config.clock.now_ms()),
             sequencer: Mutex::new(Sequencer::new(self.config.reorder_window)),
             feed: Mutex::new(feed),
+            feeding: Arc::new(tokio::sync::Mutex::new(())),
             stream,
             consumer: Mutex::new(Some(consumer)),
         }
@@ -711,6 +715,19 @@ async fn put_segment_in_span(
         Err(PushError::Full) => return error(StatusCode::SERVICE_UNAVAILABLE, "too many streams"),
         Err(PushError::Foreign) => return error(StatusCode::NOT_FOUND, "no such stream"),
         Err(PushError::Quota) => return quota_exceeded(),
+    };
+    // One feeder per stream: a second concurrent push is told to retry, not queued
+    // (the blocking pool it would wait in is shared with the whole daemon).
+    let Ok(_feeding) = pushed.feeding.clone().try_lock_owned() else {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "another segment of this stream is being fed; retry",
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return r;
     };
     pushed.last_segment_ms.store(
         state.config.clock.now_ms(),

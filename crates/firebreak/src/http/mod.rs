@@ -6,6 +6,8 @@
 pub mod api;
 pub mod auth;
 pub mod ingest;
+pub mod limits;
+pub mod server;
 
 use std::sync::{Arc, OnceLock};
 
