@@ -204,6 +204,50 @@ pub enum Refusal {
     },
 }
 
+/// `url` with its secrets replaced by `***`, for errors, logs and API answers: the
+/// user-info (user names and passwords), every query value (signed URLs, SRT
+/// `passphrase` and `streamid`), the fragment, and an RTMP URL's stream key (the last
+/// path segment after the application). A path without a scheme (a configured file) is
+/// returned as it is; an unparseable URL keeps only its scheme.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Ok(mut u) = url::Url::parse(url) else {
+        return format!("{scheme}://***");
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_password(None);
+        let _ = u.set_username("***");
+    }
+    if let Some(query) = u.query() {
+        // Keys stay (an operator sees which parameters there were); a part without a
+        // key could be a bare token and goes whole.
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|part| match part.split_once('=') {
+                Some((key, _)) => format!("{key}=***"),
+                None => "***".to_owned(),
+            })
+            .collect();
+        u.set_query(Some(&redacted.join("&")));
+    }
+    u.set_fragment(None);
+    if matches!(u.scheme(), "rtmp" | "rtmps") {
+        let segments: Vec<String> = u
+            .path_segments()
+            .map(|s| s.map(str::to_owned).collect())
+            .unwrap_or_default();
+        if segments.len() >= 2 {
+            let mut kept = segments[..segments.len() - 1].join("/");
+            kept.push_str("/***");
+            u.set_path(&kept);
+        }
+    }
+    // Percent-encoding of the placeholder is undone for readability.
+    u.to_string().replace("%2A%2A%2A", "***")
+}
+
 /// A URL that passed the check, with the addresses it may be reached at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedUrl {
@@ -365,6 +409,46 @@ impl ureq::Resolver for PolicyResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_urls_are_redacted() {
+        for (url, shown) in [
+            (
+                "rtmp://ingest.example/live/sk_live_8f3a9c",
+                "rtmp://ingest.example/live/***",
+            ),
+            (
+                "rtmps://user:hunter2@ingest.example:443/app/key?auth=abc",
+                "rtmps://***@ingest.example:443/app/***?auth=***",
+            ),
+            (
+                "srt://origin.example:9000?streamid=%23%21%3A%3Ar%3Dlive&passphrase=s3cret-pass",
+                "srt://origin.example:9000?streamid=***&passphrase=***",
+            ),
+            // An unencoded `#` starts the fragment: everything after it goes.
+            (
+                "srt://origin.example:9000?streamid=#!::r=live/cam,m=publish&passphrase=s3cret",
+                "srt://origin.example:9000?streamid=***",
+            ),
+            (
+                "https://cdn.example/hls/index.m3u8?Expires=1700000000&Signature=AbC~&Key-Pair-Id=K1",
+                "https://cdn.example/hls/index.m3u8?Expires=***&Signature=***&Key-Pair-Id=***",
+            ),
+            (
+                "https://cdn.example/a.m3u8#token",
+                "https://cdn.example/a.m3u8",
+            ),
+            (
+                "http://cdn.example/a.m3u8?opaque",
+                "http://cdn.example/a.m3u8?***",
+            ),
+            ("rtmp://ingest.example/app", "rtmp://ingest.example/app"),
+            ("/srv/clips/a.ts", "/srv/clips/a.ts"),
+            ("rtmp://[not a url/x", "rtmp://***"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
