@@ -30,7 +30,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 use tokio::sync::Notify;
 
 pub use kafka::{KafkaConfig, KafkaSink};
-pub use outbox::{Outbox, OutboxConfig, OutboxError, Record, Recovery};
+pub use outbox::{FileSync, Outbox, OutboxConfig, OutboxError, Record, Recovery, Syncer};
 
 /// How a delivery attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +51,12 @@ pub trait Sink: Send + Sync {
     ) -> impl std::future::Future<Output = Vec<Result<(), DeliveryError>>> + Send;
 }
 
-/// The embedded default sink: one JSON event per line, appended and synced.
+/// The embedded default sink: one JSON event per line, appended and synced on a
+/// blocking thread (never on the async runtime).
 #[derive(Debug)]
 pub struct JsonlSink {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    file: Arc<Mutex<std::fs::File>>,
 }
 
 impl JsonlSink {
@@ -64,7 +65,7 @@ impl JsonlSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(JsonlSink {
             path: path.to_owned(),
-            file: Mutex::new(file),
+            file: Arc::new(Mutex::new(file)),
         })
     }
 
@@ -76,19 +77,26 @@ impl JsonlSink {
 
 impl Sink for JsonlSink {
     async fn deliver(&self, records: &[Record]) -> Vec<Result<(), DeliveryError>> {
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let mut buf = Vec::new();
         for r in records {
             buf.extend_from_slice(&r.payload);
             buf.push(b'\n');
         }
-        match file.write_all(&buf).and_then(|()| file.sync_data()) {
-            Ok(()) => records.iter().map(|_| Ok(())).collect(),
-            Err(e) => vec![Err(DeliveryError::Retryable(format!(
-                "{}: {e}",
-                self.path.display()
-            )))],
-        }
+        let file = self.file.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            file.write_all(&buf).and_then(|()| file.sync_data())
+        })
+        .await;
+        let error = match written {
+            Ok(Ok(())) => return records.iter().map(|_| Ok(())).collect(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        vec![Err(DeliveryError::Retryable(format!(
+            "{}: {error}",
+            self.path.display()
+        )))]
     }
 }
 
@@ -168,7 +176,11 @@ pub struct Pipeline {
 
 #[derive(Debug)]
 struct Shared {
-    outbox: Mutex<Outbox>,
+    /// Shared by reference: writers queue inside it, readers never wait for them.
+    outbox: Outbox,
+    /// Held while reading the outbox's depth into the gauge, so the last setter
+    /// leaves the latest depth.
+    depth_gauge: Mutex<()>,
     /// Acceptance times of events accepted by this process, by sequence number.
     /// With the origin (media arrival, ms since the Unix epoch) when known.
     accepted_at: Mutex<std::collections::BTreeMap<u64, (Instant, Option<u64>)>>,
@@ -185,7 +197,8 @@ impl Pipeline {
         metrics.outbox_depth.set(outbox.depth() as i64);
         Pipeline {
             inner: Arc::new(Shared {
-                outbox: Mutex::new(outbox),
+                outbox,
+                depth_gauge: Mutex::new(()),
                 accepted_at: Mutex::new(Default::default()),
                 wake: Notify::new(),
                 metrics,
@@ -196,7 +209,8 @@ impl Pipeline {
     }
 
     /// Accepts an event: it is on disk when this returns. Blocking (an fsync): call it
-    /// from a blocking thread, or through `spawn_blocking` in async code.
+    /// from a blocking thread, or through `spawn_blocking` in async code. Nothing else
+    /// of the pipeline (its depth, the replayer) waits for that fsync.
     pub fn accept(&self, key: &str, payload: &[u8]) -> Result<u64, OutboxError> {
         self.accept_from(key, payload, None)
     }
@@ -209,8 +223,16 @@ impl Pipeline {
         payload: &[u8],
         origin_ms: Option<u64>,
     ) -> Result<u64, OutboxError> {
-        let mut outbox = self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = match outbox.append(key, payload) {
+        // The acceptance time is recorded before the replayer can see the event, so
+        // it cannot acknowledge the event before its acceptance time is known.
+        let appended = self.inner.outbox.append_then(key, payload, |seq| {
+            self.inner
+                .accepted_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(seq, (Instant::now(), origin_ms));
+        });
+        let seq = match appended {
             Ok(seq) => seq,
             Err(e) => {
                 if matches!(e, OutboxError::Full { .. }) {
@@ -220,17 +242,21 @@ impl Pipeline {
                 return Err(e);
             }
         };
-        self.inner.metrics.outbox_depth.set(outbox.depth() as i64);
-        // Recorded before the outbox lock is released, so the replayer cannot
-        // acknowledge the event before its acceptance time is known.
-        self.inner
-            .accepted_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(seq, (Instant::now(), origin_ms));
-        drop(outbox);
+        self.publish_depth();
         self.inner.wake.notify_one();
         Ok(seq)
+    }
+
+    fn publish_depth(&self) {
+        let _serial = self
+            .inner
+            .depth_gauge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.inner
+            .metrics
+            .outbox_depth
+            .set(self.inner.outbox.depth() as i64);
     }
 
     /// Starts keeping every decision-to-ack latency (for load tests; unbounded).
@@ -252,13 +278,9 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
-    /// Events accepted and not yet delivered.
+    /// Events accepted and not yet delivered. Never waits for a write.
     pub fn depth(&self) -> usize {
-        self.inner
-            .outbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .depth()
+        self.inner.outbox.depth()
     }
 
     /// The metrics.
@@ -277,10 +299,7 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let records: Vec<Record> = {
-                let outbox = self.inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
-                outbox.pending().take(batch.max(1)).cloned().collect()
-            };
+            let records = self.inner.outbox.pending(batch.max(1));
             if records.is_empty() {
                 tokio::select! {
                     () = self.inner.wake.notified() => continue,
@@ -293,6 +312,7 @@ impl Pipeline {
             };
             let mut done: Option<u64> = None;
             let mut retry = None;
+            let mut dead = Vec::new();
             for (record, result) in records.iter().zip(&results) {
                 match result {
                     Ok(()) => {
@@ -305,7 +325,7 @@ impl Pipeline {
                             .errors
                             .with_label_values(&["fatal"])
                             .inc();
-                        self.dead_letter(record, why);
+                        dead.push((record, why.as_str()));
                         done = Some(record.seq);
                     }
                     Err(DeliveryError::Retryable(why)) => {
@@ -322,6 +342,8 @@ impl Pipeline {
             if retry.is_none() && results.len() < records.len() {
                 retry = Some("sink stopped early".to_owned());
             }
+            // Dead letters are on disk before their events are acknowledged.
+            self.dead_letter(&dead).await;
             if let Some(seq) = done {
                 self.ack(seq).await;
             }
@@ -341,14 +363,10 @@ impl Pipeline {
 
     async fn ack(&self, seq: u64) {
         let inner = self.inner.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut outbox = inner.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            let r = outbox.ack(seq);
-            inner.metrics.outbox_depth.set(outbox.depth() as i64);
-            r
-        })
-        .await
-        .expect("ack task");
+        let result = tokio::task::spawn_blocking(move || inner.outbox.ack(seq))
+            .await
+            .expect("ack task");
+        self.publish_depth();
         if let Err(e) = result {
             // The events were delivered; failing to record it means they may be sent
             // again after a restart (dropped downstream by id), never lost.
@@ -382,22 +400,38 @@ impl Pipeline {
         }
     }
 
-    fn dead_letter(&self, record: &Record, why: &str) {
-        self.inner.metrics.dead_lettered.inc();
-        tracing::error!(seq = record.seq, key = %record.key, error = %why, "ALARM: escalation event failed fatally; dead-lettered");
-        let line = serde_json::json!({
-            "seq": record.seq,
-            "key": record.key,
-            "error": why,
-            "event": String::from_utf8_lossy(&record.payload),
-        });
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.inner.dead_letter)
-            .and_then(|mut f| writeln!(f, "{line}").and_then(|()| f.sync_data()));
-        if let Err(e) = written {
-            tracing::error!(error = %e, path = %self.inner.dead_letter.display(), "could not write the dead-letter file");
+    /// Writes fatally failed events to the dead-letter file, synced, on a blocking
+    /// thread.
+    async fn dead_letter(&self, dead: &[(&Record, &str)]) {
+        if dead.is_empty() {
+            return;
         }
+        let mut lines = String::new();
+        for (record, why) in dead {
+            self.inner.metrics.dead_lettered.inc();
+            tracing::error!(seq = record.seq, key = %record.key, error = %why, "ALARM: escalation event failed fatally; dead-lettered");
+            let line = serde_json::json!({
+                "seq": record.seq,
+                "key": record.key,
+                "error": why,
+                "event": String::from_utf8_lossy(&record.payload),
+            });
+            lines.push_str(&format!("{line}\n"));
+        }
+        let path = self.inner.dead_letter.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(lines.as_bytes()).and_then(|()| f.sync_data()))
+        })
+        .await;
+        let error = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(error, path = %self.inner.dead_letter.display(), "could not write the dead-letter file");
     }
 }

@@ -9,7 +9,9 @@
 //! or below it is delivered; delivery is in order).
 //!
 //! **Fsync policy.** [`Outbox::append`] writes and `fdatasync`s the segment before it
-//! returns, so an accepted event survives a process crash and a power loss. Acks are
+//! returns, so an accepted event survives a process crash and a power loss; a write
+//! or sync that fails is cut off the segment again. Syncs go through a [`Syncer`]
+//! (the operating system's by default). Acks are
 //! written to a temporary file, synced and renamed over `acked`; after a crash an ack
 //! may be lost (the last few events are then delivered again, and consumers drop them by
 //! event id), but never an event. A segment is deleted once every record in it is acked.
@@ -27,6 +29,29 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How the outbox makes its writes durable. [`FileSync`] (the default) calls the
+/// file's own `fdatasync`/`fsync`; tests inject one that holds a sync open.
+pub trait Syncer: Send + Sync + std::fmt::Debug {
+    /// Makes `file`'s data durable (`fdatasync`): after each appended record.
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+
+    /// Makes `file`'s data and metadata durable (`fsync`): the directory after a new
+    /// segment, the ack file, a truncated segment.
+    fn sync_all(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+}
+
+/// The default [`Syncer`]: the operating system's `fdatasync` and `fsync`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileSync;
+
+impl Syncer for FileSync {}
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,30 +139,74 @@ pub struct Recovery {
     pub acked: u64,
 }
 
-/// The outbox. Not shared between processes; one writer.
+/// The outbox. Not shared between processes; shared between threads by reference.
+///
+/// Appends queue behind one another: each holds the write side across its write and
+/// fsync. Readers never wait for the disk: [`Outbox::depth`] is an atomic published
+/// after every change, and [`Outbox::pending`] copies records from a queue whose lock
+/// is never held across I/O. An ack writes its file under a lock of its own.
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
     config: OutboxConfig,
-    /// (first seq, path, bytes, last seq) per segment, oldest first.
-    segments: Vec<Segment>,
-    current: Option<File>,
+    sync: Arc<dyn Syncer>,
+    /// The write side: held across a record's write and fsync.
+    log: Mutex<Log>,
+    /// Segments on disk, oldest first; the last one is appended to. A short lock.
+    segments: Mutex<Vec<Segment>>,
+    /// Undelivered records. A short lock, never held across I/O.
+    queue: Mutex<Queue>,
+    /// The sequence number in the ack file, locked across writing it.
+    acked_on_disk: Mutex<u64>,
+    /// The queue's length, published after every change.
+    depth: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Log {
+    /// The segment being appended to (its file opened on first use).
+    tail: Option<Tail>,
     next_seq: u64,
-    acked: u64,
-    pending: VecDeque<Record>,
-    pending_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Tail {
+    path: PathBuf,
+    /// Bytes of whole, synced records.
+    bytes: u64,
+    file: Option<File>,
 }
 
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
-    bytes: u64,
+    /// The last record's sequence number (0 while empty).
     last_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    records: VecDeque<Record>,
+    bytes: u64,
+    acked: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox in `dir`, recovering what a crash left.
     pub fn open(dir: &Path, config: OutboxConfig) -> Result<(Outbox, Recovery), OutboxError> {
+        Outbox::open_with(dir, config, Arc::new(FileSync))
+    }
+
+    /// [`Outbox::open`] with every sync through `sync`.
+    pub fn open_with(
+        dir: &Path,
+        config: OutboxConfig,
+        sync: Arc<dyn Syncer>,
+    ) -> Result<(Outbox, Recovery), OutboxError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let acked_path = dir.join("acked");
         let acked = match fs::read(&acked_path) {
@@ -162,15 +231,12 @@ impl Outbox {
             })
             .collect();
         paths.sort();
-        let mut outbox = Outbox {
-            dir: dir.to_owned(),
-            config,
-            segments: Vec::new(),
-            current: None,
-            next_seq: acked + 1,
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut tail: Option<Tail> = None;
+        let mut next_seq = acked + 1;
+        let mut queue = Queue {
             acked,
-            pending: VecDeque::new(),
-            pending_bytes: 0,
+            ..Queue::default()
         };
         let mut recovery = Recovery {
             acked,
@@ -185,11 +251,7 @@ impl Outbox {
                 .map_err(io_err(&path))?;
             let mut at = 0usize;
             let mut last_seq = 0;
-            let mut prev: Option<u64> = outbox
-                .segments
-                .last()
-                .map(|s| s.last_seq)
-                .filter(|&s| s != 0);
+            let mut prev: Option<u64> = segments.last().map(|s| s.last_seq).filter(|&s| s != 0);
             while at < bytes.len() {
                 match decode(&bytes[at..]) {
                     Ok((record, used)) => {
@@ -202,10 +264,10 @@ impl Outbox {
                         }
                         last_seq = record.seq;
                         prev = Some(record.seq);
-                        outbox.next_seq = outbox.next_seq.max(record.seq + 1);
+                        next_seq = next_seq.max(record.seq + 1);
                         if record.seq > acked {
-                            outbox.pending_bytes += record.encoded_len();
-                            outbox.pending.push_back(record);
+                            queue.bytes += record.encoded_len();
+                            queue.records.push_back(record);
                         }
                         at += used;
                     }
@@ -219,7 +281,7 @@ impl Outbox {
                             .open(&path)
                             .map_err(io_err(&path))?;
                         f.set_len(at as u64).map_err(io_err(&path))?;
-                        f.sync_all().map_err(io_err(&path))?;
+                        sync.sync_all(&f).map_err(io_err(&path))?;
                         break;
                     }
                     Err(reason) => {
@@ -231,121 +293,185 @@ impl Outbox {
                     }
                 }
             }
-            let seg = Segment {
-                path,
-                bytes: at as u64,
-                last_seq,
-            };
-            if seg.last_seq != 0 && seg.last_seq <= acked && !last {
-                fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-            } else {
-                outbox.segments.push(seg);
+            if last_seq != 0 && last_seq <= acked && !last {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                continue;
             }
+            if last {
+                tail = Some(Tail {
+                    path: path.clone(),
+                    bytes: at as u64,
+                    file: None,
+                });
+            }
+            segments.push(Segment { path, last_seq });
         }
-        recovery.pending = outbox.pending.len();
+        recovery.pending = queue.records.len();
+        let depth = AtomicUsize::new(queue.records.len());
+        let outbox = Outbox {
+            dir: dir.to_owned(),
+            config,
+            sync,
+            log: Mutex::new(Log { tail, next_seq }),
+            segments: Mutex::new(segments),
+            queue: Mutex::new(queue),
+            acked_on_disk: Mutex::new(acked),
+            depth,
+        };
         Ok((outbox, recovery))
     }
 
-    /// Undelivered events, oldest first.
-    pub fn pending(&self) -> impl Iterator<Item = &Record> {
-        self.pending.iter()
+    /// The first `max` undelivered events, oldest first (copies: the outbox stays
+    /// free for writers).
+    pub fn pending(&self, max: usize) -> Vec<Record> {
+        lock(&self.queue)
+            .records
+            .iter()
+            .take(max)
+            .cloned()
+            .collect()
     }
 
-    /// Number of undelivered events.
+    /// Number of undelivered events. Never waits for a write.
     pub fn depth(&self) -> usize {
-        self.pending.len()
+        self.depth.load(Ordering::Acquire)
     }
 
     /// Bytes of undelivered events.
     pub fn pending_bytes(&self) -> u64 {
-        self.pending_bytes
+        lock(&self.queue).bytes
     }
 
     /// The highest delivered sequence number.
     pub fn acked(&self) -> u64 {
-        self.acked
+        lock(&self.queue).acked
     }
 
     /// Stores an event durably (synced before returning) and returns its sequence number.
-    pub fn append(&mut self, key: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+    pub fn append(&self, key: &str, payload: &[u8]) -> Result<u64, OutboxError> {
+        self.append_then(key, payload, |_| {})
+    }
+
+    /// [`Outbox::append`], calling `durable` with the sequence number once the record
+    /// is on disk and before any reader can see it.
+    pub fn append_then(
+        &self,
+        key: &str,
+        payload: &[u8],
+        durable: impl FnOnce(u64),
+    ) -> Result<u64, OutboxError> {
+        let mut log = lock(&self.log);
         let record = Record {
-            seq: self.next_seq,
+            seq: log.next_seq,
             key: key.to_owned(),
             payload: payload.to_vec(),
         };
         let len = record.encoded_len();
-        if self.pending_bytes + len > self.config.max_bytes {
+        // Acks only lower this while the log is held: the check is on the safe side.
+        let pending_bytes = lock(&self.queue).bytes;
+        if pending_bytes + len > self.config.max_bytes {
             return Err(OutboxError::Full {
-                pending_bytes: self.pending_bytes,
+                pending_bytes,
                 max_bytes: self.config.max_bytes,
             });
         }
-        let roll = self
-            .segments
-            .last()
-            .is_none_or(|s| s.bytes >= self.config.segment_bytes);
-        if roll || self.current.is_none() {
-            if roll {
-                let path = self.dir.join(format!("seg-{:020}.log", record.seq));
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                // Make the new file's directory entry durable.
-                File::open(&self.dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_err(&self.dir))?;
-                self.segments.push(Segment {
-                    path,
-                    bytes: 0,
-                    last_seq: 0,
-                });
-                self.current = Some(file);
-            } else {
-                let path = &self.segments.last().expect("a segment").path;
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
-                self.current = Some(file);
-            }
+        if log
+            .tail
+            .as_ref()
+            .is_none_or(|t| t.bytes >= self.config.segment_bytes)
+        {
+            let path = self.dir.join(format!("seg-{:020}.log", record.seq));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            // Make the new file's directory entry durable.
+            File::open(&self.dir)
+                .and_then(|d| self.sync.sync_all(&d))
+                .map_err(io_err(&self.dir))?;
+            lock(&self.segments).push(Segment {
+                path: path.clone(),
+                last_seq: 0,
+            });
+            log.tail = Some(Tail {
+                path,
+                bytes: 0,
+                file: Some(file),
+            });
         }
-        let seg = self.segments.last_mut().expect("a segment");
-        let file = self.current.as_mut().expect("open");
+        let tail = log.tail.as_mut().expect("a segment");
+        if tail.file.is_none() {
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&tail.path)
+                .map_err(io_err(&tail.path))?;
+            tail.file = Some(file);
+        }
+        let file = tail.file.as_mut().expect("open");
         let bytes = encode(&record);
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(io_err(&seg.path))?;
-        seg.bytes += bytes.len() as u64;
-        seg.last_seq = record.seq;
-        self.next_seq += 1;
-        self.pending_bytes += len;
-        self.pending.push_back(record);
-        Ok(self.next_seq - 1)
+        if let Err(e) = file
+            .write_all(&bytes)
+            .and_then(|()| self.sync.sync_data(file))
+        {
+            // Whatever part of the record reached the file is cut off again, so the
+            // next record does not follow garbage; the file is reopened next time.
+            let _ = file.set_len(tail.bytes);
+            tail.file = None;
+            return Err(io_err(&tail.path)(e));
+        }
+        tail.bytes += bytes.len() as u64;
+        let seq = record.seq;
+        if let Some(s) = lock(&self.segments).last_mut() {
+            s.last_seq = seq;
+        }
+        log.next_seq += 1;
+        durable(seq);
+        let mut queue = lock(&self.queue);
+        queue.bytes += len;
+        queue.records.push_back(record);
+        self.depth.store(queue.records.len(), Ordering::Release);
+        Ok(seq)
     }
 
     /// Marks everything up to `seq` delivered, persists that, and deletes segments that
-    /// hold only delivered events.
-    pub fn ack(&mut self, seq: u64) -> Result<(), OutboxError> {
-        if seq <= self.acked {
-            return Ok(());
+    /// hold only delivered events. Does not wait for appends.
+    pub fn ack(&self, seq: u64) -> Result<(), OutboxError> {
+        {
+            let mut queue = lock(&self.queue);
+            if seq <= queue.acked {
+                return Ok(());
+            }
+            while queue.records.front().is_some_and(|r| r.seq <= seq) {
+                let r = queue.records.pop_front().expect("front");
+                queue.bytes -= r.encoded_len();
+            }
+            queue.acked = seq;
+            self.depth.store(queue.records.len(), Ordering::Release);
         }
-        while self.pending.front().is_some_and(|r| r.seq <= seq) {
-            let r = self.pending.pop_front().expect("front");
-            self.pending_bytes -= r.encoded_len();
+        {
+            let mut on_disk = lock(&self.acked_on_disk);
+            if seq > *on_disk {
+                let tmp = self.dir.join("acked.tmp");
+                let path = self.dir.join("acked");
+                let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+                f.write_all(&seq.to_le_bytes())
+                    .and_then(|()| self.sync.sync_all(&f))
+                    .map_err(io_err(&tmp))?;
+                fs::rename(&tmp, &path).map_err(io_err(&path))?;
+                *on_disk = seq;
+            }
         }
-        self.acked = seq;
-        let tmp = self.dir.join("acked.tmp");
-        let path = self.dir.join("acked");
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&seq.to_le_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
         // Keep the newest segment (it is being appended to).
-        while self.segments.len() > 1 && self.segments[0].last_seq <= seq {
-            let seg = self.segments.remove(0);
+        let done: Vec<Segment> = {
+            let mut segments = lock(&self.segments);
+            let mut done = Vec::new();
+            while segments.len() > 1 && segments[0].last_seq <= seq {
+                done.push(segments.remove(0));
+            }
+            done
+        };
+        for seg in done {
             fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
         }
         Ok(())
@@ -418,7 +544,7 @@ mod tests {
             max_bytes: 1 << 20,
             segment_bytes: 200,
         };
-        let (mut o, r) = open(dir.path(), config);
+        let (o, r) = open(dir.path(), config);
         assert_eq!(r, Recovery::default());
         for i in 0..20 {
             assert_eq!(
@@ -445,16 +571,16 @@ mod tests {
         drop(o);
         let (o, r) = open(dir.path(), config);
         assert_eq!((r.pending, r.acked, r.truncated_bytes), (8, 12, 0));
-        let seqs: Vec<u64> = o.pending().map(|r| r.seq).collect();
+        let seqs: Vec<u64> = o.pending(usize::MAX).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (13..=20).collect::<Vec<_>>());
-        assert_eq!(o.pending().next().unwrap().payload, b"event 12");
+        assert_eq!(o.pending(1)[0].payload, b"event 12");
     }
 
     #[test]
     fn torn_tail_is_cut_and_middle_damage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let config = OutboxConfig::default();
-        let (mut o, _) = open(dir.path(), config);
+        let (o, _) = open(dir.path(), config);
         for i in 0..3 {
             o.append("k", format!("e{i}").as_bytes()).unwrap();
         }
@@ -475,7 +601,7 @@ mod tests {
             })[..9],
         );
         fs::write(&seg, &torn).unwrap();
-        let (mut o, r) = open(dir.path(), config);
+        let (o, r) = open(dir.path(), config);
         assert_eq!((r.pending, r.truncated_bytes), (3, 9));
         assert_eq!(o.append("k", b"e3").unwrap(), 4);
         drop(o);
@@ -497,7 +623,7 @@ mod tests {
             max_bytes: 100,
             segment_bytes: 1 << 20,
         };
-        let (mut o, _) = open(dir.path(), config);
+        let (o, _) = open(dir.path(), config);
         o.append("k", &[1; 40]).unwrap();
         let err = o.append("k", &[2; 60]).unwrap_err();
         assert!(matches!(err, OutboxError::Full { .. }), "{err}");
@@ -505,5 +631,107 @@ mod tests {
         o.ack(1).unwrap();
         o.append("k", &[2; 60]).unwrap();
         assert_eq!(o.depth(), 1);
+    }
+
+    /// Fails the next `sync_data` once armed.
+    #[derive(Debug, Default)]
+    struct FailOnce(std::sync::atomic::AtomicBool);
+
+    impl Syncer for FailOnce {
+        fn sync_data(&self, file: &File) -> io::Result<()> {
+            if self.0.swap(false, Ordering::AcqRel) {
+                return Err(io::Error::other("injected sync failure"));
+            }
+            file.sync_data()
+        }
+    }
+
+    /// A record whose sync failed was never accepted: it is cut off the segment, so
+    /// the next record takes its sequence number and a reopen finds no damage.
+    #[test]
+    fn a_failed_sync_is_cut_off_and_the_next_append_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = OutboxConfig::default();
+        let sync = Arc::new(FailOnce::default());
+        let (o, _) = Outbox::open_with(dir.path(), config, sync.clone()).unwrap();
+        assert_eq!(o.append("k", b"a").unwrap(), 1);
+        sync.0.store(true, Ordering::Release);
+        let err = o.append("k", b"b").unwrap_err();
+        assert!(matches!(err, OutboxError::Io { .. }), "{err}");
+        assert_eq!(o.depth(), 1);
+        assert_eq!(o.append("k", b"c").unwrap(), 2);
+        drop(o);
+        let (o, r) = open(dir.path(), config);
+        assert_eq!((r.pending, r.truncated_bytes), (2, 0));
+        let got: Vec<(u64, Vec<u8>)> = o
+            .pending(usize::MAX)
+            .into_iter()
+            .map(|r| (r.seq, r.payload))
+            .collect();
+        assert_eq!(got, [(1, b"a".to_vec()), (2, b"c".to_vec())]);
+    }
+
+    /// Holds every `sync_data` until released, and says when one is waiting.
+    #[derive(Debug, Default)]
+    struct Held {
+        state: Mutex<(bool, bool)>,
+        changed: std::sync::Condvar,
+    }
+
+    impl Syncer for Held {
+        fn sync_data(&self, file: &File) -> io::Result<()> {
+            let mut s = self.state.lock().unwrap();
+            s.1 = true;
+            self.changed.notify_all();
+            while !s.0 {
+                s = self.changed.wait(s).unwrap();
+            }
+            file.sync_data()
+        }
+    }
+
+    /// The depth, the records to deliver and an ack are all answered while an append
+    /// is held inside its fsync. A generous deadline, not a timing assertion: before
+    /// the outbox had its own locks, these waited for the append.
+    #[test]
+    fn readers_and_acks_do_not_wait_for_an_append_in_its_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, _) = open(dir.path(), OutboxConfig::default());
+        o.append("k", b"first").unwrap();
+        o.append("k", b"second").unwrap();
+        drop(o);
+        let held = Arc::new(Held::default());
+        let (o, _) = Outbox::open_with(dir.path(), OutboxConfig::default(), held.clone()).unwrap();
+        let o = Arc::new(o);
+        let writer = {
+            let o = o.clone();
+            std::thread::spawn(move || o.append("k", b"third"))
+        };
+        {
+            let s = held.state.lock().unwrap();
+            let (s, _) = held
+                .changed
+                .wait_timeout_while(s, std::time::Duration::from_secs(10), |s| !s.1)
+                .unwrap();
+            assert!(s.1, "the append never reached its fsync");
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = o.clone();
+        std::thread::spawn(move || {
+            let depth = reader.depth();
+            let seqs: Vec<u64> = reader.pending(10).iter().map(|r| r.seq).collect();
+            let acked = reader.ack(1).map(|()| reader.depth());
+            let _ = tx.send((depth, seqs, acked.ok()));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        held.state.lock().unwrap().0 = true;
+        held.changed.notify_all();
+        // Two records accepted, the third not yet (its fsync has not returned).
+        assert_eq!(answer, Ok((2, vec![1, 2], Some(1))));
+        assert_eq!(writer.join().unwrap().unwrap(), 3);
+        assert_eq!(
+            o.pending(10).iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
     }
 }

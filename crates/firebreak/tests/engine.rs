@@ -237,6 +237,13 @@ async fn incident_opens_is_acknowledged_and_resolved_over_the_api() {
     assert_eq!(v["acknowledged"]["by"], "platform");
     assert_eq!(v["acknowledged"]["at_ms"], T0 + 5_000);
     assert_eq!(v["acknowledged"]["note"], "on it");
+    // Answered once its audit entry was in the file.
+    let audit = std::fs::read_to_string(h._dir.path().join("data/audit.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["action"], &last["target"]),
+        (&Value::from("escalation.ack"), &Value::from(e.id.as_str()))
+    );
 
     h.clock.advance(1_000);
     let resolve = format!("/v1/escalations/{}/resolve", e.id);

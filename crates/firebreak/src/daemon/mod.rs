@@ -25,7 +25,7 @@ use axum::Router;
 use firebreak_classify::{Classifier, ClassifierSet};
 use firebreak_delivery::kafka::{KafkaConfig, KafkaSink};
 use firebreak_delivery::outbox::{Outbox, OutboxConfig};
-use firebreak_delivery::{JsonlSink, Pipeline};
+use firebreak_delivery::{FileSync, JsonlSink, Pipeline, Syncer};
 use firebreak_matching::matcher::{MatchConfig, Matcher};
 use firebreak_matching::store::BankStore;
 use firebreak_media::ingest::guard::NetPolicy;
@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{self, Clock};
 use crate::config::{Issue, ServiceConfig, parse_sampling};
-use crate::engine::{Detectors, Engine, EngineConfig};
+use crate::engine::{Detectors, Engine, EngineConfig, FrameModel};
 use crate::http::api::{ApiState, Reloader};
 use crate::http::auth::{Authenticator, Denied, RateLimits};
 use crate::http::ingest::{IngestConfig, IngestState};
@@ -58,8 +58,11 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Loads banks and models.
-fn load_detectors(config: &ServiceConfig) -> Result<Detectors, Vec<Issue>> {
+/// Loads banks and models (`frame_models` beside the configured ones).
+fn load_detectors(
+    config: &ServiceConfig,
+    frame_models: &[Arc<dyn FrameModel>],
+) -> Result<Detectors, Vec<Issue>> {
     let issue = |path: &str, message: String| Issue {
         path: path.into(),
         message,
@@ -94,6 +97,7 @@ fn load_detectors(config: &ServiceConfig) -> Result<Detectors, Vec<Issue>> {
     Ok(Detectors {
         matcher,
         classifiers: ClassifierSet::new(models),
+        frame_models: frame_models.to_vec(),
         banks: banks
             .iter()
             .map(|b| (b.bank.name.clone(), b.bank.len(), b.bank.negative))
@@ -134,6 +138,38 @@ enum AnySink {
     Kafka(KafkaSink),
 }
 
+/// What a daemon takes from outside besides its config. The default is production's:
+/// the system clock, the operating system's fsync, no models beside the configured
+/// ones. Tests inject their own.
+#[derive(Clone)]
+pub struct Dependencies {
+    /// Wall time.
+    pub clock: Arc<dyn Clock>,
+    /// How the outbox makes its writes durable.
+    pub outbox_sync: Arc<dyn Syncer>,
+    /// Frame models run beside the configured ONNX models.
+    pub frame_models: Vec<Arc<dyn FrameModel>>,
+}
+
+impl Default for Dependencies {
+    fn default() -> Self {
+        Dependencies {
+            clock: clock::system(),
+            outbox_sync: Arc::new(FileSync),
+            frame_models: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Dependencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dependencies")
+            .field("outbox_sync", &self.outbox_sync)
+            .field("frame_models", &self.frame_models)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A built daemon: every part wired, nothing served yet.
 pub struct Daemon {
     config: ServiceConfig,
@@ -161,22 +197,39 @@ impl std::fmt::Debug for Daemon {
 impl Daemon {
     /// Builds the daemon from a validated config, on the system clock.
     pub fn build(config: ServiceConfig) -> Result<Daemon> {
-        Daemon::build_with_clock(config, clock::system())
+        Daemon::build_with(config, Dependencies::default())
     }
 
     /// [`Daemon::build`] with wall time from `clock`.
     pub fn build_with_clock(config: ServiceConfig, clock: Arc<dyn Clock>) -> Result<Daemon> {
+        Daemon::build_with(
+            config,
+            Dependencies {
+                clock,
+                ..Dependencies::default()
+            },
+        )
+    }
+
+    /// [`Daemon::build`] with injected dependencies.
+    pub fn build_with(config: ServiceConfig, deps: Dependencies) -> Result<Daemon> {
+        let Dependencies {
+            clock,
+            outbox_sync,
+            frame_models,
+        } = deps;
         let data = config.data_dir();
         std::fs::create_dir_all(&data).with_context(|| format!("{}", data.display()))?;
 
         let (metrics, delivery_metrics) = Metrics::new();
         let outbox_dir = data.join("outbox");
-        let (outbox, recovery) = Outbox::open(
+        let (outbox, recovery) = Outbox::open_with(
             &outbox_dir,
             OutboxConfig {
                 max_bytes: config.outbox.max_bytes,
                 ..OutboxConfig::default()
             },
+            outbox_sync,
         )
         .with_context(|| format!("opening the outbox in {}", outbox_dir.display()))?;
         tracing::info!(?recovery, "outbox opened");
@@ -204,7 +257,7 @@ impl Daemon {
 
         let policy = config.load_policy().map_err(joined)?;
         let started = Instant::now();
-        let detectors = load_detectors(&config).map_err(joined)?;
+        let detectors = load_detectors(&config, &frame_models).map_err(joined)?;
         tracing::info!(banks = ?detectors.banks, models = detectors.classifiers.models().len(), ms = started.elapsed().as_millis() as u64, "detectors loaded");
         let worker_id = config.worker_id.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/etc/hostname")
@@ -319,7 +372,7 @@ impl Daemon {
                 None => reload_config.clone(),
             };
             let policy = config.load_policy()?;
-            let detectors = load_detectors(&config)?;
+            let detectors = load_detectors(&config, &frame_models)?;
             let acceptor = match (&reload_tls, &config.server.tls) {
                 (Some(_), Some(t)) => {
                     Some(crate::http::server::load_tls(&t.cert, &t.key).map_err(|e| {

@@ -29,8 +29,10 @@ impl AuditLog {
         }
     }
 
-    /// Appends one entry at wall time `at_ms`. A write failure is logged as an error;
-    /// the entry is still kept in memory.
+    /// Appends one entry at wall time `at_ms`, synced before this returns. Blocking
+    /// (a write and an fdatasync): call it from a blocking thread or through
+    /// `spawn_blocking`, never on the async runtime. A write failure is logged as an
+    /// error; the entry is still kept in memory.
     pub fn append(
         &self,
         at_ms: u64,

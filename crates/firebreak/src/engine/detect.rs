@@ -25,6 +25,14 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 
+/// A model run on sampled frames beside the ONNX [`ClassifierSet`], on the stream's
+/// consumer thread under its detection lock, like the ONNX models. None comes from the
+/// config; tests inject one (for example a model that holds a frame until released).
+pub trait FrameModel: Send + Sync + std::fmt::Debug {
+    /// The model's scores for `frame`.
+    fn classify(&self, frame: &SampledFrame) -> Vec<ClassifierScore>;
+}
+
 /// The loaded detectors; replaced whole on reload.
 #[derive(Debug)]
 pub struct Detectors {
@@ -32,6 +40,8 @@ pub struct Detectors {
     pub matcher: Matcher,
     /// Models.
     pub classifiers: ClassifierSet,
+    /// Models beside the ONNX ones (see [`FrameModel`]).
+    pub frame_models: Vec<Arc<dyn FrameModel>>,
     /// Bank name → (entries, negative), for reports.
     pub banks: Vec<(String, usize, bool)>,
 }
@@ -153,11 +163,14 @@ impl StreamDetect {
         }
         m.stage("match").observe(t.elapsed().as_secs_f64());
 
-        if !detectors.classifiers.is_empty()
+        if !(detectors.classifiers.is_empty() && detectors.frame_models.is_empty())
             && self.frames.is_multiple_of(u64::from(classify_every))
         {
             let t = Instant::now();
             classify(&detectors.classifiers, frame, &mut signals);
+            for model in &detectors.frame_models {
+                signals.scores.extend(model.classify(frame));
+            }
             m.stage("classify").observe(t.elapsed().as_secs_f64());
         }
         self.frames += 1;
@@ -188,6 +201,9 @@ impl Timeline {
 }
 
 fn classify(classifiers: &ClassifierSet, frame: &SampledFrame, signals: &mut FrameSignals) {
+    if classifiers.is_empty() {
+        return;
+    }
     let image = RgbImage {
         width: frame.width,
         height: frame.height,

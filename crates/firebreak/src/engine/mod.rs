@@ -42,7 +42,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use audit::AuditLog;
 use detect::StreamDetect;
-pub use detect::{Detectors, Point};
+pub use detect::{Detectors, FrameModel, Point};
 pub use incidents::{Action, Escalation, IncidentState, IncidentStore, Mark};
 
 /// Engine settings from the config.
@@ -177,35 +177,33 @@ impl Engine {
         self.clock.now_ms()
     }
 
+    fn new_slot(&self, id: &str, policy: &Arc<Policy>, owner: &str) -> Arc<Slot> {
+        Arc::new(Slot {
+            detect: Mutex::new(self.fresh(id, policy)),
+            timeline: Mutex::new(detect::Timeline::default()),
+            owner: Mutex::new(Arc::from(owner)),
+            tier: AtomicUsize::new(0),
+            ended_ms: AtomicU64::new(0),
+        })
+    }
+
     fn stream(&self, id: &str, policy: &Arc<Policy>) -> Arc<Slot> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams
             .entry(id.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    detect: Mutex::new(self.fresh(id, policy)),
-                    timeline: Mutex::new(detect::Timeline::default()),
-                    owner: Mutex::new(Arc::from(self.config.producer.tenant.as_str())),
-                    tier: AtomicUsize::new(0),
-                    ended_ms: AtomicU64::new(0),
-                })
-            })
+            .or_insert_with(|| self.new_slot(id, policy, &self.config.producer.tenant))
             .clone()
     }
 
     /// Records that stream `id` belongs to `tenant` (its incidents, events and
-    /// timeline are that tenant's). A new owner starts from nothing: the previous
-    /// owner's detection state and timeline are dropped.
+    /// timeline are that tenant's). A new owner starts from nothing: a new slot
+    /// replaces the previous owner's, so this never waits for a stream's detectors
+    /// (it is called on the async runtime when a pushed stream starts).
     pub fn set_owner(&self, id: &str, tenant: &str) {
         let policy = self.policy();
-        let slot = self.stream(id, &policy);
-        let mut owner = slot.owner.lock().unwrap_or_else(|e| e.into_inner());
-        if **owner != *tenant {
-            *slot.lock() = self.fresh(id, &policy);
-            *slot.timeline.lock().unwrap_or_else(|e| e.into_inner()) = detect::Timeline::default();
-            slot.tier.store(0, Ordering::Release);
-            slot.ended_ms.store(0, Ordering::Release);
-            *owner = Arc::from(tenant);
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if streams.get(id).is_none_or(|slot| *slot.owner() != *tenant) {
+            streams.insert(id.to_owned(), self.new_slot(id, &policy, tenant));
         }
     }
 
@@ -379,7 +377,8 @@ impl Engine {
     }
 
     /// Acknowledges or resolves an incident `tenant` may see (`None`: any),
-    /// audit-logged and announced to the dashboards.
+    /// audit-logged and announced to the dashboards. Blocking: it returns once the
+    /// audit entry is on disk (call it through `spawn_blocking` in async code).
     pub fn act(
         &self,
         id: &str,
@@ -615,6 +614,7 @@ mod tests {
             Detectors {
                 matcher: Matcher::new([], MatchConfig::default(), 1),
                 classifiers: ClassifierSet::new(Vec::new()),
+                frame_models: Vec::new(),
                 banks: Vec::new(),
             },
             PolicyConfig::from_toml(DEFAULT_POLICY).unwrap(),
@@ -624,10 +624,11 @@ mod tests {
     }
 
     /// Readers (the stream list's tier, another stream's events and timeline, the
-    /// incident list) answer while one stream's detectors hold its lock, as they do
-    /// across hashing and inference. A generous deadline, not a timing assertion: before
-    /// the tier was published, these calls waited for the lock (and blocked the map of
-    /// streams while they did).
+    /// incident list) and a new owner taking the id answer while one stream's
+    /// detectors hold its lock, as they do across hashing and inference. A generous
+    /// deadline, not a timing assertion: before the tier was published and a new owner
+    /// got a new slot, these calls waited for the lock (and blocked the map of streams
+    /// while they did).
     #[test]
     fn readers_never_wait_for_a_streams_detectors() {
         let dir = tempfile::tempdir().unwrap();
@@ -643,11 +644,15 @@ mod tests {
             e.on_stream_event("other", StreamEvent::Stalled);
             assert!(e.timeline("other", None).is_some());
             let listed = e.escalations(None).len();
-            let _ = tx.send((tier, listed));
+            e.set_owner("busy", "newcomer");
+            let _ = tx.send((tier, listed, e.owner("busy").to_string()));
         });
         let answer = rx.recv_timeout(Duration::from_secs(30));
         drop(held);
-        assert_eq!(answer, Ok((("none".to_owned(), 0), 0)));
+        assert_eq!(
+            answer,
+            Ok((("none".to_owned(), 0), 0, "newcomer".to_owned()))
+        );
     }
 
     /// A stream id that passes to another tenant (the old stream finished and was
@@ -675,6 +680,9 @@ mod tests {
         assert_eq!(&*engine.owner("cam"), "b");
         assert_eq!(engine.timeline("cam", Some("b")), Some(Vec::new()));
         assert_eq!(engine.tier("cam"), ("none".to_owned(), 0));
-        assert_eq!(slot.ended_ms.load(Ordering::Acquire), 0);
+        assert_eq!(
+            engine.slot("cam").unwrap().ended_ms.load(Ordering::Acquire),
+            0
+        );
     }
 }

@@ -155,10 +155,19 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
     } else {
         Action::Acknowledge
     };
-    match s
-        .engine
-        .act(id, action, &caller.tenant, &note, caller.tenant_filter())
-    {
+    // Answered once the audit entry is on disk, waiting off the async runtime.
+    let engine = s.engine.clone();
+    let (id, who, tenant) = (
+        id.to_owned(),
+        caller.tenant.clone(),
+        caller.tenant_filter().map(str::to_owned),
+    );
+    let acted = tokio::task::spawn_blocking(move || {
+        engine.act(&id, action, &who, &note, tenant.as_deref())
+    })
+    .await
+    .expect("incident action task");
+    match acted {
         Ok(e) => Json(e).into_response(),
         Err(e) => action_error(e),
     }
