@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use firebreak_media::ingest::{
-    FeedItem, Intake, LiveStream, SampledFrame, Sampling, Sequencer, Source, StreamConfig,
+    Backoff, FeedItem, Intake, LiveStream, SampledFrame, Sampling, Sequencer, Source, StreamConfig,
     StreamState, segment_channel,
 };
 
@@ -76,7 +76,7 @@ fn file_sampling_modes() {
     let dir = tempfile::tempdir().unwrap();
     let file = clip(dir.path());
     let (frames, st) = run_to_end(config("every", Sampling::Every), Source::File(file.clone()));
-    assert_eq!(st.state, StreamState::Ended);
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
     assert_eq!((st.decoded, st.sampled, frames.len()), (180, 180, 180));
     assert_eq!(st.lag_ms, None, "a file has no live edge");
     for w in frames.windows(2) {
@@ -358,7 +358,7 @@ fn serve(output: &[&str]) -> Server {
 
 fn pull_until_frames(url: String, frames: u64) -> LiveStream {
     let mut c = config("pull", Sampling::Every);
-    c.reconnect = (Duration::from_millis(200), Duration::from_secs(1), 50);
+    c.reconnect = Backoff::new(Duration::from_millis(200), Duration::from_secs(1), 50);
     let s = LiveStream::start(c, Source::Url(url));
     let started = std::time::Instant::now();
     while s.stats().decoded < frames {
@@ -713,7 +713,7 @@ fn rtmp_source_restarts_and_the_stream_reconnects() {
     let url = format!("rtmp://127.0.0.1:{port}/live/stream");
     let server = serve(&["-f", "flv", "-listen", "1", &url]);
     let mut c = config("reconnect", Sampling::Every);
-    c.reconnect = (Duration::from_millis(100), Duration::from_millis(500), 100);
+    c.reconnect = Backoff::new(Duration::from_millis(100), Duration::from_millis(500), 100);
     c.read_timeout = Duration::from_secs(2);
     let s = LiveStream::start(c, Source::Url(url.clone()));
     let wait_decoded = |s: &LiveStream, n: u64| {
