@@ -215,6 +215,13 @@ impl Worker {
                     }
                     if decoder.send_packet(&packet).is_err() {
                         self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        // A stream that grew past the maximum mid-stream: the decoder
+                        // refused to allocate its frames (its pixel cap) but knows the
+                        // new size, which is the reason to give.
+                        let size = (decoder.width(), decoder.height());
+                        if let Err(why) = check_size(size, self.config.max_input) {
+                            return SessionEnd::Fatal(why);
+                        }
                         continue;
                     }
                 }
