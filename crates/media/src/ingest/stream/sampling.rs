@@ -32,7 +32,7 @@ const MAX_STEP: f64 = 1.0;
 
 /// Media time of one stream. See the module documentation.
 #[derive(Debug, Clone)]
-pub(crate) struct Timeline {
+pub struct Timeline {
     /// Forward steps larger than this (seconds) are jumps.
     max_step: f64,
     /// Media time of the last frame, if any.
@@ -129,7 +129,7 @@ impl Timeline {
 
 /// Frame selection and degradation of one stream.
 #[derive(Debug, Clone)]
-pub(crate) struct Sampler {
+pub struct Sampler {
     mode: Sampling,
     /// Media time from which the next frame is sampled (per-second mode).
     next: f64,
