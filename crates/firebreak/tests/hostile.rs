@@ -69,6 +69,43 @@ fn a_far_ahead_sequence_number_is_one_gap_not_a_memory_bomb() {
     d.wait_state("cam-1", "ended");
 }
 
+/// A pushed stream declaring a size above the maximum input (7682 pixels wide against
+/// 7680x4320) is refused before its decoder opens: failed, with the size as the reason,
+/// not one frame decoded, and the daemon keeps answering. (The decoder is also opened
+/// with the maximum as its pixel cap, so a stream growing mid-stream allocates no
+/// larger frame: `firebreak-media`'s ingest tests.)
+#[test]
+fn an_oversized_pushed_stream_is_refused_before_decoding() {
+    let d = support::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("wide.ts");
+    support::encode("testsrc2=size=7682x16:rate=25", 2, 25, &clip);
+    let (status, v) = d.call(
+        "PUT",
+        "/v1/streams/wide/segments/0",
+        Some(support::INGEST),
+        &std::fs::read(&clip).unwrap(),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = d.call("POST", "/v1/streams/wide/end", Some(support::INGEST), b"");
+    assert_eq!(status, 200, "{v}");
+    let s = d.wait_state("wide", "failed");
+    assert_eq!(
+        s["error"], "resolution 7682x16 above the maximum 7680x4320",
+        "{s}"
+    );
+    assert_eq!(
+        (
+            s["frames"]["decoded"].as_u64(),
+            s["frames"]["sampled"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    let (status, _) = d.call("GET", "/healthz", None, b"");
+    assert_eq!(status, 200);
+}
+
 /// A loopback listener that must see no connection: it accepts without blocking and
 /// counts.
 struct Victim {

@@ -17,6 +17,10 @@
 //! A video *enters* when its percentage reaches `enter_percent` with at least
 //! `min_frames` unique frames in the window, and *leaves* when it falls below
 //! `exit_percent`; each crossing is one event. Time is passed in (media seconds).
+//!
+//! Whatever the timestamps (a stream whose media time is stuck would otherwise keep
+//! every frame), the window holds at most `max_frames` frames: beyond that the oldest
+//! leaves as if it had aged out.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -35,7 +39,12 @@ pub struct WindowConfig {
     pub exit_percent: f64,
     /// Unique good frames needed before anything can enter.
     pub min_frames: usize,
+    /// Frames held at most, whatever their times (at least 1).
+    pub max_frames: usize,
 }
+
+/// The default frame cap: 10 s of every frame at 60 fps with room to spare.
+pub const DEFAULT_MAX_FRAMES: usize = 1024;
 
 impl Default for WindowConfig {
     fn default() -> Self {
@@ -45,6 +54,7 @@ impl Default for WindowConfig {
             enter_percent: 50.0,
             exit_percent: 25.0,
             min_frames: 4,
+            max_frames: DEFAULT_MAX_FRAMES,
         }
     }
 }
@@ -112,6 +122,9 @@ impl VpdqWindow {
     ) -> Vec<WindowEvent> {
         self.expire(at);
         if quality >= self.config.min_quality {
+            while self.frames.len() >= self.config.max_frames.max(1) {
+                self.pop_oldest();
+            }
             self.frames.push_back((at, hash));
             match self.unique.get_mut(&hash) {
                 Some(u) => u.copies += 1,
@@ -143,24 +156,31 @@ impl VpdqWindow {
     }
 
     fn expire(&mut self, now: f64) {
-        while let Some(&(t, hash)) = self.frames.front() {
+        while let Some(&(t, _)) = self.frames.front() {
             if t > now - self.config.window_secs {
                 break;
             }
-            self.frames.pop_front();
-            let u = self
-                .unique
-                .get_mut(&hash)
-                .expect("every window frame has its unique entry");
-            u.copies -= 1;
-            if u.copies == 0 {
-                let u = self.unique.remove(&hash).expect("present");
-                for v in u.videos.iter() {
-                    let c = self.counts.get_mut(v).expect("counted on entry");
-                    *c -= 1;
-                    if *c == 0 {
-                        self.counts.remove(v);
-                    }
+            self.pop_oldest();
+        }
+    }
+
+    /// Removes the oldest frame; its unique hash's matches leave with its last copy.
+    fn pop_oldest(&mut self) {
+        let Some((_, hash)) = self.frames.pop_front() else {
+            return;
+        };
+        let u = self
+            .unique
+            .get_mut(&hash)
+            .expect("every window frame has its unique entry");
+        u.copies -= 1;
+        if u.copies == 0 {
+            let u = self.unique.remove(&hash).expect("present");
+            for v in u.videos.iter() {
+                let c = self.counts.get_mut(v).expect("counted on entry");
+                *c -= 1;
+                if *c == 0 {
+                    self.counts.remove(v);
                 }
             }
         }
@@ -212,8 +232,77 @@ impl VpdqWindow {
         self.unique.len()
     }
 
+    /// Good frames in the window, duplicates included (at most `max_frames`).
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
     /// The videos currently entered.
     pub fn entered(&self) -> &[u32] {
         &self.entered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(n: u64) -> Hash256 {
+        Hash256::from_limbs([n, n.rotate_left(17), !n, n ^ 0x5555])
+    }
+
+    /// A stream stuck on one media time never ages out; the cap of 5 still holds the
+    /// window to the 5 newest frames, and the matches of evicted frames leave with them.
+    #[test]
+    fn the_frame_cap_holds_whatever_the_timestamps() {
+        let mut w = VpdqWindow::new(WindowConfig {
+            max_frames: 5,
+            min_frames: 1,
+            ..WindowConfig::default()
+        });
+        // 5 frames matching video 7, all at media time 0.
+        for n in 0..5 {
+            w.push(0.0, hash(n), 100, |_| vec![7]);
+        }
+        assert_eq!((w.frames(), w.unique_frames()), (5, 5));
+        assert_eq!(w.percent(7), 100.0);
+        // 3 non-matching frames, still at time 0: 3 of the 5 matching ones leave.
+        for n in 100..103 {
+            w.push(0.0, hash(n), 100, |_| vec![]);
+        }
+        assert_eq!((w.frames(), w.unique_frames()), (5, 5));
+        assert_eq!(w.percent(7), 40.0);
+        // 997 more: the window stays at 5, the last 5 non-matching.
+        let mut last = Vec::new();
+        for n in 200..1197 {
+            last = w.push(0.0, hash(n), 100, |_| vec![]);
+        }
+        assert_eq!((w.frames(), w.unique_frames()), (5, 5));
+        assert_eq!(w.percent(7), 0.0);
+        assert!(w.entered().is_empty(), "{last:?}");
+    }
+
+    /// Copies of one hash count against the cap too: 9 copies under a cap of 4 leave 4
+    /// frames and 1 unique hash.
+    #[test]
+    fn duplicates_count_against_the_cap() {
+        let mut w = VpdqWindow::new(WindowConfig {
+            max_frames: 4,
+            ..WindowConfig::default()
+        });
+        for _ in 0..9 {
+            w.push(1.0, hash(1), 100, |_| vec![3]);
+        }
+        assert_eq!((w.frames(), w.unique_frames()), (4, 1));
+        assert_eq!(w.percent(3), 100.0);
+    }
+
+    #[test]
+    fn the_default_cap_is_1024_frames() {
+        let mut w = VpdqWindow::new(WindowConfig::default());
+        for n in 0..1500 {
+            w.push(0.0, hash(n), 100, |_| vec![]);
+        }
+        assert_eq!(w.frames(), 1024);
     }
 }

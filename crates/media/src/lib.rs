@@ -5,6 +5,7 @@
 //! Decoding is blocking, CPU-bound work: callers run it on dedicated threads, never on an
 //! async runtime (the swscale context is not `Send`).
 
+mod convert;
 mod error;
 pub mod ingest;
 pub mod vpdq;

@@ -18,13 +18,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ff::format::Pixel;
-use ff::software::scaling::{Context as Scaler, Flags};
 use ffmpeg_next as ff;
 use firebreak_hashing::vpdq::VpdqFeature;
 use firebreak_hashing::{ImageView, PdqHasher, PixelFormat};
 
 use crate::MediaError;
+pub use crate::convert::Conversion;
+use crate::convert::RgbConverter;
 
 /// How to hash a video.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,17 +50,6 @@ impl Default for VpdqOptions {
             conversion: Conversion::Reference,
         }
     }
-}
-
-/// libswscale conversion variants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conversion {
-    /// The portable C code path of libswscale, which the reference data encodes
-    /// (`oracle/nosimd`): identical output on every CPU.
-    Reference,
-    /// libswscale's default for this CPU (SIMD where available): what the reference
-    /// produces on an x86 build without forcing anything. A few bits differ.
-    Native,
 }
 
 /// Video facts found while hashing.
@@ -136,10 +125,8 @@ pub fn hash_file(
         fps,
         next_frame: 0,
         selected,
-        conversion: opts.conversion,
         downsample: opts.downsample,
-        scaler: None,
-        rgb: ff::frame::Video::empty(),
+        converter: RgbConverter::new(opts.conversion),
         hasher: PdqHasher::new(),
         features: Vec::new(),
     };
@@ -227,10 +214,8 @@ struct Selector {
     next_frame: u64,
     /// With a pre-scan plan: pts of each selected frame -> its frame number.
     selected: Option<HashMap<i64, u64>>,
-    conversion: Conversion,
     downsample: Option<u32>,
-    scaler: Option<(Scaler, (Pixel, u32, u32))>,
-    rgb: ff::frame::Video,
+    converter: RgbConverter,
     hasher: PdqHasher,
     features: Vec<VpdqFeature>,
 }
@@ -251,20 +236,19 @@ impl Selector {
                 n
             }
         };
-        let key = (frame.format(), frame.width(), frame.height());
-        if self.scaler.as_ref().map(|(_, k)| *k) != Some(key) {
-            let (dw, dh) = match self.downsample {
-                Some(s) => (s, s),
-                None => (frame.width(), frame.height()),
-            };
-            self.scaler = Some((new_scaler(key, dw, dh, self.conversion)?, key));
-        }
-        let (scaler, _) = self.scaler.as_mut().expect("set above");
-        scaler.run(frame, &mut self.rgb)?;
-        let (w, h) = (self.rgb.width() as usize, self.rgb.height() as usize);
-        let stride = self.rgb.stride(0);
-        let view = ImageView::new(self.rgb.data(0), w, h, stride, PixelFormat::Rgb8)
-            .expect("swscale output is sized for its dimensions");
+        let size = match self.downsample {
+            Some(s) => (s, s),
+            None => (frame.width(), frame.height()),
+        };
+        let rgb = self.converter.convert(frame, size)?;
+        let view = ImageView::new(
+            rgb.data,
+            rgb.width as usize,
+            rgb.height as usize,
+            rgb.stride,
+            PixelFormat::Rgb8,
+        )
+        .expect("swscale output is sized for its dimensions");
         let pdq = self.hasher.hash(&view);
         self.features.push(VpdqFeature {
             pdq,
@@ -272,38 +256,5 @@ impl Selector {
             timestamp: VpdqFeature::reference_timestamp(n, self.fps),
         });
         Ok(())
-    }
-}
-
-/// Creates the RGB24 scaler. For [`Conversion::Reference`], libswscale is initialised
-/// with FFmpeg's CPU flags forced to 0, so it picks its portable C converters (what the
-/// reference data was produced with) instead of the x86 SIMD ones, which round
-/// differently. Those flags are process-global, so every scaler creation holds one lock;
-/// a decoder that FFmpeg initialises on another thread inside that window at worst picks
-/// C code too, which is slower but decodes the same pixels (H.264 decoding is exact).
-fn new_scaler(
-    (fmt, w, h): (Pixel, u32, u32),
-    dw: u32,
-    dh: u32,
-    conversion: Conversion,
-) -> Result<Scaler, ff::Error> {
-    static CPU_FLAGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = CPU_FLAGS.lock().unwrap_or_else(|e| e.into_inner());
-    match conversion {
-        Conversion::Native => Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, Flags::AREA),
-        Conversion::Reference => {
-            // SAFETY: av_force_cpu_flags only stores an integer that FFmpeg reads when it
-            // initialises function tables; -1 restores detection.
-            #[allow(unsafe_code)]
-            unsafe {
-                ff::ffi::av_force_cpu_flags(0)
-            };
-            let scaler = Scaler::get(fmt, w, h, Pixel::RGB24, dw, dh, Flags::AREA);
-            #[allow(unsafe_code)]
-            unsafe {
-                ff::ffi::av_force_cpu_flags(-1)
-            };
-            scaler
-        }
     }
 }

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use firebreak_media::ingest::{
-    FeedItem, Intake, LiveStream, SampledFrame, Sampling, Sequencer, Source, StreamConfig,
-    StreamState, segment_channel,
+    Backoff, FeedItem, Intake, LiveStream, SampledFrame, Sampling, Sequencer, Source, StreamConfig,
+    StreamState, StreamStats, segment_channel,
 };
 
 /// 6 s of 1280x720 testsrc2 at 30 fps, H.264 with a 2 s GOP, as MPEG-TS.
@@ -76,7 +76,7 @@ fn file_sampling_modes() {
     let dir = tempfile::tempdir().unwrap();
     let file = clip(dir.path());
     let (frames, st) = run_to_end(config("every", Sampling::Every), Source::File(file.clone()));
-    assert_eq!(st.state, StreamState::Ended);
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
     assert_eq!((st.decoded, st.sampled, frames.len()), (180, 180, 180));
     assert_eq!(st.lag_ms, None, "a file has no live edge");
     for w in frames.windows(2) {
@@ -358,7 +358,7 @@ fn serve(output: &[&str]) -> Server {
 
 fn pull_until_frames(url: String, frames: u64) -> LiveStream {
     let mut c = config("pull", Sampling::Every);
-    c.reconnect = (Duration::from_millis(200), Duration::from_secs(1), 50);
+    c.reconnect = Backoff::new(Duration::from_millis(200), Duration::from_secs(1), 50);
     let s = LiveStream::start(c, Source::Url(url));
     let started = std::time::Instant::now();
     while s.stats().decoded < frames {
@@ -713,7 +713,7 @@ fn rtmp_source_restarts_and_the_stream_reconnects() {
     let url = format!("rtmp://127.0.0.1:{port}/live/stream");
     let server = serve(&["-f", "flv", "-listen", "1", &url]);
     let mut c = config("reconnect", Sampling::Every);
-    c.reconnect = (Duration::from_millis(100), Duration::from_millis(500), 100);
+    c.reconnect = Backoff::new(Duration::from_millis(100), Duration::from_millis(500), 100);
     c.read_timeout = Duration::from_secs(2);
     let s = LiveStream::start(c, Source::Url(url.clone()));
     let wait_decoded = |s: &LiveStream, n: u64| {
@@ -834,5 +834,119 @@ fn discontinuity_restarts_the_demuxer_with_continuous_media_time() {
     assert!(
         frames.windows(2).all(|w| w[1].pts > w[0].pts),
         "media time keeps increasing"
+    );
+}
+
+/// `seconds` of 25 fps testsrc2 at `size`, H.264 with a 1 s GOP in MPEG-TS, its
+/// timestamps offset by `offset` seconds.
+fn clip_at(dir: &Path, name: &str, size: &str, seconds: u32, offset: u32) -> Vec<u8> {
+    let out = dir.join(name);
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25:duration={seconds}"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-pix_fmt", "yuv420p", "-output_ts_offset"])
+        .arg(offset.to_string())
+        .args(["-f", "mpegts"])
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ffmpeg CLI");
+    std::fs::read(out).unwrap()
+}
+
+/// Pushes `bytes` as one segment (no discontinuity) and runs the stream to its end.
+fn push_one(config: StreamConfig, bytes: Vec<u8>) -> (Vec<SampledFrame>, StreamStats) {
+    let (feed, reader) = segment_channel(4);
+    let mut s = LiveStream::start(config, Source::Segments(reader));
+    feed.send(FeedItem::Bytes(bytes)).unwrap();
+    drop(feed);
+    assert!(s.wait(Duration::from_secs(60)), "stream did not finish");
+    let frames = drain(&s);
+    (frames, s.stats())
+}
+
+/// Two clips back to back in one byte stream, the first with timestamps 1000 s ahead:
+/// the stream's timestamps jump 1000 s backwards after 2 s. Sampling once waited for
+/// media time to pass 1002 s again (no sample from the second clip); now the jump is a
+/// counted discontinuity, media time continues one frame on, and 2 samples/s go on.
+#[test]
+fn a_timestamp_jump_keeps_sampling_at_the_configured_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = clip_at(dir.path(), "ahead.ts", "320x240", 2, 1000);
+    bytes.extend(clip_at(dir.path(), "normal.ts", "320x240", 2, 0));
+    let (frames, st) = push_one(config("jump", Sampling::PerSecond(2.0)), bytes);
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
+    assert_eq!(st.decoded, 100);
+    assert_eq!((st.pts_jumps, st.discontinuities), (1, 1), "{st:?}");
+    // 4 s of media at 2/s: frames at 0, 0.52, 1.0, 1.52 of the first clip, then (its
+    // first frame one 0.04 s step after the last, at 2.0) 2.0, 2.52, 3.0, 3.52.
+    let pts: Vec<f64> = frames
+        .iter()
+        .map(|f| (f.pts * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(pts, vec![0.0, 0.52, 1.0, 1.52, 2.0, 2.52, 3.0, 3.52]);
+    assert_eq!(st.sampled, 8);
+}
+
+/// A forward jump of 1000 s is one discontinuity too: media time goes on from the last
+/// frame instead of leaping (which would empty every media-time window at once).
+#[test]
+fn a_far_forward_timestamp_jump_continues_media_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = clip_at(dir.path(), "first.ts", "320x240", 2, 0);
+    bytes.extend(clip_at(dir.path(), "later.ts", "320x240", 2, 1000));
+    let (frames, st) = push_one(config("leap", Sampling::PerSecond(2.0)), bytes);
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
+    assert_eq!((st.decoded, st.pts_jumps, st.discontinuities), (100, 1, 1));
+    let pts: Vec<f64> = frames
+        .iter()
+        .map(|f| (f.pts * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(pts, vec![0.0, 0.52, 1.0, 1.52, 2.0, 2.52, 3.0, 3.52]);
+}
+
+/// A stream whose declared size is above the maximum (640x480 against 320x240) is
+/// refused before its decoder opens: failed, with the sizes in the reason, and not one
+/// frame decoded.
+#[test]
+fn an_oversized_stream_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = clip_at(dir.path(), "big.ts", "640x480", 2, 0);
+    let mut c = config("big", Sampling::Every);
+    c.max_input = (320, 240);
+    let (frames, st) = push_one(c, bytes);
+    assert!(frames.is_empty());
+    assert_eq!(st.state, StreamState::Failed, "{st:?}");
+    assert_eq!((st.decoded, st.sampled), (0, 0));
+    assert!(
+        st.error
+            .as_deref()
+            .unwrap()
+            .contains("resolution 640x480 above the maximum 320x240"),
+        "{st:?}"
+    );
+}
+
+/// A stream that starts within the maximum and grows past it mid-stream (a new
+/// sequence header in the same byte stream): the decoder, opened with the maximum as
+/// its pixel cap, allocates no frame of the larger size (the first one was once decoded
+/// before the check refused it), and the stream fails with the new size as the reason.
+#[test]
+fn a_stream_growing_past_the_maximum_fails_without_an_oversized_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = clip_at(dir.path(), "small.ts", "320x240", 2, 0);
+    bytes.extend(clip_at(dir.path(), "grown.ts", "640x480", 2, 2));
+    let mut c = config("grows", Sampling::Every);
+    c.max_input = (320, 240);
+    let (frames, st) = push_one(c, bytes);
+    assert_eq!(frames.len(), 50, "{st:?}");
+    assert!(frames.iter().all(|f| (f.width, f.height) == (320, 240)));
+    assert_eq!((st.decoded, st.decode_errors), (50, 1), "{st:?}");
+    assert_eq!(st.state, StreamState::Failed, "{st:?}");
+    assert_eq!(
+        st.error.as_deref(),
+        Some("resolution 640x480 above the maximum 320x240")
     );
 }

@@ -8,7 +8,8 @@
 //! - [`feed`]: pushed segments as one byte stream for FFmpeg.
 //! - [`hls`]: HLS pull (live and VOD), feeding segments like a push.
 //! - [`queue`]: the bounded latest-wins hand-over to the detectors.
-//! - [`stream`]: a stream's decode thread, sampling, lifecycle and counters.
+//! - [`stream`]: a stream's decode thread, sampling (pure, [`stream::sampling`]),
+//!   lifecycle, reconnect backoff and counters.
 
 pub mod feed;
 pub mod guard;
@@ -22,5 +23,6 @@ pub use feed::{FeedError, FeedItem, SegmentFeed, SegmentReader, segment_channel}
 pub use queue::LatestQueue;
 pub use sequencer::{Intake, MAX_SEQUENCE, Sequencer, SequencerStats};
 pub use stream::{
-    LiveStream, SampledFrame, Sampling, Source, StreamConfig, StreamState, StreamStats,
+    Backoff, LiveStream, PtsJump, SampledFrame, Sampling, Source, StreamConfig, StreamError,
+    StreamState, StreamStats,
 };
