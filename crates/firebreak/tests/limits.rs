@@ -442,3 +442,28 @@ fn tls_with_a_certificate_reloaded_on_sighup() {
         "the old certificate is still served"
     );
 }
+
+/// Stream keys and signed queries stay out of errors and logs: a configured (trusted,
+/// so its error is shown) RTMP source with a key in its path and a token in its query
+/// fails to connect, and neither secret appears in the API's answer or the log.
+#[test]
+fn source_secrets_are_redacted_in_errors_and_logs() {
+    // A loopback port with nothing listening: the connection is refused.
+    let port = support::free_port();
+    let d = support::start(&format!(
+        "[[streams]]\nid = \"cam\"\nurl = \"rtmp://127.0.0.1:{port}/live/sk_live_SECRETKEY?token=SECRETTOKEN\"\n"
+    ));
+    let s = d.wait("the stream's error", 60, || {
+        let s = d.get("/v1/streams/cam", ADMIN);
+        s["error"].as_str().map(str::to_owned)
+    });
+    assert!(
+        s.starts_with(&format!(
+            "rtmp://127.0.0.1:{port}/live/***?token=***: cannot open"
+        )),
+        "{s}"
+    );
+    let log = d.stderr();
+    assert!(log.contains("/live/***"), "the failure is logged: {log}");
+    assert!(!log.contains("SECRET"), "{log}");
+}

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::feed::{FeedItem, SegmentFeed};
-use super::guard::NetPolicy;
+use super::guard::{NetPolicy, redact};
 use super::playlist::{self, Playlist};
 
 /// HLS poller settings.
@@ -174,17 +174,19 @@ impl Poller {
                 .timeout(self.config.timeout)
                 .call()
                 .map_err(|e| match e {
-                    ureq::Error::Status(code, _) => format!("{url}: HTTP {code}"),
-                    other => format!("{url}: {other}"),
+                    ureq::Error::Status(code, _) => format!("{}: HTTP {code}", redact(url)),
+                    // ureq's own text names the URL unredacted: only its kind.
+                    ureq::Error::Transport(t) => format!("{}: {}", redact(url), t.kind()),
                 })?;
             response
                 .into_reader()
                 .take(self.config.max_bytes + 1)
                 .read_to_end(&mut body)
-                .map_err(|e| format!("{url}: {e}"))?;
+                .map_err(|e| format!("{}: {e}", redact(url)))?;
         } else if !self.config.local() {
             return Err(format!(
-                "{url}: a remote playlist may only name http(s) URIs"
+                "{}: a remote playlist may only name http(s) URIs",
+                redact(url)
             ));
         } else {
             let path = url.strip_prefix("file://").unwrap_or(url);
@@ -194,7 +196,8 @@ impl Poller {
         }
         if body.len() as u64 > self.config.max_bytes {
             return Err(format!(
-                "{url}: larger than {} bytes",
+                "{}: larger than {} bytes",
+                redact(url),
                 self.config.max_bytes
             ));
         }
@@ -262,7 +265,7 @@ impl Poller {
                     self.counters.reload_errors.fetch_add(1, Ordering::Relaxed);
                     failures += 1;
                     if failures >= self.config.max_reload_failures {
-                        return Some(format!("{url}: {e}"));
+                        return Some(format!("{}: {e}", redact(&url)));
                     }
                     if self.sleep(self.config.retry.0) {
                         return None;

@@ -1,19 +1,23 @@
 //! Why a stream session ended badly. Callers see the text
-//! ([`super::StreamStats::error`]); the decode thread decides on the variant.
+//! ([`super::StreamStats::error`]); the decode thread decides on the variant. URLs are
+//! shown redacted ([`redact`]): stream keys and signed queries stay out of logs and
+//! API answers.
 
 use ffmpeg_next as ff;
+
+use crate::ingest::guard::redact;
 
 /// A stream error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StreamError {
     /// The URL's scheme is not one a stream may use.
-    #[error("{url}: unsupported protocol")]
+    #[error("{}: unsupported protocol", redact(.url))]
     UnsupportedProtocol {
         /// The source.
         url: String,
     },
     /// FFmpeg could not open or probe the source.
-    #[error("{url}: cannot open: {error}")]
+    #[error("{}: cannot open: {error}", redact(.url))]
     Open {
         /// The source.
         url: String,
@@ -60,7 +64,7 @@ pub enum StreamError {
     #[error("read: {0}")]
     Read(ff::Error),
     /// A URL source failed this many times in a row.
-    #[error("{url}: gave up after {attempts} reconnects")]
+    #[error("{}: gave up after {attempts} reconnects", redact(.url))]
     GaveUp {
         /// The source.
         url: String,
