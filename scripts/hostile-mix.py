@@ -185,7 +185,9 @@ def main():
                     alive += 1
                 except OSError:
                     pass
-            bad["slowloris alive (max)"] = max(bad["slowloris alive (max)"], alive)
+            bad["slowloris connections open (max)"] = max(
+                bad["slowloris connections open (max)"], alive)
+            bad["slowloris connections open (at the end)"] = alive
             stop.wait(1.0)
 
     def sampler():
