@@ -120,6 +120,18 @@ fn init_tracing(config: &ServiceConfig) {
     };
 }
 
+/// `policy` with this host's interface addresses as its own (refused to API sources);
+/// if they cannot be listed, loopback and private ranges are still refused.
+fn own_addresses(policy: NetPolicy) -> NetPolicy {
+    match policy.clone().with_own_interfaces() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list this host's addresses for the source policy");
+            policy
+        }
+    }
+}
+
 /// Every issue on one line, for a start-up error.
 fn joined(issues: Vec<Issue>) -> anyhow::Error {
     anyhow!(
@@ -309,7 +321,9 @@ impl Daemon {
                 v["tier"] = json!(tier);
                 v["tier_index"] = json!(index);
             })),
-            net: Arc::new(NetPolicy::new(&config.ingest.source_allowlist).expect("validated")),
+            net: Arc::new(own_addresses(
+                NetPolicy::new(&config.ingest.source_allowlist).expect("validated"),
+            )),
             idle_timeout: Duration::from_secs_f64(config.ingest.idle_timeout_secs),
             on_start: Some(Arc::new(move |id, tenant| {
                 owner_engine.set_owner(id, tenant)

@@ -33,6 +33,9 @@ pub enum AddressClass {
     Multicast,
     /// Documentation, benchmarking, reserved and other special-purpose ranges.
     Reserved,
+    /// One of this host's own addresses (a public one included): a source there would
+    /// reach the worker's own services.
+    Own,
 }
 
 impl AddressClass {
@@ -52,6 +55,7 @@ impl AddressClass {
             AddressClass::Unspecified => "unspecified",
             AddressClass::Multicast => "multicast",
             AddressClass::Reserved => "reserved",
+            AddressClass::Own => "this host's own",
         }
     }
 }
@@ -272,6 +276,8 @@ pub fn system_resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>
 pub struct NetPolicy {
     hosts: Vec<String>,
     nets: Vec<Cidr>,
+    /// This host's own addresses: refused like private ones, even when public.
+    own: Vec<IpAddr>,
 }
 
 impl NetPolicy {
@@ -304,7 +310,7 @@ impl NetPolicy {
     /// `100.64.0.0/10` or `169.254.0.0/16` would otherwise take a metadata address in).
     pub fn permits(&self, host: &str, ip: IpAddr) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        match classify(ip) {
+        match self.class(ip) {
             AddressClass::Public => true,
             AddressClass::Metadata | AddressClass::Unspecified => false,
             _ => {
@@ -312,6 +318,32 @@ impl NetPolicy {
                     || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
             }
         }
+    }
+
+    /// The policy's class of `ip`: [`classify`], except that this host's own addresses
+    /// are [`AddressClass::Own`].
+    pub fn class(&self, ip: IpAddr) -> AddressClass {
+        match classify(ip) {
+            AddressClass::Public if self.own.contains(&ip) => AddressClass::Own,
+            class => class,
+        }
+    }
+
+    /// The policy with `own` as this host's own addresses (see
+    /// [`NetPolicy::with_own_interfaces`]).
+    pub fn with_own(mut self, own: Vec<IpAddr>) -> NetPolicy {
+        self.own = own;
+        self
+    }
+
+    /// The policy with the addresses of this host's network interfaces as its own (a
+    /// worker with a public address must not fetch from itself).
+    pub fn with_own_interfaces(self) -> std::io::Result<NetPolicy> {
+        let own = if_addrs::get_if_addrs()?
+            .into_iter()
+            .map(|i| i.ip())
+            .collect();
+        Ok(self.with_own(own))
     }
 
     /// Resolves `host:port` and checks every address.
@@ -339,7 +371,7 @@ impl NetPolicy {
             return Err(Refusal::Address {
                 host: bare.to_owned(),
                 ip: bad.ip(),
-                class: classify(bad.ip()),
+                class: self.class(bad.ip()),
             });
         }
         Ok(addrs)
@@ -409,6 +441,40 @@ impl ureq::Resolver for PolicyResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_hosts_own_public_address_is_refused_unless_allowed() {
+        // A public address standing in for the worker's own (no connection is made:
+        // the resolver is a table).
+        let own: IpAddr = "8.8.4.4".parse().unwrap();
+        let other: IpAddr = "8.8.8.8".parse().unwrap();
+        let policy = NetPolicy::new(&[]).unwrap().with_own(vec![own]);
+        assert_eq!(policy.class(own), AddressClass::Own);
+        assert_eq!(policy.class(other), AddressClass::Public);
+        assert!(!policy.permits("self.example", own));
+        assert!(policy.permits("cdn.example", other));
+        let table = move |_: &str, port: u16| Ok(vec![SocketAddr::new(own, port)]);
+        assert_eq!(
+            policy.check("https://self.example/a.m3u8", &["https"], &table),
+            Err(Refusal::Address {
+                host: "self.example".into(),
+                ip: own,
+                class: AddressClass::Own,
+            })
+        );
+        // An explicit allow-list entry lets it in.
+        let allowed = NetPolicy::new(&[format!("{own}/32")])
+            .unwrap()
+            .with_own(vec![own]);
+        assert!(allowed.permits("self.example", own));
+        // The interfaces of this machine are found (loopback at least).
+        let mine = NetPolicy::new(&[]).unwrap().with_own_interfaces().unwrap();
+        assert!(
+            mine.own.contains(&IpAddr::from([127, 0, 0, 1])),
+            "{:?}",
+            mine.own
+        );
+    }
 
     #[test]
     fn secrets_in_urls_are_redacted() {
