@@ -88,6 +88,9 @@ pub struct Server {
     /// Failed authentications per minute from one client address before that address
     /// is answered 429 for a minute without checking.
     pub auth_failures_per_minute: u32,
+    /// Bytes of request bodies held in memory at once (each reserved at its length
+    /// before it is read; 503 beyond). At least `max_body_bytes`.
+    pub max_inflight_body_bytes: usize,
     /// Serve `/metrics` on this address only (an internal listener, no credentials);
     /// when unset, `/metrics` on the main listener needs a credential with the `read`
     /// or `metrics` scope.
@@ -120,6 +123,7 @@ impl Default for Server {
             tenant_requests_per_sec: 200.0,
             tenant_request_burst: 400,
             auth_failures_per_minute: 30,
+            max_inflight_body_bytes: 256 << 20,
             metrics_listen: None,
             tls: None,
         }
@@ -523,6 +527,15 @@ impl ServiceConfig {
         }
         if self.server.tenant_request_burst == 0 {
             push("server.tenant_request_burst", "must be above 0".into());
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
+            push(
+                "server.max_inflight_body_bytes",
+                format!(
+                    "{} is below server.max_body_bytes ({}): no body of the largest size could be read",
+                    self.server.max_inflight_body_bytes, self.server.max_body_bytes
+                ),
+            );
         }
         if self.server.auth_failures_per_minute == 0 {
             push("server.auth_failures_per_minute", "must be above 0".into());

@@ -40,8 +40,11 @@ pub struct Metrics {
     pub accept_errors: IntCounter,
     /// Connections closed at once because the server had `max_connections` open.
     pub connections_refused: IntCounter,
-    /// Requests answered 429, by limit (`tenant_rate`, `auth_failures`, `feeder_busy`).
+    /// Requests refused by a limit (429 or 503), by limit (`tenant_rate`,
+    /// `auth_failures`, `inflight_bodies`).
     pub throttled: IntCounterVec,
+    /// Bytes of request bodies reserved in memory now.
+    pub inflight_body_bytes: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -134,9 +137,14 @@ impl Metrics {
             throttled: IntCounterVec::new(
                 Opts::new(
                     "firebreak_throttled_total",
-                    "Requests answered 429, by limit.",
+                    "Requests refused by a limit (429 or 503), by limit.",
                 ),
                 &["limit"],
+            )
+            .unwrap(),
+            inflight_body_bytes: prometheus::IntGauge::new(
+                "firebreak_inflight_body_bytes",
+                "Bytes of request bodies reserved in memory now.",
             )
             .unwrap(),
             registry,
@@ -155,6 +163,7 @@ impl Metrics {
         r.register(Box::new(m.accept_errors.clone())).unwrap();
         r.register(Box::new(m.connections_refused.clone())).unwrap();
         r.register(Box::new(m.throttled.clone())).unwrap();
+        r.register(Box::new(m.inflight_body_bytes.clone())).unwrap();
         for s in STAGES {
             m.stage_seconds.with_label_values(&[s]);
         }

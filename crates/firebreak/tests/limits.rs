@@ -467,3 +467,80 @@ fn source_secrets_are_redacted_in_errors_and_logs() {
     assert!(log.contains("/live/***"), "the failure is logged: {log}");
     assert!(!log.contains("SECRET"), "{log}");
 }
+
+/// The gauge `firebreak_inflight_body_bytes`, scraped with the read token.
+fn inflight(d: &support::Daemon) -> i64 {
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("firebreak_inflight_body_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the in-flight body gauge")
+}
+
+/// Bodies held open: each request body was buffered up to `max_body_bytes`, so enough
+/// slow uploads (1024 connections x 16 MiB) could take gigabytes. Now every body is
+/// reserved at its declared length before it is read, against
+/// `max_inflight_body_bytes` (2 MiB here): with two 1 MiB uploads stalled half-way, a
+/// third is answered 503 `Retry-After: 1` at once, and taken when one finishes.
+#[test]
+fn bodies_in_memory_at_once_are_bounded() {
+    let d =
+        support::start("[server]\nmax_body_bytes = 1048576\nmax_inflight_body_bytes = 2097152\n");
+    let a = addr(&d);
+    let body = vec![0x47u8; 1 << 20];
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut c = TcpStream::connect(&a).unwrap();
+            write!(
+                c,
+                "PUT /v1/streams/up-{i}/segments/0 HTTP/1.1\r\nHost: {a}\r\n\
+                 Authorization: Bearer {INGEST}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            c.write_all(&body[..1000]).unwrap();
+            c
+        })
+        .collect();
+    d.wait("both stalled bodies reserved", 30, || {
+        (inflight(&d) == 2 << 20).then_some(())
+    });
+    // The answer comes before the body is sent (the body would not be read).
+    let mut third = TcpStream::connect(&a).unwrap();
+    write!(
+        third,
+        "PUT /v1/streams/third/segments/0 HTTP/1.1\r\nHost: {a}\r\n\
+         Authorization: Bearer {INGEST}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (answer, _) = read_until_closed(&mut third, Duration::from_secs(15));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 1\r\n"),
+        "{answer}"
+    );
+    // One stalled upload completes: its reservation is returned, the third fits.
+    let mut stalled = stalled;
+    let mut first = stalled.remove(0);
+    first.write_all(&body[1000..]).unwrap();
+    let mut head = [0u8; 12];
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    first.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    d.wait_with(
+        "the first reservation returned",
+        30,
+        || (inflight(&d) == 1 << 20).then_some(()),
+        || format!("in flight: {}", inflight(&d)),
+    );
+    let third = ureq::put(&format!("{}/v1/streams/third/segments/0", d.base))
+        .set("Authorization", &format!("Bearer {INGEST}"))
+        .send_bytes(&body);
+    assert_eq!(status_and_retry(third).0, 200);
+    drop(stalled);
+}

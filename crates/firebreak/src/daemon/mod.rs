@@ -345,6 +345,7 @@ impl Daemon {
                     tenant_per_sec: config.server.tenant_requests_per_sec,
                     tenant_burst: config.server.tenant_request_burst,
                     auth_failures_per_minute: config.server.auth_failures_per_minute,
+                    inflight_body_bytes: config.server.max_inflight_body_bytes,
                 },
                 metrics.clone(),
             )

@@ -128,6 +128,10 @@ pub struct RateLimits {
     pub tenant_burst: u32,
     /// Failed authentications per minute per client address.
     pub auth_failures_per_minute: u32,
+    /// Bytes of request bodies held in memory at once, over every request: a body is
+    /// reserved at its `Content-Length` (the body limit when it has none) before it is
+    /// read, and a request that does not fit is answered 503 `Retry-After: 1`.
+    pub inflight_body_bytes: usize,
 }
 
 impl Default for RateLimits {
@@ -136,6 +140,7 @@ impl Default for RateLimits {
             tenant_per_sec: 200.0,
             tenant_burst: 400,
             auth_failures_per_minute: 30,
+            inflight_body_bytes: 256 << 20,
         }
     }
 }
@@ -150,6 +155,8 @@ pub struct Authenticator {
     rate: Mutex<TokenBuckets<String>>,
     failures: Mutex<FailureThrottle<IpAddr>>,
     on_denied: OnceLock<DeniedHook>,
+    /// Request bodies in memory at once, in KiB (see [`RateLimits::inflight_body_bytes`]).
+    bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -268,6 +275,9 @@ impl Authenticator {
                 Duration::from_secs(60),
             )),
             on_denied: OnceLock::new(),
+            bodies: Arc::new(tokio::sync::Semaphore::new(
+                kib(limits.inflight_body_bytes).min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         })
     }
 
@@ -340,6 +350,69 @@ impl Authenticator {
     }
 }
 
+/// Bytes in KiB, rounded up.
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
+
+/// A reservation of body memory, counted in `firebreak_inflight_body_bytes`.
+struct BodyReservation {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    bytes: i64,
+    metrics: Metrics,
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        self.metrics.inflight_body_bytes.sub(self.bytes);
+    }
+}
+
+impl Authenticator {
+    /// Reserves memory for the request's body before it is read: its `Content-Length`,
+    /// or the body limit for a body of unknown length (nothing for a request without
+    /// a body). `Err` is the 503 to answer.
+    fn reserve_body(&self, headers: &header::HeaderMap) -> Result<BodyReservation, Response> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let bytes = match declared {
+            Some(n) => n.min(self.max_body),
+            None if headers.contains_key(header::TRANSFER_ENCODING) => self.max_body,
+            None => 0,
+        };
+        let permit = if bytes == 0 {
+            None
+        } else {
+            let n = u32::try_from(kib(bytes)).unwrap_or(u32::MAX);
+            match self.bodies.clone().try_acquire_many_owned(n) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.metrics
+                        .throttled
+                        .with_label_values(&["inflight_bodies"])
+                        .inc();
+                    let mut r = refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many request bodies in flight; retry",
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                    return Err(r);
+                }
+            }
+        };
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.metrics.inflight_body_bytes.add(bytes);
+        Ok(BodyReservation {
+            _permit: permit,
+            bytes,
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
 /// What the refusals of one request say about it.
 struct Ctx {
     peer: IpAddr,
@@ -398,6 +471,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             .map(str::to_owned)
     };
     let caller;
+    let mut reserved = None;
     let body = if let Some(sig) = header_str("x-firebreak-signature") {
         // Everything that needs no body is checked before the body is read, so an
         // unauthenticated caller cannot make the server buffer and hash it.
@@ -437,6 +511,11 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                 "bad signature",
             );
         }
+        let reservation = match auth.reserve_body(&parts.headers) {
+            Ok(r) => r,
+            Err(busy) => return busy,
+        };
+        reserved = Some(reservation);
         let bytes = match axum::body::to_bytes(body, auth.max_body).await {
             Ok(b) => b,
             Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
@@ -536,8 +615,17 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             &format!("this credential lacks the {scope} scope"),
         );
     }
+    if reserved.is_none() {
+        match auth.reserve_body(&parts.headers) {
+            Ok(r) => reserved = Some(r),
+            Err(busy) => return busy,
+        }
+    }
     parts.extensions.insert(caller);
-    next.run(Request::from_parts(parts, body)).await
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // The handler has read (or dropped) the body.
+    drop(reserved);
+    response
 }
 
 #[cfg(test)]
