@@ -544,3 +544,67 @@ fn bodies_in_memory_at_once_are_bounded() {
     assert_eq!(status_and_retry(third).0, 200);
     drop(stalled);
 }
+
+/// hex HMAC-SHA256 of a signed request, as a partner computes it.
+fn signature(method: &str, path: &str, ts: &str, digest: &str) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(support::HMAC_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{method}\n{path}\n{ts}\n{digest}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A signed request whose body digest is in `X-Firebreak-Content-SHA256` has its
+/// signature checked before the body is read: a forged one is answered 401 while the
+/// announced megabyte is still unsent. A genuine signature over a digest the body does
+/// not match is refused after the body; a genuine request is taken.
+#[test]
+fn signed_requests_with_a_body_digest_are_verified_before_the_body() {
+    let d = support::start("[server]\nmax_body_bytes = 2097152\n");
+    let a = addr(&d);
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let body = vec![7u8; 1 << 20];
+    let digest = support::sha256_hex(&body);
+    let path = "/v1/streams/signed/segments/0";
+
+    // Forged: the right tenant and a fresh timestamp, a wrong signature; no body sent.
+    let mut forged = TcpStream::connect(&a).unwrap();
+    write!(
+        forged,
+        "PUT {path} HTTP/1.1\r\nHost: {a}\r\nContent-Length: {}\r\nX-Firebreak-Tenant: partner\r\n\
+         X-Firebreak-Timestamp: {ts}\r\nX-Firebreak-Content-SHA256: {digest}\r\n\
+         X-Firebreak-Signature: {}\r\n\r\n",
+        body.len(),
+        "ab".repeat(32)
+    )
+    .unwrap();
+    let (answer, _) = read_until_closed(&mut forged, Duration::from_secs(15));
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+
+    let send = |digest: &str, body: &[u8], ts: &str| {
+        status_and_retry(
+            ureq::put(&format!("{}{path}", d.base))
+                .set("X-Firebreak-Tenant", "partner")
+                .set("X-Firebreak-Timestamp", ts)
+                .set("X-Firebreak-Content-SHA256", digest)
+                .set("X-Firebreak-Signature", &signature("PUT", path, ts, digest))
+                .send_bytes(body),
+        )
+        .0
+    };
+    // Signed over the digest of another body.
+    let mut other = body.clone();
+    other[0] = 8;
+    assert_eq!(send(&digest, &other, &ts), 401);
+    // Genuine (a new timestamp: a signature is accepted once).
+    let ts2 = (ts.parse::<u64>().unwrap() + 1).to_string();
+    assert_eq!(send(&digest, &body, &ts2), 200);
+}

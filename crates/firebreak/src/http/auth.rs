@@ -8,6 +8,12 @@
 //!   within 300 s of ours) and `X-Firebreak-Signature` = lowercase hex
 //!   HMAC-SHA256(secret, METHOD "\n" PATH?QUERY "\n" TIMESTAMP "\n" hex(sha256(BODY))).
 //!   A signature is accepted once: a replay within the time window answers 401.
+//!   A client that also sends `X-Firebreak-Content-SHA256: hex(sha256(BODY))` has its
+//!   signature checked before its body is read (and the body checked against it
+//!   after); without it the body is read first, within the in-flight body budget. A
+//!   client that also sends `X-Firebreak-Content-SHA256: hex(sha256(BODY))` has its
+//!   signature checked before its body is read (and the body checked against it after);
+//!   without it the body is read first, within the in-flight body budget.
 //!
 //! Scopes: `ingest` (push and register streams), `operator` (acknowledge, resolve,
 //! audit; implies `read`), `admin` (policy, reload, every tenant; implies `operator`),
@@ -89,6 +95,7 @@ struct Token {
     scopes: Vec<String>,
 }
 
+#[derive(Clone)]
 struct HmacKey {
     tenant: String,
     secret: Vec<u8>,
@@ -511,6 +518,56 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                 "bad signature",
             );
         }
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map_or(path.as_str(), |p| p.as_str())
+            .to_owned();
+        let method = parts.method.clone();
+        let key_for = |digest: &str| {
+            creds
+                .hmac
+                .iter()
+                .filter(|k| k.tenant == tenant)
+                .find(|k| {
+                    let mut mac =
+                        Hmac::<Sha256>::new_from_slice(&k.secret).expect("any key length");
+                    mac.update(format!("{method}\n{pq}\n{ts}\n{digest}").as_bytes());
+                    unhex(&sig).is_some_and(|s| mac.verify_slice(&s).is_ok())
+                })
+                .cloned()
+        };
+        // With the body's digest in a header the signature is verified before the body
+        // is read; without it the body must be read (within the in-flight budget) to
+        // know what was signed.
+        let declared = header_str("x-firebreak-content-sha256").map(|d| d.to_ascii_lowercase());
+        if declared
+            .as_deref()
+            .is_some_and(|d| unhex(d).is_none_or(|b| b.len() != 32))
+        {
+            return auth.fail(
+                &ctx,
+                Some(&tenant),
+                "malformed",
+                StatusCode::UNAUTHORIZED,
+                "X-Firebreak-Content-SHA256 must be 64 hex digits",
+            );
+        }
+        let early = match &declared {
+            Some(d) => match key_for(d) {
+                Some(k) => Some(k),
+                None => {
+                    return auth.fail(
+                        &ctx,
+                        Some(&tenant),
+                        "bad_signature",
+                        StatusCode::UNAUTHORIZED,
+                        "bad signature",
+                    );
+                }
+            },
+            None => None,
+        };
         let reservation = match auth.reserve_body(&parts.headers) {
             Ok(r) => r,
             Err(busy) => return busy,
@@ -520,16 +577,22 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             Ok(b) => b,
             Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
         };
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map_or(path.as_str(), |p| p.as_str())
-            .to_owned();
-        let found = creds.hmac.iter().filter(|k| k.tenant == tenant).find(|k| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(&k.secret).expect("any key length");
-            mac.update(format!("{}\n{pq}\n{ts}\n{}", parts.method, sha256_hex(&bytes)).as_bytes());
-            unhex(&sig).is_some_and(|s| mac.verify_slice(&s).is_ok())
-        });
+        let digest = sha256_hex(&bytes);
+        let found = match (early, &declared) {
+            (Some(k), Some(d)) => {
+                if *d != digest {
+                    return auth.fail(
+                        &ctx,
+                        Some(&tenant),
+                        "digest_mismatch",
+                        StatusCode::UNAUTHORIZED,
+                        "the body does not match X-Firebreak-Content-SHA256",
+                    );
+                }
+                Some(k)
+            }
+            _ => key_for(&digest),
+        };
         let Some(key) = found else {
             return auth.fail(
                 &ctx,
