@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= /var/cache/firebreak/target
 
-.PHONY: setup run test lint ci bench bench-compare
+.PHONY: setup run test lint ci bench bench-compare package
 
 ## Install missing system packages (quick when everything is present).
 setup:
@@ -37,3 +37,7 @@ bench: setup
 ## Side-by-side speed against Meta's reference (PyPI pdqhash and vpdq).
 bench-compare: setup
 	benches/compare_reference.sh
+
+## The release binary without debug info in dist/ (debug info beside it).
+package: setup
+	scripts/package.sh
