@@ -232,9 +232,11 @@ impl Engine {
             m.stage("decode")
                 .observe(frame.wall_ms.saturating_sub(arrival) as f64 / 1000.0);
         }
-        let policy = self.policy();
-        let stream = self.stream(&frame.stream_id, &policy);
+        let stream = self.stream(&frame.stream_id, &self.policy());
         let mut s = stream.lock();
+        // The policy in force once the stream is held: a swap between reading it and
+        // taking the lock cannot make this frame go back to an older policy.
+        let policy = self.policy();
         if stream.ended_ms.load(Ordering::Acquire) != 0 {
             // The id is in use again: a new stream, with fresh state.
             *s = self.fresh(&frame.stream_id, &policy);
@@ -276,9 +278,9 @@ impl Engine {
 
     /// A stream ended or stalled.
     pub fn on_stream_event(&self, id: &str, event: StreamEvent) {
-        let policy = self.policy();
-        let stream = self.stream(id, &policy);
+        let stream = self.stream(id, &self.policy());
         let mut s = stream.lock();
+        let policy = self.policy();
         if event == StreamEvent::Ended {
             if stream.ended_ms.load(Ordering::Acquire) != 0 {
                 return;
@@ -297,7 +299,6 @@ impl Engine {
     /// Lets quiet streams cool down (call every second or so), and forgets streams
     /// that ended more than an hour ago.
     pub fn tick(&self) {
-        let policy = self.policy();
         let now = self.now_ms();
         let hour_ago = now.saturating_sub(ENDED_KEPT_MS);
         let streams: Vec<Arc<Slot>> = {
@@ -315,6 +316,7 @@ impl Engine {
         };
         for stream in streams {
             let mut s = stream.lock();
+            let policy = self.policy();
             s.adapt(&policy);
             let decisions = s.state.tick(&policy, now);
             stream.publish(&s, &policy);
@@ -653,6 +655,75 @@ mod tests {
             answer,
             Ok((("none".to_owned(), 0), 0, "newcomer".to_owned()))
         );
+    }
+
+    /// Policy swaps while frames flow: four streams' consumer threads feed frames while
+    /// the policy alternates between the built-in one (five rules) and a one-rule
+    /// policy. No interleaving may stop a stream's analysis: every thread finishes
+    /// (a panic in the engine would fail the join) and every frame is on its stream's
+    /// timeline, and the streams end on the last policy.
+    #[test]
+    fn policy_swaps_while_frames_flow_stop_no_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let one_rule = PolicyConfig::from_toml(
+            r#"
+version = "one-rule"
+tiers = ["crisis"]
+[[rule]]
+name = "any"
+kind = "hash_match"
+tier = "crisis"
+"#,
+        )
+        .unwrap();
+        let default = PolicyConfig::from_toml(DEFAULT_POLICY).unwrap();
+        const FRAMES: u64 = 200;
+        let feeders: Vec<_> = (0..4)
+            .map(|n| {
+                let e = engine.clone();
+                std::thread::spawn(move || {
+                    let id: Arc<str> = Arc::from(format!("s{n}"));
+                    let rgb: Arc<[u8]> = vec![(n * 40) as u8; 32 * 32 * 3].into();
+                    for i in 0..FRAMES {
+                        e.on_frame(&SampledFrame {
+                            stream_id: id.clone(),
+                            index: i,
+                            pts: i as f64 * 0.5,
+                            wall_ms: 1_000 + i * 500,
+                            arrival_ms: None,
+                            keyframe: true,
+                            width: 32,
+                            height: 32,
+                            rgb: rgb.clone(),
+                        });
+                        if i % 50 == 0 {
+                            e.on_stream_event(&id, StreamEvent::Stalled);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let swapper = {
+            let e = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let p = if i % 2 == 0 { &one_rule } else { &default };
+                    e.set_policy(p.clone(), "op", "policy.replace", "policy");
+                    e.tick();
+                }
+            })
+        };
+        swapper.join().expect("the swapper");
+        for f in feeders {
+            f.join().expect("a stream's analysis thread died");
+        }
+        for n in 0..4 {
+            let timeline = engine.timeline(&format!("s{n}"), None).unwrap();
+            assert_eq!(timeline.len() as u64, FRAMES, "stream s{n}");
+        }
+        // The last swap installed the built-in policy.
+        assert_eq!(engine.policy().config().version, "default-1");
     }
 
     /// A stream id that passes to another tenant (the old stream finished and was
