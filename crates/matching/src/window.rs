@@ -110,6 +110,11 @@ impl VpdqWindow {
         }
     }
 
+    /// Its configuration.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
     /// Adds a sampled frame at media time `at` (non-decreasing). `lookup` returns the
     /// banked videos with a frame within the vPDQ distance of a hash; it is called only
     /// for hashes not already in the window.

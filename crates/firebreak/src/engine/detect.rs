@@ -93,6 +93,14 @@ impl StreamDetect {
         }
     }
 
+    /// Frees what an ended stream no longer needs: the hasher's image-sized scratch
+    /// buffers (megabytes at 720p) and the live window's frames. The policy state
+    /// stays (the stream's summary, until it is forgotten).
+    pub(crate) fn release(&mut self) {
+        self.hasher = PdqHasher::new();
+        self.window = VpdqWindow::new(*self.window.config());
+    }
+
     /// Adopts `policy` if the state is adapted to another one (rule state carried
     /// over by name, see `StreamState::adopt`).
     pub(crate) fn adapt(&mut self, policy: &Arc<Policy>) {

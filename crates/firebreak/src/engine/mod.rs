@@ -288,6 +288,7 @@ impl Engine {
             stream
                 .ended_ms
                 .store(self.now_ms().max(1), Ordering::Release);
+            s.release();
         }
         s.adapt(&policy);
         let decisions = s.state.on_event(&policy, event, self.now_ms());
