@@ -407,11 +407,6 @@ pub struct StreamSettings {
 }
 
 impl StreamSpec {
-    /// Problems with this stream, paths under `at`.
-    pub fn issues(&self, at: &str) -> Vec<Issue> {
-        self.validate(at).err().unwrap_or_default()
-    }
-
     /// The typed stream, or every problem with it (paths under `at`).
     pub fn validate(&self, at: &str) -> Result<StreamSettings, Vec<Issue>> {
         let mut out = Vec::new();
