@@ -1,6 +1,13 @@
 //! The daemon's configuration file (`firebreak run --config FILE`,
 //! `firebreak config check FILE`).
 //!
+//! Two layers: [`ServiceConfig`] and its sections are the file as written (serde
+//! structs: strings and numbers, every key defaulted); [`ServiceConfig::validate`]
+//! turns it into [`Settings`], the typed contract the daemon is built from (socket
+//! addresses, durations, the sink as an enum, sampling, scopes, the source allow-list,
+//! the loaded policy, the TLS acceptor), so nothing downstream parses a string again
+//! or relies on something having been validated.
+//!
 //! Every problem is reported at once with its path: unknown keys anywhere (collected
 //! while parsing, not just the first), then every semantic issue (bad listen address,
 //! bad token hash, unknown scope, missing model directory, an invalid policy file...).
@@ -10,24 +17,16 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use firebreak_media::ingest::Sampling;
+use firebreak_media::ingest::guard::NetPolicy;
 use firebreak_policy::config::PolicyConfig;
 use serde::Deserialize;
 
-/// One problem, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    /// Dotted path, e.g. `auth.tokens[1].scopes[0]`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for Issue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+/// One problem, with where it is (the issue type shared with the policy crate).
+pub use firebreak_policy::config::Issue;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,9 +55,6 @@ pub struct ServiceConfig {
     pub outbox: Outbox,
     /// Streams pulled from the start (more can be registered through the API).
     pub streams: Vec<StreamSpec>,
-    /// The file this was loaded from (SIGHUP reads it again).
-    #[serde(skip)]
-    pub source: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -183,8 +179,58 @@ pub struct HmacSpec {
     pub scopes: Option<Vec<String>>,
 }
 
-/// The scopes a credential can carry.
+/// The scopes a credential can carry, as written in the file.
 pub const SCOPES: [&str; 5] = ["ingest", "operator", "read", "admin", "metrics"];
+
+/// A scope a credential carries: `ingest` (push and register streams), `operator`
+/// (acknowledge, resolve, audit; implies `read`), `admin` (policy, reload, every
+/// tenant; implies `operator`), `read` (implies `metrics`), `metrics` (`/metrics` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Push and register streams.
+    Ingest,
+    /// Acknowledge and resolve escalations, read the audit log.
+    Operator,
+    /// Read streams, escalations, events and the policy.
+    Read,
+    /// Change the policy, reload, see every tenant.
+    Admin,
+    /// `/metrics` only.
+    Metrics,
+}
+
+impl Scope {
+    /// Every scope, in the order of [`SCOPES`].
+    pub const ALL: [Scope; 5] = [
+        Scope::Ingest,
+        Scope::Operator,
+        Scope::Read,
+        Scope::Admin,
+        Scope::Metrics,
+    ];
+
+    /// The name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Operator => "operator",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+            Scope::Metrics => "metrics",
+        }
+    }
+
+    /// The scope named `name`.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// `[ingest]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -315,8 +361,7 @@ pub struct StreamSpec {
 }
 
 /// Parses a sampling setting.
-pub fn parse_sampling(s: &str) -> Result<firebreak_media::ingest::Sampling, String> {
-    use firebreak_media::ingest::Sampling;
+pub fn parse_sampling(s: &str) -> Result<Sampling, String> {
     match s {
         "every" => Ok(Sampling::Every),
         "keyframes" => Ok(Sampling::Keyframes),
@@ -341,82 +386,346 @@ pub fn valid_stream_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Where a stream's video comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    /// An HLS playlist URL.
+    Hls(String),
+    /// Anything FFmpeg opens (rtmp://, srt://, http://).
+    Url(String),
+    /// A local file.
+    File(PathBuf),
+}
+
+/// A valid stream spec: one source, a valid id, sampling parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Stream id (checked by [`valid_stream_id`]).
+    pub id: String,
+    /// Where the video comes from.
+    pub source: StreamSource,
+    /// Overrides the default sampling.
+    pub sampling: Option<Sampling>,
+    /// The owning tenant, if the spec names one.
+    pub tenant: Option<String>,
+}
+
 impl StreamSpec {
-    /// Problems with this stream, paths under `at`.
-    pub fn issues(&self, at: &str) -> Vec<Issue> {
+    /// The typed stream, or every problem with it (paths under `at`).
+    pub fn validate(&self, at: &str) -> Result<StreamSettings, Vec<Issue>> {
         let mut out = Vec::new();
-        let mut push = |path: String, message: String| out.push(Issue { path, message });
         if !valid_stream_id(&self.id) {
-            push(
+            out.push(Issue::new(
                 format!("{at}.id"),
                 format!("{:?}: 1-128 of A-Z a-z 0-9 - _ .", self.id),
-            );
+            ));
         }
-        let sources = [self.hls.is_some(), self.url.is_some(), self.file.is_some()];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            push(
-                at.to_owned(),
-                "give exactly one source: hls, url or file".into(),
-            );
+        let source = match (&self.hls, &self.url, &self.file) {
+            (Some(hls), None, None) => Some(StreamSource::Hls(hls.clone())),
+            (None, Some(url), None) => Some(StreamSource::Url(url.clone())),
+            (None, None, Some(file)) => Some(StreamSource::File(file.clone())),
+            _ => {
+                out.push(Issue::new(at, "give exactly one source: hls, url or file"));
+                None
+            }
+        };
+        let sampling = match self.sampling.as_deref().map(parse_sampling) {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                out.push(Issue::new(format!("{at}.sampling"), e));
+                None
+            }
+        };
+        match source {
+            Some(source) if out.is_empty() => Ok(StreamSettings {
+                id: self.id.clone(),
+                source,
+                sampling,
+                tenant: self.tenant.clone(),
+            }),
+            _ => Err(out),
         }
-        if let Some(s) = &self.sampling
-            && let Err(e) = parse_sampling(s)
-        {
-            push(format!("{at}.sampling"), e);
+    }
+}
+
+/// The validated configuration: what [`ServiceConfig::parse`] and
+/// [`ServiceConfig::load`] return and what the daemon is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Banks, outbox, JSONL events, audit log (`data_dir`, else `$FIREBREAK_DATA`,
+    /// else `./firebreak-data`).
+    pub data_dir: PathBuf,
+    /// Names this worker in events; `None`: the host name.
+    pub worker_id: Option<String>,
+    /// HTTP.
+    pub server: ServerSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Credentials.
+    pub auth: AuthSettings,
+    /// Defaults for every stream.
+    pub ingest: IngestSettings,
+    /// Banks and models.
+    pub detectors: DetectorSettings,
+    /// The escalation policy, loaded and validated.
+    pub policy: PolicySettings,
+    /// Where escalations go.
+    pub sink: SinkSettings,
+    /// The durable outbox in front of the sink.
+    pub outbox: OutboxSettings,
+    /// Streams pulled from the start.
+    pub streams: Vec<StreamSettings>,
+    /// The file this was loaded from (SIGHUP reads it again).
+    pub source: Option<PathBuf>,
+    /// The file's model (paths resolved), validated again by [`Settings::reread`]
+    /// when there is no file.
+    raw: ServiceConfig,
+}
+
+/// `[server]`, typed.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest request body (a pushed segment), bytes.
+    pub max_body_bytes: usize,
+    /// At most this many streams at once.
+    pub max_streams: usize,
+    /// At most this many running streams per tenant.
+    pub max_streams_per_tenant: usize,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body.
+    pub body_timeout: Duration,
+    /// Authenticated requests per second per tenant, sustained.
+    pub tenant_requests_per_sec: f64,
+    /// Burst above the sustained rate.
+    pub tenant_request_burst: u32,
+    /// Failed authentications per minute per client address before a throttle.
+    pub auth_failures_per_minute: u32,
+    /// Bytes of request bodies held in memory at once.
+    pub max_inflight_body_bytes: usize,
+    /// The internal metrics listener, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// HTTPS on the main listener.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: the files and the acceptor loaded from them.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// The certificate and key, loaded.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`, typed.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Line format.
+    pub format: LogFormat,
+    /// A tracing filter, checked to parse (`tracing_subscriber::EnvFilter` is not
+    /// `Clone`, so it is built where it is installed).
+    pub level: String,
+}
+
+/// `[auth]`, typed.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// Bearer tokens.
+    pub tokens: Vec<TokenSettings>,
+    /// HMAC keys (their secrets are read from the environment when installed).
+    pub hmac: Vec<HmacSettings>,
+}
+
+/// A bearer token: its sha256 and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// Who holds it.
+    pub tenant: String,
+    /// The token's sha256.
+    pub sha256: [u8; 32],
+    /// At least one.
+    pub scopes: Vec<Scope>,
+}
+
+/// An HMAC key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacSettings {
+    /// The tenant.
+    pub tenant: String,
+    /// Environment variable holding the secret.
+    pub secret_env: String,
+    /// At least one (default `ingest`).
+    pub scopes: Vec<Scope>,
+}
+
+/// `[ingest]`, typed.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Default sampling.
+    pub sampling: Sampling,
+    /// Segments held while waiting for a missing one.
+    pub reorder_window: u64,
+    /// Frames are scaled down to fit (width, height), both above 0.
+    pub max_frame: (u32, u32),
+    /// Where streams registered through the API may connect.
+    pub net: Arc<NetPolicy>,
+    /// A pushed stream with no segment for this long is ended.
+    pub idle_timeout: Duration,
+}
+
+/// `[detectors]`, typed.
+#[derive(Debug, Clone)]
+pub struct DetectorSettings {
+    /// Hash banks.
+    pub banks_dir: PathBuf,
+    /// Model directories, each with a `model.toml`.
+    pub models: Vec<PathBuf>,
+    /// Classify every Nth sampled frame (N above 0).
+    pub classify_every: u32,
+    /// Threads per inference.
+    pub classifier_threads: usize,
+    /// Media seconds in the live vPDQ window (above 0; media time, not a wall
+    /// duration, and may be infinite).
+    pub video_window_secs: f64,
+}
+
+/// `[policy]`, typed.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// The policy file, if any (reloads read it again).
+    pub file: Option<PathBuf>,
+    /// The policy: the file's, validated, or the built-in one.
+    pub config: PolicyConfig,
+}
+
+/// `[sink]`, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSettings {
+    /// Appended to a JSONL file.
+    Jsonl {
+        /// The file (default `<data_dir>/events.jsonl`).
+        path: PathBuf,
+    },
+    /// Produced to Kafka.
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// Topic.
+        topic: String,
+        /// Extra librdkafka properties.
+        properties: BTreeMap<String, String>,
+    },
+}
+
+/// `[outbox]`, typed.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxSettings {
+    /// Refuse new events beyond this many pending bytes (at least 65536).
+    pub max_bytes: u64,
+}
+
+impl ServerSettings {
+    /// The connection limits of the accept loop.
+    pub fn limits(&self) -> crate::http::server::Limits {
+        crate::http::server::Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
         }
-        out
+    }
+
+    /// The request limits of the authenticator.
+    pub fn rate_limits(&self) -> crate::http::auth::RateLimits {
+        crate::http::auth::RateLimits {
+            tenant_per_sec: self.tenant_requests_per_sec,
+            tenant_burst: self.tenant_request_burst,
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            inflight_body_bytes: self.max_inflight_body_bytes,
+        }
+    }
+}
+
+impl Settings {
+    /// The configuration again, for a reload: the file it was loaded from, or (parsed
+    /// from text) the same text, with the policy file and the certificate read again.
+    pub fn reread(&self) -> Result<Settings, Vec<Issue>> {
+        match &self.source {
+            Some(path) => ServiceConfig::load(path),
+            None => self.raw.clone().validate(),
+        }
+    }
+
+    /// The tenant of streams that name none: the first token's, or `local`.
+    pub fn default_tenant(&self) -> String {
+        self.auth
+            .tokens
+            .first()
+            .map_or_else(|| "local".into(), |t| t.tenant.clone())
     }
 }
 
 impl ServiceConfig {
     /// Parses `text`; every problem is returned at once. `base` resolves relative paths
     /// (the config file's directory).
-    pub fn parse(text: &str, base: &Path) -> Result<ServiceConfig, Vec<Issue>> {
+    pub fn parse(text: &str, base: &Path) -> Result<Settings, Vec<Issue>> {
         let mut unknown = Vec::new();
-        let de = toml::Deserializer::parse(text).map_err(|e| {
-            vec![Issue {
-                path: "(file)".into(),
-                message: e.to_string().trim().to_owned(),
-            }]
-        })?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| vec![Issue::new("(file)", e.to_string().trim())])?;
         let parsed: Result<ServiceConfig, _> = serde_ignored::deserialize(de, |path| {
-            unknown.push(Issue {
-                path: path.to_string(),
-                message: "unknown field".into(),
-            })
+            unknown.push(Issue::new(path.to_string(), "unknown field"))
         });
         let mut config = match parsed {
             Ok(c) => c,
             Err(e) => {
-                unknown.push(Issue {
-                    path: "(file)".into(),
-                    message: e.to_string().trim().to_owned(),
-                });
+                unknown.push(Issue::new("(file)", e.to_string().trim()));
                 return Err(unknown);
             }
         };
         config.resolve(base);
-        let mut issues = unknown;
-        issues.extend(config.validate());
-        if issues.is_empty() {
-            Ok(config)
-        } else {
-            Err(issues)
+        match config.validate() {
+            Ok(settings) if unknown.is_empty() => Ok(settings),
+            Ok(_) => Err(unknown),
+            Err(issues) => {
+                unknown.extend(issues);
+                Err(unknown)
+            }
         }
     }
 
     /// Reads and parses a file.
-    pub fn load(path: &Path) -> Result<ServiceConfig, Vec<Issue>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![Issue {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }]
-        })?;
+    pub fn load(path: &Path) -> Result<Settings, Vec<Issue>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![Issue::new(path.display().to_string(), e.to_string())])?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = Self::parse(&text, base)?;
-        config.source = Some(path.to_owned());
-        Ok(config)
+        let mut settings = Self::parse(&text, base)?;
+        settings.source = Some(path.to_owned());
+        Ok(settings)
     }
 
     fn resolve(&mut self, base: &Path) {
@@ -458,143 +767,172 @@ impl ServiceConfig {
         })
     }
 
-    /// Where banks live.
-    pub fn banks_dir(&self) -> PathBuf {
-        self.detectors
-            .banks_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir().join("banks"))
-    }
-
     /// The policy: the file's, or the built-in one.
-    pub fn load_policy(&self) -> Result<PolicyConfig, Vec<Issue>> {
+    fn load_policy(&self) -> Result<PolicyConfig, Vec<Issue>> {
         let Some(file) = &self.policy.file else {
             return Ok(PolicyConfig::builtin());
         };
         let text = std::fs::read_to_string(file).map_err(|e| {
-            vec![Issue {
-                path: "policy.file".into(),
-                message: format!("{}: {e}", file.display()),
-            }]
+            vec![Issue::new(
+                "policy.file",
+                format!("{}: {e}", file.display()),
+            )]
         })?;
         policy_from_toml(&text, "policy.file")
     }
 
-    /// Every semantic problem.
-    pub fn validate(&self) -> Vec<Issue> {
+    /// The typed settings, or every semantic problem (paths relative to the file's
+    /// directory must have been resolved).
+    pub fn validate(self) -> Result<Settings, Vec<Issue>> {
         let mut out = Vec::new();
-        let mut push = |path: &str, message: String| {
-            out.push(Issue {
-                path: path.to_owned(),
-                message,
-            })
-        };
-        if self.server.listen.parse::<SocketAddr>().is_err() {
+        let mut push = |path: &str, message: String| out.push(Issue::new(path, message));
+        let server = &self.server;
+        let listen = server.listen.parse::<SocketAddr>().ok();
+        if listen.is_none() {
             push(
                 "server.listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:8080",
-                    self.server.listen
-                ),
+                format!("{:?} is not an address like 127.0.0.1:8080", server.listen),
             );
         }
-        if self.server.max_body_bytes == 0 {
+        if server.max_body_bytes == 0 {
             push("server.max_body_bytes", "must be above 0".into());
         }
-        if self.server.max_streams_per_tenant == Some(0) {
+        if server.max_streams_per_tenant == Some(0) {
             push("server.max_streams_per_tenant", "must be above 0".into());
         }
-        if self.server.max_streams == 0 {
+        if server.max_streams == 0 {
             push("server.max_streams", "must be above 0".into());
         }
-        if self.server.max_connections == 0 {
+        if server.max_connections == 0 {
             push("server.max_connections", "must be above 0".into());
         }
-        for (key, v) in [
-            (
-                "server.header_timeout_secs",
-                self.server.header_timeout_secs,
-            ),
-            ("server.body_timeout_secs", self.server.body_timeout_secs),
-            (
-                "server.tenant_requests_per_sec",
-                self.server.tenant_requests_per_sec,
-            ),
-        ] {
-            if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+        let positive = |key: &str, v: f64, push: &mut dyn FnMut(&str, String)| {
+            let ok = v.is_finite() && v > 0.0 && v <= 1e6;
+            if !ok {
                 push(key, format!("{v}: must be above 0 (and at most 1e6)"));
             }
-        }
-        if self.server.tenant_request_burst == 0 {
+            ok.then_some(v)
+        };
+        let header_timeout = positive(
+            "server.header_timeout_secs",
+            server.header_timeout_secs,
+            &mut push,
+        )
+        .map(Duration::from_secs_f64);
+        let body_timeout = positive(
+            "server.body_timeout_secs",
+            server.body_timeout_secs,
+            &mut push,
+        )
+        .map(Duration::from_secs_f64);
+        let tenant_requests_per_sec = positive(
+            "server.tenant_requests_per_sec",
+            server.tenant_requests_per_sec,
+            &mut push,
+        );
+        if server.tenant_request_burst == 0 {
             push("server.tenant_request_burst", "must be above 0".into());
         }
-        if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
+        if server.max_inflight_body_bytes < server.max_body_bytes {
             push(
                 "server.max_inflight_body_bytes",
                 format!(
                     "{} is below server.max_body_bytes ({}): no body of the largest size could be read",
-                    self.server.max_inflight_body_bytes, self.server.max_body_bytes
+                    server.max_inflight_body_bytes, server.max_body_bytes
                 ),
             );
         }
-        if self.server.auth_failures_per_minute == 0 {
+        if server.auth_failures_per_minute == 0 {
             push("server.auth_failures_per_minute", "must be above 0".into());
         }
-        if let Some(m) = &self.server.metrics_listen
-            && m.parse::<SocketAddr>().is_err()
-        {
-            push(
-                "server.metrics_listen",
-                format!("{m:?} is not an address like 127.0.0.1:9090"),
-            );
-        }
-        if let Some(tls) = &self.server.tls
-            && let Err(e) = crate::http::server::load_tls(&tls.cert, &tls.key)
-        {
-            push("server.tls", e);
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            push(
-                "log.format",
-                format!("{:?}: expected \"text\" or \"json\"", self.log.format),
-            );
-        }
+        let metrics_listen = match &server.metrics_listen {
+            None => Some(None),
+            Some(m) => match m.parse::<SocketAddr>() {
+                Ok(a) => Some(Some(a)),
+                Err(_) => {
+                    push(
+                        "server.metrics_listen",
+                        format!("{m:?} is not an address like 127.0.0.1:9090"),
+                    );
+                    None
+                }
+            },
+        };
+        let tls = match &server.tls {
+            None => Some(None),
+            Some(t) => match crate::http::server::load_tls(&t.cert, &t.key) {
+                Ok(acceptor) => Some(Some(TlsSettings {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                    acceptor,
+                })),
+                Err(e) => {
+                    push("server.tls", e);
+                    None
+                }
+            },
+        };
+        let log_format = match self.log.format.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => {
+                push(
+                    "log.format",
+                    format!("{:?}: expected \"text\" or \"json\"", self.log.format),
+                );
+                None
+            }
+        };
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             push(
                 "log.level",
                 format!("{:?} is not a log filter", self.log.level),
             );
         }
-        let scope_issues = |at: &str, scopes: &[String], push: &mut dyn FnMut(&str, String)| {
+        let scopes_of = |at: &str, scopes: &[String], push: &mut dyn FnMut(&str, String)| {
             if scopes.is_empty() {
                 push(&format!("{at}.scopes"), "give at least one scope".into());
             }
+            let mut typed = Vec::new();
             for (j, s) in scopes.iter().enumerate() {
-                if !SCOPES.contains(&s.as_str()) {
-                    push(
+                match Scope::parse(s) {
+                    Some(scope) => typed.push(scope),
+                    None => push(
                         &format!("{at}.scopes[{j}]"),
                         format!("{s:?}: expected one of {SCOPES:?}"),
-                    );
+                    ),
                 }
             }
+            typed
         };
         let mut seen = HashSet::new();
+        let mut tokens = Vec::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
             let at = format!("auth.tokens[{i}]");
             if t.tenant.is_empty() {
                 push(&format!("{at}.tenant"), "missing".into());
             }
-            let h = &t.token_sha256;
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                push(
+            let sha256 = sha256_from_hex(&t.token_sha256);
+            match sha256 {
+                None => push(
                     &format!("{at}.token_sha256"),
                     "expected 64 hex digits (printf %s TOKEN | sha256sum)".into(),
-                );
-            } else if !seen.insert(h.to_ascii_lowercase()) {
-                push(&format!("{at}.token_sha256"), "the same token twice".into());
+                ),
+                Some(h) if !seen.insert(h) => {
+                    push(&format!("{at}.token_sha256"), "the same token twice".into())
+                }
+                Some(_) => {}
             }
-            scope_issues(&at, &t.scopes, &mut push);
+            let scopes = scopes_of(&at, &t.scopes, &mut push);
+            if let Some(sha256) = sha256 {
+                tokens.push(TokenSettings {
+                    tenant: t.tenant.clone(),
+                    sha256,
+                    scopes,
+                });
+            }
         }
+        let mut hmac = Vec::new();
         for (i, h) in self.auth.hmac.iter().enumerate() {
             let at = format!("auth.hmac[{i}]");
             if h.tenant.is_empty() {
@@ -603,29 +941,37 @@ impl ServiceConfig {
             if h.secret_env.is_empty() {
                 push(&format!("{at}.secret_env"), "missing".into());
             }
-            if let Some(scopes) = &h.scopes {
-                scope_issues(&at, scopes, &mut push);
-            }
+            let scopes = match &h.scopes {
+                Some(scopes) => scopes_of(&at, scopes, &mut push),
+                None => vec![Scope::Ingest],
+            };
+            hmac.push(HmacSettings {
+                tenant: h.tenant.clone(),
+                secret_env: h.secret_env.clone(),
+                scopes,
+            });
         }
-        if let Err(e) = parse_sampling(&self.ingest.sampling) {
-            push("ingest.sampling", e);
-        }
-        if let Err(bad) =
-            firebreak_media::ingest::guard::NetPolicy::new(&self.ingest.source_allowlist)
-        {
-            push(
-                "ingest.source_allowlist",
-                format!("{bad:?}: expected host names, addresses or CIDR ranges"),
-            );
-        }
-        if !(self.ingest.idle_timeout_secs.is_finite()
-            && (1.0..=86_400.0).contains(&self.ingest.idle_timeout_secs))
-        {
+        let sampling = parse_sampling(&self.ingest.sampling)
+            .map_err(|e| push("ingest.sampling", e))
+            .ok();
+        let net = NetPolicy::new(&self.ingest.source_allowlist)
+            .map_err(|bad| {
+                push(
+                    "ingest.source_allowlist",
+                    format!("{bad:?}: expected host names, addresses or CIDR ranges"),
+                )
+            })
+            .ok();
+        let idle_secs = self.ingest.idle_timeout_secs;
+        let idle_timeout = if idle_secs.is_finite() && (1.0..=86_400.0).contains(&idle_secs) {
+            Some(Duration::from_secs_f64(idle_secs))
+        } else {
             push(
                 "ingest.idle_timeout_secs",
                 "must be from 1 to 86400 seconds".into(),
             );
-        }
+            None
+        };
         if self.ingest.max_frame.contains(&0) {
             push("ingest.max_frame", "must be above 0".into());
         }
@@ -643,57 +989,167 @@ impl ServiceConfig {
         if self.detectors.video_window_secs.is_nan() || self.detectors.video_window_secs <= 0.0 {
             push("detectors.video_window_secs", "must be above 0".into());
         }
-        match self.sink.kind.as_str() {
-            "jsonl" => {}
+        let data_dir = self.data_dir();
+        let sink = &self.sink;
+        let sink = match sink.kind.as_str() {
+            "jsonl" => Some(SinkSettings::Jsonl {
+                path: sink
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("events.jsonl")),
+            }),
             "kafka" => {
-                if self.sink.brokers.as_deref().is_none_or(str::is_empty) {
+                let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+                let (brokers, topic) = (given(&sink.brokers), given(&sink.topic));
+                if brokers.is_none() {
                     push("sink.brokers", "needed for the kafka sink".into());
                 }
-                if self.sink.topic.as_deref().is_none_or(str::is_empty) {
+                if topic.is_none() {
                     push("sink.topic", "needed for the kafka sink".into());
                 }
+                brokers
+                    .zip(topic)
+                    .map(|(brokers, topic)| SinkSettings::Kafka {
+                        brokers,
+                        topic,
+                        properties: sink.properties.clone(),
+                    })
             }
-            other => push(
-                "sink.kind",
-                format!("{other:?}: expected \"jsonl\" or \"kafka\""),
-            ),
-        }
+            other => {
+                push(
+                    "sink.kind",
+                    format!("{other:?}: expected \"jsonl\" or \"kafka\""),
+                );
+                None
+            }
+        };
         if self.outbox.max_bytes < 1 << 16 {
             push("outbox.max_bytes", "must be at least 65536".into());
         }
         let mut ids = HashSet::new();
+        let mut streams = Vec::new();
         for (i, s) in self.streams.iter().enumerate() {
             let at = format!("streams[{i}]");
-            out.extend(s.issues(&at));
+            match s.validate(&at) {
+                Ok(stream) => streams.push(stream),
+                Err(issues) => out.extend(issues),
+            }
             if !ids.insert(s.id.clone()) {
-                out.push(Issue {
-                    path: format!("{at}.id"),
-                    message: format!("{:?} given twice", s.id),
-                });
+                out.push(Issue::new(
+                    format!("{at}.id"),
+                    format!("{:?} given twice", s.id),
+                ));
             }
         }
-        if let Err(issues) = self.load_policy() {
-            out.extend(issues);
+        let policy = self.load_policy().map_err(|issues| out.extend(issues)).ok();
+        let (
+            Some(listen),
+            Some(header_timeout),
+            Some(body_timeout),
+            Some(tenant_requests_per_sec),
+            Some(metrics_listen),
+            Some(tls),
+            Some(format),
+            Some(sampling),
+            Some(net),
+            Some(idle_timeout),
+            Some(sink),
+            Some(policy),
+        ) = (
+            listen,
+            header_timeout,
+            body_timeout,
+            tenant_requests_per_sec,
+            metrics_listen,
+            tls,
+            log_format,
+            sampling,
+            net,
+            idle_timeout,
+            sink,
+            policy,
+        )
+        else {
+            return Err(out);
+        };
+        if !out.is_empty() {
+            return Err(out);
         }
-        out
+        let server = &self.server;
+        Ok(Settings {
+            worker_id: self.worker_id.clone(),
+            server: ServerSettings {
+                listen,
+                max_body_bytes: server.max_body_bytes,
+                max_streams: server.max_streams,
+                max_streams_per_tenant: server.max_streams_per_tenant.unwrap_or(server.max_streams),
+                max_connections: server.max_connections,
+                header_timeout,
+                body_timeout,
+                tenant_requests_per_sec,
+                tenant_request_burst: server.tenant_request_burst,
+                max_inflight_body_bytes: server.max_inflight_body_bytes,
+                auth_failures_per_minute: server.auth_failures_per_minute,
+                metrics_listen,
+                tls,
+            },
+            log: LogSettings {
+                format,
+                level: self.log.level.clone(),
+            },
+            auth: AuthSettings { tokens, hmac },
+            ingest: IngestSettings {
+                sampling,
+                reorder_window: self.ingest.reorder_window,
+                max_frame: (self.ingest.max_frame[0], self.ingest.max_frame[1]),
+                net: Arc::new(net),
+                idle_timeout,
+            },
+            detectors: DetectorSettings {
+                banks_dir: self
+                    .detectors
+                    .banks_dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("banks")),
+                models: self.detectors.models.clone(),
+                classify_every: self.detectors.classify_every,
+                classifier_threads: self.detectors.classifier_threads,
+                video_window_secs: self.detectors.video_window_secs,
+            },
+            policy: PolicySettings {
+                file: self.policy.file.clone(),
+                config: policy,
+            },
+            sink,
+            outbox: OutboxSettings {
+                max_bytes: self.outbox.max_bytes,
+            },
+            streams,
+            data_dir,
+            source: None,
+            raw: self,
+        })
     }
+}
+
+/// 64 hex digits (either case) as 32 bytes.
+fn sha256_from_hex(h: &str) -> Option<[u8; 32]> {
+    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Parses a policy, with issue paths under `at`.
 pub fn policy_from_toml(text: &str, at: &str) -> Result<PolicyConfig, Vec<Issue>> {
     use firebreak_policy::config::PolicyError;
     PolicyConfig::from_toml(text).map_err(|e| match e {
-        PolicyError::Invalid(issues) => issues
-            .into_iter()
-            .map(|i| Issue {
-                path: format!("{at}: {}", i.path),
-                message: i.message,
-            })
-            .collect(),
-        other => vec![Issue {
-            path: at.to_owned(),
-            message: other.to_string(),
-        }],
+        PolicyError::Invalid(issues) => issues.into_iter().map(|i| i.within(at)).collect(),
+        other => vec![Issue::new(at, other.to_string())],
     })
 }
 
@@ -703,10 +1159,20 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_the_embedded_setup() {
-        let c = ServiceConfig::parse("", Path::new("/etc")).unwrap();
-        assert_eq!(c.sink.kind, "jsonl");
-        assert_eq!(c.server.listen, "127.0.0.1:8080");
-        assert!(c.auth.tokens.is_empty());
+        let c = ServiceConfig::parse("data_dir = \"d\"", Path::new("/etc")).unwrap();
+        assert_eq!(
+            c.sink,
+            SinkSettings::Jsonl {
+                path: "/etc/d/events.jsonl".into()
+            }
+        );
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.ingest.sampling, Sampling::PerSecond(2.0));
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.detectors.banks_dir, Path::new("/etc/d/banks"));
+        assert_eq!(c.policy.config, PolicyConfig::builtin());
+        assert!(c.auth.tokens.is_empty() && c.streams.is_empty());
     }
 
     #[test]
@@ -747,8 +1213,107 @@ sampling = "fast"
     }
 
     #[test]
+    fn a_valid_file_becomes_typed_settings() {
+        let text = r#"
+[server]
+listen = "0.0.0.0:9000"
+metrics_listen = "127.0.0.1:9100"
+body_timeout_secs = 2.5
+max_streams = 5
+[log]
+format = "json"
+[[auth.tokens]]
+tenant = "a"
+token_sha256 = "00FF00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff"
+scopes = ["ingest", "admin"]
+[[auth.hmac]]
+tenant = "p"
+secret_env = "P_SECRET"
+[ingest]
+sampling = "keyframes"
+source_allowlist = ["10.0.0.0/8"]
+idle_timeout_secs = 30
+[sink]
+kind = "kafka"
+brokers = "k:9092"
+topic = "t"
+properties = { "acks" = "all" }
+[[streams]]
+id = "cam"
+file = "cam.ts"
+sampling = "every"
+"#;
+        let c = ServiceConfig::parse(text, Path::new("/srv")).unwrap();
+        assert_eq!(c.server.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        assert_eq!(
+            c.server.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
+        assert_eq!(c.server.body_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            c.server.max_streams_per_tenant, 5,
+            "defaults to max_streams"
+        );
+        assert_eq!(c.log.format, LogFormat::Json);
+        let mut sha = [0u8; 32];
+        for (i, b) in sha.iter_mut().enumerate() {
+            *b = if i % 2 == 0 { 0 } else { 0xff };
+        }
+        assert_eq!(
+            c.auth.tokens,
+            vec![TokenSettings {
+                tenant: "a".into(),
+                sha256: sha,
+                scopes: vec![Scope::Ingest, Scope::Admin],
+            }]
+        );
+        assert_eq!(c.auth.hmac[0].scopes, vec![Scope::Ingest], "the default");
+        assert_eq!(c.ingest.sampling, Sampling::Keyframes);
+        assert_eq!(
+            *c.ingest.net,
+            NetPolicy::new(&["10.0.0.0/8".to_owned()]).unwrap()
+        );
+        assert_eq!(c.ingest.idle_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.sink,
+            SinkSettings::Kafka {
+                brokers: "k:9092".into(),
+                topic: "t".into(),
+                properties: [("acks".to_owned(), "all".to_owned())].into(),
+            }
+        );
+        assert_eq!(
+            c.streams,
+            vec![StreamSettings {
+                id: "cam".into(),
+                source: StreamSource::File("/srv/cam.ts".into()),
+                sampling: Some(Sampling::Every),
+                tenant: None,
+            }]
+        );
+        assert_eq!(c.default_tenant(), "a");
+    }
+
+    #[test]
+    fn the_scope_names_are_the_documented_ones() {
+        assert_eq!(Scope::ALL.map(Scope::as_str), SCOPES);
+        assert_eq!(Scope::parse("operator"), Some(Scope::Operator));
+        assert_eq!(Scope::parse("root"), None);
+    }
+
+    #[test]
+    fn a_policy_file_s_issues_keep_their_path_inside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.toml"), "version = \"\"\ntiers = [\"a\"]\n[[rule]]\nname = \"r\"\nkind = \"hash_match\"\ntier = \"a\"\n").unwrap();
+        let issues = ServiceConfig::parse("[policy]\nfile = \"p.toml\"\n", dir.path()).unwrap_err();
+        assert_eq!(
+            issues,
+            vec![Issue::new("policy.file: version", "must not be empty")]
+        );
+    }
+
+    #[test]
     fn sampling_forms() {
-        use firebreak_media::ingest::Sampling;
         assert_eq!(parse_sampling("every").unwrap(), Sampling::Every);
         assert_eq!(parse_sampling("keyframes").unwrap(), Sampling::Keyframes);
         assert_eq!(parse_sampling("2/s").unwrap(), Sampling::PerSecond(2.0));

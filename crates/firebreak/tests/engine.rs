@@ -229,6 +229,22 @@ async fn incident_opens_is_acknowledged_and_resolved_over_the_api() {
     let ack = format!("/v1/escalations/{}/ack", e.id);
     let (status, _) = h.call("POST", &ack, READ, "{}").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // The denial is audited off the runtime: wait for it (boundedly) before acting,
+    // so the audit log below holds the actions in the order they happened.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !h
+        .daemon
+        .engine()
+        .audit_entries(None)
+        .iter()
+        .any(|a| a["action"] == "auth.denied")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused acknowledgement was not audited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 
     h.clock.advance(4_500);
     let (status, v) = h.call("POST", &ack, OPERATOR, r#"{"note":"on it"}"#).await;

@@ -4,16 +4,36 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One problem in a policy file.
+/// One configuration problem, with where it is. The one issue type of every Firebreak
+/// configuration: policy files here, the daemon's config file (`firebreak::config`)
+/// and operator requests that change the policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Where: `rule[2].enter`, `tiers`, ...
+pub struct Issue {
+    /// Where: a dotted path (`rule[2].enter`, `auth.tokens[1].scopes[0]`, `tiers`...).
     pub path: String,
     /// What is wrong.
     pub message: String,
 }
 
-impl std::fmt::Display for ConfigIssue {
+impl Issue {
+    /// An issue at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Issue {
+        Issue {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same issue found in a file named at `at` (`policy.file: rule[0].k`).
+    pub fn within(self, at: &str) -> Issue {
+        Issue {
+            path: format!("{at}: {}", self.path),
+            message: self.message,
+        }
+    }
+}
+
+impl std::fmt::Display for Issue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
     }
@@ -27,7 +47,7 @@ pub enum PolicyError {
     Toml(String),
     /// The policy parsed but is inconsistent.
     #[error("policy has {} problem(s):\n{}", .0.len(), .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<ConfigIssue>),
+    Invalid(Vec<Issue>),
 }
 
 /// What a rule looks at in each sampled frame.
@@ -233,9 +253,9 @@ impl PolicyConfig {
     }
 
     /// Every consistency problem.
-    pub fn validate(&self) -> Vec<ConfigIssue> {
+    pub fn validate(&self) -> Vec<Issue> {
         let mut issues = Vec::new();
-        let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+        let mut issue = |path: String, message: String| issues.push(Issue { path, message });
         if self.version.trim().is_empty() {
             issue("version".into(), "must not be empty".into());
         }

@@ -16,7 +16,7 @@ pub mod config;
 pub mod event;
 pub mod policy;
 
-pub use config::{PolicyConfig, PolicyError};
+pub use config::{Issue, PolicyConfig, PolicyError};
 pub use policy::{
     Decision, DecisionKind, Evidence, FrameSignals, Policy, StreamEvent, StreamState,
 };

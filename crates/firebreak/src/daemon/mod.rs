@@ -12,7 +12,7 @@
 //! every stream drain through the detectors, waits for the outbox to empty (up to
 //! 20 s; anything left stays on disk for the next start) and exits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -28,18 +28,18 @@ use firebreak_delivery::outbox::{Outbox, OutboxConfig};
 use firebreak_delivery::{FileSync, JsonlSink, Pipeline, Syncer};
 use firebreak_matching::matcher::{MatchConfig, Matcher};
 use firebreak_matching::store::BankStore;
-use firebreak_media::ingest::guard::NetPolicy;
+use firebreak_media::ingest::StreamState as MediaState;
 use firebreak_policy::event::Producer;
 use firebreak_policy::policy::StreamEvent;
 use serde_json::{Value, json};
 
 use crate::clock::{self, Clock};
-use crate::config::{Issue, ServiceConfig, parse_sampling};
+use crate::config::{Issue, LogFormat, ServiceConfig, Settings, SinkSettings};
 use crate::engine::{Detectors, Engine, EngineConfig, FrameModel};
 use crate::http::api::{ApiState, Reloader};
-use crate::http::auth::{Authenticator, Denied, RateLimits};
+use crate::http::auth::{Authenticator, Denied};
 use crate::http::ingest::{IngestConfig, IngestState};
-use crate::http::server::{Limits, Tls};
+use crate::http::server::Tls;
 use crate::metrics::Metrics;
 
 /// `firebreak config check FILE`.
@@ -60,14 +60,11 @@ pub fn check(path: &Path) -> ExitCode {
 
 /// Loads banks and models (`frame_models` beside the configured ones).
 fn load_detectors(
-    config: &ServiceConfig,
+    config: &Settings,
     frame_models: &[Arc<dyn FrameModel>],
 ) -> Result<Detectors, Vec<Issue>> {
-    let issue = |path: &str, message: String| Issue {
-        path: path.into(),
-        message,
-    };
-    let set = BankStore::new(config.banks_dir())
+    let issue = |path: &str, message: String| Issue::new(path, message);
+    let set = BankStore::new(config.detectors.banks_dir.clone())
         .load_all()
         .map_err(|e| vec![issue("detectors.banks_dir", e.to_string())])?;
     for e in &set.skipped {
@@ -105,7 +102,7 @@ fn load_detectors(
     })
 }
 
-fn init_tracing(config: &ServiceConfig) {
+fn init_tracing(config: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIREBREAK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     use std::io::IsTerminal;
@@ -113,16 +110,17 @@ fn init_tracing(config: &ServiceConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
-    let _ = if config.log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 
 /// `policy` with this host's interface addresses as its own (refused to API sources);
 /// if they cannot be listed, loopback and private ranges are still refused.
-fn own_addresses(policy: NetPolicy) -> NetPolicy {
+fn own_addresses(
+    policy: firebreak_media::ingest::guard::NetPolicy,
+) -> firebreak_media::ingest::guard::NetPolicy {
     match policy.clone().with_own_interfaces() {
         Ok(p) => p,
         Err(e) => {
@@ -184,7 +182,7 @@ impl std::fmt::Debug for Dependencies {
 
 /// A built daemon: every part wired, nothing served yet.
 pub struct Daemon {
-    config: ServiceConfig,
+    config: Settings,
     engine: Arc<Engine>,
     ingest: Arc<IngestState>,
     api: Arc<ApiState>,
@@ -208,12 +206,12 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     /// Builds the daemon from a validated config, on the system clock.
-    pub fn build(config: ServiceConfig) -> Result<Daemon> {
+    pub fn build(config: Settings) -> Result<Daemon> {
         Daemon::build_with(config, Dependencies::default())
     }
 
     /// [`Daemon::build`] with wall time from `clock`.
-    pub fn build_with_clock(config: ServiceConfig, clock: Arc<dyn Clock>) -> Result<Daemon> {
+    pub fn build_with_clock(config: Settings, clock: Arc<dyn Clock>) -> Result<Daemon> {
         Daemon::build_with(
             config,
             Dependencies {
@@ -224,13 +222,13 @@ impl Daemon {
     }
 
     /// [`Daemon::build`] with injected dependencies.
-    pub fn build_with(config: ServiceConfig, deps: Dependencies) -> Result<Daemon> {
+    pub fn build_with(config: Settings, deps: Dependencies) -> Result<Daemon> {
         let Dependencies {
             clock,
             outbox_sync,
             frame_models,
         } = deps;
-        let data = config.data_dir();
+        let data = config.data_dir.clone();
         std::fs::create_dir_all(&data).with_context(|| format!("{}", data.display()))?;
 
         let (metrics, delivery_metrics) = Metrics::new();
@@ -246,28 +244,22 @@ impl Daemon {
         .with_context(|| format!("opening the outbox in {}", outbox_dir.display()))?;
         tracing::info!(?recovery, "outbox opened");
         let pipeline = Pipeline::new(outbox, &outbox_dir, delivery_metrics);
-        let sink = match config.sink.kind.as_str() {
-            "kafka" => {
-                let mut k = KafkaConfig::new(
-                    config.sink.brokers.clone().unwrap_or_default(),
-                    config.sink.topic.clone().unwrap_or_default(),
-                );
-                k.properties = config.sink.properties.clone();
+        let sink = match &config.sink {
+            SinkSettings::Kafka {
+                brokers,
+                topic,
+                properties,
+            } => {
+                let mut k = KafkaConfig::new(brokers.clone(), topic.clone());
+                k.properties = properties.clone();
                 AnySink::Kafka(KafkaSink::new(&k).map_err(|e| anyhow!("kafka sink: {e}"))?)
             }
-            _ => {
-                let path = config
-                    .sink
-                    .path
-                    .clone()
-                    .unwrap_or_else(|| data.join("events.jsonl"));
-                AnySink::Jsonl(
-                    JsonlSink::open(&path).with_context(|| format!("{}", path.display()))?,
-                )
-            }
+            SinkSettings::Jsonl { path } => AnySink::Jsonl(
+                JsonlSink::open(path).with_context(|| format!("{}", path.display()))?,
+            ),
         };
 
-        let policy = config.load_policy().map_err(joined)?;
+        let policy = config.policy.config.clone();
         let started = Instant::now();
         let detectors = load_detectors(&config, &frame_models).map_err(joined)?;
         tracing::info!(banks = ?detectors.banks, models = detectors.classifiers.models().len(), ms = started.elapsed().as_millis() as u64, "detectors loaded");
@@ -276,11 +268,7 @@ impl Daemon {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_else(|_| "firebreak".into())
         });
-        let default_tenant = config
-            .auth
-            .tokens
-            .first()
-            .map_or_else(|| "local".into(), |t| t.tenant.clone());
+        let default_tenant = config.default_tenant();
         let engine = Engine::new(
             EngineConfig {
                 classify_every: config.detectors.classify_every,
@@ -308,12 +296,9 @@ impl Daemon {
             max_segment_bytes: config.server.max_body_bytes,
             reorder_window: config.ingest.reorder_window,
             max_streams: config.server.max_streams,
-            max_streams_per_tenant: config
-                .server
-                .max_streams_per_tenant
-                .unwrap_or(config.server.max_streams),
-            sampling: parse_sampling(&config.ingest.sampling).expect("validated"),
-            max_output: (config.ingest.max_frame[0], config.ingest.max_frame[1]),
+            max_streams_per_tenant: config.server.max_streams_per_tenant,
+            sampling: config.ingest.sampling,
+            max_output: config.ingest.max_frame,
             on_frame: Arc::new(move |f| frames_engine.on_frame(&f)),
             on_end: Arc::new(move |id| end_engine.on_stream_event(id, StreamEvent::Ended)),
             annotate: Some(Arc::new(move |id, v| {
@@ -321,15 +306,15 @@ impl Daemon {
                 v["tier"] = json!(tier);
                 v["tier_index"] = json!(index);
             })),
-            net: Arc::new(own_addresses(
-                NetPolicy::new(&config.ingest.source_allowlist).expect("validated"),
-            )),
-            idle_timeout: Duration::from_secs_f64(config.ingest.idle_timeout_secs),
+            net: Arc::new(own_addresses((*config.ingest.net).clone())),
+            idle_timeout: config.ingest.idle_timeout,
             on_start: Some(Arc::new(move |id, tenant| {
                 owner_engine.set_owner(id, tenant)
             })),
             clock: clock.clone(),
         });
+        let streams: Arc<dyn crate::metrics::StreamSource> = ingest.clone();
+        metrics.watch_streams(Arc::downgrade(&streams));
         for s in &config.streams {
             let owner = s.tenant.clone().unwrap_or_else(|| default_tenant.clone());
             ingest
@@ -341,12 +326,7 @@ impl Daemon {
             Authenticator::new(
                 &config.auth,
                 config.server.max_body_bytes,
-                RateLimits {
-                    tenant_per_sec: config.server.tenant_requests_per_sec,
-                    tenant_burst: config.server.tenant_request_burst,
-                    auth_failures_per_minute: config.server.auth_failures_per_minute,
-                    inflight_body_bytes: config.server.max_inflight_body_bytes,
-                },
+                config.server.rate_limits(),
                 metrics.clone(),
             )
             .map_err(|e| anyhow!(e))?,
@@ -365,46 +345,32 @@ impl Daemon {
                         "auth.denied",
                         &d.request,
                         Value::Null,
-                        json!(d.reason),
+                        json!(d.reason.as_str()),
                     );
                 });
             }));
         }
-        let tls = match &config.server.tls {
-            Some(t) => Some(Arc::new(arc_swap::ArcSwap::from_pointee(
-                crate::http::server::load_tls(&t.cert, &t.key).map_err(|e| anyhow!(e))?,
-            ))),
-            None => None,
-        };
+        let tls: Option<Tls> = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(arc_swap::ArcSwap::from_pointee(t.acceptor.clone())));
         let reload_config = config.clone();
         let reload_engine = engine.clone();
         let (reload_auth, reload_tls) = (auth.clone(), tls.clone());
         let reload: Reloader = Arc::new(move |who: &str| {
             // The config file again (credentials, certificate, policy and bank paths);
             // everything else in it takes effect at the next start.
-            let config = match &reload_config.source {
-                Some(path) => ServiceConfig::load(path)?,
-                None => reload_config.clone(),
-            };
-            let policy = config.load_policy()?;
+            let config = reload_config.reread()?;
+            let policy = config.policy.config.clone();
             let detectors = load_detectors(&config, &frame_models)?;
             let acceptor = match (&reload_tls, &config.server.tls) {
-                (Some(_), Some(t)) => {
-                    Some(crate::http::server::load_tls(&t.cert, &t.key).map_err(|e| {
-                        vec![Issue {
-                            path: "server.tls".into(),
-                            message: e,
-                        }]
-                    })?)
-                }
+                (Some(_), Some(t)) => Some(t.acceptor.clone()),
                 _ => None,
             };
-            reload_auth.reload(&config.auth).map_err(|e| {
-                vec![Issue {
-                    path: "auth".into(),
-                    message: e,
-                }]
-            })?;
+            reload_auth
+                .reload(&config.auth)
+                .map_err(|e| vec![Issue::new("auth", e)])?;
             if let (Some(swap), Some(acceptor)) = (&reload_tls, acceptor) {
                 swap.store(Arc::new(acceptor));
             }
@@ -507,11 +473,7 @@ impl Daemon {
             metrics_listener,
             ..
         } = self;
-        let limits = Limits {
-            max_connections: config.server.max_connections,
-            header_timeout: Duration::from_secs_f64(config.server.header_timeout_secs),
-            body_timeout: Duration::from_secs_f64(config.server.body_timeout_secs),
-        };
+        let limits = config.server.limits();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Delivery.
         let delivery = {
@@ -527,9 +489,10 @@ impl Daemon {
                 }
             })
         };
-        // Once a second: idle pushed streams ended, cool-downs, stalls, stream metrics.
+        // Once a second: idle pushed streams ended, cool-downs, stalls (the stream
+        // metrics are read when scraped).
         {
-            let (engine, ingest, metrics) = (engine.clone(), ingest.clone(), metrics.clone());
+            let (engine, ingest) = (engine.clone(), ingest.clone());
             let mut rx = stop_rx.clone();
             let tracker = Arc::new(std::sync::Mutex::new(StreamTracker::default()));
             tokio::spawn(async move {
@@ -539,14 +502,13 @@ impl Daemon {
                         _ = every.tick() => {}
                         _ = rx.wait_for(|s| *s) => return,
                     }
-                    let (engine, ingest, metrics) =
-                        (engine.clone(), ingest.clone(), metrics.clone());
+                    let (engine, ingest) = (engine.clone(), ingest.clone());
                     let tracker = tracker.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         ingest.end_idle();
                         engine.tick();
                         let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                        tracker.update(&ingest, &engine, &metrics);
+                        tracker.update(&ingest, &engine);
                     })
                     .await;
                 }
@@ -620,8 +582,8 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
         }
     };
     init_tracing(&config);
-    let listen = config.server.listen.clone();
-    let metrics_listen = config.server.metrics_listen.clone();
+    let listen = config.server.listen;
+    let metrics_listen = config.server.metrics_listen;
     let scheme = if config.server.tls.is_some() {
         "https"
     } else {
@@ -634,13 +596,13 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         let daemon = match &metrics_listen {
             Some(m) => {
-                let l = tokio::net::TcpListener::bind(m)
+                let l = tokio::net::TcpListener::bind(*m)
                     .await
                     .with_context(|| format!("metrics listener on {m}"))?;
                 daemon.with_metrics_listener(l)
@@ -691,66 +653,27 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What the once-a-second pass remembers between passes: the streams' cumulative drop
-/// counters already counted, and which streams are stalled.
+/// What the once-a-second pass remembers between passes: which streams are stalled.
 #[derive(Debug, Default)]
 pub struct StreamTracker {
-    counted: HashMap<String, [u64; 3]>,
     stalled: HashSet<String>,
 }
 
 impl StreamTracker {
-    /// Streams by state, frame ages and drops into the metrics; a stream that just
-    /// stalled is reported to the engine ([`StreamEvent::Stalled`]).
-    pub fn update(&mut self, ingest: &IngestState, engine: &Engine, metrics: &Metrics) {
-        let mut by_state: HashMap<&'static str, i64> =
-            ["starting", "live", "stalled", "ended", "failed"]
-                .into_iter()
-                .map(|s| (s, 0))
-                .collect();
+    /// Reports a stream that just stalled to the engine ([`StreamEvent::Stalled`]),
+    /// once per stall.
+    pub fn update(&mut self, ingest: &IngestState, engine: &Engine) {
         let stats = ingest.stats();
         let present: HashSet<&str> = stats.iter().map(|(id, _)| id.as_str()).collect();
-        self.counted.retain(|id, _| present.contains(id.as_str()));
         self.stalled.retain(|id| present.contains(id.as_str()));
         for (id, st) in &stats {
-            let state = st.state.name();
-            *by_state.entry(state).or_default() += 1;
-            if state == "stalled" {
+            if st.state == MediaState::Stalled {
                 if self.stalled.insert(id.clone()) {
                     engine.on_stream_event(id, StreamEvent::Stalled);
                 }
             } else {
                 self.stalled.remove(id);
             }
-            // Only running streams have an age (an ended stream is not "stalled").
-            let running = matches!(state, "starting" | "live" | "stalled");
-            match st.since_last_frame_ms {
-                Some(ms) if running => metrics
-                    .last_frame_age
-                    .with_label_values(&[id])
-                    .set(ms as f64 / 1000.0),
-                _ => {
-                    let _ = metrics.last_frame_age.remove_label_values(&[id]);
-                }
-            }
-            let now = [st.dropped_queue_full, st.decode_errors, st.degraded];
-            let before = self.counted.entry(id.clone()).or_default();
-            for (i, reason) in ["queue_full", "decode_error", "degraded"]
-                .iter()
-                .enumerate()
-            {
-                let delta = now[i].saturating_sub(before[i]);
-                if delta > 0 {
-                    metrics
-                        .frames_dropped
-                        .with_label_values(&[reason])
-                        .inc_by(delta);
-                }
-            }
-            *before = now;
-        }
-        for (state, n) in by_state {
-            metrics.streams.with_label_values(&[state]).set(n);
         }
     }
 }

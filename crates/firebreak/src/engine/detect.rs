@@ -23,7 +23,7 @@ use firebreak_policy::policy::{
 };
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 
 /// A model run on sampled frames beside the ONNX [`ClassifierSet`], on the stream's
 /// consumer thread under its detection lock, like the ONNX models. None comes from the
@@ -127,11 +127,11 @@ impl StreamDetect {
             frame.height as usize,
             PixelFormat::Rgb8,
         ) else {
-            m.frames_dropped.with_label_values(&["bad_frame"]).inc();
+            m.bad_frame();
             return None;
         };
         let hash = self.hasher.hash(&view);
-        m.stage("hash").observe(t.elapsed().as_secs_f64());
+        m.stage(Stage::Hash).observe(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         let mut signals = FrameSignals {
@@ -169,7 +169,7 @@ impl StreamDetect {
                 });
             }
         }
-        m.stage("match").observe(t.elapsed().as_secs_f64());
+        m.stage(Stage::Match).observe(t.elapsed().as_secs_f64());
 
         if !(detectors.classifiers.is_empty() && detectors.frame_models.is_empty())
             && self.frames.is_multiple_of(u64::from(classify_every))
@@ -179,7 +179,7 @@ impl StreamDetect {
             for model in &detectors.frame_models {
                 signals.scores.extend(model.classify(frame));
             }
-            m.stage("classify").observe(t.elapsed().as_secs_f64());
+            m.stage(Stage::Classify).observe(t.elapsed().as_secs_f64());
         }
         self.frames += 1;
         Some(signals)

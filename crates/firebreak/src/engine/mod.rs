@@ -32,14 +32,14 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use firebreak_delivery::Pipeline;
 use firebreak_media::ingest::SampledFrame;
-use firebreak_policy::config::PolicyConfig;
+use firebreak_policy::config::{Issue, PolicyConfig};
 use firebreak_policy::event::{Producer, cloud_event};
 use firebreak_policy::policy::{Decision, DecisionKind, Policy, StreamEvent};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::clock::Clock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use audit::AuditLog;
 use detect::StreamDetect;
 pub use detect::{Detectors, FrameModel, Point};
@@ -66,7 +66,7 @@ pub enum ActionError {
     /// Not allowed in its state.
     Conflict(String),
     /// Invalid input, with every issue.
-    Invalid(Vec<crate::config::Issue>),
+    Invalid(Vec<Issue>),
 }
 
 /// One stream: its detection state, locked by the stream's consumer thread across
@@ -229,7 +229,7 @@ impl Engine {
         let m = &self.metrics;
         m.frames_sampled.inc();
         if let Some(arrival) = frame.arrival_ms {
-            m.stage("decode")
+            m.stage(Stage::Decode)
                 .observe(frame.wall_ms.saturating_sub(arrival) as f64 / 1000.0);
         }
         let stream = self.stream(&frame.stream_id, &self.policy());
@@ -251,7 +251,7 @@ impl Engine {
         };
         let t = Instant::now();
         let decisions = s.state.on_frame(&policy, &signals);
-        m.stage("policy").observe(t.elapsed().as_secs_f64());
+        m.stage(Stage::Policy).observe(t.elapsed().as_secs_f64());
         let tier_index = stream.publish(&s, &policy);
         let score = detect::score(&signals);
         stream
@@ -309,7 +309,6 @@ impl Engine {
                 let keep = ended == 0 || ended > hour_ago;
                 if !keep {
                     self.metrics.stream_tier.remove_label_values(&[id]).ok();
-                    self.metrics.last_frame_age.remove_label_values(&[id]).ok();
                 }
                 keep
             });
@@ -348,7 +347,7 @@ impl Engine {
                 }
             }
             self.metrics
-                .stage("delivery")
+                .stage(Stage::Delivery)
                 .observe(t.elapsed().as_secs_f64());
             if d.kind == DecisionKind::Escalated {
                 self.metrics.escalations.with_label_values(&[&d.tier]).inc();
@@ -517,16 +516,13 @@ impl Engine {
                 _ => false,
             };
             if !ok {
-                issues.push(crate::config::Issue {
-                    path: k.clone(),
-                    message: "unknown field or not a number (enter, exit, smoothing, k, n, within_secs, hold_secs)".into(),
-                });
+                issues.push(Issue::new(
+                    k.clone(),
+                    "unknown field or not a number (enter, exit, smoothing, k, n, within_secs, hold_secs)",
+                ));
             }
         }
-        issues.extend(config.validate().into_iter().map(|i| crate::config::Issue {
-            path: i.path,
-            message: i.message,
-        }));
+        issues.extend(config.validate());
         if !issues.is_empty() {
             return Err(ActionError::Invalid(issues));
         }
@@ -581,10 +577,7 @@ fn tier_name(policy: &Policy, index: usize) -> String {
 }
 
 fn invalid(path: &str, message: &str) -> ActionError {
-    ActionError::Invalid(vec![crate::config::Issue {
-        path: path.into(),
-        message: message.into(),
-    }])
+    ActionError::Invalid(vec![Issue::new(path, message)])
 }
 
 #[cfg(test)]

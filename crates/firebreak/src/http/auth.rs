@@ -45,9 +45,9 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::config::Auth as AuthConfig;
+use crate::config::{AuthSettings, Scope};
 use crate::http::limits::{FailureThrottle, TokenBuckets};
-use crate::metrics::Metrics;
+use crate::metrics::{AuthFailure, Metrics, ThrottleLimit};
 
 /// Who made a request (for audit logs).
 #[derive(Debug, Clone)]
@@ -56,22 +56,25 @@ pub struct Caller {
     pub tenant: String,
     /// How it authenticated: `bearer` or `hmac`.
     pub method: &'static str,
-    scopes: Vec<String>,
+    scopes: Vec<Scope>,
 }
 
 impl Caller {
     /// Whether the caller holds `scope` (admin implies operator, operator implies read,
     /// read implies metrics).
-    pub fn has(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-            || (scope == "metrics" && self.has("read"))
-            || (scope == "read" && self.has("operator"))
-            || (scope == "operator" && self.has("admin"))
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+            || match scope {
+                Scope::Metrics => self.has(Scope::Read),
+                Scope::Read => self.has(Scope::Operator),
+                Scope::Operator => self.has(Scope::Admin),
+                Scope::Ingest | Scope::Admin => false,
+            }
     }
 
     /// Whether the caller sees every tenant's streams and incidents (admin scope).
     pub fn is_admin(&self) -> bool {
-        self.has("admin")
+        self.has(Scope::Admin)
     }
 
     /// The tenant whose things this caller may see: `None` for an admin (all).
@@ -80,11 +83,11 @@ impl Caller {
     }
 
     /// A caller (tests and internal actions).
-    pub fn new(tenant: &str, method: &'static str, scopes: &[&str]) -> Caller {
+    pub fn new(tenant: &str, method: &'static str, scopes: &[Scope]) -> Caller {
         Caller {
             tenant: tenant.to_owned(),
             method,
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            scopes: scopes.to_vec(),
         }
     }
 }
@@ -92,14 +95,14 @@ impl Caller {
 struct Token {
     sha256: [u8; 32],
     tenant: String,
-    scopes: Vec<String>,
+    scopes: Vec<Scope>,
 }
 
 #[derive(Clone)]
 struct HmacKey {
     tenant: String,
     secret: Vec<u8>,
-    scopes: Vec<String>,
+    scopes: Vec<Scope>,
 }
 
 /// The credentials in force (replaced whole on reload).
@@ -117,9 +120,8 @@ pub struct Denied {
     pub tenant: Option<String>,
     /// `METHOD /path`.
     pub request: String,
-    /// Why (`missing`, `bad_token`, `bad_signature`, `stale`, `replay`, `malformed`,
-    /// `scope`, `throttled`).
-    pub reason: &'static str,
+    /// Why.
+    pub reason: AuthFailure,
 }
 
 /// Called for every denied request (the daemon appends it to the audit log, off the
@@ -196,25 +198,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Which scope a route needs; `None` = open.
-fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
+fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     if matches!(path, "/" | "/healthz" | "/readyz") {
         return None;
     }
     if path == "/metrics" {
-        return Some("metrics");
+        return Some(Scope::Metrics);
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match (method, segs.as_slice()) {
         (&Method::PUT, ["v1", "streams", _, "segments", _])
         | (&Method::POST, ["v1", "streams", _, "end"])
         | (&Method::POST, ["v1", "streams"])
-        | (&Method::DELETE, ["v1", "streams", _]) => "ingest",
-        (&Method::GET | &Method::HEAD, _) if segs != ["v1", "audit"] => "read",
+        | (&Method::DELETE, ["v1", "streams", _]) => Scope::Ingest,
+        (&Method::GET | &Method::HEAD, _) if segs != ["v1", "audit"] => Scope::Read,
         // Policy and banks are the whole service's: platform administrators only.
         (&Method::PUT, ["v1", "policy"])
         | (&Method::PATCH, ["v1", "policy", "rules", _])
-        | (&Method::POST, ["v1", "reload"]) => "admin",
-        _ => "operator",
+        | (&Method::POST, ["v1", "reload"]) => Scope::Admin,
+        _ => Scope::Operator,
     })
 }
 
@@ -231,18 +233,16 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 /// Reads the credentials of `config`; HMAC secrets come from their environment
 /// variables (a missing one is an error naming it).
-fn credentials(config: &AuthConfig) -> Result<Credentials, String> {
-    let mut tokens = Vec::new();
-    for t in &config.tokens {
-        let bytes = unhex(&t.token_sha256.to_ascii_lowercase())
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| format!("auth token for {}: bad sha256", t.tenant))?;
-        tokens.push(Token {
-            sha256: bytes.try_into().expect("32 bytes"),
+fn credentials(config: &AuthSettings) -> Result<Credentials, String> {
+    let tokens = config
+        .tokens
+        .iter()
+        .map(|t| Token {
+            sha256: t.sha256,
             tenant: t.tenant.clone(),
             scopes: t.scopes.clone(),
-        });
-    }
+        })
+        .collect();
     let mut hmac = Vec::new();
     for h in &config.hmac {
         let secret = std::env::var(&h.secret_env).map_err(|_| {
@@ -254,7 +254,7 @@ fn credentials(config: &AuthConfig) -> Result<Credentials, String> {
         hmac.push(HmacKey {
             tenant: h.tenant.clone(),
             secret: secret.into_bytes(),
-            scopes: h.scopes.clone().unwrap_or_else(|| vec!["ingest".into()]),
+            scopes: h.scopes.clone(),
         });
     }
     Ok(Credentials { tokens, hmac })
@@ -263,7 +263,7 @@ fn credentials(config: &AuthConfig) -> Result<Credentials, String> {
 impl Authenticator {
     /// From the config (see [`Authenticator::reload`] for the credentials).
     pub fn new(
-        config: &AuthConfig,
+        config: &AuthSettings,
         max_body: usize,
         limits: RateLimits,
         metrics: Metrics,
@@ -290,7 +290,7 @@ impl Authenticator {
 
     /// Replaces the credentials (tokens and HMAC keys) at once; on an error the old
     /// ones stay. Requests in flight finish with the credentials they were checked with.
-    pub fn reload(&self, config: &AuthConfig) -> Result<(), String> {
+    pub fn reload(&self, config: &AuthSettings) -> Result<(), String> {
         self.credentials.store(Arc::new(credentials(config)?));
         Ok(())
     }
@@ -321,14 +321,11 @@ impl Authenticator {
         &self,
         ctx: &Ctx,
         tenant: Option<&str>,
-        reason: &'static str,
+        reason: AuthFailure,
         status: StatusCode,
         message: &str,
     ) -> Response {
-        self.metrics
-            .auth_failures
-            .with_label_values(&[reason])
-            .inc();
+        self.metrics.auth_failure(reason);
         self.deny(ctx, tenant, reason);
         if status == StatusCode::UNAUTHORIZED {
             let reached = self
@@ -338,14 +335,14 @@ impl Authenticator {
                 .fail(&ctx.peer, Instant::now());
             if reached {
                 tracing::warn!(peer = %ctx.peer, "too many failed authentications: throttled");
-                self.deny(ctx, None, "throttled");
+                self.deny(ctx, None, AuthFailure::Throttled);
             }
         }
         refuse(status, message)
     }
 
-    fn deny(&self, ctx: &Ctx, tenant: Option<&str>, reason: &'static str) {
-        tracing::warn!(target: "audit", peer = %ctx.peer, tenant, request = %ctx.request, reason, "request denied");
+    fn deny(&self, ctx: &Ctx, tenant: Option<&str>, reason: AuthFailure) {
+        tracing::warn!(target: "audit", peer = %ctx.peer, tenant, request = %ctx.request, reason = reason.as_str(), "request denied");
         if let Some(hook) = self.on_denied.get() {
             hook(Denied {
                 peer: ctx.peer,
@@ -396,10 +393,7 @@ impl Authenticator {
             match self.bodies.clone().try_acquire_many_owned(n) {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    self.metrics
-                        .throttled
-                        .with_label_values(&["inflight_bodies"])
-                        .inc();
+                    self.metrics.throttled(ThrottleLimit::InflightBodies);
                     let mut r = refuse(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "too many request bodies in flight; retry",
@@ -454,10 +448,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         .unwrap_or_else(|e| e.into_inner())
         .blocked(&ctx.peer, Instant::now());
     if let Some(secs) = blocked {
-        auth.metrics
-            .throttled
-            .with_label_values(&["auth_failures"])
-            .inc();
+        auth.metrics.throttled(ThrottleLimit::AuthFailures);
         return throttled(secs, "too many failed authentications from this address");
     }
     let (mut parts, body) = req.into_parts();
@@ -489,7 +480,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 None,
-                "malformed",
+                AuthFailure::Malformed,
                 StatusCode::UNAUTHORIZED,
                 "signed requests need X-Firebreak-Tenant and X-Firebreak-Timestamp",
             );
@@ -501,7 +492,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 Some(&tenant),
-                "stale",
+                AuthFailure::Stale,
                 StatusCode::UNAUTHORIZED,
                 "request timestamp is more than 300 s off",
             );
@@ -513,7 +504,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 Some(&tenant),
-                "bad_signature",
+                AuthFailure::BadSignature,
                 StatusCode::UNAUTHORIZED,
                 "bad signature",
             );
@@ -548,7 +539,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 Some(&tenant),
-                "malformed",
+                AuthFailure::Malformed,
                 StatusCode::UNAUTHORIZED,
                 "X-Firebreak-Content-SHA256 must be 64 hex digits",
             );
@@ -560,7 +551,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                     return auth.fail(
                         &ctx,
                         Some(&tenant),
-                        "bad_signature",
+                        AuthFailure::BadSignature,
                         StatusCode::UNAUTHORIZED,
                         "bad signature",
                     );
@@ -584,7 +575,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                     return auth.fail(
                         &ctx,
                         Some(&tenant),
-                        "digest_mismatch",
+                        AuthFailure::DigestMismatch,
                         StatusCode::UNAUTHORIZED,
                         "the body does not match X-Firebreak-Content-SHA256",
                     );
@@ -597,7 +588,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 Some(&tenant),
-                "bad_signature",
+                AuthFailure::BadSignature,
                 StatusCode::UNAUTHORIZED,
                 "bad signature",
             );
@@ -611,7 +602,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
                 return auth.fail(
                     &ctx,
                     Some(&tenant),
-                    "replay",
+                    AuthFailure::Replay,
                     StatusCode::UNAUTHORIZED,
                     "replayed request",
                 );
@@ -640,7 +631,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 None,
-                "missing",
+                AuthFailure::Missing,
                 StatusCode::UNAUTHORIZED,
                 "credentials required",
             );
@@ -649,7 +640,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
             return auth.fail(
                 &ctx,
                 None,
-                "bad_token",
+                AuthFailure::BadToken,
                 StatusCode::UNAUTHORIZED,
                 "unknown token",
             );
@@ -663,17 +654,14 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         .unwrap_or_else(|e| e.into_inner())
         .take(&caller.tenant, Instant::now());
     if let Err(secs) = limited {
-        auth.metrics
-            .throttled
-            .with_label_values(&["tenant_rate"])
-            .inc();
+        auth.metrics.throttled(ThrottleLimit::TenantRate);
         return throttled(secs, "request rate limit reached for this tenant");
     }
     if !caller.has(scope) {
         return auth.fail(
             &ctx,
             Some(&caller.tenant),
-            "scope",
+            AuthFailure::Scope,
             StatusCode::FORBIDDEN,
             &format!("this credential lacks the {scope} scope"),
         );
@@ -698,31 +686,49 @@ mod tests {
     #[test]
     fn scopes_by_route() {
         assert_eq!(required_scope(&Method::GET, "/healthz"), None);
-        assert_eq!(required_scope(&Method::GET, "/metrics"), Some("metrics"));
-        assert!(Caller::new("a", "bearer", &["read"]).has("metrics"));
-        assert!(!Caller::new("a", "bearer", &["metrics"]).has("read"));
+        assert_eq!(
+            required_scope(&Method::GET, "/metrics"),
+            Some(Scope::Metrics)
+        );
+        assert!(Caller::new("a", "bearer", &[Scope::Read]).has(Scope::Metrics));
+        assert!(!Caller::new("a", "bearer", &[Scope::Metrics]).has(Scope::Read));
         assert_eq!(
             required_scope(&Method::PUT, "/v1/streams/a/segments/3"),
-            Some("ingest")
+            Some(Scope::Ingest)
         );
-        assert_eq!(required_scope(&Method::GET, "/v1/streams"), Some("read"));
-        assert_eq!(required_scope(&Method::GET, "/v1/audit"), Some("operator"));
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/streams"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/audit"),
+            Some(Scope::Operator)
+        );
         assert_eq!(
             required_scope(&Method::POST, "/v1/escalations/x/ack"),
-            Some("operator")
+            Some(Scope::Operator)
         );
-        assert_eq!(required_scope(&Method::PUT, "/v1/policy"), Some("admin"));
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/policy"),
+            Some(Scope::Admin)
+        );
         assert_eq!(
             required_scope(&Method::PATCH, "/v1/policy/rules/r"),
-            Some("admin")
+            Some(Scope::Admin)
         );
-        assert_eq!(required_scope(&Method::POST, "/v1/reload"), Some("admin"));
-        assert_eq!(required_scope(&Method::GET, "/v1/policy"), Some("read"));
-        let admin = Caller::new("ops", "bearer", &["admin"]);
-        assert!(admin.has("operator") && admin.has("read") && !admin.has("ingest"));
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/reload"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/policy"),
+            Some(Scope::Read)
+        );
+        let admin = Caller::new("ops", "bearer", &[Scope::Admin]);
+        assert!(admin.has(Scope::Operator) && admin.has(Scope::Read) && !admin.has(Scope::Ingest));
         assert_eq!(admin.tenant_filter(), None);
-        let op = Caller::new("a", "bearer", &["operator"]);
-        assert!(op.has("read") && !op.has("admin"));
+        let op = Caller::new("a", "bearer", &[Scope::Operator]);
+        assert!(op.has(Scope::Read) && !op.has(Scope::Admin));
         assert_eq!(op.tenant_filter(), Some("a"));
     }
 }

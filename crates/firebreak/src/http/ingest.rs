@@ -43,8 +43,9 @@ use firebreak_media::ingest::{
 use serde_json::{Value, json};
 
 use crate::clock::Clock;
-use crate::config::{StreamSpec, parse_sampling, valid_stream_id};
+use crate::config::{StreamSettings, StreamSource, StreamSpec, valid_stream_id};
 use crate::http::auth::Caller;
+use crate::metrics::{DropCounts, StreamReading, StreamSnapshot};
 use firebreak_media::ingest::guard::{NetPolicy, Refusal, system_resolve};
 use firebreak_media::ingest::hls::HlsConfig;
 
@@ -162,6 +163,8 @@ pub enum RegisterError {
 pub struct IngestState {
     config: IngestConfig,
     streams: Mutex<HashMap<String, Arc<Entry>>>,
+    /// The drops of streams no longer in `streams` (updated under its lock).
+    retired: Mutex<DropCounts>,
     accepting: std::sync::atomic::AtomicBool,
 }
 
@@ -179,6 +182,7 @@ impl IngestState {
         Arc::new(IngestState {
             config,
             streams: Mutex::new(HashMap::new()),
+            retired: Mutex::new(DropCounts::default()),
             accepting: std::sync::atomic::AtomicBool::new(true),
         })
     }
@@ -272,7 +276,7 @@ impl IngestState {
         owner: &str,
     ) -> Result<(), RegisterError> {
         if streams.len() >= self.config.max_streams {
-            evict_finished(streams);
+            self.evict_finished(streams);
         }
         if streams.len() >= self.config.max_streams || !self.is_accepting() {
             return Err(RegisterError::Full);
@@ -298,15 +302,11 @@ impl IngestState {
 
     /// Starts pulling a stream from the config file (trusted: any source FFmpeg's
     /// protocol whitelist allows, local files included).
-    pub fn register(&self, spec: &StreamSpec, owner: &str) -> Result<(), RegisterError> {
-        validate(spec)?;
-        let (source, kind) = if let Some(url) = &spec.hls {
-            (Source::Hls(HlsConfig::new(url.clone())), "hls")
-        } else if let Some(url) = &spec.url {
-            (Source::Url(url.clone()), "url")
-        } else {
-            let file = spec.file.clone().expect("validated: one source");
-            (Source::File(file), "file")
+    pub fn register(&self, spec: &StreamSettings, owner: &str) -> Result<(), RegisterError> {
+        let (source, kind) = match &spec.source {
+            StreamSource::Hls(url) => (Source::Hls(HlsConfig::new(url.clone())), "hls"),
+            StreamSource::Url(url) => (Source::Url(url.clone()), "url"),
+            StreamSource::File(file) => (Source::File(file.clone()), "file"),
         };
         self.start_pulled(spec, owner, source, kind, false)
             .map(|_| ())
@@ -322,50 +322,49 @@ impl IngestState {
         spec: &StreamSpec,
         owner: &str,
     ) -> Result<Value, RegisterError> {
-        validate(spec)?;
+        let spec = validate(spec)?;
         let refused = |r: Refusal| {
             tracing::warn!(stream = %spec.id, refusal = %r, "stream registration refused");
             RegisterError::Refused
         };
         let net = &self.config.net;
-        let (source, kind) = if let Some(url) = &spec.hls {
-            net.check(url, API_HLS_SCHEMES, &system_resolve)
-                .map_err(refused)?;
-            let mut hls = HlsConfig::new(url.clone());
-            hls.policy = Some(net.clone());
-            // A caller's origin gets the same size limit as a pushed segment.
-            hls.max_bytes = hls.max_bytes.min(self.config.max_segment_bytes as u64);
-            (Source::Hls(hls), "hls")
-        } else if let Some(url) = &spec.url {
-            let mut checked = net
-                .check(url, API_URL_SCHEMES, &system_resolve)
-                .map_err(refused)?;
-            // Connect to the address that was checked, so the name cannot re-resolve
-            // elsewhere.
-            let ip = checked.addrs[0].ip();
-            if checked.url.set_ip_host(ip).is_err() {
-                return Err(refused(Refusal::Malformed));
+        let (source, kind) = match &spec.source {
+            StreamSource::Hls(url) => {
+                net.check(url, API_HLS_SCHEMES, &system_resolve)
+                    .map_err(refused)?;
+                let mut hls = HlsConfig::new(url.clone());
+                hls.policy = Some(net.clone());
+                // A caller's origin gets the same size limit as a pushed segment.
+                hls.max_bytes = hls.max_bytes.min(self.config.max_segment_bytes as u64);
+                (Source::Hls(hls), "hls")
             }
-            (Source::Url(checked.url.to_string()), "url")
-        } else {
-            return Err(RegisterError::FileForbidden);
+            StreamSource::Url(url) => {
+                let mut checked = net
+                    .check(url, API_URL_SCHEMES, &system_resolve)
+                    .map_err(refused)?;
+                // Connect to the address that was checked, so the name cannot re-resolve
+                // elsewhere.
+                let ip = checked.addrs[0].ip();
+                if checked.url.set_ip_host(ip).is_err() {
+                    return Err(refused(Refusal::Malformed));
+                }
+                (Source::Url(checked.url.to_string()), "url")
+            }
+            StreamSource::File(_) => return Err(RegisterError::FileForbidden),
         };
-        let entry = self.start_pulled(spec, owner, source, kind, true)?;
+        let entry = self.start_pulled(&spec, owner, source, kind, true)?;
         Ok(self.stream_json(&spec.id, &entry))
     }
 
     fn start_pulled(
         &self,
-        spec: &StreamSpec,
+        spec: &StreamSettings,
         owner: &str,
         source: Source,
         kind: &'static str,
         untrusted: bool,
     ) -> Result<Arc<Entry>, RegisterError> {
-        let sampling = match &spec.sampling {
-            Some(s) => parse_sampling(s).expect("validated"),
-            None => self.config.sampling,
-        };
+        let sampling = spec.sampling.unwrap_or(self.config.sampling);
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         // A running stream's id is taken; so is a finished one's of another tenant
         // (until it is forgotten), so nobody takes over another tenant's stream.
@@ -375,7 +374,9 @@ impl IngestState {
         {
             return Err(RegisterError::Exists);
         }
-        streams.remove(&spec.id);
+        if let Some(old) = streams.remove(&spec.id) {
+            self.retire(&old);
+        }
         self.admit(&mut streams, owner)?;
         let mut entry = self.start(&spec.id, owner, Some(source), sampling, kind);
         entry.untrusted = untrusted;
@@ -416,6 +417,7 @@ impl IngestState {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if streams.get(id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
             streams.remove(id);
+            self.retire(&entry);
         }
         Some(last)
     }
@@ -538,29 +540,48 @@ impl IngestState {
     }
 }
 
-/// A stream spec's problems, every one.
-fn validate(spec: &StreamSpec) -> Result<(), RegisterError> {
-    let issues = spec.issues("stream");
-    if issues.is_empty() {
-        Ok(())
-    } else {
-        Err(RegisterError::Invalid(
-            issues.iter().map(ToString::to_string).collect(),
-        ))
+/// The typed stream, or every problem with the spec.
+fn validate(spec: &StreamSpec) -> Result<StreamSettings, RegisterError> {
+    spec.validate("stream")
+        .map_err(|issues| RegisterError::Invalid(issues.iter().map(ToString::to_string).collect()))
+}
+
+impl IngestState {
+    /// Forgets streams whose decoding has finished, to make room under the stream
+    /// limit. Their final drop counts are retained for the metrics; their detection
+    /// state stays in the engine, and an id can then be used again.
+    fn evict_finished(&self, streams: &mut HashMap<String, Arc<Entry>>) {
+        streams.retain(|id, e| {
+            let done = e.stream.is_finished();
+            if done {
+                tracing::info!(stream = %id, "forgetting a finished stream to make room");
+                self.retire(e);
+            }
+            !done
+        });
+    }
+
+    /// Keeps the drop counts of a stream just taken out of the map (call with the
+    /// map's lock held, so a scrape sees the stream in exactly one place).
+    fn retire(&self, entry: &Entry) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&DropCounts::of(&entry.stream.stats()));
     }
 }
 
-/// Forgets streams whose decoding has finished, to make room under the stream limit.
-/// Their final counters were already reported; their detection state stays in the
-/// engine, and an id can then be used again.
-fn evict_finished(streams: &mut HashMap<String, Arc<Entry>>) {
-    streams.retain(|id, e| {
-        let done = e.stream.is_finished();
-        if done {
-            tracing::info!(stream = %id, "forgetting a finished stream to make room");
+impl crate::metrics::StreamSource for IngestState {
+    fn stream_snapshot(&self) -> StreamSnapshot {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        StreamSnapshot {
+            streams: streams
+                .iter()
+                .map(|(id, e)| StreamReading::new(id, &e.stream.stats()))
+                .collect(),
+            retired: *self.retired.lock().unwrap_or_else(|e| e.into_inner()),
         }
-        !done
-    });
+    }
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
