@@ -372,3 +372,319 @@ async fn the_rule_patch_fields_are_those_the_daemon_takes() {
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(answer["errors"][0]["path"], "cooldown_secs");
 }
+
+/// A validator of answers to `METHOD template` with `status`, from the document: the
+/// response's JSON schema (following a shared response's `$ref`), with the document's
+/// components beside it so its `$ref`s resolve. Plain object schemas are closed
+/// (`unevaluatedProperties: false`), so a field the document does not list fails too.
+/// `None` if the document has no such answer.
+fn answer_schema(doc: &Value, method: &str, template: &str, status: u16) -> Option<Value> {
+    let op = &doc["paths"][template][method.to_lowercase()];
+    assert!(op.is_object(), "{method} {template} is not documented");
+    let mut response = &op["responses"][status.to_string()];
+    if let Some(r) = response["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/responses/").unwrap();
+        response = &doc["components"]["responses"][name];
+    }
+    if response.is_null() {
+        return None;
+    }
+    let schema = response["content"]["application/json"]["schema"].clone();
+    assert!(
+        schema.is_object(),
+        "{method} {template} {status}: no JSON schema"
+    );
+    let mut components = doc["components"].clone();
+    for (_, s) in components["schemas"].as_object_mut().unwrap() {
+        if s.get("properties").is_some() {
+            s["unevaluatedProperties"] = json!(false);
+        }
+    }
+    let mut root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": components,
+    });
+    root.as_object_mut()
+        .unwrap()
+        .extend(schema.as_object().unwrap().clone());
+    Some(root)
+}
+
+impl Harness {
+    /// Calls `method` on `template` filled in as `path`, asserts the answer's status is
+    /// documented and its body valid against the documented schema, and returns both.
+    async fn checked(
+        &self,
+        doc: &Value,
+        method: &str,
+        template: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Body::from(body.to_vec())).unwrap();
+        let resp = self.daemon.router().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path} {status}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        let schema = answer_schema(doc, method, template, status.as_u16())
+            .unwrap_or_else(|| panic!("{method} {template}: {status} is not documented: {value}"));
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: {value}\ndoes not match the document: {errors:#?}"
+        );
+        (status, value)
+    }
+}
+
+/// What the daemon answers matches what the document says it answers: each status is
+/// documented for its operation, and each body is valid against the documented schema
+/// (closed objects: no undocumented field), for answers with content and errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_match_the_documented_schemas() {
+    let doc = document();
+    let h = daemon_with_bank();
+    let read = SCOPED[1].1;
+    let ingest = SCOPED[0].1;
+    let metrics = SCOPED[4].1;
+
+    let (s, v) = h
+        .checked(&doc, "GET", "/healthz", "/healthz", None, b"")
+        .await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "ok"})));
+    let (s, v) = h
+        .checked(&doc, "GET", "/readyz", "/readyz", None, b"")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["ready"], true);
+
+    // Errors of the authentication layer.
+    let esc = "/v1/escalations";
+    let (s, _) = h.checked(&doc, "GET", esc, esc, None, b"").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = h.checked(&doc, "GET", esc, esc, Some(metrics), b"").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h.checked(&doc, "GET", esc, esc, Some(ALL), b"").await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"escalations": []})));
+
+    // Acknowledging what does not exist, with and without a valid body.
+    let ack = "/v1/escalations/{id}/ack";
+    let (s, _) = h
+        .checked(
+            &doc,
+            "POST",
+            ack,
+            "/v1/escalations/nope/ack",
+            Some(ALL),
+            br#"{"note":"x"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h
+        .checked(
+            &doc,
+            "POST",
+            ack,
+            "/v1/escalations/nope/ack",
+            Some(ALL),
+            b"not json",
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // The policy: a rule patched, refused, unknown; a whole policy refused.
+    let (_, policy) = h
+        .checked(&doc, "GET", "/v1/policy", "/v1/policy", Some(ALL), b"")
+        .await;
+    let parsed: toml::Value = toml::from_str(policy["toml"].as_str().unwrap()).unwrap();
+    let rule = parsed["rule"][0]["name"].as_str().unwrap().to_owned();
+    let enter = serde_json::to_value(&parsed["rule"][0]["enter"]).unwrap();
+    let rules = "/v1/policy/rules/{name}";
+    let url = format!("/v1/policy/rules/{rule}");
+    let patch = json!({ "enter": enter }).to_string();
+    let (s, v) = h
+        .checked(&doc, "PATCH", rules, &url, Some(ALL), patch.as_bytes())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["version"].is_string());
+    let (s, _) = h
+        .checked(&doc, "PATCH", rules, &url, Some(ALL), br#"{"bogus": 1}"#)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = h
+        .checked(
+            &doc,
+            "PATCH",
+            rules,
+            "/v1/policy/rules/nope",
+            Some(ALL),
+            b"{}",
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h
+        .checked(
+            &doc,
+            "PUT",
+            "/v1/policy",
+            "/v1/policy",
+            Some(ALL),
+            b"not = [toml",
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // The history now has the change: with `who` for an admin, without for others.
+    let (_, v) = h
+        .checked(&doc, "GET", "/v1/policy", "/v1/policy", Some(ALL), b"")
+        .await;
+    assert_eq!(v["audit"][0]["who"], "all");
+    let (_, v) = h
+        .checked(&doc, "GET", "/v1/policy", "/v1/policy", Some(read), b"")
+        .await;
+    assert!(v["audit"][0]["action"].is_string() && v["audit"][0].get("who").is_none());
+    let (_, v) = h
+        .checked(&doc, "GET", "/v1/audit", "/v1/audit", Some(ALL), b"")
+        .await;
+    assert!(!v["entries"].as_array().unwrap().is_empty());
+
+    // Reload: the bank as a `[name, entries, negative]` tuple.
+    let (s, v) = h
+        .checked(&doc, "POST", "/v1/reload", "/v1/reload", Some(ALL), b"")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["banks"], json!([["crisis", 1, false]]));
+
+    // A pushed stream: taken, a duplicate, held; listed, shown; ended twice; removed.
+    let seg = "/v1/streams/{id}/segments/{seq}";
+    let push = |seq: u64| format!("/v1/streams/cam/segments/{seq}");
+    let (_, v) = h
+        .checked(&doc, "PUT", seg, &push(0), Some(ingest), b"not video")
+        .await;
+    assert_eq!(v["result"], "released");
+    let (_, v) = h
+        .checked(&doc, "PUT", seg, &push(0), Some(ingest), b"not video")
+        .await;
+    assert_eq!(v["result"], "duplicate");
+    let (_, v) = h
+        .checked(&doc, "PUT", seg, &push(2), Some(ingest), b"not video")
+        .await;
+    assert_eq!(v["result"], "held");
+    let (s, _) = h
+        .checked(&doc, "PUT", seg, &push(3), Some(ingest), b"")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, v) = h
+        .checked(&doc, "GET", "/v1/streams", "/v1/streams", Some(ALL), b"")
+        .await;
+    assert_eq!(v["streams"][0]["id"], "cam");
+    assert_eq!(v["streams"][0]["tier"], "none");
+    let one = "/v1/streams/{id}";
+    let (s, _) = h
+        .checked(&doc, "GET", one, "/v1/streams/cam", Some(ALL), b"")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h
+        .checked(&doc, "GET", one, "/v1/streams/nope", Some(ALL), b"")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let timeline = "/v1/streams/{id}/timeline";
+    h.checked(
+        &doc,
+        "GET",
+        timeline,
+        "/v1/streams/cam/timeline",
+        Some(ALL),
+        b"",
+    )
+    .await;
+    let end = "/v1/streams/{id}/end";
+    let (_, v) = h
+        .checked(&doc, "POST", end, "/v1/streams/cam/end", Some(ingest), b"")
+        .await;
+    assert_eq!(
+        (v["result"].clone(), v["released"].clone()),
+        (json!("ended"), json!(1))
+    );
+    let (_, v) = h
+        .checked(&doc, "POST", end, "/v1/streams/cam/end", Some(ingest), b"")
+        .await;
+    assert_eq!(v["result"], "already ended");
+    assert!(v.get("released").is_none());
+    let (s, v) = h
+        .checked(&doc, "DELETE", one, "/v1/streams/cam", Some(ingest), b"")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["id"], "cam");
+
+    // Registrations refused: every problem listed; a file source.
+    let streams = "/v1/streams";
+    let (s, v) = h
+        .checked(
+            &doc,
+            "POST",
+            streams,
+            streams,
+            Some(ingest),
+            br#"{"id": ""}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(!v["issues"].as_array().unwrap().is_empty());
+    let (s, _) = h
+        .checked(
+            &doc,
+            "POST",
+            streams,
+            streams,
+            Some(ingest),
+            br#"{"id": "f", "file": "/x.ts"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// [`daemon`] with bank `crisis` of one entry in its data directory.
+fn daemon_with_bank() -> Harness {
+    use firebreak_matching::bank::{Bank, ImportPolicy};
+    use firebreak_matching::lists::{Record, Signal};
+    use firebreak_matching::store::BankStore;
+    let h = daemon();
+    let mut bank = Bank::new("crisis", false);
+    let report = bank.import(
+        vec![Record {
+            line: 1,
+            id: Some("e1".into()),
+            signal: Signal::Pdq {
+                hash: "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+                    .parse()
+                    .unwrap(),
+                quality: Some(100),
+            },
+            labels: vec![],
+            delete: false,
+        }],
+        vec![],
+        ImportPolicy::default(),
+    );
+    assert_eq!(report.added, 1);
+    BankStore::new(h._dir.path().join("data").join("banks"))
+        .save(&bank)
+        .unwrap();
+    h
+}
