@@ -229,6 +229,12 @@ async fn incident_opens_is_acknowledged_and_resolved_over_the_api() {
     let ack = format!("/v1/escalations/{}/ack", e.id);
     let (status, _) = h.call("POST", &ack, READ, "{}").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // The denial is audited off the runtime: wait for it (boundedly), so that it is in
+    // the log before the acknowledgement below.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.daemon.engine().audit_entries(None).is_empty() && std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
 
     h.clock.advance(4_500);
     let (status, v) = h.call("POST", &ack, OPERATOR, r#"{"note":"on it"}"#).await;
