@@ -295,6 +295,8 @@ pub fn routes(state: Arc<ApiState>) -> Router {
     router.with_state(state)
 }
 
+/// The dashboard page.
+///
 /// The dashboard: open escalations, live over SSE, with acknowledge and resolve, and
 /// a stream's risk timeline. The token goes in the fragment: `/#token=TOKEN`.
 #[utoipa::path(
@@ -308,6 +310,8 @@ async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
+/// Liveness.
+///
 /// Liveness: the process serves HTTP.
 #[utoipa::path(
     get,
@@ -322,6 +326,8 @@ async fn healthz() -> Json<Health> {
     })
 }
 
+/// Readiness.
+///
 /// Readiness: policy, banks and models loaded, and not shutting down.
 #[utoipa::path(
     get,
@@ -350,6 +356,8 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics.
+///
 /// Prometheus metrics (text exposition format). Every series naming a stream is here,
 /// so it needs a credential; `server.metrics_listen` serves it without one on an
 /// internal address.
@@ -373,6 +381,8 @@ pub fn metrics_text(metrics: &crate::metrics::Metrics) -> Response {
         .into_response()
 }
 
+/// List incidents.
+///
 /// Open incidents, and those resolved within the last hour, of the caller's tenant
 /// (every tenant's for `admin`).
 #[utoipa::path(
@@ -434,6 +444,8 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
     }
 }
 
+/// Acknowledge an incident.
+///
 /// Acknowledges an incident (idempotent: a second acknowledgement keeps the first).
 /// Audit-logged; answered once the audit entry is on disk.
 #[utoipa::path(
@@ -459,6 +471,8 @@ async fn ack(
     mark(&s, &id, false, &caller, &body).await
 }
 
+/// Resolve an incident.
+///
 /// Resolves an incident (final). Audit-logged; answered once the audit entry is on
 /// disk.
 #[utoipa::path(
@@ -484,6 +498,8 @@ async fn resolve(
     mark(&s, &id, true, &caller, &body).await
 }
 
+/// The live feed of incidents and stream tiers (Server-Sent Events).
+///
 /// The live feed (Server-Sent Events) of the caller's tenant (every tenant's for
 /// `admin`). Events: `escalation` (data: an `Escalation`, whenever one opens, changes,
 /// is acknowledged or resolved), `stream` (data: a `StreamUpdate`, after each sampled
@@ -557,6 +573,8 @@ where
     )
 }
 
+/// A stream's risk timeline.
+///
 /// A stream's risk timeline: the tier and strongest signal after each sampled frame.
 #[utoipa::path(
     get,
@@ -588,6 +606,8 @@ async fn timeline(
     }
 }
 
+/// The policy in force.
+///
 /// The policy in force, as TOML, with its history. Every tenant runs under it.
 #[utoipa::path(
     get,
@@ -622,6 +642,8 @@ async fn policy(
     })
 }
 
+/// Replace the policy.
+///
 /// Replaces the whole policy (streams adopt it at their next frame, keeping their
 /// state). Audit-logged.
 #[utoipa::path(
@@ -659,6 +681,8 @@ async fn put_policy(
     }
 }
 
+/// Change a rule's thresholds.
+///
 /// Changes some thresholds of one rule. Audit-logged.
 #[utoipa::path(
     patch,
@@ -694,6 +718,8 @@ async fn patch_rule(
     }
 }
 
+/// The audit log.
+///
 /// The audit log: policy changes, reloads, acknowledgements, resolutions and denied
 /// requests. The caller's own entries (every entry for `admin`).
 #[utoipa::path(
@@ -712,6 +738,8 @@ async fn audit(
     })
 }
 
+/// Reload credentials, certificate, policy and banks.
+///
 /// Reloads the config file's credentials, the TLS certificate, the policy file and the
 /// banks, as SIGHUP does, without touching the streams. Audit-logged.
 #[utoipa::path(

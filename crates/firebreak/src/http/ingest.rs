@@ -744,7 +744,10 @@ impl From<StreamRegistration> for StreamSpec {
 /// body have problems (every one, as text). Not the 422 shape of the policy routes;
 /// kept from the first version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[schema(example = json!({"error": "stream.id: empty; stream: give one of hls, url, file", "issues": ["stream.id: empty", "stream: give one of hls, url, file"]}))]
+#[schema(example = json!({
+    "error": "stream.id: \"\": 1-128 of A-Z a-z 0-9 - _ .; stream: give exactly one source: hls, url or file",
+    "issues": ["stream.id: \"\": 1-128 of A-Z a-z 0-9 - _ .", "stream: give exactly one source: hls, url or file"],
+}))]
 pub struct RegistrationInvalid {
     /// What is wrong (with `issues`: every problem, joined with `; `).
     pub error: String,
@@ -826,6 +829,8 @@ pub fn routes(state: Arc<IngestState>) -> Router {
     router.layer(DefaultBodyLimit::max(limit)).with_state(state)
 }
 
+/// List streams.
+///
 /// Every stream of the caller's tenant (every tenant's for `admin`), with state,
 /// counters and current tier.
 #[utoipa::path(
@@ -854,6 +859,8 @@ async fn list(
     Json(StreamList { streams })
 }
 
+/// One stream.
+///
 /// One stream of the caller's tenant (any for `admin`).
 #[utoipa::path(
     get,
@@ -877,6 +884,8 @@ async fn show(
     }
 }
 
+/// Register a pulled stream.
+///
 /// Registers a pulled stream: an HLS playlist (`http`, `https`) or an `rtmp`/`srt` URL,
 /// on an address the source policy (`[ingest] source_allowlist`) permits; the stream
 /// connects to the address that was checked. The stream belongs to the credential's
@@ -950,6 +959,8 @@ async fn register(
     }
 }
 
+/// Stop a stream.
+///
 /// Stops a stream (pushed or pulled) and forgets it once its threads have exited (10 s
 /// at most); the id is free again after this answer.
 #[utoipa::path(
@@ -979,6 +990,8 @@ async fn remove(
     }
 }
 
+/// Push a segment of a pushed stream.
+///
 /// Pushes one segment of a pushed stream (MPEG-TS, or fMP4 with the init segment as
 /// segment 0); the first segment creates the stream. Segments may arrive out of order
 /// within the reorder window; a duplicate is harmless. When the decoder is behind, the
@@ -1148,6 +1161,8 @@ fn end_pushed(entry: &Entry) -> Option<usize> {
     Some(n)
 }
 
+/// End a pushed stream.
+///
 /// Ends a pushed stream: no more segments; those the reorder window holds go to the
 /// decoder, which drains and ends. Idempotent.
 #[utoipa::path(
