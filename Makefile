@@ -1,8 +1,10 @@
 # Firebreak: the two commands are `make run` and `make test` (see README.md).
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= /var/cache/firebreak/target
+# Where scripts/setup.sh installs openapi-spec-validator.
+export OPENAPI_VENV ?= /var/cache/firebreak/openapi-venv
 
-.PHONY: setup run test lint ci bench bench-compare package
+.PHONY: setup run test lint ci bench bench-compare package openapi
 
 ## Install missing system packages (quick when everything is present).
 setup:
@@ -21,14 +23,21 @@ test: setup
 	  END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i; exit (p == 0 || f > 0) }' \
 	  $(CARGO_TARGET_DIR)/test.log
 
-## Formatting, lints, the dependency rules and cargo-deny, as CI runs them.
+## Formatting, lints, the dependency rules, cargo-deny and the OpenAPI document's
+## validity, as CI runs them.
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	scripts/check-deps.sh
 	cargo deny check licenses bans sources
+	$(OPENAPI_VENV)/bin/python -m openapi_spec_validator crates/firebreak/openapi.json
 
 ci: lint test
+
+## Regenerate the HTTP API's OpenAPI document from the handlers (a test fails when the
+## committed crates/firebreak/openapi.json differs from it).
+openapi:
+	cargo run -q -p firebreak -- openapi > crates/firebreak/openapi.json
 
 ## Criterion benchmarks.
 bench: setup

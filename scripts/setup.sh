@@ -4,7 +4,7 @@ set -euo pipefail
 
 APT_PACKAGES=(pkg-config clang libclang-dev ffmpeg libavcodec-dev libavformat-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev
-  chromium chromium-driver prometheus python3-pip)
+  chromium chromium-driver prometheus python3-pip python3-venv)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -35,6 +35,17 @@ CARGO_DENY_VERSION=0.20.2
 if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VERSION" ]; then
   echo "setup: installing cargo-deny $CARGO_DENY_VERSION" >&2
   cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
+fi
+
+# openapi-spec-validator checks the HTTP API's OpenAPI document (`make lint`), from a
+# virtualenv of its own (about 10 s and 50 MB, once).
+OPENAPI_VENV=${OPENAPI_VENV:-/var/cache/firebreak/openapi-venv}
+OPENAPI_VALIDATOR=openapi-spec-validator==0.9.0
+if [ ! -f "$OPENAPI_VENV/.installed-$OPENAPI_VALIDATOR" ]; then
+  echo "setup: installing $OPENAPI_VALIDATOR into $OPENAPI_VENV" >&2
+  python3 -m venv --clear "$OPENAPI_VENV"
+  "$OPENAPI_VENV/bin/pip" install --quiet --disable-pip-version-check "$OPENAPI_VALIDATOR"
+  touch "$OPENAPI_VENV/.installed-$OPENAPI_VALIDATOR"
 fi
 
 # The Kafka-protocol broker the delivery tests start (tansu 0.6.0, pinned by sha256).

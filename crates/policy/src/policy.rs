@@ -27,6 +27,7 @@ use crate::config::{PolicyConfig, RuleKind};
 
 /// A PDQ match of a frame.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HashMatch {
     /// Bank name.
     pub bank: String,
@@ -40,6 +41,7 @@ pub struct HashMatch {
 
 /// A live vPDQ window match.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VideoMatch {
     /// Bank name.
     pub bank: String,
@@ -51,6 +53,7 @@ pub struct VideoMatch {
 
 /// A classifier's score for a policy category.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassifierScore {
     /// Policy category.
     pub category: String,
@@ -90,6 +93,7 @@ pub enum StreamEvent {
 
 /// One piece of evidence behind a decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Evidence {
     /// A PDQ match.

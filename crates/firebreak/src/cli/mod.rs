@@ -1,4 +1,5 @@
-//! Command-line interface: `firebreak hash|compare|classify|models|lists|match|run|config`.
+//! Command-line interface:
+//! `firebreak hash|compare|classify|models|lists|match|run|config|openapi`.
 //!
 //! - [`banks`]: `lists` and `match`, over the banks on disk.
 
@@ -49,6 +50,9 @@ enum Command {
     /// output against the manifest.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Print the HTTP API's OpenAPI document (JSON), generated from the handlers: the
+    /// content of crates/firebreak/openapi.json.
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => Ok(crate::daemon::check(&file)),
         Command::Classify(a) => classify(&a),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
+        Command::Openapi => print_openapi(),
     };
     match result {
         Ok(code) => code,
@@ -344,4 +349,13 @@ fn models_check(dirs: &[PathBuf]) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `firebreak openapi`: the HTTP API's OpenAPI document on stdout.
+fn print_openapi() -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(crate::http::openapi::json().as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the OpenAPI document")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use crate::clock::{self, Clock};
 use crate::config::{Issue, LogFormat, ServiceConfig, Settings, SinkSettings};
 use crate::engine::{Detectors, Engine, EngineConfig, FrameModel};
-use crate::http::api::{ApiState, Reloader};
+use crate::http::api::{ApiState, ReloadResult, Reloader};
 use crate::http::auth::{Authenticator, Denied};
 use crate::http::ingest::{IngestConfig, IngestState};
 use crate::http::server::Tls;
@@ -301,11 +301,7 @@ impl Daemon {
             max_output: config.ingest.max_frame,
             on_frame: Arc::new(move |f| frames_engine.on_frame(&f)),
             on_end: Arc::new(move |id| end_engine.on_stream_event(id, StreamEvent::Ended)),
-            annotate: Some(Arc::new(move |id, v| {
-                let (tier, index) = tier_engine.tier(id);
-                v["tier"] = json!(tier);
-                v["tier_index"] = json!(index);
-            })),
+            annotate: Some(Arc::new(move |id| tier_engine.tier(id))),
             net: Arc::new(own_addresses((*config.ingest.net).clone())),
             idle_timeout: config.ingest.idle_timeout,
             on_start: Some(Arc::new(move |id, tenant| {
@@ -374,7 +370,7 @@ impl Daemon {
             if let (Some(swap), Some(acceptor)) = (&reload_tls, acceptor) {
                 swap.store(Arc::new(acceptor));
             }
-            let banks = json!(detectors.banks);
+            let banks = detectors.banks.iter().cloned().map(Into::into).collect();
             reload_engine.set_detectors(detectors, who);
             let version = reload_engine.set_policy(policy, who, "reload", "policy");
             reload_engine.audit(
@@ -388,7 +384,10 @@ impl Daemon {
                     "certificate": config.server.tls.is_some(),
                 }),
             );
-            Ok(json!({"policy_version": version, "banks": banks}))
+            Ok(ReloadResult {
+                policy_version: version,
+                banks,
+            })
         });
         let api = Arc::new(ApiState {
             engine: engine.clone(),
@@ -448,7 +447,7 @@ impl Daemon {
     }
 
     /// Reloads the policy file and the banks (blocking: it reads files).
-    pub fn reload(&self, who: &str) -> Result<Value, Vec<Issue>> {
+    pub fn reload(&self, who: &str) -> Result<ReloadResult, Vec<Issue>> {
         (self.reload)(who)
     }
 

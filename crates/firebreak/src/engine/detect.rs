@@ -47,13 +47,13 @@ pub struct Detectors {
 }
 
 /// One point of a stream's risk timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Point {
-    /// Wall time.
+    /// Wall time, Unix milliseconds.
     pub wall_ms: u64,
-    /// Media time.
+    /// Media time, seconds.
     pub media_time: f64,
-    /// Tier index (0 = none).
+    /// Tier index (0 = none; an index into the timeline's `tiers`).
     pub tier_index: usize,
     /// The strongest signal in [0, 1].
     pub score: f64,

@@ -15,13 +15,13 @@ pub const KEPT: usize = 5000;
 const RESOLVED_SHOWN_MS: u64 = 3_600_000;
 
 /// Someone's acknowledgement or resolution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Mark {
-    /// Tenant.
+    /// The tenant of the credential that did it.
     pub by: String,
-    /// When.
+    /// When, Unix milliseconds.
     pub at_ms: u64,
-    /// Free text.
+    /// Free text (empty when none was given).
     pub note: String,
 }
 
@@ -90,39 +90,44 @@ impl Action {
 }
 
 /// An incident as the API and the dashboard show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Escalation {
     /// The incident id.
     pub id: String,
-    /// Stream.
+    /// The stream it is about.
     pub stream_id: String,
     /// The tenant the stream belongs to: only it (and admins) see the incident.
     pub tenant: String,
-    /// Current tier.
+    /// Current tier (a name from the policy's `tiers`).
     pub tier: String,
     /// Its index (1 = lowest tier).
     pub tier_index: usize,
     /// `open`, `acknowledged` or `resolved`.
+    #[schema(value_type = String, example = "open")]
     pub state: &'static str,
-    /// First decision.
+    /// First decision, Unix milliseconds.
     pub opened_ms: u64,
-    /// Last decision.
+    /// Last decision, Unix milliseconds.
     pub updated_ms: u64,
-    /// When the policy closed it (cooled down, or the stream ended).
+    /// When the policy closed it (cooled down, or the stream ended), Unix
+    /// milliseconds; `null` while it is open.
+    #[schema(required = true)]
     pub closed_ms: Option<u64>,
     /// Policy version of the last decision.
     pub policy_version: String,
-    /// Active rules.
+    /// The rules active at the last decision.
     pub rules: Vec<String>,
-    /// Media range.
+    /// Stream media time of the first decision, seconds.
     pub media_start: f64,
-    /// Media range end.
+    /// Stream media time of the last decision, seconds.
     pub media_end: f64,
     /// Evidence of the last decision.
     pub evidence: Vec<Evidence>,
-    /// Acknowledgement.
+    /// Acknowledgement (`null` if none).
+    #[schema(required = true)]
     pub acknowledged: Option<Mark>,
-    /// Resolution.
+    /// Resolution (`null` if none).
+    #[schema(required = true)]
     pub resolved: Option<Mark>,
 }
 

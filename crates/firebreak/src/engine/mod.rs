@@ -40,6 +40,7 @@ use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::metrics::{Metrics, Stage};
+pub use audit::AuditEntry;
 use audit::AuditLog;
 use detect::StreamDetect;
 pub use detect::{Detectors, FrameModel, Point};
@@ -56,6 +57,24 @@ pub struct EngineConfig {
     pub audit_path: PathBuf,
     /// Event producer (worker id, tenant).
     pub producer: Producer,
+}
+
+/// A stream's tier and score after a sampled frame: the `stream` event of
+/// `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct StreamUpdate {
+    /// The stream.
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// Its tier after the frame: 0 = none, then the policy's `tiers` in order.
+    pub tier_index: usize,
+    /// That tier's name (`none` for 0).
+    pub tier: String,
+    /// Wall time of the frame, Unix milliseconds.
+    pub wall_ms: u64,
+    /// The strongest rule signal of the frame, 0 to 1.
+    pub score: f64,
 }
 
 /// Errors from operator actions.
@@ -270,9 +289,17 @@ impl Engine {
             .set(tier_index as i64);
         let owner = stream.owner();
         self.emit(&policy, decisions, frame.arrival_ms, &owner);
+        let update = StreamUpdate {
+            id: frame.stream_id.to_string(),
+            tenant: owner.to_string(),
+            tier_index,
+            tier: tier_name(&policy, tier_index),
+            wall_ms: frame.wall_ms,
+            score,
+        };
         let _ = self.events.send((
             "stream",
-            json!({"id": &*frame.stream_id, "tenant": &*owner, "tier_index": tier_index, "tier": tier_name(&policy, tier_index), "wall_ms": frame.wall_ms, "score": score}),
+            serde_json::to_value(update).expect("a stream update is JSON"),
         ));
     }
 
@@ -559,10 +586,10 @@ impl Engine {
 
     /// The audit entries kept in memory, oldest first: those made by `tenant`
     /// (`None`: everyone's).
-    pub fn audit_entries(&self, tenant: Option<&str>) -> Vec<Value> {
+    pub fn audit_entries(&self, tenant: Option<&str>) -> Vec<AuditEntry> {
         let mut all = self.audit.entries();
         if let Some(t) = tenant {
-            all.retain(|e| e["who"] == t);
+            all.retain(|e| e.who.as_deref() == Some(t));
         }
         all
     }

@@ -1,7 +1,8 @@
 //! The daemon's HTTP API besides the stream routes (`http::ingest`): escalations and
 //! their live feed, the risk timeline, the policy and its audit log, reload, health,
-//! metrics and the dashboard page. `openapi.json` beside this crate documents every
-//! route; a test checks the two agree.
+//! metrics and the dashboard page. Each handler's `#[utoipa::path]` is its entry in the
+//! OpenAPI document (`firebreak openapi`, `crates/firebreak/openapi.json`), and
+//! [`api`] registers each route from it, so the two cannot disagree.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,20 +14,23 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use axum::{Extension, Json, Router};
 use futures_util::stream::Stream;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::engine::{Action, ActionError, Engine};
+use crate::engine::{Action, ActionError, AuditEntry, Engine, Escalation, Point};
 use crate::http::auth::Caller;
+use crate::http::{ErrorBody, error};
 
-/// The dashboard page (no external resources).
-/// The dashboard page (one self-contained file).
+/// The dashboard page (one self-contained file, no external resources).
 pub const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
 /// Reloads policy and banks from disk (the daemon's SIGHUP path).
-pub type Reloader = Arc<dyn Fn(&str) -> Result<Value, Vec<crate::config::Issue>> + Send + Sync>;
+pub type Reloader =
+    Arc<dyn Fn(&str) -> Result<ReloadResult, Vec<crate::config::Issue>> + Send + Sync>;
 
 /// What the API handlers share.
 pub struct ApiState {
@@ -48,8 +52,196 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process serves HTTP.
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Whether the daemon takes work (false while starting and shutting down).
+    pub ready: bool,
+    /// What readiness is made of.
+    pub checks: ReadinessChecks,
+}
+
+/// The parts of [`Readiness`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    /// Policy, banks and models are loaded.
+    pub loaded: bool,
+    /// Decisions written to the outbox and not yet delivered.
+    pub outbox_depth: usize,
+}
+
+/// `GET /v1/escalations`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EscalationList {
+    /// Open incidents and those resolved within the last hour that the caller may
+    /// see, the most recently updated first.
+    pub escalations: Vec<Escalation>,
+}
+
+/// The optional body of `POST /v1/escalations/{id}/ack` and `/resolve` (an empty body
+/// is allowed too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct NoteRequest {
+    /// Free text kept with the acknowledgement or resolution and in the audit log
+    /// (cut to 2000 characters).
+    pub note: Option<String>,
+}
+
+/// `GET /v1/streams/{id}/timeline`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Timeline {
+    /// The stream.
+    pub stream: String,
+    /// Tier names by index: `none` first, then the policy's tiers.
+    #[schema(example = json!(["none", "review", "crisis"]))]
+    pub tiers: Vec<String>,
+    /// Risk over time, oldest first (the last 20 minutes at 2 samples/s at most).
+    pub points: Vec<Point>,
+}
+
+/// `GET /v1/policy`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PolicyView {
+    /// The version in force (name and content hash).
+    #[schema(example = "default@1a2b3c4d")]
+    pub version: String,
+    /// The whole policy in force, as TOML.
+    pub toml: String,
+    /// The policy's history: audit entries whose action starts with `policy` (without
+    /// `who` unless the caller has the `admin` scope).
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The answer to a policy change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PolicyVersion {
+    /// The new policy version, on every later event.
+    #[schema(example = "default@1a2b3c4d")]
+    pub version: String,
+}
+
+/// The body of `PATCH /v1/policy/rules/{name}`: any of a rule's thresholds (as in the
+/// policy file). The handler reads it as a JSON object and checks each field itself (an
+/// unknown field or a non-number is a 422 naming it); a test checks the fields listed
+/// here are exactly those it accepts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[schema(example = json!({"enter": 0.6, "exit": 0.4}))]
+pub struct RulePatch {
+    /// Level a frame's (smoothed) value must reach to count, 0 to 1.
+    pub enter: Option<f64>,
+    /// Once active, the rule stays active while some frame within `hold_secs` has a
+    /// value at or above this level (at most `enter`).
+    pub exit: Option<f64>,
+    /// Exponential smoothing weight of the newest value (1: no smoothing).
+    pub smoothing: Option<f64>,
+    /// Active when `k` of the last `n` sampled frames within `within_secs` count.
+    pub k: Option<u64>,
+    /// See `k`.
+    pub n: Option<u64>,
+    /// See `k` (media seconds).
+    pub within_secs: Option<f64>,
+    /// How long an active rule stays active without a frame at the exit level (wall
+    /// seconds).
+    pub hold_secs: Option<f64>,
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditLogView {
+    /// The entries kept in memory (the last 1000), oldest first: the caller's own
+    /// unless it has the `admin` scope.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// One bank after a reload: `[name, entries, negative]`, a JSON array (kept from the
+/// first version of the API; an object would have been more regular).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BankSummary(pub String, pub usize, pub bool);
+
+impl From<(String, usize, bool)> for BankSummary {
+    fn from((name, entries, negative): (String, usize, bool)) -> Self {
+        BankSummary(name, entries, negative)
+    }
+}
+
+impl utoipa::PartialSchema for BankSummary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Type};
+        ArrayBuilder::new()
+            .description(Some(
+                "One bank: `[name, entries, negative]` (a tuple, not an object).",
+            ))
+            .prefix_items([
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("The bank's name."))
+                    .build(),
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .description(Some("Entries in it."))
+                    .build(),
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .description(Some(
+                        "Whether it is a negative bank (known content whose matches \
+                         suppress the positive ones).",
+                    ))
+                    .build(),
+            ])
+            .items(ArrayItems::False)
+            .min_items(Some(3))
+            .examples([serde_json::json!(["crisis", 120, false])])
+            .into()
+    }
+}
+
+impl ToSchema for BankSummary {}
+
+/// `POST /v1/reload` (and SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ReloadResult {
+    /// The policy version now in force.
+    pub policy_version: String,
+    /// The banks now loaded.
+    pub banks: Vec<BankSummary>,
+}
+
+impl std::fmt::Display for ReloadResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
+    }
+}
+
+/// One problem with a submitted policy or rule change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct IssueBody {
+    /// Where: a dotted path into the policy, or the field of the request.
+    #[schema(example = "rules[0].enter")]
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// 422: a policy, rule change or reload with problems, every one listed. (Stream
+/// registration reports its problems differently: see `RegistrationInvalid`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid", "errors": [{"path": "rules[0].enter", "message": "must be in [0, 1]"}]}))]
+pub struct InvalidBody {
+    /// Always `invalid`.
+    pub error: String,
+    /// Every problem.
+    pub errors: Vec<IssueBody>,
 }
 
 fn action_error(e: ActionError) -> Response {
@@ -61,55 +253,121 @@ fn action_error(e: ActionError) -> Response {
 }
 
 fn issues_response(issues: &[crate::config::Issue]) -> Response {
-    let list: Vec<Value> = issues
+    let errors = issues
         .iter()
-        .map(|i| json!({"path": i.path, "message": i.message}))
+        .map(|i| IssueBody {
+            path: i.path.clone(),
+            message: i.message.clone(),
+        })
         .collect();
     (
         StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({"error": "invalid", "errors": list})),
+        Json(InvalidBody {
+            error: "invalid".into(),
+            errors,
+        }),
     )
         .into_response()
 }
 
-/// The routes.
-pub fn routes(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/escalations", get(escalations))
-        .route("/v1/escalations/{id}/ack", post(ack))
-        .route("/v1/escalations/{id}/resolve", post(resolve))
-        .route("/v1/events", get(events))
-        .route("/v1/streams/{id}/timeline", get(timeline))
-        .route("/v1/policy", get(policy).put(put_policy))
-        .route("/v1/policy/rules/{name}", patch(patch_rule))
-        .route("/v1/audit", get(audit))
-        .route("/v1/reload", post(reload))
-        .with_state(state)
+/// Every route of this module with its documentation (the one list both the router
+/// and the OpenAPI document are made from).
+pub fn api() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(escalations))
+        .routes(routes!(ack))
+        .routes(routes!(resolve))
+        .routes(routes!(events))
+        .routes(routes!(timeline))
+        .routes(routes!(policy, put_policy))
+        .routes(routes!(patch_rule))
+        .routes(routes!(audit))
+        .routes(routes!(reload))
 }
 
+/// The routes.
+pub fn routes(state: Arc<ApiState>) -> Router {
+    let (router, _) = api().split_for_parts();
+    router.with_state(state)
+}
+
+/// The dashboard page.
+///
+/// The dashboard: open escalations, live over SSE, with acknowledge and resolve, and
+/// a stream's risk timeline. The token goes in the fragment: `/#token=TOKEN`.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "service",
+    operation_id = "dashboard",
+    responses((status = 200, description = "The dashboard page (one file, no external resources).", body = String, content_type = "text/html"))
+)]
 async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness.
+///
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive.", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
+/// Readiness.
+///
+/// Readiness: policy, banks and models loaded, and not shutting down.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Starting or shutting down (same body, `ready: false`).", body = Readiness),
+    )
+)]
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     let ready = s.ready.load(Ordering::Acquire);
-    let checks = json!({"loaded": ready, "outbox_depth": s.engine.pipeline().depth()});
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"ready": ready, "checks": checks}))).into_response()
+    let body = Readiness {
+        ready,
+        checks: ReadinessChecks {
+            loaded: ready,
+            outbox_depth: s.engine.pipeline().depth(),
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics.
+///
+/// Prometheus metrics (text exposition format). Every series naming a stream is here,
+/// so it needs a credential; `server.metrics_listen` serves it without one on an
+/// internal address.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 async fn metrics(State(s): State<Arc<ApiState>>) -> Response {
     metrics_text(&s.metrics)
 }
@@ -123,21 +381,34 @@ pub fn metrics_text(metrics: &crate::metrics::Metrics) -> Response {
         .into_response()
 }
 
+/// List incidents.
+///
+/// Open incidents, and those resolved within the last hour, of the caller's tenant
+/// (every tenant's for `admin`).
+#[utoipa::path(
+    get,
+    path = "/v1/escalations",
+    tag = "escalations",
+    operation_id = "list_escalations",
+    responses((status = 200, description = "The incidents.", body = EscalationList))
+)]
 async fn escalations(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-) -> Json<Value> {
-    Json(json!({"escalations": s.engine.escalations(caller.tenant_filter())}))
+) -> Json<EscalationList> {
+    Json(EscalationList {
+        escalations: s.engine.escalations(caller.tenant_filter()),
+    })
 }
 
 fn note(body: &Bytes) -> Result<String, Box<Response>> {
     if body.is_empty() {
         return Ok(String::new());
     }
-    let v: Value = serde_json::from_slice(body)
+    let request: NoteRequest = serde_json::from_slice(body)
         .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("body: {e}"))))?;
-    Ok(v.get("note")
-        .and_then(Value::as_str)
+    Ok(request
+        .note
         .unwrap_or_default()
         .chars()
         .take(2000)
@@ -168,11 +439,29 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
     .await
     .expect("incident action task");
     match acted {
-        Ok(e) => Json(e).into_response(),
+        Ok(e) => Json::<Escalation>(e).into_response(),
         Err(e) => action_error(e),
     }
 }
 
+/// Acknowledge an incident.
+///
+/// Acknowledges an incident (idempotent: a second acknowledgement keeps the first).
+/// Audit-logged; answered once the audit entry is on disk.
+#[utoipa::path(
+    post,
+    path = "/v1/escalations/{id}/ack",
+    tag = "escalations",
+    operation_id = "acknowledge_escalation",
+    params(("id" = String, Path, description = "The incident id.")),
+    request_body(content = Option<NoteRequest>, description = "Optional; an empty body is no note."),
+    responses(
+        (status = 200, description = "The incident, acknowledged.", body = Escalation),
+        (status = 400, description = "The body is not the JSON described.", body = ErrorBody),
+        (status = 404, description = "No such incident for this tenant.", body = ErrorBody),
+        (status = 409, description = "The incident is resolved already.", body = ErrorBody),
+    )
+)]
 async fn ack(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -182,6 +471,24 @@ async fn ack(
     mark(&s, &id, false, &caller, &body).await
 }
 
+/// Resolve an incident.
+///
+/// Resolves an incident (final). Audit-logged; answered once the audit entry is on
+/// disk.
+#[utoipa::path(
+    post,
+    path = "/v1/escalations/{id}/resolve",
+    tag = "escalations",
+    operation_id = "resolve_escalation",
+    params(("id" = String, Path, description = "The incident id.")),
+    request_body(content = Option<NoteRequest>, description = "Optional; an empty body is no note."),
+    responses(
+        (status = 200, description = "The incident, resolved.", body = Escalation),
+        (status = 400, description = "The body is not the JSON described.", body = ErrorBody),
+        (status = 404, description = "No such incident for this tenant.", body = ErrorBody),
+        (status = 409, description = "The incident is resolved already.", body = ErrorBody),
+    )
+)]
 async fn resolve(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -191,6 +498,21 @@ async fn resolve(
     mark(&s, &id, true, &caller, &body).await
 }
 
+/// The live feed of incidents and stream tiers (Server-Sent Events).
+///
+/// The live feed (Server-Sent Events) of the caller's tenant (every tenant's for
+/// `admin`). Events: `escalation` (data: an `Escalation`, whenever one opens, changes,
+/// is acknowledged or resolved), `stream` (data: a `StreamUpdate`, after each sampled
+/// frame), `lagged` (data: how many events this slow client missed; re-fetch
+/// `/v1/escalations`), `ping` (empty, every 15 s). A browser's `EventSource` cannot
+/// set headers: the token may be given as `?access_token=`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "escalations",
+    operation_id = "events",
+    responses((status = 200, description = "An event stream that stays open (until the daemon shuts down).", body = String, content_type = "text/event-stream"))
+)]
 async fn events(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -251,6 +573,20 @@ where
     )
 }
 
+/// A stream's risk timeline.
+///
+/// A stream's risk timeline: the tier and strongest signal after each sampled frame.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{id}/timeline",
+    tag = "streams",
+    operation_id = "stream_timeline",
+    params(("id" = String, Path, description = "The stream id.")),
+    responses(
+        (status = 200, description = "The timeline.", body = Timeline),
+        (status = 404, description = "No such stream for this tenant.", body = ErrorBody),
+    )
+)]
 async fn timeline(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -258,20 +594,32 @@ async fn timeline(
 ) -> Response {
     let policy = s.engine.policy();
     match s.engine.timeline(&id, caller.tenant_filter()) {
-        Some(points) => Json(json!({
-            "stream": id,
-            "tiers": std::iter::once("none".to_owned()).chain(policy.config().tiers.iter().cloned()).collect::<Vec<_>>(),
-            "points": points,
-        }))
+        Some(points) => Json(Timeline {
+            stream: id,
+            tiers: std::iter::once("none".to_owned())
+                .chain(policy.config().tiers.iter().cloned())
+                .collect(),
+            points,
+        })
         .into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
 }
 
+/// The policy in force.
+///
+/// The policy in force, as TOML, with its history. Every tenant runs under it.
+#[utoipa::path(
+    get,
+    path = "/v1/policy",
+    tag = "policy",
+    operation_id = "get_policy",
+    responses((status = 200, description = "The policy.", body = PolicyView))
+)]
 async fn policy(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-) -> Json<Value> {
+) -> Json<PolicyView> {
     let p = s.engine.policy();
     // Every tenant runs under the policy and sees its history; who changed it (an
     // administrator's identity) only administrators see.
@@ -279,27 +627,37 @@ async fn policy(
         .engine
         .audit_entries(None)
         .into_iter()
-        .filter(|e| {
-            e["action"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("policy"))
-        })
+        .filter(|e| e.action.starts_with("policy"))
         .map(|mut e| {
-            if !caller.is_admin()
-                && let Some(o) = e.as_object_mut()
-            {
-                o.remove("who");
+            if !caller.is_admin() {
+                e.who = None;
             }
             e
         })
-        .collect::<Vec<_>>();
-    Json(json!({
-        "version": p.version(),
-        "toml": toml::to_string(p.config()).unwrap_or_default(),
-        "audit": history,
-    }))
+        .collect();
+    Json(PolicyView {
+        version: p.version().to_owned(),
+        toml: toml::to_string(p.config()).unwrap_or_default(),
+        audit: history,
+    })
 }
 
+/// Replace the policy.
+///
+/// Replaces the whole policy (streams adopt it at their next frame, keeping their
+/// state). Audit-logged.
+#[utoipa::path(
+    put,
+    path = "/v1/policy",
+    tag = "policy",
+    operation_id = "put_policy",
+    request_body(content = String, description = "A whole policy, TOML (as the policy file).", content_type = "application/toml"),
+    responses(
+        (status = 200, description = "In force.", body = PolicyVersion),
+        (status = 400, description = "The body is not UTF-8.", body = ErrorBody),
+        (status = 422, description = "The policy has problems (nothing changed).", body = InvalidBody),
+    )
+)]
 async fn put_policy(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -317,19 +675,36 @@ async fn put_policy(
             })
             .await
             .expect("policy task");
-            Json(json!({"version": version})).into_response()
+            Json(PolicyVersion { version }).into_response()
         }
         Err(issues) => issues_response(&issues),
     }
 }
 
+/// Change a rule's thresholds.
+///
+/// Changes some thresholds of one rule. Audit-logged.
+#[utoipa::path(
+    patch,
+    path = "/v1/policy/rules/{name}",
+    tag = "policy",
+    operation_id = "patch_rule",
+    params(("name" = String, Path, description = "The rule's name.")),
+    request_body(content = RulePatch, description = "Any of the rule's thresholds."),
+    responses(
+        (status = 200, description = "In force.", body = PolicyVersion),
+        (status = 400, description = "The body is not JSON.", body = ErrorBody),
+        (status = 404, description = "No such rule.", body = ErrorBody),
+        (status = 422, description = "An unknown field, a non-number, or a resulting policy with problems (nothing changed).", body = InvalidBody),
+    )
+)]
 async fn patch_rule(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let patch: Value = match serde_json::from_slice(&body) {
+    let patch: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
@@ -338,18 +713,45 @@ async fn patch_rule(
         .await
         .expect("patch task");
     match r {
-        Ok(version) => Json(json!({"version": version})).into_response(),
+        Ok(version) => Json(PolicyVersion { version }).into_response(),
         Err(e) => action_error(e),
     }
 }
 
+/// The audit log.
+///
+/// The audit log: policy changes, reloads, acknowledgements, resolutions and denied
+/// requests. The caller's own entries (every entry for `admin`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "policy",
+    operation_id = "audit_log",
+    responses((status = 200, description = "The entries.", body = AuditLogView))
+)]
 async fn audit(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-) -> Json<Value> {
-    Json(json!({"entries": s.engine.audit_entries(caller.tenant_filter())}))
+) -> Json<AuditLogView> {
+    Json(AuditLogView {
+        entries: s.engine.audit_entries(caller.tenant_filter()),
+    })
 }
 
+/// Reload credentials, certificate, policy and banks.
+///
+/// Reloads the config file's credentials, the TLS certificate, the policy file and the
+/// banks, as SIGHUP does, without touching the streams. Audit-logged.
+#[utoipa::path(
+    post,
+    path = "/v1/reload",
+    tag = "policy",
+    operation_id = "reload",
+    responses(
+        (status = 200, description = "Reloaded.", body = ReloadResult),
+        (status = 422, description = "A file has problems; everything in force stays.", body = InvalidBody),
+    )
+)]
 async fn reload(State(s): State<Arc<ApiState>>, Extension(caller): Extension<Caller>) -> Response {
     let reload = s.reload.clone();
     let r = tokio::task::spawn_blocking(move || reload(&caller.tenant))

@@ -40,9 +40,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hmac::{Hmac, Mac};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuthSettings, Scope};
@@ -197,8 +196,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// Which scope a route needs; `None` = open.
-fn required_scope(method: &Method, path: &str) -> Option<Scope> {
+/// The one route that also takes the bearer token as `?access_token=` (a browser's
+/// `EventSource` cannot set headers).
+pub const QUERY_TOKEN_PATH: &str = "/v1/events";
+
+/// Which scope a request needs; `None` = open. `path` is the request's path, or a
+/// route's template (`/v1/streams/{id}`): the OpenAPI document takes each operation's
+/// scope from here.
+pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     if matches!(path, "/" | "/healthz" | "/readyz") {
         return None;
     }
@@ -221,7 +226,7 @@ fn required_scope(method: &Method, path: &str) -> Option<Scope> {
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
-    let mut r = (status, axum::Json(json!({ "error": message }))).into_response();
+    let mut r = crate::http::error(status, message);
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -618,7 +623,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         let token = header_str("authorization")
             .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
             .or_else(|| {
-                (path == "/v1/events")
+                (path == QUERY_TOKEN_PATH)
                     .then(|| {
                         parts.uri.query().and_then(|q| {
                             q.split('&')

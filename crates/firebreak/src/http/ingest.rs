@@ -35,16 +35,19 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use firebreak_media::ingest::{
     FeedItem, Intake, LiveStream, MAX_SEQUENCE, SampledFrame, Sampling, SegmentFeed, Sequencer,
     Source, StreamConfig, StreamStats, segment_channel,
 };
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::clock::Clock;
 use crate::config::{StreamSettings, StreamSource, StreamSpec, valid_stream_id};
 use crate::http::auth::Caller;
+use crate::http::{ErrorBody, error};
 use crate::metrics::{DropCounts, StreamReading, StreamSnapshot};
 use firebreak_media::ingest::guard::{NetPolicy, Refusal, system_resolve};
 use firebreak_media::ingest::hls::HlsConfig;
@@ -62,8 +65,8 @@ pub const API_HLS_SCHEMES: &[&str] = &["http", "https"];
 pub type FrameHandler = Arc<dyn Fn(SampledFrame) + Send + Sync>;
 /// Called once when a stream's frames are exhausted (ended, failed or stopped).
 pub type EndHandler = Arc<dyn Fn(&str) + Send + Sync>;
-/// Adds fields (the current tier) to a stream's JSON.
-pub type Annotator = Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
+/// A stream's current tier (name, index), shown with the stream.
+pub type Annotator = Arc<dyn Fn(&str) -> (String, usize) + Send + Sync>;
 
 /// Told of every stream that starts: (stream id, owning tenant).
 pub type StartHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -87,7 +90,7 @@ pub struct IngestConfig {
     pub on_frame: FrameHandler,
     /// Receives the end of every stream.
     pub on_end: EndHandler,
-    /// Decorates stream JSON.
+    /// The current tier of a stream, for its JSON.
     pub annotate: Option<Annotator>,
     /// Where streams registered through the API may connect.
     pub net: Arc<NetPolicy>,
@@ -316,12 +319,12 @@ impl IngestState {
     /// names). Only `url` sources of [`API_URL_SCHEMES`] and `hls` playlists of
     /// [`API_HLS_SCHEMES`] on addresses the source policy permits; the stream connects
     /// to the checked addresses only (see `firebreak_media::ingest::guard`).
-    /// Returns the new stream's JSON.
+    /// Returns the new stream.
     pub fn register_untrusted(
         &self,
         spec: &StreamSpec,
         owner: &str,
-    ) -> Result<Value, RegisterError> {
+    ) -> Result<StreamView, RegisterError> {
         let spec = validate(spec)?;
         let refused = |r: Refusal| {
             tracing::warn!(stream = %spec.id, refusal = %r, "stream registration refused");
@@ -353,7 +356,7 @@ impl IngestState {
             StreamSource::File(_) => return Err(RegisterError::FileForbidden),
         };
         let entry = self.start_pulled(&spec, owner, source, kind, true)?;
-        Ok(self.stream_json(&spec.id, &entry))
+        Ok(self.view(&spec.id, &entry))
     }
 
     fn start_pulled(
@@ -387,9 +390,9 @@ impl IngestState {
 
     /// Stops a stream and forgets it once its threads have exited (blocking; 10 s at
     /// most), so a register/delete loop cannot pile up threads and the id is free only
-    /// when nothing of the old stream runs. Returns its last JSON, or `None` if unknown
+    /// when nothing of the old stream runs. Returns its last state, or `None` if unknown
     /// (or not visible to `tenant`; `None` = an admin).
-    pub fn remove(&self, id: &str, tenant: Option<&str>) -> Option<Value> {
+    pub fn remove(&self, id: &str, tenant: Option<&str>) -> Option<StreamView> {
         let entry = {
             let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             streams
@@ -397,7 +400,7 @@ impl IngestState {
                 .filter(|e| tenant.is_none_or(|t| e.owner == t))?
                 .clone()
         };
-        let last = self.stream_json(id, &entry);
+        let last = self.view(id, &entry);
         entry.feed.lock().unwrap_or_else(|e| e.into_inner()).take();
         entry.stream.cancel();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -487,7 +490,8 @@ impl IngestState {
             .collect()
     }
 
-    fn stream_json(&self, id: &str, p: &Entry) -> Value {
+    /// A stream as the API shows it.
+    fn view(&self, id: &str, p: &Entry) -> StreamView {
         let st = p.stream.stats();
         let seq = p
             .sequencer
@@ -497,46 +501,64 @@ impl IngestState {
         let last_frame_ms = st
             .since_last_frame_ms
             .map(|since| self.config.clock.now_ms().saturating_sub(since));
-        let mut v = json!({
-            "id": id,
-            "tenant": p.owner,
-            "source": p.source,
-            "state": st.state.name(),
-            "frames_sampled": st.sampled,
-            "last_frame_ms": last_frame_ms,
-            "frames": {"decoded": st.decoded, "sampled": st.sampled, "dropped": {"queue_full": st.dropped_queue_full}},
-            "degraded": st.degraded,
-            "decode_errors": st.decode_errors,
-            "open_errors": st.open_errors,
-            "reconnects": st.reconnects,
-            "discontinuities": st.discontinuities,
-            "since_last_frame_ms": st.since_last_frame_ms,
-            "lag_ms": st.lag_ms,
-            "error": if p.untrusted {
-                st.error.as_ref().map(|_| "the source failed; details are in the operator log".to_owned())
+        let hls = p.stream.hls_counters().map(|h| {
+            use std::sync::atomic::Ordering::Relaxed;
+            HlsCounters {
+                reloads: h.reloads.load(Relaxed),
+                reload_errors: h.reload_errors.load(Relaxed),
+                segments: h.segments.load(Relaxed),
+                segment_errors: h.segment_errors.load(Relaxed),
+                missing: h.missing.load(Relaxed),
+                discontinuities: h.discontinuities.load(Relaxed),
+            }
+        });
+        let (tier, tier_index) = match &self.config.annotate {
+            Some(a) => {
+                let (name, index) = a(id);
+                (Some(name), Some(index))
+            }
+            None => (None, None),
+        };
+        StreamView {
+            id: id.to_owned(),
+            tenant: p.owner.clone(),
+            source: p.source.to_owned(),
+            state: st.state.name().to_owned(),
+            frames_sampled: st.sampled,
+            last_frame_ms,
+            frames: FrameCounters {
+                decoded: st.decoded,
+                sampled: st.sampled,
+                dropped: DropCounters {
+                    queue_full: st.dropped_queue_full,
+                },
+            },
+            degraded: st.degraded,
+            decode_errors: st.decode_errors,
+            open_errors: st.open_errors,
+            reconnects: st.reconnects,
+            discontinuities: st.discontinuities,
+            since_last_frame_ms: st.since_last_frame_ms,
+            lag_ms: st.lag_ms,
+            error: if p.untrusted {
+                st.error
+                    .as_ref()
+                    .map(|_| "the source failed; details are in the operator log".to_owned())
             } else {
                 st.error
             },
-            "segments": {
-                "received": seq.received, "released": seq.released, "duplicates": seq.duplicates,
-                "late": seq.late, "missing": seq.missing, "reordered": seq.reordered,
+            segments: SegmentCounters {
+                received: seq.received,
+                released: seq.released,
+                duplicates: seq.duplicates,
+                late: seq.late,
+                missing: seq.missing,
+                reordered: seq.reordered,
             },
-        });
-        if let Some(h) = p.stream.hls_counters() {
-            use std::sync::atomic::Ordering::Relaxed;
-            v["hls"] = json!({
-                "reloads": h.reloads.load(Relaxed),
-                "reload_errors": h.reload_errors.load(Relaxed),
-                "segments": h.segments.load(Relaxed),
-                "segment_errors": h.segment_errors.load(Relaxed),
-                "missing": h.missing.load(Relaxed),
-                "discontinuities": h.discontinuities.load(Relaxed),
-            });
+            hls,
+            tier,
+            tier_index,
         }
-        if let Some(a) = &self.config.annotate {
-            a(id, &mut v);
-        }
-        v
     }
 }
 
@@ -584,26 +606,265 @@ impl crate::metrics::StreamSource for IngestState {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
+/// A stream with its state and counters (`GET /v1/streams`, `GET /v1/streams/{id}`,
+/// the answer to a registration and to a `DELETE`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StreamView {
+    /// Stream id.
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// `push` for segments PUT to the daemon, else the kind of pulled source: `hls`,
+    /// `url` or `file`.
+    #[schema(example = "push")]
+    pub source: String,
+    /// `starting`, `live`, `stalled`, `ended` or `failed`.
+    #[schema(example = "live")]
+    pub state: String,
+    /// Frames sampled (the same as `frames.sampled`; kept from the first version).
+    pub frames_sampled: u64,
+    /// Wall time at which the last sampled frame was decoded, Unix milliseconds
+    /// (`null` before the first).
+    #[schema(required = true)]
+    pub last_frame_ms: Option<u64>,
+    /// Frame counters.
+    pub frames: FrameCounters,
+    /// How many times the stream degraded to sampling keyframes only (a count, not a
+    /// flag).
+    pub degraded: u64,
+    /// Decode errors.
+    pub decode_errors: u64,
+    /// Failed opens of the source.
+    pub open_errors: u64,
+    /// Reconnections of a pulled source.
+    pub reconnects: u64,
+    /// Timestamp discontinuities.
+    pub discontinuities: u64,
+    /// Milliseconds since the last sampled frame was decoded (`null` before the first).
+    #[schema(required = true)]
+    pub since_last_frame_ms: Option<u64>,
+    /// For pushed and HLS segments: how long the bytes of the last sampled frame had
+    /// waited since they were handed over, milliseconds (`null` if not known).
+    #[schema(required = true)]
+    pub lag_ms: Option<u64>,
+    /// The last error, if any (for streams registered through the API a generic
+    /// message; the detail is in the operator log).
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// The reorder window's counters (pushed streams; zero for pulled ones).
+    pub segments: SegmentCounters,
+    /// HLS sources only: the playlist poller's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub hls: Option<HlsCounters>,
+    /// The stream's current tier (`none` below the lowest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "none")]
+    pub tier: Option<String>,
+    /// Its index: 0 = none, then the policy's tiers in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub tier_index: Option<usize>,
+}
+
+/// [`StreamView::frames`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FrameCounters {
+    /// Frames decoded.
+    pub decoded: u64,
+    /// Frames sampled and handed to the detectors.
+    pub sampled: u64,
+    /// Sampled frames dropped, by reason.
+    pub dropped: DropCounters,
+}
+
+/// [`FrameCounters::dropped`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DropCounters {
+    /// Dropped because the detectors' queue was full.
+    pub queue_full: u64,
+}
+
+/// [`StreamView::segments`]: a pushed stream's reorder window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SegmentCounters {
+    /// Segments offered.
+    pub received: u64,
+    /// Segments handed to the decoder, in order.
+    pub released: u64,
+    /// Segments dropped because that number was already received (answered 200).
+    pub duplicates: u64,
+    /// Segments dropped because their number had been given up as a gap.
+    pub late: u64,
+    /// Sequence numbers given up (never received in time).
+    pub missing: u64,
+    /// Segments that arrived ahead of a missing one and were held.
+    pub reordered: u64,
+}
+
+/// [`StreamView::hls`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct HlsCounters {
+    /// Playlist loads that succeeded.
+    pub reloads: u64,
+    /// Playlist loads that failed (fetch or parse).
+    pub reload_errors: u64,
+    /// Segments fed to the decoder.
+    pub segments: u64,
+    /// Segment fetches that failed (each retry counts).
+    pub segment_errors: u64,
+    /// Segments never fed (failed after retries, or slid out of the playlist unseen).
+    pub missing: u64,
+    /// Discontinuities fed.
+    pub discontinuities: u64,
+}
+
+/// `GET /v1/streams`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StreamList {
+    /// The caller's tenant's streams (every tenant's for `admin`), by id.
+    pub streams: Vec<StreamView>,
+}
+
+/// The body of `POST /v1/streams`: a pulled stream, flat (as a `[[streams]]` entry of
+/// the config file). Exactly one of `hls` and `url`; `file` sources are refused here
+/// (403: configure them in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "cam-7", "hls": "https://cdn.example/live/cam-7.m3u8", "sampling": "2/s"}))]
+pub struct StreamRegistration {
+    /// Stream id: 1-128 of `A-Z a-z 0-9 - _ .`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    pub id: String,
+    /// An HLS playlist URL (`http` or `https`).
+    pub hls: Option<String>,
+    /// An `rtmp://` or `srt://` URL (`rtmps` is config-only).
+    pub url: Option<String>,
+    /// A local file: refused through the API (403).
+    pub file: Option<String>,
+    /// `every`, `keyframes` or `N/s` (0 < N <= 120); default `[ingest] sampling`.
+    #[schema(example = "2/s")]
+    pub sampling: Option<String>,
+    /// The credential's tenant, if given (any other answers 400).
+    pub tenant: Option<String>,
+}
+
+impl From<StreamRegistration> for StreamSpec {
+    fn from(r: StreamRegistration) -> StreamSpec {
+        StreamSpec {
+            id: r.id,
+            hls: r.hls,
+            url: r.url,
+            file: r.file.map(Into::into),
+            sampling: r.sampling,
+            tenant: r.tenant,
+        }
+    }
+}
+
+/// 400 for a refused registration: `{"error": ...}`, with `issues` when fields of the
+/// body have problems (every one, as text). Not the 422 shape of the policy routes;
+/// kept from the first version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({
+    "error": "stream.id: \"\": 1-128 of A-Z a-z 0-9 - _ .; stream: give exactly one source: hls, url or file",
+    "issues": ["stream.id: \"\": 1-128 of A-Z a-z 0-9 - _ .", "stream: give exactly one source: hls, url or file"],
+}))]
+pub struct RegistrationInvalid {
+    /// What is wrong (with `issues`: every problem, joined with `; `).
+    pub error: String,
+    /// Each problem with the fields, when that is what is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub issues: Option<Vec<String>>,
+}
+
+/// What became of a pushed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentOutcome {
+    /// Handed to the decoder, with any held segments it unblocked.
+    Released,
+    /// Held in the reorder window until the segments before it arrive.
+    Held,
+    /// That number was received before: dropped (harmless: a retried PUT).
+    Duplicate,
+    /// Its number had been given up as a gap: dropped.
+    Late,
+}
+
+/// `PUT /v1/streams/{id}/segments/{seq}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SegmentResult {
+    /// The stream.
+    pub stream: String,
+    /// The segment's sequence number.
+    pub sequence: u64,
+    /// What became of it.
+    pub result: SegmentOutcome,
+    /// Segments handed to the decoder by this request (0 unless `released`).
+    pub released: usize,
+    /// Sequence numbers given up just before the released segments (0 unless
+    /// `released`).
+    pub gap_before: u64,
+}
+
+/// Whether `POST /v1/streams/{id}/end` ended the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum EndOutcome {
+    /// Ended by this request.
+    #[serde(rename = "ended")]
+    Ended,
+    /// It had ended before.
+    #[serde(rename = "already ended")]
+    AlreadyEnded,
+}
+
+/// `POST /v1/streams/{id}/end`. `released` is there only when this request ended the
+/// stream (kept from the first version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StreamEnd {
+    /// The stream.
+    pub stream: String,
+    /// `ended` or `already ended`.
+    pub result: EndOutcome,
+    /// Segments the reorder window still held, handed to the decoder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub released: Option<usize>,
+}
+
+/// Every stream route with its documentation (the one list both the router and the
+/// OpenAPI document are made from).
+pub fn api() -> OpenApiRouter<Arc<IngestState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, register))
+        .routes(routes!(show, remove))
+        .routes(routes!(put_segment))
+        .routes(routes!(end))
 }
 
 /// The stream routes, with the body limit applied.
 pub fn routes(state: Arc<IngestState>) -> Router {
     let limit = state.config.max_segment_bytes;
-    Router::new()
-        .route("/v1/streams", get(list).post(register))
-        .route("/v1/streams/{id}", get(show).delete(remove))
-        .route("/v1/streams/{id}/segments/{seq}", put(put_segment))
-        .route("/v1/streams/{id}/end", post(end))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+    let (router, _) = api().split_for_parts();
+    router.layer(DefaultBodyLimit::max(limit)).with_state(state)
 }
 
+/// List streams.
+///
+/// Every stream of the caller's tenant (every tenant's for `admin`), with state,
+/// counters and current tier.
+#[utoipa::path(
+    get,
+    path = "/v1/streams",
+    tag = "streams",
+    operation_id = "list_streams",
+    responses((status = 200, description = "The streams, by id.", body = StreamList))
+)]
 async fn list(
     State(state): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
-) -> Json<Value> {
+) -> Json<StreamList> {
     let tenant = caller.tenant_filter();
     let entries: Vec<(String, Arc<Entry>)> = {
         let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -615,31 +876,65 @@ async fn list(
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    let list: Vec<Value> = entries
-        .iter()
-        .map(|(id, e)| state.stream_json(id, e))
-        .collect();
-    Json(json!({ "streams": list }))
+    let streams = entries.iter().map(|(id, e)| state.view(id, e)).collect();
+    Json(StreamList { streams })
 }
 
+/// One stream.
+///
+/// One stream of the caller's tenant (any for `admin`).
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{id}",
+    tag = "streams",
+    operation_id = "get_stream",
+    params(("id" = String, Path, description = "The stream id.")),
+    responses(
+        (status = 200, description = "The stream.", body = StreamView),
+        (status = 404, description = "No such stream for this tenant.", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
     match state.visible(&id, caller.tenant_filter()) {
-        Some(p) => Json(state.stream_json(&id, &p)).into_response(),
+        Some(p) => Json(state.view(&id, &p)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
 }
 
+/// Register a pulled stream.
+///
+/// Registers a pulled stream: an HLS playlist (`http`, `https`) or an `rtmp`/`srt` URL,
+/// on an address the source policy (`[ingest] source_allowlist`) permits; the stream
+/// connects to the address that was checked. The stream belongs to the credential's
+/// tenant. Blocking work (name resolution) runs off the async runtime.
+#[utoipa::path(
+    post,
+    path = "/v1/streams",
+    tag = "streams",
+    operation_id = "register_stream",
+    request_body(content = StreamRegistration, description = "The stream."),
+    responses(
+        (status = 201, description = "Started.", body = StreamView,
+            headers(("Location" = String, description = "`/v1/streams/{id}`"))),
+        (status = 400, description = "The body is not the JSON described or its fields have problems (`issues` lists every one), the source is not allowed, or `tenant` is not the credential's.", body = RegistrationInvalid),
+        (status = 403, description = "A `file` source (config file only).", body = ErrorBody),
+        (status = 409, description = "The id is taken (by a running stream, or by another tenant's).", body = ErrorBody),
+        (status = 429, description = "The tenant runs as many streams as it may (`server.max_streams_per_tenant`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds (10)."))),
+        (status = 503, description = "Over the stream limit (`server.max_streams`), or shutting down.", body = ErrorBody),
+    )
+)]
 async fn register(
     State(state): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    let spec: StreamSpec = match serde_json::from_slice(&body) {
-        Ok(s) => s,
+    let spec: StreamSpec = match serde_json::from_slice::<StreamRegistration>(&body) {
+        Ok(s) => s.into(),
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
     if spec.tenant.as_ref().is_some_and(|t| *t != caller.tenant) {
@@ -664,7 +959,10 @@ async fn register(
         }
         Err(RegisterError::Invalid(issues)) => (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": issues.join("; "), "issues": issues})),
+            Json(RegistrationInvalid {
+                error: issues.join("; "),
+                issues: Some(issues),
+            }),
         )
             .into_response(),
         Err(RegisterError::Exists) => error(StatusCode::CONFLICT, "this stream id is taken"),
@@ -682,6 +980,21 @@ async fn register(
     }
 }
 
+/// Stop a stream.
+///
+/// Stops a stream (pushed or pulled) and forgets it once its threads have exited (10 s
+/// at most); the id is free again after this answer.
+#[utoipa::path(
+    delete,
+    path = "/v1/streams/{id}",
+    tag = "streams",
+    operation_id = "delete_stream",
+    params(("id" = String, Path, description = "The stream id.")),
+    responses(
+        (status = 200, description = "Stopped: the stream as it was last.", body = StreamView),
+        (status = 404, description = "No such stream for this tenant.", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
@@ -698,6 +1011,33 @@ async fn remove(
     }
 }
 
+/// Push a segment of a pushed stream.
+///
+/// Pushes one segment of a pushed stream (MPEG-TS, or fMP4 with the init segment as
+/// segment 0); the first segment creates the stream. Segments may arrive out of order
+/// within the reorder window; a duplicate is harmless. When the decoder is behind, the
+/// request waits (backpressure) rather than dropping accepted bytes. One segment
+/// request per stream at a time.
+#[utoipa::path(
+    put,
+    path = "/v1/streams/{id}/segments/{seq}",
+    tag = "streams",
+    operation_id = "put_segment",
+    params(
+        ("id" = String, Path, description = "The stream id: 1-128 of `A-Z a-z 0-9 - _ .`."),
+        ("seq" = u64, Path, description = "The segment's sequence number, from 0, at most 2^53 - 1."),
+    ),
+    request_body(content = Vec<u8>, description = "The segment's bytes (not empty).", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Taken (or a harmless duplicate, or dropped as late).", body = SegmentResult),
+        (status = 400, description = "A bad stream id, an empty body, or a sequence number out of range. (A sequence number that is not a number is refused by the router with a plain-text 400.)", body = ErrorBody),
+        (status = 404, description = "The id belongs to another tenant's stream.", body = ErrorBody),
+        (status = 409, description = "The stream has ended or stopped.", body = ErrorBody),
+        (status = 429, description = "Another segment of this stream is being fed (retry after 1 s), or the tenant runs as many streams as it may (10 s).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds."))),
+        (status = 503, description = "A new stream over the stream limit, or shutting down.", body = ErrorBody),
+    )
+)]
 async fn put_segment(
     State(state): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
@@ -767,7 +1107,7 @@ async fn put_segment_in_span(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(seq, body.to_vec());
-    let (result, released, gap) = match intake {
+    let (result, released, gap_before) = match intake {
         Intake::Released {
             segments,
             gap_before,
@@ -783,15 +1123,21 @@ async fn put_segment_in_span(
             if !matches!(sent, Ok(Ok(()))) {
                 return error(StatusCode::CONFLICT, "the stream has stopped");
             }
-            ("released", n, gap_before)
+            (SegmentOutcome::Released, n, gap_before)
         }
-        Intake::Held => ("held", 0, 0),
-        Intake::Duplicate => ("duplicate", 0, 0),
-        Intake::Late => ("late", 0, 0),
+        Intake::Held => (SegmentOutcome::Held, 0, 0),
+        Intake::Duplicate => (SegmentOutcome::Duplicate, 0, 0),
+        Intake::Late => (SegmentOutcome::Late, 0, 0),
         Intake::OutOfRange => return sequence_out_of_range(),
     };
-    Json(json!({"stream": id, "sequence": seq, "result": result, "released": released, "gap_before": gap}))
-        .into_response()
+    Json(SegmentResult {
+        stream: id,
+        sequence: seq,
+        result,
+        released,
+        gap_before,
+    })
+    .into_response()
 }
 
 /// 429 with `Retry-After`: the tenant runs as many streams as it may.
@@ -836,6 +1182,21 @@ fn end_pushed(entry: &Entry) -> Option<usize> {
     Some(n)
 }
 
+/// End a pushed stream.
+///
+/// Ends a pushed stream: no more segments; those the reorder window holds go to the
+/// decoder, which drains and ends. Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/streams/{id}/end",
+    tag = "streams",
+    operation_id = "end_stream",
+    params(("id" = String, Path, description = "The stream id.")),
+    responses(
+        (status = 200, description = "Ended (by this request or before).", body = StreamEnd),
+        (status = 404, description = "No such stream for this tenant.", body = ErrorBody),
+    )
+)]
 async fn end(
     State(state): State<Arc<IngestState>>,
     Extension(caller): Extension<Caller>,
@@ -849,7 +1210,17 @@ async fn end(
         .ok()
         .flatten();
     match ended {
-        Some(n) => Json(json!({"stream": id, "result": "ended", "released": n})).into_response(),
-        None => Json(json!({"stream": id, "result": "already ended"})).into_response(),
+        Some(n) => Json(StreamEnd {
+            stream: id,
+            result: EndOutcome::Ended,
+            released: Some(n),
+        })
+        .into_response(),
+        None => Json(StreamEnd {
+            stream: id,
+            result: EndOutcome::AlreadyEnded,
+            released: None,
+        })
+        .into_response(),
     }
 }

@@ -2,23 +2,31 @@
 //! API with the dashboard ([`api`]), both behind authentication ([`auth`]), with every
 //! request counted by route and status and every answer carrying security headers
 //! ([`security_headers`]).
+//!
+//! Every route is declared once, with its `#[utoipa::path]` documentation, through
+//! `utoipa_axum::routes!`: the router serves exactly the operations the OpenAPI
+//! document ([`openapi`], `firebreak openapi`) describes, and every JSON answer is a
+//! typed struct whose schema is in that document.
 
 pub mod api;
 pub mod auth;
 pub mod ingest;
 pub mod limits;
+pub mod openapi;
 pub mod server;
 
 use std::sync::{Arc, OnceLock};
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
 use axum::http::header;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use base64::Engine as _;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::metrics::Metrics;
 
@@ -36,6 +44,25 @@ pub fn router(
             count_requests(metrics.clone(), req, next)
         }))
         .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// Every error answer (unless an operation documents another shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({"error": "no such stream"}))]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+}
+
+/// `status` with `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: message.to_owned(),
+        }),
+    )
+        .into_response()
 }
 
 /// The Content-Security-Policy of every answer: nothing may load but the dashboard's

@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -197,11 +197,10 @@ async fn body_deadline(
     });
     let response = next.run(Request::from_parts(parts, body)).await;
     if expired.load(Ordering::Acquire) {
-        let mut r = (
+        let mut r = crate::http::error(
             StatusCode::REQUEST_TIMEOUT,
-            axum::Json(serde_json::json!({"error": "request body not received in time"})),
-        )
-            .into_response();
+            "request body not received in time",
+        );
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
