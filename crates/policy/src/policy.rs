@@ -20,13 +20,13 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{PolicyConfig, RuleKind};
 
 /// A PDQ match of a frame.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HashMatch {
     /// Bank name.
     pub bank: String,
@@ -39,7 +39,7 @@ pub struct HashMatch {
 }
 
 /// A live vPDQ window match.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoMatch {
     /// Bank name.
     pub bank: String,
@@ -50,7 +50,7 @@ pub struct VideoMatch {
 }
 
 /// A classifier's score for a policy category.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassifierScore {
     /// Policy category.
     pub category: String,
@@ -89,7 +89,7 @@ pub enum StreamEvent {
 }
 
 /// One piece of evidence behind a decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Evidence {
     /// A PDQ match.

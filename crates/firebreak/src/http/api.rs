@@ -52,11 +52,12 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn action_error(e: ActionError) -> Response {
+pub(crate) fn action_error(e: ActionError) -> Response {
     match e {
         ActionError::NotFound => error(StatusCode::NOT_FOUND, "not found"),
         ActionError::Conflict(m) => error(StatusCode::CONFLICT, &m),
         ActionError::Invalid(issues) => issues_response(&issues),
+        ActionError::Storage(m) => error(StatusCode::INTERNAL_SERVER_ERROR, &m),
     }
 }
 
@@ -157,13 +158,14 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
     };
     // Answered once the audit entry is on disk, waiting off the async runtime.
     let engine = s.engine.clone();
-    let (id, who, tenant) = (
+    let (id, who, credential, tenant) = (
         id.to_owned(),
         caller.tenant.clone(),
+        caller.credential.clone(),
         caller.tenant_filter().map(str::to_owned),
     );
     let acted = tokio::task::spawn_blocking(move || {
-        engine.act(&id, action, &who, &note, tenant.as_deref())
+        engine.act(&id, action, &who, &credential, &note, tenant.as_deref())
     })
     .await
     .expect("incident action task");
@@ -311,13 +313,16 @@ async fn put_policy(
     match crate::config::policy_from_toml(text, "policy") {
         Ok(config) => {
             let engine = s.engine.clone();
-            let who = caller.tenant.clone();
+            let (who, credential) = (caller.tenant.clone(), caller.credential.clone());
             let version = tokio::task::spawn_blocking(move || {
-                engine.set_policy(config, &who, "policy.update", "policy")
+                engine.set_policy(config, &who, &credential, "policy.update", "policy")
             })
             .await
             .expect("policy task");
-            Json(json!({"version": version})).into_response()
+            match version {
+                Ok(version) => Json(json!({"version": version})).into_response(),
+                Err(e) => action_error(e),
+            }
         }
         Err(issues) => issues_response(&issues),
     }
@@ -334,9 +339,11 @@ async fn patch_rule(
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
     let engine = s.engine.clone();
-    let r = tokio::task::spawn_blocking(move || engine.patch_rule(&name, &patch, &caller.tenant))
-        .await
-        .expect("patch task");
+    let r = tokio::task::spawn_blocking(move || {
+        engine.patch_rule(&name, &patch, &caller.tenant, &caller.credential)
+    })
+    .await
+    .expect("patch task");
     match r {
         Ok(version) => Json(json!({"version": version})).into_response(),
         Err(e) => action_error(e),

@@ -56,6 +56,9 @@ pub struct Caller {
     pub tenant: String,
     /// How it authenticated: `bearer` or `hmac`.
     pub method: &'static str,
+    /// Which credential, as the audit log records it: `token:` and the first 8 hex
+    /// digits of the bearer token's sha256, or `hmac:` and the key's tenant.
+    pub credential: String,
     scopes: Vec<String>,
 }
 
@@ -84,9 +87,16 @@ impl Caller {
         Caller {
             tenant: tenant.to_owned(),
             method,
+            credential: format!("{method}:{tenant}"),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
+}
+
+/// The first 8 hex digits of a token's sha256: names the credential in the audit log
+/// without revealing anything usable.
+fn hex_prefix(sha256: &[u8; 32]) -> String {
+    sha256[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Token {
@@ -213,6 +223,7 @@ fn required_scope(method: &Method, path: &str) -> Option<&'static str> {
         // Policy and banks are the whole service's: platform administrators only.
         (&Method::PUT, ["v1", "policy"])
         | (&Method::PATCH, ["v1", "policy", "rules", _])
+        | (&Method::POST, ["v1", "policy", "rollback"])
         | (&Method::POST, ["v1", "reload"]) => "admin",
         _ => "operator",
     })
@@ -311,6 +322,7 @@ impl Authenticator {
             .map(|t| Caller {
                 tenant: t.tenant.clone(),
                 method: "bearer",
+                credential: format!("token:{}", hex_prefix(&t.sha256)),
                 scopes: t.scopes.clone(),
             })
     }
@@ -620,6 +632,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         caller = Caller {
             tenant: key.tenant.clone(),
             method: "hmac",
+            credential: format!("hmac:{}", key.tenant),
             scopes: key.scopes.clone(),
         };
         Body::from(bytes)
@@ -717,6 +730,10 @@ mod tests {
             Some("admin")
         );
         assert_eq!(required_scope(&Method::POST, "/v1/reload"), Some("admin"));
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/policy/rollback"),
+            Some("admin")
+        );
         assert_eq!(required_scope(&Method::GET, "/v1/policy"), Some("read"));
         let admin = Caller::new("ops", "bearer", &["admin"]);
         assert!(admin.has("operator") && admin.has("read") && !admin.has("ingest"));

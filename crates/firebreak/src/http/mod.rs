@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod ingest;
 pub mod limits;
+pub mod policy_versions;
 pub mod server;
 
 use std::sync::{Arc, OnceLock};
@@ -30,6 +31,7 @@ pub fn router(
     metrics: Metrics,
 ) -> Router {
     ingest::routes(ingest)
+        .merge(policy_versions::routes(api.clone()))
         .merge(api::routes(api))
         .layer(axum::middleware::from_fn_with_state(auth, auth::layer))
         .layer(axum::middleware::from_fn(move |req, next| {
