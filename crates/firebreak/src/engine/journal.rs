@@ -189,3 +189,89 @@ struct LineRef<'a> {
     id: &'a str,
     incident: &'a Incident,
 }
+
+#[cfg(test)]
+mod tests {
+    use firebreak_policy::policy::{Decision, DecisionKind};
+
+    use super::*;
+    use crate::engine::incidents::{Action, IncidentStore, Mark};
+
+    fn store() -> IncidentStore {
+        let mut s = IncidentStore::new();
+        for id in ["a", "b"] {
+            s.record(
+                &Decision {
+                    id: format!("{id}-0"),
+                    stream_id: "s".into(),
+                    incident_id: id.into(),
+                    sequence: 0,
+                    kind: DecisionKind::Escalated,
+                    tier: "crisis".into(),
+                    previous_tier: "none".into(),
+                    wall_ms: 10,
+                    media_start: 1.0,
+                    media_end: 2.0,
+                    policy_version: "v".into(),
+                    rules: vec!["r".into()],
+                    evidence: Vec::new(),
+                    activation: None,
+                },
+                4,
+                "t",
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn the_last_line_of_each_incident_wins_and_a_torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        let mut s = store();
+        let mut j = Journal::create(&path, &s.export()).unwrap();
+        let mark = Mark {
+            by: "op".into(),
+            at_ms: 20,
+            note: "n".into(),
+        };
+        s.act("a", Action::Acknowledge, mark.clone(), None).unwrap();
+        j.append("a", s.incident("a").unwrap(), 2).unwrap();
+        s.act("a", Action::Resolve, mark, None).unwrap();
+        j.append("a", s.incident("a").unwrap(), 2).unwrap();
+        // A crash in the middle of a write.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"id\":\"b\",\"incid")
+            .unwrap();
+        let replayed = replay(&path).unwrap();
+        assert_eq!(replayed, s.export());
+        assert_eq!(
+            IncidentStore::restored(replayed).get("a").unwrap().state,
+            "resolved"
+        );
+    }
+
+    #[test]
+    fn another_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("incidents.jsonl");
+        std::fs::write(
+            &path,
+            "{\"format\":\"firebreak.incidents\",\"version\":2}\n",
+        )
+        .unwrap();
+        let err = replay(&path).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        // A damaged line that is not the last one is corruption, not a torn write.
+        let mut j = Journal::create(&path, &store().export()).unwrap();
+        j.append("a", store().incident("a").unwrap(), 2).unwrap();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("\"b\"", "\"b", 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(replay(&path).unwrap_err().to_string().contains("line 3"));
+    }
+}
