@@ -3,7 +3,10 @@
 //! was accepted.
 //!
 //! Layout: a directory of segment files `seg-<first seq, 20 digits>.log` and one
-//! `acked` file. A record is `length u32 LE | crc32 u32 LE | payload`, the payload being
+//! `acked` file. A segment starts with an 8-byte header, `FBOX` and the format version
+//! (u32 LE, [`SEGMENT_VERSION`]), then its records; a segment without the header is
+//! version 1 (written before the header existed; its first bytes are a record length,
+//! which never spells `FBOX`, a 1.4 GB record) and is read as before. A record is `length u32 LE | crc32 u32 LE | payload`, the payload being
 //! `seq u64 LE | key length u32 LE | key | event bytes`. Sequence numbers count up from 1
 //! across segments. `acked` holds the highest sequence number delivered (everything at
 //! or below it is delivered; delivery is in order).
@@ -31,6 +34,19 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The segment format version this build writes (see the module doc).
+pub const SEGMENT_VERSION: u32 = 2;
+
+/// The segment header's magic.
+const SEGMENT_MAGIC: &[u8; 4] = b"FBOX";
+
+fn segment_header() -> [u8; 8] {
+    let mut h = [0u8; 8];
+    h[..4].copy_from_slice(SEGMENT_MAGIC);
+    h[4..].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h
+}
 
 /// How the outbox makes its writes durable. [`FileSync`] (the default) calls the
 /// file's own `fdatasync`/`fsync`; tests inject one that holds a sync open.
@@ -249,7 +265,21 @@ impl Outbox {
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io_err(&path))?;
+            // Version 2 and later start with a header; version 1 segments do not.
             let mut at = 0usize;
+            if bytes.len() >= 8 && &bytes[..4] == SEGMENT_MAGIC {
+                let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
+                if version != SEGMENT_VERSION {
+                    return Err(OutboxError::Corrupt {
+                        path,
+                        offset: 4,
+                        reason: format!(
+                            "segment format version {version}; this build reads 1 and {SEGMENT_VERSION}"
+                        ),
+                    });
+                }
+                at = 8;
+            }
             let mut last_seq = 0;
             let mut prev: Option<u64> = segments.last().map(|s| s.last_seq).filter(|&s| s != 0);
             while at < bytes.len() {
@@ -409,7 +439,11 @@ impl Outbox {
             tail.file = Some(file);
         }
         let file = tail.file.as_mut().expect("open");
-        let bytes = encode(&record);
+        let mut bytes = encode(&record);
+        if tail.bytes == 0 {
+            // A new segment: its header goes with its first record.
+            bytes.splice(0..0, segment_header());
+        }
         if let Err(e) = file
             .write_all(&bytes)
             .and_then(|()| self.sync.sync_data(file))
@@ -605,13 +639,14 @@ mod tests {
         assert_eq!((r.pending, r.truncated_bytes), (3, 9));
         assert_eq!(o.append("k", b"e3").unwrap(), 4);
         drop(o);
-        // Damage in the first record, with good records after it.
+        // Damage in the first record (after the 8-byte segment header), with good
+        // records after it.
         let mut bad = fs::read(&seg).unwrap();
-        bad[10] ^= 0xFF;
+        bad[8 + 10] ^= 0xFF;
         fs::write(&seg, &bad).unwrap();
         let err = Outbox::open(dir.path(), config).unwrap_err();
         assert!(
-            matches!(err, OutboxError::Corrupt { offset: 0, .. }),
+            matches!(err, OutboxError::Corrupt { offset: 8, .. }),
             "{err}"
         );
     }

@@ -20,13 +20,13 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{PolicyConfig, RuleKind};
 
 /// A PDQ match of a frame.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HashMatch {
     /// Bank name.
@@ -40,7 +40,7 @@ pub struct HashMatch {
 }
 
 /// A live vPDQ window match.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VideoMatch {
     /// Bank name.
@@ -52,7 +52,7 @@ pub struct VideoMatch {
 }
 
 /// A classifier's score for a policy category.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassifierScore {
     /// Policy category.
@@ -92,7 +92,7 @@ pub enum StreamEvent {
 }
 
 /// One piece of evidence behind a decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Evidence {

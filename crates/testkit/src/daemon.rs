@@ -217,6 +217,16 @@ impl Daemon {
         })
     }
 
+    /// Stops it (SIGTERM; asserts a clean exit) and starts `bin` again on the same
+    /// directory (data, banks) with the base config plus `extra`: a restart.
+    pub fn restart(mut self, bin: &Path, extra: &str) -> Daemon {
+        let status = self.terminate();
+        assert!(status.success(), "exit {status:?}\n{}", self.stderr());
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        start_in(bin, dir, extra)
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         Command::new("kill")

@@ -53,6 +53,20 @@ enum Command {
     /// Print the HTTP API's OpenAPI document (JSON), generated from the handlers: the
     /// content of crates/firebreak/openapi.json.
     Openapi,
+    /// The audit log (`audit.jsonl` in the data directory).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: prints the head (compare it with the published
+    /// `firebreak_audit_head`) or the first line that breaks the chain (exit 1).
+    Verify {
+        /// The log file (default: `audit.jsonl` in the data directory).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -172,12 +186,33 @@ pub fn main() -> ExitCode {
         Command::Classify(a) => classify(&a),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
         Command::Openapi => print_openapi(),
+        Command::Audit(AuditCommand::Verify { file }) => {
+            audit_verify(&file.unwrap_or_else(|| cli.data.data_dir.join("audit.jsonl")))
+        }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_verify(path: &std::path::Path) -> Result<ExitCode> {
+    use crate::engine::audit::{Verdict, verify};
+    match verify(path).with_context(|| format!("{}", path.display()))? {
+        Verdict::Intact {
+            lines,
+            unchained,
+            head,
+        } => {
+            println!("ok: {lines} lines ({unchained} before the chain), head {head}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::Broken { line, reason } => {
+            println!("broken at line {line}: {reason}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

@@ -285,6 +285,11 @@ impl Daemon {
             pipeline.clone(),
             metrics.clone(),
         );
+        // Incidents and policy versions from the data directory (engine::journal,
+        // engine::versions).
+        engine
+            .restore(&data)
+            .with_context(|| format!("restoring the state in {}", data.display()))?;
 
         let (frames_engine, end_engine, tier_engine, owner_engine) = (
             engine.clone(),
@@ -372,7 +377,14 @@ impl Daemon {
             }
             let banks = detectors.banks.iter().cloned().map(Into::into).collect();
             reload_engine.set_detectors(detectors, who);
-            let version = reload_engine.set_policy(policy, who, "reload", "policy");
+            // The file replaces the policy only if it changed since the latest
+            // policy version (engine::versions).
+            let version = reload_engine.reload_policy(policy, who).map_err(|e| {
+                vec![Issue {
+                    path: "policy".into(),
+                    message: format!("{e:?}"),
+                }]
+            })?;
             reload_engine.audit(
                 who,
                 "reload",

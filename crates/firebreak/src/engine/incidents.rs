@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use firebreak_policy::policy::{Decision, DecisionKind, Evidence};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ActionError;
 
@@ -15,7 +15,7 @@ pub const KEPT: usize = 5000;
 const RESOLVED_SHOWN_MS: u64 = 3_600_000;
 
 /// Someone's acknowledgement or resolution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Mark {
     /// The tenant of the credential that did it.
     pub by: String,
@@ -26,7 +26,8 @@ pub struct Mark {
 }
 
 /// Where an incident is in its responders' workflow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum IncidentState {
     /// Nobody has looked at it yet.
     Open,
@@ -131,8 +132,9 @@ pub struct Escalation {
     pub resolved: Option<Mark>,
 }
 
-#[derive(Debug, Clone)]
-struct Incident {
+/// One incident as it is kept (and journaled, `engine::journal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Incident {
     stream_id: String,
     tenant: String,
     tier: String,
@@ -149,6 +151,11 @@ struct Incident {
 }
 
 impl Incident {
+    /// Its state's name.
+    pub(crate) fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
     fn view(&self, id: &str) -> Escalation {
         Escalation {
             id: id.to_owned(),
@@ -256,9 +263,25 @@ impl IncidentStore {
         mark: Mark,
         tenant: Option<&str>,
     ) -> Result<(&'static str, Escalation), ActionError> {
+        let (old, next) = self.plan(id, action, mark, tenant)?;
+        match next {
+            Some(next) => Ok((old, self.put(id, next))),
+            None => Ok((old, self.get(id).ok_or(ActionError::NotFound)?)),
+        }
+    }
+
+    /// What [`IncidentStore::act`] would do, without doing it: the state's name before
+    /// it and the incident after it (`None`: unchanged, a repeated acknowledgement).
+    pub(crate) fn plan(
+        &self,
+        id: &str,
+        action: Action,
+        mark: Mark,
+        tenant: Option<&str>,
+    ) -> Result<(&'static str, Option<Incident>), ActionError> {
         let e = self
             .by_id
-            .get_mut(id)
+            .get(id)
             .filter(|e| tenant.is_none_or(|t| e.tenant == t))
             .ok_or(ActionError::NotFound)?;
         let old = e.state.name();
@@ -275,10 +298,53 @@ impl IncidentStore {
                 resolved: mark,
             }),
         };
-        if let Some(next) = next {
-            e.state = next;
+        Ok((old, next.map(|state| Incident { state, ..e.clone() })))
+    }
+
+    /// Replaces (or adds) incident `id` as it stands; returns its view.
+    pub(crate) fn put(&mut self, id: &str, incident: Incident) -> Escalation {
+        let view = incident.view(id);
+        if self.by_id.insert(id.to_owned(), incident).is_none() {
+            self.order.push_back(id.to_owned());
         }
-        Ok((old, e.view(id)))
+        view
+    }
+
+    /// Incident `id` as it is kept (for the journal).
+    pub(crate) fn incident(&self, id: &str) -> Option<&Incident> {
+        self.by_id.get(id)
+    }
+
+    /// Every incident in the order they were opened (for a journal snapshot).
+    pub(crate) fn export(&self) -> Vec<(String, Incident)> {
+        self.order
+            .iter()
+            .filter_map(|id| self.by_id.get(id).map(|e| (id.clone(), e.clone())))
+            .collect()
+    }
+
+    /// A store holding `incidents` (replayed from the journal, in the order they were
+    /// opened, the last state of each id), bounded like [`IncidentStore::record`]
+    /// bounds it.
+    pub(crate) fn restored(incidents: Vec<(String, Incident)>) -> IncidentStore {
+        let mut store = IncidentStore::new();
+        for (id, e) in incidents {
+            store.put(&id, e);
+        }
+        while store.by_id.len() > KEPT {
+            let Some(i) = store.order.iter().position(|id| {
+                store
+                    .by_id
+                    .get(id)
+                    .is_some_and(|e| matches!(e.state, IncidentState::Resolved { .. }))
+            }) else {
+                break;
+            };
+            if let Some(id) = store.order.remove(i) {
+                store.by_id.remove(&id);
+            }
+        }
+        store
     }
 
     /// One incident.

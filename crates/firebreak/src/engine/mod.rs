@@ -17,14 +17,25 @@
 //!
 //! - [`detect`]: per-frame detection and each stream's state.
 //! - [`incidents`]: incidents by id, acknowledged and resolved by responders.
-//! - [`audit`]: who changed what, when.
+//! - [`audit`]: who changed what, when (a hash chain).
+//! - [`journal`]: incidents on disk, replayed at start.
+//! - [`versions`]: the policy's numbered versions on disk, with rollback.
+//!
+//! Durability: [`Engine::restore`] opens the data directory's incident journal and
+//! policy versions (the daemon calls it at start). From then on every incident change
+//! is journaled (synced) under the journal's lock, which orders the changes; the
+//! incident store's own lock is never held across I/O, so readers never wait for a
+//! disk. A responder's action and a policy change are audit-logged first and applied
+//! only if the entry was written.
 
 pub mod audit;
 pub mod detect;
 pub mod incidents;
+pub mod journal;
+pub mod versions;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -45,6 +56,8 @@ use audit::AuditLog;
 use detect::StreamDetect;
 pub use detect::{Detectors, FrameModel, Point};
 pub use incidents::{Action, Escalation, IncidentState, IncidentStore, Mark};
+use journal::Journal;
+use versions::{PolicyVersions, StoredPolicy};
 
 /// Engine settings from the config.
 #[derive(Debug, Clone)]
@@ -86,6 +99,8 @@ pub enum ActionError {
     Conflict(String),
     /// Invalid input, with every issue.
     Invalid(Vec<Issue>),
+    /// Its audit entry or its state could not be written: not applied (HTTP 500).
+    Storage(String),
 }
 
 /// One stream: its detection state, locked by the stream's consumer thread across
@@ -135,6 +150,11 @@ pub struct Engine {
     policy: ArcSwap<Policy>,
     streams: Mutex<HashMap<String, Arc<Slot>>>,
     incidents: Mutex<IncidentStore>,
+    /// The incident journal (after [`Engine::restore`]); its lock orders incident
+    /// changes and is held across their writes.
+    journal: Mutex<Option<Journal>>,
+    /// The policy versions (after [`Engine::restore`]); its lock orders policy changes.
+    versions: Mutex<Option<PolicyVersions>>,
     audit: AuditLog,
     events: broadcast::Sender<(&'static str, Value)>,
     pipeline: Pipeline,
@@ -158,8 +178,12 @@ impl Engine {
         metrics: Metrics,
     ) -> Arc<Engine> {
         let (events, _) = broadcast::channel(1024);
+        let audit = AuditLog::new(config.audit_path.clone());
+        publish_audit_head(&audit, &metrics);
         Arc::new(Engine {
-            audit: AuditLog::new(config.audit_path.clone()),
+            audit,
+            journal: Mutex::new(None),
+            versions: Mutex::new(None),
             config,
             clock,
             detectors: ArcSwap::from_pointee(detectors),
@@ -389,10 +413,142 @@ impl Engine {
 
     fn record(&self, policy: &Policy, d: &Decision, tenant: &str) -> Escalation {
         let tier_index = policy.config().tier_index(&d.tier).map_or(0, |i| i + 1);
-        self.incidents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(d, tier_index, tenant)
+        let mut journal = lock(&self.journal);
+        let (view, incident, kept) = {
+            let mut store = lock(&self.incidents);
+            let view = store.record(d, tier_index, tenant);
+            let incident = store.incident(&d.incident_id).cloned();
+            (view, incident, store.len())
+        };
+        if let (Some(j), Some(incident)) = (journal.as_mut(), incident) {
+            self.journal_write(j, &d.incident_id, &incident, kept);
+        }
+        view
+    }
+
+    /// Appends to the journal (compacting it when due); a failure raises the alarm.
+    fn journal_write(
+        &self,
+        j: &mut Journal,
+        id: &str,
+        incident: &incidents::Incident,
+        kept: usize,
+    ) -> bool {
+        match j.append(id, incident, kept) {
+            Ok(due) => {
+                if due {
+                    let all = lock(&self.incidents).export();
+                    if let Err(e) = j.compact(&all) {
+                        tracing::error!(error = %e, "ALARM: could not compact the incident journal");
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(incident = id, error = %e, "ALARM: could not write the incident journal");
+                false
+            }
+        }
+    }
+
+    /// Opens the durable state in `data_dir` (blocking; call once at start): replays
+    /// the incident journal `incidents.jsonl` (see [`journal`]) and applies the policy
+    /// versions in `policy-versions/` against the policy the engine was built with
+    /// (the policy file's; see [`versions`] for which wins). Returns the incidents
+    /// restored.
+    pub fn restore(&self, data_dir: &Path) -> std::io::Result<usize> {
+        let path = data_dir.join("incidents.jsonl");
+        let incidents = journal::replay(&path)?;
+        let store = IncidentStore::restored(incidents);
+        let restored = store.len();
+        let j = Journal::create(&path, &store.export())?;
+        {
+            let mut journal = lock(&self.journal);
+            *lock(&self.incidents) = store;
+            *journal = Some(j);
+        }
+        let mut v = PolicyVersions::open(&data_dir.join("policy-versions"))?;
+        let file = self.policy();
+        self.adopt_file_policy(&mut v, file.config(), "startup")?;
+        *lock(&self.versions) = Some(v);
+        tracing::info!(
+            incidents = restored,
+            policy = self.policy().version(),
+            "state restored"
+        );
+        Ok(restored)
+    }
+
+    /// Applies the rule of [`versions`] for the policy file's `file` policy: the latest
+    /// stored version if the file did not change since it was made, else the file
+    /// (stored as a new version). Returns whether the file won.
+    fn adopt_file_policy(
+        &self,
+        v: &mut PolicyVersions,
+        file: &PolicyConfig,
+        who: &str,
+    ) -> std::io::Result<bool> {
+        let file_sha = versions::policy_sha256(file);
+        match v.latest() {
+            Some(latest) if latest.file_sha256 == file_sha => {
+                let config = PolicyConfig::from_toml(&latest.toml).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("policy version {}: {e}", latest.number),
+                    )
+                })?;
+                if versions::policy_sha256(&config)
+                    != versions::policy_sha256(self.policy().config())
+                {
+                    tracing::info!(version = latest.number, source = %latest.source, "the policy file is unchanged since the latest policy version: keeping it");
+                    self.policy.store(Arc::new(Policy::new(config)));
+                }
+                Ok(false)
+            }
+            _ => {
+                let n = v.save(StoredPolicy {
+                    format: String::new(),
+                    format_version: 0,
+                    number: 0,
+                    at_ms: self.now_ms(),
+                    who: who.to_owned(),
+                    source: "file".into(),
+                    policy_version: Policy::new(file.clone()).version().to_owned(),
+                    file_sha256: file_sha,
+                    rolled_back_from: None,
+                    toml: toml::to_string(file).unwrap_or_default(),
+                })?;
+                tracing::info!(version = n, "the policy file is a new policy version");
+                Ok(true)
+            }
+        }
+    }
+
+    /// The policy file was read again (SIGHUP, `POST /v1/reload`): it replaces the
+    /// policy if it changed since the latest version was made (see [`versions`]), else
+    /// the latest version stays. Audit-logged as a `reload` either way. Blocking.
+    pub fn reload_policy(&self, file: PolicyConfig, who: &str) -> Result<String, ActionError> {
+        let mut guard = lock(&self.versions);
+        let Some(v) = guard.as_mut() else {
+            drop(guard);
+            return self.set_policy(file, who, who, "reload", "policy");
+        };
+        let file_sha = versions::policy_sha256(&file);
+        if v.latest().is_some_and(|l| l.file_sha256 == file_sha) {
+            let version = self.policy().version().to_owned();
+            self.audit_checked(who, None, "reload", "policy", json!({"version": version}), json!({"version": version, "kept": "the policy file is unchanged since the latest policy version"}))?;
+            return Ok(version);
+        }
+        self.change_policy(
+            Some(v),
+            file,
+            who,
+            who,
+            "reload",
+            "policy",
+            None,
+            Some(file_sha),
+        )
     }
 
     /// Open and acknowledged incidents of `tenant` (`None`: every tenant's), and
@@ -408,11 +564,16 @@ impl Engine {
     /// Acknowledges or resolves an incident `tenant` may see (`None`: any),
     /// audit-logged and announced to the dashboards. Blocking: it returns once the
     /// audit entry is on disk (call it through `spawn_blocking` in async code).
+    ///
+    /// The entry records `credential` beside `who`. The change is applied only once its
+    /// audit entry is written, then journaled: an audit failure answers
+    /// [`ActionError::Storage`] with the incident unchanged.
     pub fn act(
         &self,
         id: &str,
         action: Action,
         who: &str,
+        credential: &str,
         note: &str,
         tenant: Option<&str>,
     ) -> Result<Escalation, ActionError> {
@@ -421,12 +582,33 @@ impl Engine {
             at_ms: self.now_ms(),
             note: note.to_owned(),
         };
-        let (old, e) = self
-            .incidents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .act(id, action, mark, tenant)?;
-        self.audit(who, action.audit_name(), id, json!(old), json!(e.state));
+        // The journal's lock orders this change with every other incident change.
+        let mut journal = lock(&self.journal);
+        let (old, next) = lock(&self.incidents).plan(id, action, mark, tenant)?;
+        let new_state = next.as_ref().map_or(old, |n| n.state_name());
+        self.audit_checked(
+            who,
+            Some(credential),
+            action.audit_name(),
+            id,
+            json!(old),
+            json!(new_state),
+        )?;
+        let e = match next {
+            Some(next) => {
+                if let Some(j) = journal.as_mut() {
+                    let kept = lock(&self.incidents).len();
+                    if !self.journal_write(j, id, &next, kept) {
+                        return Err(ActionError::Storage(
+                            "the incident state could not be written".into(),
+                        ));
+                    }
+                }
+                lock(&self.incidents).put(id, next)
+            }
+            None => lock(&self.incidents).get(id).ok_or(ActionError::NotFound)?,
+        };
+        drop(journal);
         let _ = self
             .events
             .send(("escalation", serde_json::to_value(&e).expect("json")));
@@ -461,41 +643,181 @@ impl Engine {
         (tier_name(&policy, index), index)
     }
 
-    /// Replaces the policy (each stream adopts it lazily, carrying its state over) and
-    /// audit-logs it.
+    /// Replaces the policy (each stream adopts it lazily, carrying its state over),
+    /// audit-logged (with `credential`) and stored as a new policy version first: if
+    /// either write fails the policy stays as it was ([`ActionError::Storage`]).
+    /// Blocking.
     pub fn set_policy(
         &self,
         config: PolicyConfig,
         who: &str,
+        credential: &str,
         action: &str,
         target: &str,
-    ) -> String {
+    ) -> Result<String, ActionError> {
+        let mut guard = lock(&self.versions);
+        self.change_policy(
+            guard.as_mut(),
+            config,
+            who,
+            credential,
+            action,
+            target,
+            None,
+            None,
+        )
+    }
+
+    /// Rolls the policy back to stored version `number` (a new version with its
+    /// policy), audit-logged as `policy.rollback`. Blocking.
+    pub fn rollback_policy(
+        &self,
+        number: u64,
+        who: &str,
+        credential: &str,
+    ) -> Result<String, ActionError> {
+        let mut guard = lock(&self.versions);
+        let Some(v) = guard.as_mut() else {
+            return Err(ActionError::NotFound);
+        };
+        let stored = v
+            .get(number)
+            .map_err(|e| ActionError::Storage(e.to_string()))?
+            .ok_or(ActionError::NotFound)?;
+        let config = crate::config::policy_from_toml(&stored.toml, "version")
+            .map_err(ActionError::Invalid)?;
+        self.change_policy(
+            Some(v),
+            config,
+            who,
+            credential,
+            "policy.rollback",
+            &format!("version {number}"),
+            Some(number),
+            None,
+        )
+    }
+
+    /// The stored policy versions, oldest first, without their TOML (empty before
+    /// [`Engine::restore`]). Blocking (reads the versions directory).
+    pub fn policy_versions(&self) -> Result<Vec<Value>, ActionError> {
+        let guard = lock(&self.versions);
+        let Some(v) = guard.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let storage = |e: std::io::Error| ActionError::Storage(e.to_string());
+        let mut out = Vec::new();
+        for n in v.numbers().map_err(storage)? {
+            if let Some(s) = v.get(n).map_err(storage)? {
+                out.push(json!({
+                    "number": s.number,
+                    "at_ms": s.at_ms,
+                    "who": s.who,
+                    "source": s.source,
+                    "policy_version": s.policy_version,
+                    "rolled_back_from": s.rolled_back_from,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn change_policy(
+        &self,
+        versions: Option<&mut PolicyVersions>,
+        config: PolicyConfig,
+        who: &str,
+        credential: &str,
+        action: &str,
+        target: &str,
+        rolled_back_from: Option<u64>,
+        file_sha256: Option<String>,
+    ) -> Result<String, ActionError> {
         let new = Arc::new(Policy::new(config));
-        // Swapped at once; each stream adopts it at its next frame, event or tick (the
-        // once-a-second tick adopts it everywhere), so a swap never waits for a
-        // stream's detectors.
-        let old = self.policy.swap(new.clone());
+        let old = self.policy();
         let old_v = toml::to_string(old.config()).unwrap_or_default();
         let new_v = toml::to_string(new.config()).unwrap_or_default();
-        self.audit(
+        let head = self.audit_checked(
             who,
+            Some(credential),
             action,
             target,
             json!({"version": old.version(), "toml": old_v}),
-            json!({"version": new.version(), "toml": new_v}),
-        );
+            json!({"version": new.version(), "toml": new_v.clone()}),
+        )?;
+        let mut number = None;
+        if let Some(v) = versions {
+            let file_sha256 = file_sha256
+                .or_else(|| v.latest().map(|l| l.file_sha256.clone()))
+                .unwrap_or_default();
+            let n = v
+                .save(StoredPolicy {
+                    format: String::new(),
+                    format_version: 0,
+                    number: 0,
+                    at_ms: self.now_ms(),
+                    who: who.to_owned(),
+                    source: action.to_owned(),
+                    policy_version: new.version().to_owned(),
+                    file_sha256,
+                    rolled_back_from,
+                    toml: new_v,
+                })
+                .map_err(|e| {
+                    tracing::error!(error = %e, "ALARM: could not store the policy version");
+                    ActionError::Storage(format!("the policy version could not be stored: {e}"))
+                })?;
+            number = Some(n);
+        }
+        // Swapped at once; each stream adopts it at its next frame, event or tick (the
+        // once-a-second tick adopts it everywhere), so a swap never waits for a
+        // stream's detectors.
+        self.policy.store(new.clone());
         tracing::info!(
             who,
             action,
             old = old.version(),
             new = new.version(),
+            number,
             "policy changed"
         );
-        new.version().to_owned()
+        let _ = self.events.send((
+            "policy",
+            json!({"version": new.version(), "number": number, "action": action, "audit_head": head}),
+        ));
+        Ok(new.version().to_owned())
+    }
+
+    /// The audit log's head: the sha256 of its last line.
+    pub fn audit_head(&self) -> String {
+        self.audit.head()
+    }
+
+    /// Appends to the audit log; a failure is [`ActionError::Storage`]. Returns the new
+    /// head.
+    fn audit_checked(
+        &self,
+        who: &str,
+        credential: Option<&str>,
+        action: &str,
+        target: &str,
+        old: Value,
+        new: Value,
+    ) -> Result<String, ActionError> {
+        self.audit
+            .append(self.now_ms(), who, credential, action, target, old, new)
+            .map_err(|e| ActionError::Storage(format!("the audit log could not be written: {e}")))
     }
 
     /// Changes one rule's thresholds.
-    pub fn patch_rule(&self, name: &str, patch: &Value, who: &str) -> Result<String, ActionError> {
+    pub fn patch_rule(
+        &self,
+        name: &str,
+        patch: &Value,
+        who: &str,
+        credential: &str,
+    ) -> Result<String, ActionError> {
         let mut config = self.policy().config().clone();
         let rule = config
             .rules
@@ -553,7 +875,7 @@ impl Engine {
         if !issues.is_empty() {
             return Err(ActionError::Invalid(issues));
         }
-        Ok(self.set_policy(config, who, "policy.rule", name))
+        self.set_policy(config, who, credential, "policy.rule", name)
     }
 
     /// Swaps the detectors (banks and models) in.
@@ -564,10 +886,11 @@ impl Engine {
         self.audit(who, "reload", "banks", old, banks);
     }
 
-    /// Appends to the audit log (file and memory).
+    /// Appends to the audit log (file and memory); a failure is logged (an alarm).
     pub fn audit(&self, who: &str, action: &str, target: &str, old: Value, new: Value) {
-        self.audit
-            .append(self.now_ms(), who, action, target, old, new);
+        let _ = self
+            .audit
+            .append(self.now_ms(), who, None, action, target, old, new);
     }
 
     /// [`Engine::audit`] for something that happened at wall time `at_ms` (written
@@ -581,7 +904,9 @@ impl Engine {
         old: Value,
         new: Value,
     ) {
-        self.audit.append(at_ms, who, action, target, old, new);
+        let _ = self
+            .audit
+            .append(at_ms, who, None, action, target, old, new);
     }
 
     /// The audit entries kept in memory, oldest first: those made by `tenant`
@@ -593,6 +918,30 @@ impl Engine {
         }
         all
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Publishes the audit log's head as `firebreak_audit_head{head="…"} 1` (the previous
+/// head's series removed), an info-style gauge.
+fn publish_audit_head(audit: &AuditLog, metrics: &Metrics) {
+    let gauge = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "firebreak_audit_head",
+            "The sha256 of the audit log's last line (label head), 1.",
+        ),
+        &["head"],
+    )
+    .expect("metric");
+    if metrics.registry.register(Box::new(gauge.clone())).is_err() {
+        return;
+    }
+    audit.on_head(Box::new(move |old, new| {
+        gauge.remove_label_values(&[old]).ok();
+        gauge.with_label_values(&[new]).set(1);
+    }));
 }
 
 fn tier_name(policy: &Policy, index: usize) -> String {
@@ -730,7 +1079,8 @@ tier = "crisis"
             std::thread::spawn(move || {
                 for i in 0..100 {
                     let p = if i % 2 == 0 { &one_rule } else { &default };
-                    e.set_policy(p.clone(), "op", "policy.replace", "policy");
+                    e.set_policy(p.clone(), "op", "token:test", "policy.replace", "policy")
+                        .unwrap();
                     e.tick();
                 }
             })

@@ -244,11 +244,12 @@ pub struct InvalidBody {
     pub errors: Vec<IssueBody>,
 }
 
-fn action_error(e: ActionError) -> Response {
+pub(crate) fn action_error(e: ActionError) -> Response {
     match e {
         ActionError::NotFound => error(StatusCode::NOT_FOUND, "not found"),
         ActionError::Conflict(m) => error(StatusCode::CONFLICT, &m),
         ActionError::Invalid(issues) => issues_response(&issues),
+        ActionError::Storage(m) => error(StatusCode::INTERNAL_SERVER_ERROR, &m),
     }
 }
 
@@ -287,6 +288,8 @@ pub fn api() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(patch_rule))
         .routes(routes!(audit))
         .routes(routes!(reload))
+        .routes(routes!(crate::http::policy_versions::versions))
+        .routes(routes!(crate::http::policy_versions::rollback))
 }
 
 /// The routes.
@@ -428,13 +431,14 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
     };
     // Answered once the audit entry is on disk, waiting off the async runtime.
     let engine = s.engine.clone();
-    let (id, who, tenant) = (
+    let (id, who, credential, tenant) = (
         id.to_owned(),
         caller.tenant.clone(),
+        caller.credential.clone(),
         caller.tenant_filter().map(str::to_owned),
     );
     let acted = tokio::task::spawn_blocking(move || {
-        engine.act(&id, action, &who, &note, tenant.as_deref())
+        engine.act(&id, action, &who, &credential, &note, tenant.as_deref())
     })
     .await
     .expect("incident action task");
@@ -460,6 +464,7 @@ async fn mark(s: &ApiState, id: &str, resolve: bool, caller: &Caller, body: &Byt
         (status = 400, description = "The body is not the JSON described.", body = ErrorBody),
         (status = 404, description = "No such incident for this tenant.", body = ErrorBody),
         (status = 409, description = "The incident is resolved already.", body = ErrorBody),
+        (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
 )]
 async fn ack(
@@ -487,6 +492,7 @@ async fn ack(
         (status = 400, description = "The body is not the JSON described.", body = ErrorBody),
         (status = 404, description = "No such incident for this tenant.", body = ErrorBody),
         (status = 409, description = "The incident is resolved already.", body = ErrorBody),
+        (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
 )]
 async fn resolve(
@@ -656,6 +662,7 @@ async fn policy(
         (status = 200, description = "In force.", body = PolicyVersion),
         (status = 400, description = "The body is not UTF-8.", body = ErrorBody),
         (status = 422, description = "The policy has problems (nothing changed).", body = InvalidBody),
+        (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
 )]
 async fn put_policy(
@@ -669,13 +676,16 @@ async fn put_policy(
     match crate::config::policy_from_toml(text, "policy") {
         Ok(config) => {
             let engine = s.engine.clone();
-            let who = caller.tenant.clone();
+            let (who, credential) = (caller.tenant.clone(), caller.credential.clone());
             let version = tokio::task::spawn_blocking(move || {
-                engine.set_policy(config, &who, "policy.update", "policy")
+                engine.set_policy(config, &who, &credential, "policy.update", "policy")
             })
             .await
             .expect("policy task");
-            Json(PolicyVersion { version }).into_response()
+            match version {
+                Ok(version) => Json(PolicyVersion { version }).into_response(),
+                Err(e) => action_error(e),
+            }
         }
         Err(issues) => issues_response(&issues),
     }
@@ -696,6 +706,7 @@ async fn put_policy(
         (status = 400, description = "The body is not JSON.", body = ErrorBody),
         (status = 404, description = "No such rule.", body = ErrorBody),
         (status = 422, description = "An unknown field, a non-number, or a resulting policy with problems (nothing changed).", body = InvalidBody),
+        (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
 )]
 async fn patch_rule(
@@ -709,9 +720,11 @@ async fn patch_rule(
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
     };
     let engine = s.engine.clone();
-    let r = tokio::task::spawn_blocking(move || engine.patch_rule(&name, &patch, &caller.tenant))
-        .await
-        .expect("patch task");
+    let r = tokio::task::spawn_blocking(move || {
+        engine.patch_rule(&name, &patch, &caller.tenant, &caller.credential)
+    })
+    .await
+    .expect("patch task");
     match r {
         Ok(version) => Json(PolicyVersion { version }).into_response(),
         Err(e) => action_error(e),

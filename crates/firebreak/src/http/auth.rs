@@ -55,6 +55,9 @@ pub struct Caller {
     pub tenant: String,
     /// How it authenticated: `bearer` or `hmac`.
     pub method: &'static str,
+    /// Which credential, as the audit log records it: `token:` and the first 8 hex
+    /// digits of the bearer token's sha256, or `hmac:` and the key's tenant.
+    pub credential: String,
     scopes: Vec<Scope>,
 }
 
@@ -86,9 +89,16 @@ impl Caller {
         Caller {
             tenant: tenant.to_owned(),
             method,
+            credential: format!("{method}:{tenant}"),
             scopes: scopes.to_vec(),
         }
     }
+}
+
+/// The first 8 hex digits of a token's sha256: names the credential in the audit log
+/// without revealing anything usable.
+fn hex_prefix(sha256: &[u8; 32]) -> String {
+    sha256[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Token {
@@ -220,6 +230,7 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         // Policy and banks are the whole service's: platform administrators only.
         (&Method::PUT, ["v1", "policy"])
         | (&Method::PATCH, ["v1", "policy", "rules", _])
+        | (&Method::POST, ["v1", "policy", "rollback"])
         | (&Method::POST, ["v1", "reload"]) => Scope::Admin,
         _ => Scope::Operator,
     })
@@ -316,6 +327,7 @@ impl Authenticator {
             .map(|t| Caller {
                 tenant: t.tenant.clone(),
                 method: "bearer",
+                credential: format!("token:{}", hex_prefix(&t.sha256)),
                 scopes: t.scopes.clone(),
             })
     }
@@ -616,6 +628,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         caller = Caller {
             tenant: key.tenant.clone(),
             method: "hmac",
+            credential: format!("hmac:{}", key.tenant),
             scopes: key.scopes.clone(),
         };
         Body::from(bytes)
@@ -731,6 +744,10 @@ mod tests {
         );
         let admin = Caller::new("ops", "bearer", &[Scope::Admin]);
         assert!(admin.has(Scope::Operator) && admin.has(Scope::Read) && !admin.has(Scope::Ingest));
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/policy/rollback"),
+            Some(Scope::Admin)
+        );
         assert_eq!(admin.tenant_filter(), None);
         let op = Caller::new("a", "bearer", &[Scope::Operator]);
         assert!(op.has(Scope::Read) && !op.has(Scope::Admin));

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod ingest;
 pub mod limits;
 pub mod openapi;
+pub mod policy_versions;
 pub mod server;
 
 use std::sync::{Arc, OnceLock};

@@ -336,6 +336,10 @@ mod tests {
             ("http/mod.rs", include_str!("mod.rs")),
             ("http/api.rs", include_str!("api.rs")),
             ("http/ingest.rs", include_str!("ingest.rs")),
+            (
+                "http/policy_versions.rs",
+                include_str!("policy_versions.rs"),
+            ),
         ];
         for (file, src) in sources {
             for call in [

@@ -27,6 +27,11 @@ pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Daemon {
     firebreak_testkit::daemon::start_in(bin(), dir, extra)
 }
 
+/// Stops `d` (SIGTERM) and starts it again on its data directory with `extra`.
+pub fn restart(d: Daemon, extra: &str) -> Daemon {
+    d.restart(bin(), extra)
+}
+
 pub fn firebreak(args: &[&str], data: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_firebreak"))
         .arg("--data-dir")
