@@ -393,7 +393,7 @@ impl Authenticator {
     /// Reserves memory for the request's body before it is read: its `Content-Length`,
     /// or the body limit for a body of unknown length (nothing for a request without
     /// a body). `Err` is the 503 to answer.
-    fn reserve_body(&self, headers: &header::HeaderMap) -> Result<BodyReservation, Response> {
+    fn reserve_body(&self, headers: &header::HeaderMap) -> Result<BodyReservation, Box<Response>> {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -417,7 +417,7 @@ impl Authenticator {
                     );
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                    return Err(r);
+                    return Err(Box::new(r));
                 }
             }
         };
@@ -578,7 +578,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
         };
         let reservation = match auth.reserve_body(&parts.headers) {
             Ok(r) => r,
-            Err(busy) => return busy,
+            Err(busy) => return *busy,
         };
         reserved = Some(reservation);
         let bytes = match axum::body::to_bytes(body, auth.max_body).await {
@@ -687,7 +687,7 @@ pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: N
     if reserved.is_none() {
         match auth.reserve_body(&parts.headers) {
             Ok(r) => reserved = Some(r),
-            Err(busy) => return busy,
+            Err(busy) => return *busy,
         }
     }
     parts.extensions.insert(caller);
