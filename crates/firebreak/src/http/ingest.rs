@@ -538,6 +538,7 @@ impl IngestState {
             open_errors: st.open_errors,
             reconnects: st.reconnects,
             discontinuities: st.discontinuities,
+            pts_jumps: st.pts_jumps,
             since_last_frame_ms: st.since_last_frame_ms,
             lag_ms: st.lag_ms,
             error: if p.untrusted {
@@ -638,8 +639,11 @@ pub struct StreamView {
     pub open_errors: u64,
     /// Reconnections of a pulled source.
     pub reconnects: u64,
-    /// Timestamp discontinuities.
+    /// Timestamp discontinuities (reconnects, playlist discontinuities and PTS jumps).
     pub discontinuities: u64,
+    /// Of those, jumps in the timestamps themselves (far ahead, backwards, stuck or
+    /// missing): media time continued one frame on.
+    pub pts_jumps: u64,
     /// Milliseconds since the last sampled frame was decoded (`null` before the first).
     #[schema(required = true)]
     pub since_last_frame_ms: Option<u64>,
