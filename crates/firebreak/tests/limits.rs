@@ -296,10 +296,15 @@ fn concurrent_pushes_to_one_stream_are_fed_one_at_a_time() {
     // Every frame of the 32 two-second 25 fps segments was decoded.
     assert_eq!(s["frames"]["decoded"], 32 * 50, "{s}");
     assert_eq!(s["decode_errors"], 0, "{s}");
-    println!(
-        "429s answered: {}",
-        refused.load(std::sync::atomic::Ordering::Relaxed)
-    );
+    // Each refusal was counted.
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    let counted = d
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("firebreak_throttled_total{limit=\"feeder_busy\"} "))
+        .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    assert_eq!(counted, refused);
+    println!("429s answered: {refused}");
 }
 
 /// A real Prometheus-style scrape of the internal listener needs no credential; the

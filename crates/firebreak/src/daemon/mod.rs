@@ -313,6 +313,10 @@ impl Daemon {
                 owner_engine.set_owner(id, tenant)
             })),
             clock: clock.clone(),
+            on_feeder_busy: Some({
+                let metrics = metrics.clone();
+                Arc::new(move || metrics.throttled(crate::metrics::ThrottleLimit::FeederBusy))
+            }),
         });
         let streams: Arc<dyn crate::metrics::StreamSource> = ingest.clone();
         metrics.watch_streams(Arc::downgrade(&streams));

@@ -101,6 +101,8 @@ pub struct IngestConfig {
     pub on_start: Option<StartHandler>,
     /// Wall time (idle pushed streams).
     pub clock: Arc<dyn Clock>,
+    /// Told of every push refused because another request is feeding the stream.
+    pub on_feeder_busy: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -1084,6 +1086,9 @@ async fn put_segment_in_span(
     // One feeder per stream: a second concurrent push is told to retry, not queued
     // (the blocking pool it would wait in is shared with the whole daemon).
     let Ok(_feeding) = pushed.feeding.clone().try_lock_owned() else {
+        if let Some(busy) = &state.config.on_feeder_busy {
+            busy();
+        }
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             "another segment of this stream is being fed; retry",
