@@ -700,7 +700,7 @@ impl Engine {
 
     /// The stored policy versions, oldest first, without their TOML (empty before
     /// [`Engine::restore`]). Blocking (reads the versions directory).
-    pub fn policy_versions(&self) -> Result<Vec<Value>, ActionError> {
+    pub fn policy_versions(&self) -> Result<Vec<versions::StoredPolicy>, ActionError> {
         let guard = lock(&self.versions);
         let Some(v) = guard.as_ref() else {
             return Ok(Vec::new());
@@ -709,14 +709,7 @@ impl Engine {
         let mut out = Vec::new();
         for n in v.numbers().map_err(storage)? {
             if let Some(s) = v.get(n).map_err(storage)? {
-                out.push(json!({
-                    "number": s.number,
-                    "at_ms": s.at_ms,
-                    "who": s.who,
-                    "source": s.source,
-                    "policy_version": s.policy_version,
-                    "rolled_back_from": s.rolled_back_from,
-                }));
+                out.push(s);
             }
         }
         Ok(out)
@@ -1031,7 +1024,7 @@ mod tests {
     /// the policy alternates between the built-in one (five rules) and a one-rule
     /// policy. No interleaving may stop a stream's analysis: every thread finishes
     /// (a panic in the engine would fail the join) and every frame is on its stream's
-    /// timeline, and the streams end on the last policy.
+    /// timeline.
     #[test]
     fn policy_swaps_while_frames_flow_stop_no_stream() {
         let dir = tempfile::tempdir().unwrap();

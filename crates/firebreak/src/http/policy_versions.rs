@@ -84,12 +84,12 @@ pub(crate) async fn versions(State(s): State<Arc<ApiState>>) -> Response {
             versions: list
                 .into_iter()
                 .map(|v| StoredVersion {
-                    number: v["number"].as_u64().unwrap_or_default(),
-                    at_ms: v["at_ms"].as_u64().unwrap_or_default(),
-                    who: v["who"].as_str().unwrap_or_default().to_owned(),
-                    source: v["source"].as_str().unwrap_or_default().to_owned(),
-                    policy_version: v["policy_version"].as_str().unwrap_or_default().to_owned(),
-                    rolled_back_from: v["rolled_back_from"].as_u64(),
+                    number: v.number,
+                    at_ms: v.at_ms,
+                    who: v.who,
+                    source: v.source,
+                    policy_version: v.policy_version,
+                    rolled_back_from: v.rolled_back_from,
                 })
                 .collect(),
         })
