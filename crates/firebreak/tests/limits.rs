@@ -243,8 +243,13 @@ fn scope_denials_are_audited_with_the_tenant() {
 /// is answered 429 `Retry-After: 1` (and a client retrying gets every segment in).
 #[test]
 fn concurrent_pushes_to_one_stream_are_fed_one_at_a_time() {
-    // Room for every segment in the reorder window: clients race each other.
-    let d = support::start("[ingest]\nsampling = \"2/s\"\nreorder_window = 64\n");
+    // Room for every segment in the reorder window: clients race each other. The
+    // clients retry at once, far above the default tenant rate (whose 429 comes before
+    // the body is read): that limit is raised so only the feeder refuses.
+    let d = support::start(
+        "[server]\ntenant_requests_per_sec = 1000000\ntenant_request_burst = 1000000\n\
+         [ingest]\nsampling = \"2/s\"\nreorder_window = 64\n",
+    );
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.ts");
     support::encode("testsrc2=size=320x240:rate=25", 2, 25, &clip);
