@@ -23,14 +23,15 @@ test: setup
 	  END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i; exit (p == 0 || f > 0) }' \
 	  $(CARGO_TARGET_DIR)/test.log
 
-## Formatting, lints, the dependency rules, cargo-deny and the OpenAPI document's
-## validity, as CI runs them.
+## Formatting, lints, the dependency rules, cargo-deny, the OpenAPI document's validity
+## and deploy/'s manifests (schemas, mounted configs), as CI runs them.
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	scripts/check-deps.sh
 	cargo deny check licenses bans sources
 	$(OPENAPI_VENV)/bin/python -m openapi_spec_validator crates/firebreak/openapi.json
+	scripts/check-deploy.sh
 
 ci: lint test
 

@@ -37,15 +37,18 @@ if [ "$(cargo deny --version 2>/dev/null | awk '{print $2}')" != "$CARGO_DENY_VE
   cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
-# openapi-spec-validator checks the HTTP API's OpenAPI document (`make lint`), from a
-# virtualenv of its own (about 10 s and 50 MB, once).
+# The lint validators (`make lint`), from a virtualenv of their own (about 20 s and 80 MB,
+# once): openapi-spec-validator checks the HTTP API's OpenAPI document; check-jsonschema
+# (with its vendored Compose Specification schema) and kubernetes-validate (bundled
+# Kubernetes schemas, no cluster) check deploy/ (scripts/check-deploy.sh).
 OPENAPI_VENV=${OPENAPI_VENV:-/var/cache/firebreak/openapi-venv}
-OPENAPI_VALIDATOR=openapi-spec-validator==0.9.0
-if [ ! -f "$OPENAPI_VENV/.installed-$OPENAPI_VALIDATOR" ]; then
-  echo "setup: installing $OPENAPI_VALIDATOR into $OPENAPI_VENV" >&2
+LINT_PACKAGES=(openapi-spec-validator==0.9.0 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+LINT_STAMP="$OPENAPI_VENV/.installed-$(printf '%s+' "${LINT_PACKAGES[@]}")"
+if [ ! -f "$LINT_STAMP" ]; then
+  echo "setup: installing ${LINT_PACKAGES[*]} into $OPENAPI_VENV" >&2
   python3 -m venv --clear "$OPENAPI_VENV"
-  "$OPENAPI_VENV/bin/pip" install --quiet --disable-pip-version-check "$OPENAPI_VALIDATOR"
-  touch "$OPENAPI_VENV/.installed-$OPENAPI_VALIDATOR"
+  "$OPENAPI_VENV/bin/pip" install --quiet --disable-pip-version-check "${LINT_PACKAGES[@]}"
+  touch "$LINT_STAMP"
 fi
 
 # The Kafka-protocol broker the delivery tests start (tansu 0.6.0, pinned by sha256).
