@@ -11,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PRODUCTION=(firebreak-hashing firebreak-matching firebreak-policy firebreak-media
-  firebreak-classify firebreak-delivery firebreak)
+PRODUCTION=(firebreak-hashing firebreak-matching firebreak-policy firebreak-coordinator
+  firebreak-media firebreak-classify firebreak-delivery firebreak)
 failed=0
 fail() {
   echo "check-deps: $*" >&2
