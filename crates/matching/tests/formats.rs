@@ -1,6 +1,6 @@
-//! Files written by earlier builds still open: bank snapshots in formats `FBBANK01` and `FBBANK02`,
+//! Files written by earlier builds still open: a bank snapshot in format `FBBANK01`,
 //! committed as a fixture (written by `firebreak lists import` of two CSV rows before
-//! on-disk formats were versioned beyond the snapshot's magic).
+//! on-disk formats were versioned beyond the snapshot's magic), and one in `FBBANK02`.
 
 use std::path::PathBuf;
 
