@@ -21,10 +21,13 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The client's error type.
+pub use rdkafka::error::KafkaError;
 
 /// The header carrying a record's schema version (decimal).
 pub const SCHEMA_HEADER: &str = "firebreak-schema";
@@ -247,10 +250,7 @@ fn unique_id() -> String {
 
 fn header<'a>(m: &'a impl Message, name: &str) -> Option<&'a [u8]> {
     let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value)
 }
 
 impl Reader {
@@ -389,13 +389,17 @@ impl Reader {
         self.position.insert(partition, m.offset() + 1);
         if let Some(marker) = header(&m, MARKER_HEADER) {
             let mine = format!("{}/{}", self.id, self.round);
-            if marker == mine.as_bytes() && self.pending.remove(&partition) && self.pending.is_empty()
+            if marker == mine.as_bytes()
+                && self.pending.remove(&partition)
+                && self.pending.is_empty()
             {
                 return Some(Ok(Event::CaughtUp));
             }
             return None;
         }
-        if m.key().is_some_and(|k| k.starts_with(MARKER_KEY.as_bytes())) {
+        if m.key()
+            .is_some_and(|k| k.starts_with(MARKER_KEY.as_bytes()))
+        {
             // A marker's tombstone.
             return None;
         }

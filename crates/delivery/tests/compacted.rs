@@ -111,11 +111,7 @@ fn records_tombstones_offsets_and_markers_over_partitions() {
     // The first reader, still open, reads the same two, and a new round catches up
     // again; before reading, its lag counts at least those two records.
     a.start_catch_up().unwrap();
-    assert!(
-        a.lag() >= 2,
-        "lag {} before reading two records",
-        a.lag()
-    );
+    assert!(a.lag() >= 2, "lag {} before reading two records", a.lag());
     let started = Instant::now();
     let mut seen = Vec::new();
     loop {

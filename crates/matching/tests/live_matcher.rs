@@ -178,9 +178,9 @@ fn check(matcher: &Matcher, model: &Model, rng: &mut Rng) -> Result<(), TestCase
             .map(|i| VpdqFeature {
                 pdq: PdqHash {
                     hash: {
-                    let flips = rng.below(10) as u32;
-                    rng.near(&q, flips)
-                },
+                        let flips = rng.below(10) as u32;
+                        rng.near(&q, flips)
+                    },
                     quality: 100,
                 },
                 frame_number: i,
