@@ -198,7 +198,8 @@ fn an_entry_and_a_policy_version_published_reach_both_workers_and_a_tombstone_re
         ))
         .unwrap();
     eventually("both run fleet-v2", || {
-        a.engine().policy().config().version == "fleet-v2" && b.engine().policy().config().version == "fleet-v2"
+        a.engine().policy().config().version == "fleet-v2"
+            && b.engine().policy().config().version == "fleet-v2"
     });
     // A shadow version does not change what runs; the record is seen by both.
     let builtin = PolicyConfig::builtin();
@@ -429,6 +430,8 @@ fn measure_propagation_and_fresh_worker_readiness() {
         let started = Instant::now();
         let d = Worker::start(dd.path(), &s);
         d.wait_ready();
+        let last = hash(1 << 50 | (records - 1));
+        assert_eq!(d.matches(&last), [format!("topic/t{}", records - 1)]);
         println!(
             "fresh worker, empty snapshot, {records} topic records: ready after {:.2} s",
             started.elapsed().as_secs_f64()
