@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compacted;
 pub mod kafka;
 pub mod outbox;
 

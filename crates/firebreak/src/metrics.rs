@@ -181,6 +181,50 @@ impl ThrottleLimit {
     }
 }
 
+/// A fleet-shared compacted topic (`firebreak_shared_*{topic}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SharedTopic {
+    /// Bank entries (`firebreak.banks`).
+    Banks,
+    /// Policy versions (`firebreak.policy`).
+    Policy,
+}
+
+impl SharedTopic {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedTopic::Banks => "banks",
+            SharedTopic::Policy => "policy",
+        }
+    }
+}
+
+/// Why a shared-topic record was skipped (`firebreak_shared_errors_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SharedError {
+    /// No schema header, or a schema version this build does not read.
+    UnknownSchema,
+    /// The key or value cannot be decoded.
+    Corrupt,
+    /// Decoded but refused (import hygiene, a bank's kind, an invalid policy).
+    Rejected,
+    /// The broker or the client failed (the reader retries).
+    Broker,
+}
+
+impl SharedError {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedError::UnknownSchema => "unknown_schema",
+            SharedError::Corrupt => "corrupt",
+            SharedError::Rejected => "rejected",
+            SharedError::Broker => "broker",
+        }
+    }
+}
+
 /// Every stream state, for `firebreak_streams{state}` (all are exported, zeros too).
 pub const STREAM_STATES: [StreamState; 5] = [
     StreamState::Starting,
@@ -407,6 +451,16 @@ pub struct Metrics {
     throttled: IntCounterVec,
     /// Bytes of request bodies reserved in memory now.
     pub inflight_body_bytes: prometheus::IntGauge,
+    /// Shared topics: records behind the reader's last catch-up markers.
+    shared_lag: IntGaugeVec,
+    /// Shared topics: 1 once caught up.
+    shared_caught_up: IntGaugeVec,
+    /// Shared topics: records applied.
+    shared_applied: IntCounterVec,
+    /// Shared topics: records skipped, by reason.
+    shared_errors: IntCounterVec,
+    /// Shared topics: seconds from a record's timestamp to its application.
+    shared_delay: HistogramVec,
 }
 
 impl Metrics {
@@ -493,9 +547,57 @@ impl Metrics {
                 "Bytes of request bodies reserved in memory now.",
             )
             .unwrap(),
+            shared_lag: IntGaugeVec::new(
+                Opts::new(
+                    "firebreak_shared_lag_records",
+                    "Records of a shared topic between the reader and its last catch-up markers.",
+                ),
+                &["topic"],
+            )
+            .unwrap(),
+            shared_caught_up: IntGaugeVec::new(
+                Opts::new(
+                    "firebreak_shared_caught_up",
+                    "1 once the reader of a shared topic has read back its catch-up markers.",
+                ),
+                &["topic"],
+            )
+            .unwrap(),
+            shared_applied: IntCounterVec::new(
+                Opts::new(
+                    "firebreak_shared_records_total",
+                    "Records of a shared topic applied.",
+                ),
+                &["topic"],
+            )
+            .unwrap(),
+            shared_errors: IntCounterVec::new(
+                Opts::new(
+                    "firebreak_shared_errors_total",
+                    "Records of a shared topic skipped (and reader errors), by reason.",
+                ),
+                &["topic", "reason"],
+            )
+            .unwrap(),
+            shared_delay: HistogramVec::new(
+                HistogramOpts::new(
+                    "firebreak_shared_apply_delay_seconds",
+                    "Seconds from a shared record's timestamp to its application.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+                &["topic"],
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
+        r.register(Box::new(m.shared_lag.clone())).unwrap();
+        r.register(Box::new(m.shared_caught_up.clone())).unwrap();
+        r.register(Box::new(m.shared_applied.clone())).unwrap();
+        r.register(Box::new(m.shared_errors.clone())).unwrap();
+        r.register(Box::new(m.shared_delay.clone())).unwrap();
         r.register(Box::new(m.stage_seconds.clone())).unwrap();
         r.register(Box::new(m.frames_sampled.clone())).unwrap();
         r.register(Box::new(StreamCollector::new(
@@ -523,6 +625,46 @@ impl Metrics {
     /// ignored). Held weakly: the metrics do not keep the streams alive.
     pub fn watch_streams(&self, source: Weak<dyn StreamSource>) {
         let _ = self.streams.set(source);
+    }
+
+    /// A shared topic's lag (records behind its last catch-up markers).
+    pub fn shared_lag(&self, topic: SharedTopic, records: u64) {
+        self.shared_lag
+            .with_label_values(&[topic.as_str()])
+            .set(records.min(i64::MAX as u64) as i64);
+    }
+
+    /// Whether a shared topic's reader has caught up.
+    pub fn shared_caught_up(&self, topic: SharedTopic, caught_up: bool) {
+        self.shared_caught_up
+            .with_label_values(&[topic.as_str()])
+            .set(i64::from(caught_up));
+    }
+
+    /// One record of a shared topic applied, `delay` seconds after its timestamp.
+    pub fn shared_applied(&self, topic: SharedTopic, delay: Option<f64>) {
+        self.shared_applied
+            .with_label_values(&[topic.as_str()])
+            .inc();
+        if let Some(d) = delay {
+            self.shared_delay
+                .with_label_values(&[topic.as_str()])
+                .observe(d.max(0.0));
+        }
+    }
+
+    /// One record of a shared topic skipped (or a reader error).
+    pub fn shared_error(&self, topic: SharedTopic, reason: SharedError) {
+        self.shared_errors
+            .with_label_values(&[topic.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    /// Records of a shared topic skipped for `reason` so far.
+    pub fn shared_errors(&self, topic: SharedTopic, reason: SharedError) -> u64 {
+        self.shared_errors
+            .with_label_values(&[topic.as_str(), reason.as_str()])
+            .get()
     }
 
     /// Times one stage.

@@ -8,7 +8,9 @@
 //! Snapshot format (little-endian), so that start-up does not re-parse text:
 //!
 //! ```text
-//! magic "FBBANK01" | name: str | flags: u8 (1 = negative) | count: u64
+//! magic "FBBANK02" | name: str | flags: u8 (1 = negative)
+//!   | position: topic: str (empty = none) | u32 n | n x (partition i32 | next offset i64)
+//!   | count: u64
 //! count x entry: kind u8 (0 pdq, 1 vpdq, 2 md5, 3 sha256) | id: str
 //!                | labels: u16 n, n x str | payload
 //!   pdq:    32 hash bytes (hex order) | quality u8 (255 = unknown)
@@ -17,6 +19,13 @@
 //! crc32 (IEEE) of everything before it: u32
 //! str = u32 byte length + UTF-8
 //! ```
+//!
+//! `FBBANK01` (written before fleet banks) is the same without the position; it is
+//! still read (as a bank with no position), and every save writes `FBBANK02`.
+//!
+//! The position is where the bank stands on the shared bank topic: for each partition,
+//! the offset of the next record the bank has not applied. A worker starting from the
+//! snapshot reads the topic from there.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -79,6 +88,15 @@ impl ImportReport {
     }
 }
 
+/// Where a bank stands on a shared topic: per partition, the next offset to apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicPosition {
+    /// The topic.
+    pub topic: String,
+    /// Partition → offset of the first record not yet applied.
+    pub offsets: BTreeMap<i32, i64>,
+}
+
 /// A named collection of entries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bank {
@@ -86,6 +104,8 @@ pub struct Bank {
     pub name: String,
     /// Whether this is a negative (suppression) bank.
     pub negative: bool,
+    /// Where the bank stands on the shared bank topic, if it follows one.
+    pub position: Option<TopicPosition>,
     entries: Vec<Entry>,
     by_id: HashMap<String, usize>,
 }
@@ -107,7 +127,8 @@ pub enum SnapshotError {
     Invalid(String),
 }
 
-const MAGIC: &[u8; 8] = b"FBBANK01";
+const MAGIC: &[u8; 8] = b"FBBANK02";
+const MAGIC_V1: &[u8; 8] = b"FBBANK01";
 
 impl Bank {
     /// An empty bank.
@@ -232,6 +253,14 @@ impl Bank {
         w.put(MAGIC)?;
         w.put_str(&self.name)?;
         w.put(&[u8::from(self.negative)])?;
+        let none = TopicPosition::default();
+        let position = self.position.as_ref().unwrap_or(&none);
+        w.put_str(&position.topic)?;
+        w.put(&(position.offsets.len() as u32).to_le_bytes())?;
+        for (partition, offset) in &position.offsets {
+            w.put(&partition.to_le_bytes())?;
+            w.put(&offset.to_le_bytes())?;
+        }
         w.put(&(self.entries.len() as u64).to_le_bytes())?;
         for e in &self.entries {
             let kind: u8 = match e.signal {
@@ -274,9 +303,10 @@ impl Bank {
     pub fn read_snapshot(input: &mut impl Read) -> Result<Bank, SnapshotError> {
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes)?;
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
+        if bytes.len() < MAGIC.len() + 4 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
             return Err(SnapshotError::Magic);
         }
+        let v2 = &bytes[..8] == MAGIC;
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32fast::hash(body).to_le_bytes() != crc {
             return Err(SnapshotError::Checksum);
@@ -284,8 +314,23 @@ impl Bank {
         let mut r = Cursor { bytes: body, at: 8 };
         let name = r.str()?;
         let negative = r.take::<1>()?[0] != 0;
+        let mut position = None;
+        if v2 {
+            let topic = r.str()?;
+            let n = u32::from_le_bytes(r.take()?);
+            let mut offsets = BTreeMap::new();
+            for _ in 0..n {
+                let partition = i32::from_le_bytes(r.take()?);
+                let offset = i64::from_le_bytes(r.take()?);
+                offsets.insert(partition, offset);
+            }
+            if !topic.is_empty() {
+                position = Some(TopicPosition { topic, offsets });
+            }
+        }
         let count = u64::from_le_bytes(r.take()?);
         let mut bank = Bank::new(name, negative);
+        bank.position = position;
         // Each entry takes at least 7 bytes: do not trust a corrupt count with memory.
         let plausible = (body.len() / 7) as u64;
         bank.entries.reserve(count.min(plausible) as usize);

@@ -6,11 +6,16 @@
 //! a frame of a negative video) is a known-benign collision, so its positive matches are
 //! reported as suppressed instead of matched. For video queries the same rule applies
 //! per frame: a suppressed frame does not count towards any video's match percentage.
+//!
+//! Live updates: [`Matcher::insert`] and [`Matcher::remove`] change the loaded entries
+//! while queries run (a fleet worker applies its shared bank topic this way), without a
+//! rebuild: the indexes are [`LiveIndex`]es, and the entry tables are append-only
+//! (a removed entry's slot stays, unreachable, so index keys are never reused).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::bank::Bank;
+use crate::bank::{Bank, Entry};
 use crate::index::LiveIndex;
 use crate::lists::Signal;
 use firebreak_hashing::Hash256;
@@ -99,19 +104,44 @@ struct Video {
     frames: usize,
 }
 
+/// Exact digests.
+#[derive(Debug, Default)]
+struct Digests {
+    md5: HashMap<[u8; 16], Vec<EntryRef>>,
+    sha256: HashMap<[u8; 32], Vec<EntryRef>>,
+}
+
 /// Everything loaded from the banks, ready to match.
+///
+/// The entry tables sit behind short read-write locks (never held across anything
+/// but a table look-up); index keys are positions in them.
 #[derive(Debug)]
 pub struct Matcher {
     config: MatchConfig,
-    pdq_refs: Vec<EntryRef>,
+    pdq_refs: RwLock<Vec<EntryRef>>,
     pdq: LiveIndex,
-    negative_refs: Vec<EntryRef>,
+    negative_refs: RwLock<Vec<EntryRef>>,
     negative: LiveIndex,
-    videos: Vec<Video>,
+    videos: RwLock<Vec<Video>>,
+    /// Videos not removed.
+    live_videos: std::sync::atomic::AtomicUsize,
     /// Key = video index << 32 | unique frame index.
     frames: LiveIndex,
-    md5: HashMap<[u8; 16], Vec<EntryRef>>,
-    sha256: HashMap<[u8; 32], Vec<EntryRef>>,
+    digests: RwLock<Digests>,
+    /// Orders live updates (insert, remove) among themselves.
+    updates: Mutex<()>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn same(r: &EntryRef, bank: &str, id: &str) -> bool {
+    &*r.bank == bank && &*r.id == id
 }
 
 impl Matcher {
@@ -170,14 +200,15 @@ impl Matcher {
         }
         Matcher {
             config,
-            pdq_refs,
+            pdq_refs: RwLock::new(pdq_refs),
             pdq: LiveIndex::new(pdq, threads),
-            negative_refs,
+            negative_refs: RwLock::new(negative_refs),
             negative: LiveIndex::new(negative, threads),
-            videos,
+            live_videos: videos.len().into(),
+            videos: RwLock::new(videos),
             frames: LiveIndex::new(frames, threads),
-            md5,
-            sha256,
+            digests: RwLock::new(Digests { md5, sha256 }),
+            updates: Mutex::new(()),
         }
     }
 
@@ -191,29 +222,167 @@ impl Matcher {
         MatcherSizes {
             pdq: self.pdq.len(),
             negative: self.negative.len(),
-            videos: self.videos.len(),
+            videos: self.live_videos.load(std::sync::atomic::Ordering::Relaxed),
             video_frames: self.frames.len(),
-            digests: self.md5.len() + self.sha256.len(),
+            digests: {
+                let d = read(&self.digests);
+                d.md5.len() + d.sha256.len()
+            },
         }
     }
 
     /// Adds one PDQ entry to a positive bank at run time; it matches once this returns.
-    pub fn add_pdq(&mut self, bank: &str, id: &str, hash: Hash256, labels: Vec<String>) {
-        let key = self.pdq_refs.len() as u64;
-        self.pdq_refs.push(EntryRef {
+    pub fn add_pdq(&self, bank: &str, id: &str, hash: Hash256, labels: Vec<String>) {
+        let entry = Entry {
+            id: id.to_owned(),
+            signal: Signal::Pdq {
+                hash,
+                quality: None,
+            },
+            labels,
+        };
+        self.insert(bank, false, &entry);
+    }
+
+    /// Adds `entry` of bank `bank` (negative or not) at run time; it matches once this
+    /// returns. Replacing an entry is [`Matcher::remove`] of the old one, then this.
+    pub fn insert(&self, bank: &str, negative: bool, entry: &Entry) {
+        let _updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+        let r = EntryRef {
             bank: Arc::from(bank),
-            id: Arc::from(id),
-            labels: Arc::from(labels),
-        });
-        self.pdq.add(&[(hash, key)]);
+            id: Arc::from(entry.id.as_str()),
+            labels: Arc::from(entry.labels.clone()),
+        };
+        // The table first, then the index: every key a query finds has its entry.
+        let push = |refs: &RwLock<Vec<EntryRef>>, r: EntryRef| {
+            let mut refs = write(refs);
+            refs.push(r);
+            (refs.len() - 1) as u64
+        };
+        match &entry.signal {
+            Signal::Pdq { hash, .. } if negative => {
+                let key = push(&self.negative_refs, r);
+                self.negative.add(&[(*hash, key)]);
+            }
+            Signal::Pdq { hash, .. } => {
+                let key = push(&self.pdq_refs, r);
+                self.pdq.add(&[(*hash, key)]);
+            }
+            Signal::Vpdq(features) if negative => {
+                let key = push(&self.negative_refs, r);
+                let hashes: Vec<(Hash256, u64)> = vpdq::prepare(features, self.config.vpdq_quality)
+                    .into_iter()
+                    .map(|h| (h, key))
+                    .collect();
+                self.negative.add(&hashes);
+            }
+            Signal::Vpdq(features) => {
+                let unique = vpdq::prepare(features, self.config.vpdq_quality);
+                let video = {
+                    let mut videos = write(&self.videos);
+                    videos.push(Video {
+                        entry: r,
+                        frames: unique.len(),
+                    });
+                    (videos.len() - 1) as u64
+                };
+                let keys: Vec<(Hash256, u64)> = unique
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (*h, video << 32 | i as u64))
+                    .collect();
+                self.frames.add(&keys);
+                self.live_videos
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Signal::Md5(d) => write(&self.digests).md5.entry(*d).or_default().push(r),
+            Signal::Sha256(d) => write(&self.digests).sha256.entry(*d).or_default().push(r),
+        }
+    }
+
+    /// Removes `entry` of bank `bank` (as it was inserted or loaded) at run time; it
+    /// stops matching once this returns. False if it was not loaded.
+    pub fn remove(&self, bank: &str, negative: bool, entry: &Entry) -> bool {
+        let _updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+        // An entry's keys are found by querying its own hash at distance 0.
+        let find = |index: &LiveIndex, refs: &RwLock<Vec<EntryRef>>, hash: &Hash256| {
+            let refs = read(refs);
+            index
+                .query(hash, 0)
+                .into_iter()
+                .map(|h| h.key)
+                .find(|&k| same(&refs[k as usize], bank, &entry.id))
+        };
+        match &entry.signal {
+            Signal::Pdq { hash, .. } => {
+                let (index, refs) = if negative {
+                    (&self.negative, &self.negative_refs)
+                } else {
+                    (&self.pdq, &self.pdq_refs)
+                };
+                let Some(key) = find(index, refs, hash) else {
+                    return false;
+                };
+                index.remove(&[key]);
+                true
+            }
+            Signal::Vpdq(features) => {
+                let unique = vpdq::prepare(features, self.config.vpdq_quality);
+                let Some(first) = unique.first() else {
+                    return false;
+                };
+                if negative {
+                    let Some(key) = find(&self.negative, &self.negative_refs, first) else {
+                        return false;
+                    };
+                    self.negative.remove(&[key]);
+                    return true;
+                }
+                let videos = read(&self.videos);
+                let found = self
+                    .frames
+                    .query(first, 0)
+                    .into_iter()
+                    .map(|h| h.key >> 32)
+                    .find(|&v| same(&videos[v as usize].entry, bank, &entry.id));
+                let Some(video) = found else {
+                    return false;
+                };
+                let keys: Vec<u64> = (0..videos[video as usize].frames as u64)
+                    .map(|i| video << 32 | i)
+                    .collect();
+                drop(videos);
+                self.frames.remove(&keys);
+                self.live_videos
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Signal::Md5(d) => remove_digest(&mut write(&self.digests).md5, d, bank, &entry.id),
+            Signal::Sha256(d) => {
+                remove_digest(&mut write(&self.digests).sha256, d, bank, &entry.id)
+            }
+        }
+    }
+
+    /// Merges the indexes' deltas into new bases where that pays off (CPU-bound: call
+    /// from a thread that may block, after a batch of live updates).
+    pub fn compact_if_needed(&self) {
+        for index in [&self.pdq, &self.negative, &self.frames] {
+            if index.wants_compaction() {
+                index.compact();
+            }
+        }
     }
 
     fn is_negative(&self, hash: &Hash256) -> Vec<PdqHit> {
-        self.negative
-            .query(hash, self.config.negative_distance)
-            .into_iter()
+        let hits = self.negative.query(hash, self.config.negative_distance);
+        if hits.is_empty() {
+            return Vec::new();
+        }
+        let refs = read(&self.negative_refs);
+        hits.into_iter()
             .map(|h| PdqHit {
-                entry: self.negative_refs[h.key as usize].clone(),
+                entry: refs[h.key as usize].clone(),
                 distance: h.distance,
             })
             .collect()
@@ -221,15 +390,18 @@ impl Matcher {
 
     /// Matches one PDQ hash.
     pub fn match_pdq(&self, hash: &Hash256) -> PdqResult {
-        let mut matches: Vec<PdqHit> = self
-            .pdq
-            .query(hash, self.config.pdq_distance)
-            .into_iter()
-            .map(|h| PdqHit {
-                entry: self.pdq_refs[h.key as usize].clone(),
-                distance: h.distance,
-            })
-            .collect();
+        let hits = self.pdq.query(hash, self.config.pdq_distance);
+        let mut matches: Vec<PdqHit> = if hits.is_empty() {
+            Vec::new()
+        } else {
+            let refs = read(&self.pdq_refs);
+            hits.into_iter()
+                .map(|h| PdqHit {
+                    entry: refs[h.key as usize].clone(),
+                    distance: h.distance,
+                })
+                .collect()
+        };
         matches.sort_by(|a, b| {
             a.distance
                 .cmp(&b.distance)
@@ -272,8 +444,8 @@ impl Matcher {
     }
 
     /// The entry of video `index` (from [`Matcher::frame_video_hits`]).
-    pub fn video_entry(&self, index: u32) -> &EntryRef {
-        &self.videos[index as usize].entry
+    pub fn video_entry(&self, index: u32) -> EntryRef {
+        read(&self.videos)[index as usize].entry.clone()
     }
 
     /// Matches a whole video against every banked video, with vPDQ's rules (dedupe,
@@ -297,10 +469,11 @@ impl Matcher {
                 compared_matched.entry(video).or_default().insert(frame);
             }
         }
+        let videos = read(&self.videos);
         let mut out: Vec<VideoHit> = query_matched
             .into_iter()
             .map(|(video, n)| {
-                let v = &self.videos[video as usize];
+                let v = &videos[video as usize];
                 VideoHit {
                     entry: v.entry.clone(),
                     query_match_percent: n as f64 * 100.0 / query.len() as f64,
@@ -309,6 +482,7 @@ impl Matcher {
                 }
             })
             .collect();
+        drop(videos);
         out.sort_by(|a, b| {
             b.query_match_percent
                 .total_cmp(&a.query_match_percent)
@@ -324,13 +498,14 @@ impl Matcher {
         sha256: Option<&[u8; 32]>,
     ) -> Vec<DigestHit> {
         let mut out = Vec::new();
-        if let Some(list) = md5.and_then(|d| self.md5.get(d)) {
+        let digests = read(&self.digests);
+        if let Some(list) = md5.and_then(|d| digests.md5.get(d)) {
             out.extend(list.iter().map(|e| DigestHit {
                 entry: e.clone(),
                 kind: "video_md5",
             }));
         }
-        if let Some(list) = sha256.and_then(|d| self.sha256.get(d)) {
+        if let Some(list) = sha256.and_then(|d| digests.sha256.get(d)) {
             out.extend(list.iter().map(|e| DigestHit {
                 entry: e.clone(),
                 kind: "sha256",
@@ -338,6 +513,25 @@ impl Matcher {
         }
         out
     }
+}
+
+fn remove_digest<const N: usize>(
+    map: &mut HashMap<[u8; N], Vec<EntryRef>>,
+    digest: &[u8; N],
+    bank: &str,
+    id: &str,
+) -> bool {
+    let Some(list) = map.get_mut(digest) else {
+        return false;
+    };
+    let Some(at) = list.iter().position(|r| same(r, bank, id)) else {
+        return false;
+    };
+    list.remove(at);
+    if list.is_empty() {
+        map.remove(digest);
+    }
+    true
 }
 
 /// What a [`Matcher`] holds.

@@ -250,6 +250,20 @@ fn snapshot_round_trip_and_corruption() {
     bank.write_snapshot(&mut bytes).unwrap();
     let back = Bank::read_snapshot(&mut bytes.as_slice()).unwrap();
     assert_eq!(back, bank);
+    assert_eq!(back.position, None);
+
+    // A bank following the shared topic keeps its position.
+    let mut followed = sample_bank();
+    followed.position = Some(firebreak_matching::bank::TopicPosition {
+        topic: "firebreak.banks".into(),
+        offsets: [(0, 7), (1, 0), (5, 1 << 40)].into_iter().collect(),
+    });
+    let mut with_position = Vec::new();
+    followed.write_snapshot(&mut with_position).unwrap();
+    assert_eq!(&with_position[..8], b"FBBANK02");
+    let back = Bank::read_snapshot(&mut with_position.as_slice()).unwrap();
+    assert_eq!(back, followed);
+    assert_eq!(back.position.unwrap().offsets[&5], 1 << 40);
 
     let mut flipped = bytes.clone();
     flipped[20] ^= 1;
@@ -275,9 +289,11 @@ proptest! {
         for (format, _) in Format::ALL {
             let _ = lists::parse(format, &text, None);
         }
-        let mut with_magic = b"FBBANK01".to_vec();
-        with_magic.extend_from_slice(&bytes);
-        let _ = Bank::read_snapshot(&mut with_magic.as_slice());
+        for magic in [b"FBBANK01", b"FBBANK02"] {
+            let mut with_magic = magic.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = Bank::read_snapshot(&mut with_magic.as_slice());
+        }
     }
 }
 
@@ -385,7 +401,6 @@ fn negative_bank_suppresses_and_digests_match() {
     assert!(matcher.match_digests(Some(&[1; 16]), None).is_empty());
 
     // Run-time addition: matchable immediately.
-    let mut matcher = matcher;
     let fresh = Hash256::from_limbs([1, 2, 3, 4]);
     assert!(matcher.match_pdq(&fresh).matches.is_empty());
     matcher.add_pdq("crisis", "late", fresh, vec![]);

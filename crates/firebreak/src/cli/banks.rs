@@ -67,6 +67,59 @@ pub struct ImportArgs {
     /// Entry id for a vPDQ file (default: the file name without extension).
     #[arg(long)]
     id: Option<String>,
+    /// Also publish what the import changed (new and changed entries, tombstones for
+    /// deleted ones) to the fleet's bank topic: `BROKERS[/TOPIC]`, e.g.
+    /// `kafka-1:9092,kafka-2:9092/firebreak.banks` (topic `firebreak.banks` if
+    /// omitted). Acknowledged by the brokers (acks=all) before the command exits.
+    #[arg(long, value_name = "BROKERS[/TOPIC]")]
+    publish: Option<String>,
+    /// A librdkafka property for `--publish` (`security.protocol=SASL_SSL`, ...);
+    /// repeatable.
+    #[arg(
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        requires = "publish"
+    )]
+    kafka_properties: Vec<String>,
+}
+
+/// Publishes the difference between two states of a bank to the bank topic.
+fn publish(
+    target: &str,
+    properties: &[String],
+    before: &Bank,
+    after: &Bank,
+) -> Result<(usize, usize)> {
+    use crate::engine::feeds;
+    let (brokers, topic) = match target.rsplit_once('/') {
+        Some((b, t)) => (b, t),
+        None => (target, "firebreak.banks"),
+    };
+    let mut settings = feeds::FeedSettings::new(brokers);
+    settings.banks_topic = topic.to_owned();
+    for p in properties {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--kafka-property {p:?}: expected KEY=VALUE"))?;
+        settings.properties.insert(k.to_owned(), v.to_owned());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        firebreak_delivery::compacted::ensure_topic(
+            &settings.shared(),
+            topic,
+            settings.partitions,
+            settings.replication,
+        )
+        .await
+        .with_context(|| format!("creating topic {topic}"))?;
+        let writer = firebreak_delivery::compacted::Writer::new(&settings.shared(), topic)?;
+        feeds::publish_bank_changes(&writer, before, after)
+            .await
+            .with_context(|| format!("publishing to {topic} at {brokers}"))
+    })
 }
 
 /// `firebreak lists export`.
@@ -170,6 +223,7 @@ fn import(data: &Path, args: &ImportArgs) -> Result<ExitCode> {
             .map(|s| s.to_string_lossy().into_owned())
     });
     let parsed = lists::parse(args.format, &text, default_id.as_deref());
+    let before = args.publish.as_ref().map(|_| bank.clone());
     let report = bank.import(
         parsed.records,
         parsed.errors,
@@ -184,6 +238,13 @@ fn import(data: &Path, args: &ImportArgs) -> Result<ExitCode> {
     if changed > 0 {
         store.save(&bank)?;
     }
+    let published = match (&args.publish, &before) {
+        (Some(target), Some(before)) => {
+            let (records, tombstones) = publish(target, &args.kafka_properties, before, &bank)?;
+            json!({"records": records, "tombstones": tombstones})
+        }
+        _ => Value::Null,
+    };
     let rejected: BTreeMap<&str, usize> = report
         .rejected
         .iter()
@@ -200,6 +261,7 @@ fn import(data: &Path, args: &ImportArgs) -> Result<ExitCode> {
         "rejected": rejected,
         "rejected_total": report.rejected_total(),
         "entries": bank.len(),
+        "published": published,
     });
     println!("{out}");
     Ok(if changed == 0 && report.rejected_total() > 0 {

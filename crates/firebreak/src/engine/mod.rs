@@ -30,6 +30,7 @@
 
 pub mod audit;
 pub mod detect;
+pub mod feeds;
 pub mod incidents;
 pub mod journal;
 pub mod versions;
@@ -869,6 +870,16 @@ impl Engine {
             return Err(ActionError::Invalid(issues));
         }
         self.set_policy(config, who, credential, "policy.rule", name)
+    }
+
+    /// The detectors in use (the matcher takes live bank updates, see [`feeds`]).
+    pub fn detectors(&self) -> Arc<Detectors> {
+        self.detectors.load_full()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Swaps the detectors (banks and models) in.

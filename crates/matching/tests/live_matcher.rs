@@ -1,0 +1,299 @@
+//! Live updates of a loaded `Matcher` (`insert`, `remove`, replacement, compaction)
+//! answer exactly like a brute-force scan over the entries that should be loaded, and
+//! like a matcher built from scratch over them.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::Rng;
+use firebreak_hashing::vpdq::{self, VpdqFeature};
+use firebreak_hashing::{Hash256, PdqHash};
+use firebreak_matching::bank::{Bank, Entry, ImportPolicy};
+use firebreak_matching::lists::{Record, Signal};
+use firebreak_matching::matcher::{MatchConfig, Matcher};
+use proptest::prelude::*;
+
+/// (bank, id) → (negative, entry): what should be loaded.
+type Model = BTreeMap<(String, String), (bool, Entry)>;
+
+const BANKS: [(&str, bool); 3] = [("crisis", false), ("extra", false), ("benign", true)];
+
+fn pdq_entry(rng: &mut Rng, id: String, near: Option<Hash256>) -> Entry {
+    let hash = match near {
+        Some(h) => {
+            let flips = rng.below(40) as u32;
+            rng.near(&h, flips)
+        }
+        None => rng.hash(),
+    };
+    Entry {
+        id,
+        signal: Signal::Pdq {
+            hash,
+            quality: Some(90),
+        },
+        labels: vec!["l".into()],
+    }
+}
+
+fn video_entry(rng: &mut Rng, id: String, near: Option<Hash256>) -> Entry {
+    let base = near.unwrap_or_else(|| rng.hash());
+    let frames = (0..1 + rng.below(4))
+        .map(|i| VpdqFeature {
+            pdq: PdqHash {
+                hash: {
+                    let flips = rng.below(30) as u32;
+                    rng.near(&base, flips)
+                },
+                quality: 100,
+            },
+            frame_number: i,
+            timestamp: i as f64,
+        })
+        .collect();
+    Entry {
+        id,
+        signal: Signal::Vpdq(frames),
+        labels: vec![],
+    }
+}
+
+fn digest_entry(rng: &mut Rng, id: String) -> Entry {
+    // Few distinct digests, so several entries share one.
+    let d = [rng.below(3) as u8 + 1; 16];
+    Entry {
+        id,
+        signal: Signal::Md5(d),
+        labels: vec![],
+    }
+}
+
+fn some_hash(model: &Model) -> Option<Hash256> {
+    model.values().find_map(|(_, e)| match &e.signal {
+        Signal::Pdq { hash, .. } => Some(*hash),
+        Signal::Vpdq(f) => f.first().map(|f| f.pdq.hash),
+        _ => None,
+    })
+}
+
+fn random_entry(rng: &mut Rng, model: &Model, id: String) -> Entry {
+    let near = if rng.below(2) == 0 {
+        some_hash(model)
+    } else {
+        None
+    };
+    match rng.below(5) {
+        0 | 1 => pdq_entry(rng, id, near),
+        2 | 3 => video_entry(rng, id, near),
+        _ => digest_entry(rng, id),
+    }
+}
+
+fn banks_of(model: &Model) -> Vec<Bank> {
+    BANKS
+        .iter()
+        .map(|&(name, negative)| {
+            let mut bank = Bank::new(name, negative);
+            let records = model
+                .iter()
+                .filter(|((b, _), _)| b == name)
+                .enumerate()
+                .map(|(line, ((_, id), (_, e)))| Record {
+                    line: line + 1,
+                    id: Some(id.clone()),
+                    signal: e.signal.clone(),
+                    labels: e.labels.clone(),
+                    delete: false,
+                })
+                .collect();
+            let report = bank.import(records, vec![], ImportPolicy { min_quality: 0 });
+            assert_eq!(report.rejected_total(), 0, "{:?}", report.errors);
+            bank
+        })
+        .collect()
+}
+
+/// Brute force: every (bank, id, distance) of a PDQ query, split as the matcher does.
+fn brute_pdq(model: &Model, q: &Hash256) -> (Vec<(String, String, u32)>, bool) {
+    let c = MatchConfig::default();
+    let mut positive = Vec::new();
+    let mut negative = false;
+    for ((bank, id), (neg, e)) in model {
+        match &e.signal {
+            Signal::Pdq { hash, .. } => {
+                let d = hash.distance(q);
+                if *neg {
+                    negative |= d <= c.negative_distance;
+                } else if d <= c.pdq_distance {
+                    positive.push((bank.clone(), id.clone(), d));
+                }
+            }
+            Signal::Vpdq(frames) if *neg => {
+                negative |= vpdq::prepare(frames, c.vpdq_quality)
+                    .iter()
+                    .any(|h| h.distance(q) <= c.negative_distance);
+            }
+            _ => {}
+        }
+    }
+    positive.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.1.cmp(&b.1)));
+    (positive, negative)
+}
+
+fn check(matcher: &Matcher, model: &Model, rng: &mut Rng) -> Result<(), TestCaseError> {
+    let stored: Vec<Hash256> = model
+        .values()
+        .flat_map(|(_, e)| match &e.signal {
+            Signal::Pdq { hash, .. } => vec![*hash],
+            Signal::Vpdq(f) => f.iter().map(|f| f.pdq.hash).collect(),
+            _ => vec![],
+        })
+        .collect();
+    let fresh = Matcher::new(&banks_of(model), MatchConfig::default(), 1);
+    for _ in 0..6 {
+        let q = match stored.get(rng.below(stored.len().max(1) as u64) as usize) {
+            Some(h) => {
+                let flips = rng.below(35) as u32;
+                rng.near(h, flips)
+            }
+            None => rng.hash(),
+        };
+        let got = matcher.match_pdq(&q);
+        let (want, suppressed) = brute_pdq(model, &q);
+        let as_tuples = |hits: &[firebreak_matching::matcher::PdqHit]| {
+            hits.iter()
+                .map(|h| (h.entry.bank.to_string(), h.entry.id.to_string(), h.distance))
+                .collect::<Vec<_>>()
+        };
+        if suppressed && !want.is_empty() {
+            prop_assert!(got.matches.is_empty());
+            prop_assert_eq!(as_tuples(&got.suppressed), want);
+        } else {
+            prop_assert_eq!(as_tuples(&got.matches), want);
+            prop_assert!(got.suppressed.is_empty());
+        }
+        // Whole videos: as a matcher built from scratch over the same entries.
+        let query: Vec<VpdqFeature> = (0..3)
+            .map(|i| VpdqFeature {
+                pdq: PdqHash {
+                    hash: {
+                        let flips = rng.below(10) as u32;
+                        rng.near(&q, flips)
+                    },
+                    quality: 100,
+                },
+                frame_number: i,
+                timestamp: i as f64,
+            })
+            .collect();
+        let key = |v: &firebreak_matching::matcher::VideoHit| {
+            (
+                v.entry.bank.to_string(),
+                v.entry.id.to_string(),
+                v.query_match_percent.to_bits(),
+                v.compared_match_percent.to_bits(),
+            )
+        };
+        let got: Vec<_> = matcher.match_video(&query).iter().map(key).collect();
+        let want: Vec<_> = fresh.match_video(&query).iter().map(key).collect();
+        prop_assert_eq!(got, want);
+    }
+    for d in 1u8..=3 {
+        let mut got: Vec<(String, String)> = matcher
+            .match_digests(Some(&[d; 16]), None)
+            .into_iter()
+            .map(|h| (h.entry.bank.to_string(), h.entry.id.to_string()))
+            .collect();
+        got.sort();
+        let want: Vec<(String, String)> = model
+            .iter()
+            .filter(|(_, (_, e))| e.signal == Signal::Md5([d; 16]))
+            .map(|((b, i), _)| (b.clone(), i.clone()))
+            .collect();
+        prop_assert_eq!(got, want);
+    }
+    let sizes = matcher.sizes();
+    let positive_pdq = model
+        .values()
+        .filter(|(n, e)| !n && matches!(e.signal, Signal::Pdq { .. }))
+        .count();
+    let videos = model
+        .values()
+        .filter(|(n, e)| !n && matches!(e.signal, Signal::Vpdq(_)))
+        .count();
+    prop_assert_eq!(sizes.pdq, positive_pdq);
+    prop_assert_eq!(sizes.videos, videos);
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert,
+    Replace,
+    Remove,
+    RemoveAbsent,
+    Compact,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => Just(Op::Insert),
+        2 => Just(Op::Replace),
+        3 => Just(Op::Remove),
+        1 => Just(Op::RemoveAbsent),
+        1 => Just(Op::Compact),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, rng_seed: proptest::test_runner::RngSeed::Fixed(17), ..ProptestConfig::default() })]
+
+    /// Any sequence of inserts, replacements, removals and compactions on a loaded
+    /// matcher: its answers equal a brute-force scan (PDQ, digests) and a fresh build
+    /// (videos) over the entries that should be loaded.
+    #[test]
+    fn live_updates_equal_brute_force(seed in any::<u64>(), initial in 0usize..30, ops in proptest::collection::vec(op(), 1..40)) {
+        let mut rng = Rng(seed);
+        let mut model = Model::new();
+        let mut next = 0u64;
+        for _ in 0..initial {
+            let (bank, negative) = BANKS[rng.below(3) as usize];
+            next += 1;
+            let e = random_entry(&mut rng, &model, format!("e{next}"));
+            model.insert((bank.into(), e.id.clone()), (negative, e));
+        }
+        let matcher = Matcher::new(&banks_of(&model), MatchConfig::default(), 1);
+        check(&matcher, &model, &mut rng)?;
+        for op in ops {
+            match op {
+                Op::Insert => {
+                    let (bank, negative) = BANKS[rng.below(3) as usize];
+                    next += 1;
+                    let e = random_entry(&mut rng, &model, format!("e{next}"));
+                    matcher.insert(bank, negative, &e);
+                    model.insert((bank.into(), e.id.clone()), (negative, e));
+                }
+                Op::Replace | Op::Remove if !model.is_empty() => {
+                    let at = rng.below(model.len() as u64) as usize;
+                    let key = model.keys().nth(at).unwrap().clone();
+                    let (negative, old) = model.remove(&key).unwrap();
+                    prop_assert!(matcher.remove(&key.0, negative, &old));
+                    if matches!(op, Op::Replace) {
+                        let e = random_entry(&mut rng, &model, key.1.clone());
+                        matcher.insert(&key.0, negative, &e);
+                        model.insert(key, (negative, e));
+                    }
+                }
+                Op::Replace | Op::Remove => {}
+                Op::RemoveAbsent => {
+                    next += 1;
+                    let e = random_entry(&mut rng, &model, format!("e{next}"));
+                    prop_assert!(!matcher.remove("crisis", false, &e));
+                }
+                Op::Compact => matcher.compact_if_needed(),
+            }
+            check(&matcher, &model, &mut rng)?;
+        }
+    }
+}
