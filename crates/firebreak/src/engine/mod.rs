@@ -33,6 +33,7 @@ pub mod detect;
 pub mod incidents;
 pub mod journal;
 pub mod versions;
+pub mod views;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -981,6 +982,7 @@ mod tests {
                 classifiers: ClassifierSet::new(Vec::new()),
                 frame_models: Vec::new(),
                 banks: Vec::new(),
+                views: Default::default(),
             },
             PolicyConfig::from_toml(DEFAULT_POLICY).unwrap(),
             Pipeline::new(outbox, dir, delivery),
