@@ -277,6 +277,8 @@ pub struct Detectors {
     pub classifier_threads: usize,
     /// Media seconds in the live vPDQ window.
     pub video_window_secs: f64,
+    /// Query-side views of each frame, per bank (`[detectors.views]`).
+    pub views: crate::engine::views::ViewsConfig,
 }
 
 impl Default for Detectors {
@@ -287,6 +289,7 @@ impl Default for Detectors {
             classify_every: 1,
             classifier_threads: 1,
             video_window_secs: 10.0,
+            views: Default::default(),
         }
     }
 }
@@ -613,6 +616,8 @@ pub struct DetectorSettings {
     /// Media seconds in the live vPDQ window (above 0; media time, not a wall
     /// duration, and may be infinite).
     pub video_window_secs: f64,
+    /// Query-side views, per bank.
+    pub views: crate::engine::views::ViewsConfig,
 }
 
 /// `[policy]`, typed.
@@ -983,6 +988,9 @@ impl ServiceConfig {
                 );
             }
         }
+        for (path, message) in self.detectors.views.issues() {
+            push(&path, message);
+        }
         if self.detectors.classify_every == 0 {
             push("detectors.classify_every", "must be above 0".into());
         }
@@ -1115,6 +1123,7 @@ impl ServiceConfig {
                 classify_every: self.detectors.classify_every,
                 classifier_threads: self.detectors.classifier_threads,
                 video_window_secs: self.detectors.video_window_secs,
+                views: self.detectors.views.clone(),
             },
             policy: PolicySettings {
                 file: self.policy.file.clone(),

@@ -183,6 +183,30 @@ impl<'a> ImageView<'a> {
     pub fn height(&self) -> usize {
         self.height
     }
+
+    /// The pixels inside `r` (clamped to the image), without copying.
+    pub fn sub(&self, r: crate::views::Rect) -> ImageView<'a> {
+        let x = r.x.min(self.width);
+        let y = r.y.min(self.height);
+        let w = r.w.min(self.width - x);
+        let h = r.h.min(self.height - y);
+        let bpp = self.format.bytes_per_pixel();
+        let start = (y * self.stride + x * bpp).min(self.data.len());
+        ImageView {
+            data: &self.data[start..],
+            width: w,
+            height: h,
+            stride: self.stride,
+            format: self.format,
+        }
+    }
+
+    /// Integer-approximated luma of pixel (`x`, `y`), 0..=255.
+    pub(crate) fn luma8(&self, x: usize, y: usize) -> i32 {
+        let bpp = self.format.bytes_per_pixel();
+        let i = y * self.stride + x * bpp;
+        crate::views::luma8(self.format, &self.data[i..i + bpp])
+    }
 }
 
 impl LumaRows for ImageView<'_> {

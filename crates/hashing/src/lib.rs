@@ -10,6 +10,8 @@
 //!
 //! - [`Hash256`] / [`PdqHash`]: the 256-bit hash, reference hex text, Hamming distance.
 //! - [`PdqHasher`]: hashing from RGB8, grey8 or f32 luma buffers, and the dihedral hashes.
+//! - [`views`]: views of a frame (bars trimmed, centre crops, dihedral transforms)
+//!   for matching edited copies.
 //! - [`vpdq`]: per-frame video features, their text format, and video comparison.
 
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 mod hash;
 mod hasher;
 mod jarosz;
+pub mod views;
 pub mod vpdq;
 
 #[cfg(feature = "decode")]

@@ -7,6 +7,7 @@
 
 mod convert;
 mod error;
+pub mod frames;
 pub mod ingest;
 pub mod vpdq;
 

@@ -104,6 +104,7 @@ pub fn sample_events(
                         entry_id: format!("e{}", counts[s]),
                         distance: 3,
                         quality: 100,
+                        view: None,
                     }],
                     ..Default::default()
                 };

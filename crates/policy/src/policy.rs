@@ -37,6 +37,11 @@ pub struct HashMatch {
     pub distance: u32,
     /// Quality of the frame's hash.
     pub quality: u8,
+    /// Which view matched, when not the whole frame against a whole banked frame:
+    /// the frame's view (`full/flipx`, `trimmed`, `centre60`...) and, after `~`, the
+    /// banked entry's view (`centre90`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
 }
 
 /// A live vPDQ window match.

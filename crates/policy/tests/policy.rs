@@ -19,6 +19,7 @@ fn hash(bank: &str, entry: &str, distance: u32) -> HashMatch {
         entry_id: entry.into(),
         distance,
         quality: 100,
+        view: None,
     }
 }
 

@@ -45,6 +45,10 @@ pub enum ListsCommand {
     Export(ExportArgs),
     /// Show every bank's size and load time.
     Stats,
+    /// Bank a video: its vPDQ entry, every frame's PDQ hash (`ID/fN`) and views of
+    /// each frame (`ID/fN@VIEW`: without bars, centre crops), skipping frames whose
+    /// hash barely moved; prints a report.
+    AddVideo(super::robust::AddVideoArgs),
 }
 
 /// `firebreak lists import`.
@@ -184,6 +188,7 @@ pub fn lists(data: &DataDir, cmd: &ListsCommand) -> Result<ExitCode> {
         ListsCommand::Import(a) => import(&data.data_dir, a),
         ListsCommand::Export(a) => export(&data.data_dir, a),
         ListsCommand::Stats => stats(&data.data_dir),
+        ListsCommand::AddVideo(a) => super::robust::add_video(&data.data_dir, a),
     }
 }
 

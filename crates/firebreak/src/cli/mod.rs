@@ -4,6 +4,7 @@
 //! - [`banks`]: `lists` and `match`, over the banks on disk.
 
 pub mod banks;
+pub mod robust;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ enum Command {
     /// The audit log (`audit.jsonl` in the data directory).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The robustness harness: bank a set's originals, stream every edited copy
+    /// through the live detect path with the built-in policy, report per family
+    /// (JSON lines). Make a set with scripts/robustness/gen.sh.
+    Eval(robust::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +191,7 @@ pub fn main() -> ExitCode {
         Command::Classify(a) => classify(&a),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
         Command::Openapi => print_openapi(),
+        Command::Eval(a) => robust::eval(&a),
         Command::Audit(AuditCommand::Verify { file }) => {
             audit_verify(&file.unwrap_or_else(|| cli.data.data_dir.join("audit.jsonl")))
         }

@@ -99,6 +99,7 @@ fn load_detectors(
             .iter()
             .map(|b| (b.bank.name.clone(), b.bank.len(), b.bank.negative))
             .collect(),
+        views: crate::engine::views::QueryViews::new(config.detectors.views.clone()),
     })
 }
 

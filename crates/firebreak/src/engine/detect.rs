@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use firebreak_classify::{ClassifierSet, RgbImage};
-use firebreak_hashing::{ImageView, PdqHasher, PixelFormat};
+use firebreak_hashing::views::{ViewHash, hash_views};
+use firebreak_hashing::{ImageView, PdqHash, PdqHasher, PixelFormat};
 use firebreak_matching::matcher::Matcher;
 use firebreak_matching::window::{VpdqWindow, WindowConfig};
 use firebreak_media::ingest::SampledFrame;
@@ -44,6 +45,8 @@ pub struct Detectors {
     pub frame_models: Vec<Arc<dyn FrameModel>>,
     /// Bank name → (entries, negative), for reports.
     pub banks: Vec<(String, usize, bool)>,
+    /// Which views of each frame are matched, per bank (`[detectors.views]`).
+    pub views: super::views::QueryViews,
 }
 
 /// One point of a stream's risk timeline.
@@ -130,7 +133,12 @@ impl StreamDetect {
             m.bad_frame();
             return None;
         };
-        let hash = self.hasher.hash(&view);
+        let views = hash_views(&mut self.hasher, &view, &detectors.views.spec);
+        // The whole frame as it is: the frame's PDQ hash, for the live vPDQ window.
+        let hash = PdqHash {
+            hash: views[0].hash,
+            quality: views[0].quality,
+        };
         m.stage(Stage::Hash).observe(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
@@ -140,15 +148,9 @@ impl StreamDetect {
             ..FrameSignals::default()
         };
         let matcher = &detectors.matcher;
-        let result = matcher.match_pdq(&hash.hash);
-        for hit in &result.matches {
-            m.matches.with_label_values(&[&hit.entry.bank]).inc();
-            signals.hash_matches.push(HashMatch {
-                bank: hit.entry.bank.to_string(),
-                entry_id: hit.entry.id.to_string(),
-                distance: hit.distance,
-                quality: hash.quality,
-            });
+        for hit in match_views(matcher, &detectors.views, &views) {
+            m.matches.with_label_values(&[&hit.bank]).inc();
+            signals.hash_matches.push(hit);
         }
         self.window.push(frame.pts, hash.hash, hash.quality, |h| {
             let mut v: Vec<u32> = matcher
@@ -184,6 +186,44 @@ impl StreamDetect {
         self.frames += 1;
         Some(signals)
     }
+}
+
+/// Matches every view of a frame, keeping per bank entry the closest view that the
+/// entry's bank allows (the whole frame first on ties). Views below the policy's
+/// quality are matched too; the policy's rules filter by quality.
+pub fn match_views(
+    matcher: &Matcher,
+    views: &super::views::QueryViews,
+    hashes: &[ViewHash],
+) -> Vec<HashMatch> {
+    let mut out: Vec<HashMatch> = Vec::new();
+    for v in hashes {
+        let result = matcher.match_pdq(&v.hash);
+        for hit in &result.matches {
+            if !views.config.allows(&hit.entry.bank, v) {
+                continue;
+            }
+            let same = out
+                .iter_mut()
+                .find(|m| *m.bank == *hit.entry.bank && *m.entry_id == *hit.entry.id);
+            match same {
+                Some(m) if m.distance <= hit.distance => {}
+                Some(m) => {
+                    m.distance = hit.distance;
+                    m.quality = v.quality;
+                    m.view = super::views::label(v, &hit.entry.id);
+                }
+                None => out.push(HashMatch {
+                    bank: hit.entry.bank.to_string(),
+                    entry_id: hit.entry.id.to_string(),
+                    distance: hit.distance,
+                    quality: v.quality,
+                    view: super::views::label(v, &hit.entry.id),
+                }),
+            }
+        }
+    }
+    out
 }
 
 /// A stream's risk timeline, bounded; kept beside (not under) the detection lock so

@@ -34,6 +34,7 @@ pub mod feeds;
 pub mod incidents;
 pub mod journal;
 pub mod versions;
+pub mod views;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -992,6 +993,7 @@ mod tests {
                 classifiers: ClassifierSet::new(Vec::new()),
                 frame_models: Vec::new(),
                 banks: Vec::new(),
+                views: Default::default(),
             },
             PolicyConfig::from_toml(DEFAULT_POLICY).unwrap(),
             Pipeline::new(outbox, dir, delivery),

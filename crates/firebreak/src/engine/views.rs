@@ -1,0 +1,250 @@
+//! Query-side views (`[detectors.views]`): which views of each sampled frame are hashed
+//! and matched, and, per bank, which of them may match that bank's entries.
+//!
+//! A bank made by `firebreak lists add-video` holds views of the original (centre
+//! crops, the frame without bars) beside its whole frames; a hash list shared between
+//! platforms or a coordinator's bank holds whole frames only. The query-side views
+//! (dihedral transforms for mirrored and rotated copies, the frame without bars, a centre
+//! view for picture-in-picture) are what helps the latter, and each costs CPU and some
+//! false-match risk, so they are switchable per bank.
+
+use std::collections::BTreeMap;
+
+use firebreak_hashing::views::{Region, ViewHash, ViewSpec};
+use serde::Deserialize;
+
+/// One set of query views.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewSet {
+    /// Match the frame's eight dihedral transforms (mirrored, rotated copies).
+    pub dihedral: bool,
+    /// Match the frame without its letterbox/pillarbox bars.
+    pub trim_bars: bool,
+    /// Centre views, by percent of each dimension (for example `[60]` for
+    /// picture-in-picture copies); each from 10 to 99.
+    pub centres: Vec<u8>,
+}
+
+impl Default for ViewSet {
+    fn default() -> Self {
+        ViewSet {
+            dihedral: true,
+            trim_bars: true,
+            centres: vec![60],
+        }
+    }
+}
+
+impl ViewSet {
+    /// The whole frame only (what Firebreak matched before views).
+    pub fn plain() -> ViewSet {
+        ViewSet {
+            dihedral: false,
+            trim_bars: false,
+            centres: Vec::new(),
+        }
+    }
+
+    fn allows(&self, v: &ViewHash) -> bool {
+        (v.transform == 0 || self.dihedral)
+            && match v.region {
+                Region::Full => true,
+                Region::Trimmed => self.trim_bars,
+                Region::Centre(p) => self.centres.contains(&p),
+            }
+    }
+}
+
+/// `[detectors.views]`: the default query views and per-bank overrides
+/// (`[detectors.views.banks.NAME]`, each a whole [`ViewSet`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Default: match the frame's dihedral transforms.
+    pub dihedral: bool,
+    /// Default: match the frame without its bars.
+    pub trim_bars: bool,
+    /// Default: centre views, by percent.
+    pub centres: Vec<u8>,
+    /// Overrides by bank name.
+    pub banks: BTreeMap<String, ViewSet>,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        let d = ViewSet::default();
+        ViewsConfig {
+            dihedral: d.dihedral,
+            trim_bars: d.trim_bars,
+            centres: d.centres,
+            banks: BTreeMap::new(),
+        }
+    }
+}
+
+impl ViewsConfig {
+    /// Every problem, as (path, message).
+    pub fn issues(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |path: String, set: &ViewSet| {
+            for (i, p) in set.centres.iter().enumerate() {
+                if !(10..100).contains(p) {
+                    out.push((format!("{path}.centres[{i}]"), "must be 10 to 99".into()));
+                }
+            }
+        };
+        check("detectors.views".into(), &self.default_set());
+        for (name, set) in &self.banks {
+            check(format!("detectors.views.banks.{name}"), set);
+        }
+        out
+    }
+
+    /// Only the whole frame, for every bank.
+    pub fn plain() -> ViewsConfig {
+        ViewsConfig::uniform(ViewSet::plain())
+    }
+
+    /// The same views for every bank.
+    pub fn uniform(set: ViewSet) -> ViewsConfig {
+        ViewsConfig {
+            dihedral: set.dihedral,
+            trim_bars: set.trim_bars,
+            centres: set.centres,
+            banks: BTreeMap::new(),
+        }
+    }
+
+    /// The views of banks without an override.
+    pub fn default_set(&self) -> ViewSet {
+        ViewSet {
+            dihedral: self.dihedral,
+            trim_bars: self.trim_bars,
+            centres: self.centres.clone(),
+        }
+    }
+
+    /// What to hash of each frame: the union of every bank's views.
+    pub fn spec(&self) -> ViewSpec {
+        let d = self.default_set();
+        let sets = || std::iter::once(&d).chain(self.banks.values());
+        let mut centres: Vec<u8> = sets().flat_map(|s| s.centres.iter().copied()).collect();
+        centres.sort_unstable();
+        centres.dedup();
+        ViewSpec {
+            trim_bars: sets().any(|s| s.trim_bars),
+            centres,
+            dihedral: sets().any(|s| s.dihedral),
+        }
+    }
+
+    /// Whether a match of view `v` against an entry of `bank` counts.
+    pub fn allows(&self, bank: &str, v: &ViewHash) -> bool {
+        match self.banks.get(bank) {
+            Some(set) => set.allows(v),
+            None => {
+                (v.transform == 0 || self.dihedral)
+                    && match v.region {
+                        Region::Full => true,
+                        Region::Trimmed => self.trim_bars,
+                        Region::Centre(p) => self.centres.contains(&p),
+                    }
+            }
+        }
+    }
+}
+
+/// A [`ViewsConfig`] with the hashing spec it implies, computed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryViews {
+    /// The configuration.
+    pub config: ViewsConfig,
+    /// What to hash of each frame.
+    pub spec: ViewSpec,
+}
+
+impl QueryViews {
+    /// Prepares `config`.
+    pub fn new(config: ViewsConfig) -> QueryViews {
+        QueryViews {
+            spec: config.spec(),
+            config,
+        }
+    }
+}
+
+impl Default for QueryViews {
+    fn default() -> Self {
+        QueryViews::new(ViewsConfig::default())
+    }
+}
+
+/// The evidence's `view`: `None` for the whole frame against a whole banked frame,
+/// else the frame's view and, after `~`, the entry's view (the part of its id after
+/// `@`, as `lists add-video` names view entries).
+pub fn label(v: &ViewHash, entry_id: &str) -> Option<String> {
+    let banked = entry_id.rsplit_once('@').map(|(_, view)| view);
+    match (v.region == Region::Full && v.transform == 0, banked) {
+        (true, None) => None,
+        (_, None) => Some(v.name()),
+        (_, Some(b)) => Some(format!("{}~{b}", v.name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firebreak_hashing::Hash256;
+
+    fn view(region: Region, transform: u8) -> ViewHash {
+        ViewHash {
+            region,
+            transform,
+            hash: Hash256::ZERO,
+            quality: 100,
+        }
+    }
+
+    #[test]
+    fn a_bank_override_switches_views_off_for_that_bank_only() {
+        let config: ViewsConfig = toml::from_str(
+            "dihedral = true\ncentres = [60]\n[banks.gifct]\ndihedral = false\ncentres = []\n",
+        )
+        .unwrap();
+        let flipped = view(Region::Full, 4);
+        let centre = view(Region::Centre(60), 0);
+        assert!(config.allows("crisis", &flipped));
+        assert!(config.allows("crisis", &centre));
+        assert!(!config.allows("gifct", &flipped));
+        assert!(!config.allows("gifct", &centre));
+        assert!(config.allows("gifct", &view(Region::Full, 0)));
+        assert_eq!(
+            config.spec(),
+            ViewSpec {
+                trim_bars: true,
+                centres: vec![60],
+                dihedral: true
+            }
+        );
+    }
+
+    #[test]
+    fn labels_name_the_frame_view_and_the_banked_view() {
+        assert_eq!(label(&view(Region::Full, 0), "clip/f12"), None);
+        assert_eq!(
+            label(&view(Region::Full, 4), "clip/f12").as_deref(),
+            Some("full/flipx")
+        );
+        assert_eq!(
+            label(&view(Region::Full, 0), "clip/f12@centre90").as_deref(),
+            Some("full~centre90")
+        );
+    }
+
+    #[test]
+    fn centres_out_of_range_are_reported() {
+        let config: ViewsConfig = toml::from_str("centres = [5, 60]").unwrap();
+        assert_eq!(config.issues().len(), 1);
+    }
+}
