@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod kafka;
 pub mod outbox;
 
