@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compacted;
+pub mod fleet;
 pub mod kafka;
 pub mod outbox;
 

@@ -55,6 +55,189 @@ pub struct ServiceConfig {
     pub outbox: Outbox,
     /// Streams pulled from the start (more can be registered through the API).
     pub streams: Vec<StreamSpec>,
+    /// Fleet mode on Kafka; absent: one process, everything in it.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: workers sharing streams through Kafka (see `crate::fleet`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Fleet {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Topic names.
+    pub topics: FleetTopics,
+    /// The workers' consumer group.
+    pub group_id: String,
+    /// Partitions of each topic when a worker creates them (the most workers that can
+    /// share the load).
+    pub partitions: u32,
+    /// Replication factor when a worker creates the topics.
+    pub replication: u32,
+    /// Minutes pushed segments stay on their topic.
+    pub segment_retention_mins: f64,
+    /// Largest record value, bytes; larger segments are chunked.
+    pub max_message_bytes: usize,
+    /// The group's session timeout, seconds: a dead worker's streams move after it.
+    pub session_timeout_secs: f64,
+    /// `cooperative-sticky` (streams that do not move keep running through a
+    /// rebalance), `range` or `roundrobin`.
+    pub assignment: String,
+    /// Seconds between publications of each owned stream's state.
+    pub checkpoint_secs: f64,
+    /// librdkafka security properties: only `security.*`, `sasl.*` and `ssl.*` keys.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[fleet.topics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FleetTopics {
+    /// Registrations (compacted), the group's topic.
+    pub streams: String,
+    /// Pushed segments.
+    pub segments: String,
+    /// Each stream's state (compacted).
+    pub stream_state: String,
+}
+
+impl Default for FleetTopics {
+    fn default() -> Self {
+        FleetTopics {
+            streams: "firebreak.streams".into(),
+            segments: "firebreak.segments".into(),
+            stream_state: "firebreak.stream-state".into(),
+        }
+    }
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            brokers: String::new(),
+            topics: FleetTopics::default(),
+            group_id: "firebreak-workers".into(),
+            partitions: 64,
+            replication: 3,
+            segment_retention_mins: 30.0,
+            max_message_bytes: 1 << 20,
+            session_timeout_secs: 10.0,
+            assignment: "cooperative-sticky".into(),
+            checkpoint_secs: 1.0,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Prefixes of the librdkafka properties `[fleet] properties` may set.
+pub const FLEET_PROPERTY_PREFIXES: [&str; 3] = ["security.", "sasl.", "ssl."];
+
+/// Whether `name` can be a Kafka topic name.
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Fleet {
+    /// The typed settings (the worker id is filled in by the daemon), or every problem.
+    pub fn validate(&self) -> Result<firebreak_delivery::fleet::FleetConfig, Vec<Issue>> {
+        let mut out = Vec::new();
+        let mut push = |path: &str, message: String| out.push(Issue::new(path, message));
+        if self.brokers.trim().is_empty() {
+            push("fleet.brokers", "needed in fleet mode".into());
+        }
+        let t = &self.topics;
+        let names = [
+            ("fleet.topics.streams", &t.streams),
+            ("fleet.topics.segments", &t.segments),
+            ("fleet.topics.stream_state", &t.stream_state),
+        ];
+        for (path, name) in names {
+            if !valid_topic(name) {
+                push(path, format!("{name:?}: 1-249 of A-Z a-z 0-9 . _ -"));
+            }
+        }
+        if t.streams == t.segments || t.streams == t.stream_state || t.segments == t.stream_state {
+            push("fleet.topics", "the three topics must differ".into());
+        }
+        if self.group_id.is_empty() {
+            push("fleet.group_id", "must not be empty".into());
+        }
+        if !(1..=10_000).contains(&self.partitions) {
+            push("fleet.partitions", "must be from 1 to 10000".into());
+        }
+        if !(1..=32).contains(&self.replication) {
+            push("fleet.replication", "must be from 1 to 32".into());
+        }
+        let ret = self.segment_retention_mins;
+        if !(ret.is_finite() && (1.0..=10_080.0).contains(&ret)) {
+            push(
+                "fleet.segment_retention_mins",
+                "must be from 1 to 10080 minutes".into(),
+            );
+        }
+        if !(1024..=(100 << 20)).contains(&self.max_message_bytes) {
+            push(
+                "fleet.max_message_bytes",
+                "must be from 1024 to 104857600".into(),
+            );
+        }
+        let session = self.session_timeout_secs;
+        if !(session.is_finite() && (1.0..=300.0).contains(&session)) {
+            push(
+                "fleet.session_timeout_secs",
+                "must be from 1 to 300 seconds".into(),
+            );
+        }
+        let every = self.checkpoint_secs;
+        if !(every.is_finite() && (0.1..=60.0).contains(&every)) {
+            push(
+                "fleet.checkpoint_secs",
+                "must be from 0.1 to 60 seconds".into(),
+            );
+        }
+        if !["cooperative-sticky", "range", "roundrobin"].contains(&self.assignment.as_str()) {
+            push(
+                "fleet.assignment",
+                format!(
+                    "{:?}: expected \"cooperative-sticky\", \"range\" or \"roundrobin\"",
+                    self.assignment
+                ),
+            );
+        }
+        for key in self.properties.keys() {
+            if !FLEET_PROPERTY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                push(
+                    &format!("fleet.properties.{key}"),
+                    "only security.*, sasl.* and ssl.* properties may be set here".into(),
+                );
+            }
+        }
+        if !out.is_empty() {
+            return Err(out);
+        }
+        Ok(firebreak_delivery::fleet::FleetConfig {
+            brokers: self.brokers.clone(),
+            streams_topic: t.streams.clone(),
+            segments_topic: t.segments.clone(),
+            state_topic: t.stream_state.clone(),
+            group_id: self.group_id.clone(),
+            partitions: self.partitions as i32,
+            replication: self.replication as i32,
+            segment_retention_ms: (ret * 60_000.0) as u64,
+            max_message_bytes: self.max_message_bytes,
+            session_timeout_ms: (session * 1000.0) as u32,
+            assignment: self.assignment.clone(),
+            checkpoint_every: Duration::from_secs_f64(every),
+            properties: self.properties.clone(),
+            worker_id: String::new(),
+        })
+    }
 }
 
 /// `[server]`.
@@ -479,6 +662,9 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     /// Streams pulled from the start.
     pub streams: Vec<StreamSettings>,
+    /// Fleet mode (`None`: one process). Its `worker_id` is empty here: the daemon
+    /// fills it in.
+    pub fleet: Option<firebreak_delivery::fleet::FleetConfig>,
     /// The file this was loaded from (SIGHUP reads it again).
     pub source: Option<PathBuf>,
     /// The file's model (paths resolved), validated again by [`Settings::reread`]
@@ -703,7 +889,11 @@ impl ServiceConfig {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| vec![Issue::new("(file)", e.to_string().trim())])?;
         let parsed: Result<ServiceConfig, _> = serde_ignored::deserialize(de, |path| {
-            unknown.push(Issue::new(path.to_string(), "unknown field"))
+            // An optional section's path reads `fleet?.topics.x`: shown as written.
+            unknown.push(Issue::new(
+                path.to_string().replace("?.", "."),
+                "unknown field",
+            ))
         });
         let mut config = match parsed {
             Ok(c) => c,
@@ -1050,6 +1240,16 @@ impl ServiceConfig {
             }
         }
         let policy = self.load_policy().map_err(|issues| out.extend(issues)).ok();
+        let fleet = match &self.fleet {
+            None => None,
+            Some(f) => match f.validate() {
+                Ok(f) => Some(f),
+                Err(issues) => {
+                    out.extend(issues);
+                    None
+                }
+            },
+        };
         let (
             Some(listen),
             Some(header_timeout),
@@ -1134,6 +1334,7 @@ impl ServiceConfig {
                 max_bytes: self.outbox.max_bytes,
             },
             streams,
+            fleet,
             data_dir,
             source: None,
             raw: self,
@@ -1318,6 +1519,78 @@ sampling = "every"
         assert_eq!(
             issues,
             vec![Issue::new("policy.file: version", "must not be empty")]
+        );
+    }
+
+    #[test]
+    fn without_a_fleet_section_there_is_no_fleet() {
+        let c = ServiceConfig::parse("", Path::new("/etc")).unwrap();
+        assert!(c.fleet.is_none());
+    }
+
+    #[test]
+    fn a_fleet_section_becomes_typed_settings_with_defaults() {
+        let text = r#"
+[fleet]
+brokers = "k1:9092,k2:9092"
+partitions = 8
+session_timeout_secs = 6
+properties = { "security.protocol" = "SASL_SSL", "sasl.mechanism" = "PLAIN" }
+[fleet.topics]
+segments = "fb.seg"
+"#;
+        let c = ServiceConfig::parse(text, Path::new("/etc")).unwrap();
+        let f = c.fleet.unwrap();
+        assert_eq!(f.brokers, "k1:9092,k2:9092");
+        assert_eq!(
+            (
+                f.streams_topic.as_str(),
+                f.segments_topic.as_str(),
+                f.state_topic.as_str()
+            ),
+            ("firebreak.streams", "fb.seg", "firebreak.stream-state")
+        );
+        assert_eq!(f.group_id, "firebreak-workers");
+        assert_eq!(f.partitions, 8);
+        assert_eq!(f.session_timeout_ms, 6000);
+        assert_eq!(f.assignment, "cooperative-sticky");
+        assert_eq!(f.segment_retention_ms, 30 * 60_000);
+        assert_eq!(f.checkpoint_every, Duration::from_secs(1));
+        assert_eq!(f.properties.len(), 2);
+    }
+
+    #[test]
+    fn every_fleet_problem_is_reported_with_its_path() {
+        let text = r#"
+[fleet]
+partitions = 0
+session_timeout_secs = 0
+assignment = "sticky-ish"
+max_message_bytes = 10
+properties = { "bootstrap.servers" = "elsewhere:9092", "ssl.ca.location" = "/ca.pem" }
+[fleet.topics]
+streams = "bad topic"
+segments = "firebreak.stream-state"
+colour = "red"
+"#;
+        let issues = ServiceConfig::parse(text, Path::new("/tmp")).unwrap_err();
+        let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        for want in [
+            "fleet.topics.colour",
+            "fleet.brokers",
+            "fleet.topics.streams",
+            "fleet.topics",
+            "fleet.partitions",
+            "fleet.session_timeout_secs",
+            "fleet.assignment",
+            "fleet.max_message_bytes",
+            "fleet.properties.bootstrap.servers",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        assert!(
+            !paths.contains(&"fleet.properties.ssl.ca.location"),
+            "{paths:?}"
         );
     }
 

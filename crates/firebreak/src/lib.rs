@@ -23,5 +23,6 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod fleet;
 pub mod http;
 pub mod metrics;

@@ -265,7 +265,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Most evidence items a rule keeps (the most recent).
 const EVIDENCE_PER_RULE: usize = 8;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RuleState {
     smoothed: Option<f64>,
     /// (media time, counted) of the last `n` frames.
@@ -276,7 +276,7 @@ struct RuleState {
     evidence: VecDeque<Evidence>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Incident {
     id: String,
     started_ms: u64,
@@ -285,8 +285,10 @@ struct Incident {
     reported: BTreeSet<String>,
 }
 
-/// One stream's policy state.
-#[derive(Debug, Clone)]
+/// One stream's policy state. Serialisable (serde), so a stream that moves to another
+/// worker keeps its incident, windows and cool-down; the JSON form is versioned by the
+/// record that carries it (fleet mode's `firebreak.stream-state`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamState {
     stream_id: String,
     rules: Vec<RuleState>,

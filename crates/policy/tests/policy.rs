@@ -475,3 +475,38 @@ proptest! {
         check_events(&a);
     }
 }
+
+/// Fleet mode moves a stream's state between workers as JSON: the restored state goes
+/// on with the same incident (no second `escalated`), where a fresh one would escalate
+/// again.
+#[test]
+fn a_serialised_state_continues_its_incident() {
+    let p = policy();
+    let mut s = StreamState::new("s", &p);
+    let crisis = |i: u64| {
+        let mut f = frame(i);
+        f.hash_matches.push(hash("crisis", "cc-1", 12));
+        f
+    };
+    let first: Vec<Decision> = (0..4).flat_map(|i| s.on_frame(&p, &crisis(i))).collect();
+    assert_eq!(
+        kinds(&first),
+        vec![(DecisionKind::Escalated, "crisis".into())]
+    );
+    let json = serde_json::to_string(&s).unwrap();
+    let mut moved: StreamState = serde_json::from_str(&json).unwrap();
+    let later: Vec<Decision> = (4..8)
+        .flat_map(|i| moved.on_frame(&p, &crisis(i)))
+        .collect();
+    assert!(
+        later
+            .iter()
+            .all(|d| d.kind != DecisionKind::Escalated && d.incident_id == first[0].incident_id),
+        "{later:?}"
+    );
+    let mut fresh = StreamState::new("s", &p);
+    let again: Vec<Decision> = (4..8)
+        .flat_map(|i| fresh.on_frame(&p, &crisis(i)))
+        .collect();
+    assert!(again.iter().any(|d| d.kind == DecisionKind::Escalated));
+}

@@ -93,6 +93,11 @@ pub fn start(bin: &Path, extra: &str) -> Daemon {
 
 /// [`start`] in a given directory (banks prepared beforehand).
 pub fn start_in(bin: &Path, dir: tempfile::TempDir, extra: &str) -> Daemon {
+    start_named(bin, dir, "test-worker", extra)
+}
+
+/// [`start_in`] with worker id `worker_id` (several workers of one fleet).
+pub fn start_named(bin: &Path, dir: tempfile::TempDir, worker_id: &str, extra: &str) -> Daemon {
     let data = dir.path().join("data");
     let config = dir.path().join("firebreak.toml");
     let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
@@ -101,7 +106,12 @@ pub fn start_in(bin: &Path, dir: tempfile::TempDir, extra: &str) -> Daemon {
     } else {
         format!("{listen}{extra}")
     };
-    std::fs::write(&config, format!("{}\n{extra}", base_config(&data))).unwrap();
+    let base = base_config(&data).replacen(
+        "worker_id = \"test-worker\"",
+        &format!("worker_id = \"{worker_id}\""),
+        1,
+    );
+    std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
     let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config)

@@ -194,6 +194,11 @@ pub struct Daemon {
     router: Router,
     tls: Option<Tls>,
     metrics_listener: Option<tokio::net::TcpListener>,
+    /// Names this worker (events, fleet records).
+    worker_id: String,
+    /// Fleet mode: streams being handed to another worker (their end is not an
+    /// `ended` decision).
+    handoff: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -270,13 +275,14 @@ impl Daemon {
                 .unwrap_or_else(|_| "firebreak".into())
         });
         let default_tenant = config.default_tenant();
+        let producer_worker_id = worker_id.clone();
         let engine = Engine::new(
             EngineConfig {
                 classify_every: config.detectors.classify_every,
                 video_window_secs: config.detectors.video_window_secs,
                 audit_path: data.join("audit.jsonl"),
                 producer: Producer {
-                    worker_id,
+                    worker_id: producer_worker_id,
                     tenant: default_tenant.clone(),
                 },
             },
@@ -298,6 +304,7 @@ impl Daemon {
             engine.clone(),
             engine.clone(),
         );
+        let handoff: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
         let ingest = IngestState::new(IngestConfig {
             max_segment_bytes: config.server.max_body_bytes,
             reorder_window: config.ingest.reorder_window,
@@ -306,7 +313,16 @@ impl Daemon {
             sampling: config.ingest.sampling,
             max_output: config.ingest.max_frame,
             on_frame: Arc::new(move |f| frames_engine.on_frame(&f)),
-            on_end: Arc::new(move |id| end_engine.on_stream_event(id, StreamEvent::Ended)),
+            on_end: {
+                let handoff = handoff.clone();
+                Arc::new(move |id| {
+                    // A stream handed to another worker (fleet mode) goes on there.
+                    let moved = handoff.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                    if !moved {
+                        end_engine.on_stream_event(id, StreamEvent::Ended)
+                    }
+                })
+            },
             annotate: Some(Arc::new(move |id| tier_engine.tier(id))),
             net: Arc::new(own_addresses((*config.ingest.net).clone())),
             idle_timeout: config.ingest.idle_timeout,
@@ -321,7 +337,9 @@ impl Daemon {
         });
         let streams: Arc<dyn crate::metrics::StreamSource> = ingest.clone();
         metrics.watch_streams(Arc::downgrade(&streams));
-        for s in &config.streams {
+        // In fleet mode the config file's streams are registered on the streams topic
+        // when serving starts (their owner runs them).
+        for s in config.streams.iter().filter(|_| config.fleet.is_none()) {
             let owner = s.tenant.clone().unwrap_or_else(|| default_tenant.clone());
             ingest
                 .register(s, &owner)
@@ -429,6 +447,8 @@ impl Daemon {
             router,
             tls,
             metrics_listener: None,
+            worker_id,
+            handoff,
         })
     }
 
@@ -487,9 +507,36 @@ impl Daemon {
             router,
             tls,
             metrics_listener,
+            worker_id,
+            handoff,
             ..
         } = self;
         let limits = config.server.limits();
+        // Fleet mode: topics, the state view, the group; the routes produce from now on.
+        let fleet = match &config.fleet {
+            None => None,
+            Some(f) => {
+                let mut f = f.clone();
+                f.worker_id = worker_id.clone();
+                let ready_api = api.clone();
+                let fleet = crate::fleet::Fleet::start(
+                    f,
+                    ingest.clone(),
+                    engine.clone(),
+                    handoff,
+                    Arc::new(move |r: bool| {
+                        let closing = *ready_api.closing.borrow();
+                        ready_api.ready.store(r && !closing, Ordering::Release)
+                    }),
+                    &config.streams,
+                    &config.default_tenant(),
+                )
+                .await
+                .context("fleet mode")?;
+                ingest.set_fleet(fleet.clone());
+                Some(fleet)
+            }
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Delivery.
         let delivery = {
@@ -537,6 +584,11 @@ impl Daemon {
                 tracing::info!("shutting down: intake stopped, draining streams");
                 api.ready.store(false, Ordering::Release);
                 api.closing.send_replace(true);
+                if let Some(fleet) = fleet {
+                    // Leave the group: the owned streams are handed off (their state
+                    // published) and move to the other workers.
+                    let _ = tokio::task::spawn_blocking(move || fleet.leave()).await;
+                }
                 ingest.stop_intake();
                 ingest.end_all();
                 let deadline = Instant::now() + Duration::from_secs(30);

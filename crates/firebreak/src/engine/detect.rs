@@ -106,6 +106,11 @@ impl StreamDetect {
 
     /// Adopts `policy` if the state is adapted to another one (rule state carried
     /// over by name, see `StreamState::adopt`).
+    /// The version of the policy the state is adapted to.
+    pub(crate) fn policy_version(&self) -> &str {
+        self.policy.version()
+    }
+
     pub(crate) fn adapt(&mut self, policy: &Arc<Policy>) {
         if !Arc::ptr_eq(&self.policy, policy) {
             self.state.adopt(&self.policy, policy);

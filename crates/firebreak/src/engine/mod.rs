@@ -252,6 +252,57 @@ impl Engine {
         }
     }
 
+    /// Stream `id`'s policy state (fleet mode publishes it so the next owner keeps the
+    /// stream's incident), with the version of the policy it is adapted to.
+    pub fn policy_state(
+        &self,
+        id: &str,
+    ) -> Option<(firebreak_policy::policy::StreamState, String)> {
+        let slot = self.slot(id)?;
+        let s = slot.lock();
+        Some((s.state.clone(), s.policy_version().to_owned()))
+    }
+
+    /// Stream `id` of `tenant` continues from `state` (published by its previous
+    /// owner): a new slot holding it, adapted to the current policy at its next frame.
+    /// `policy_version` is the version `state` was adapted to; a state from another
+    /// policy version is started afresh (its rules may not line up).
+    pub fn restore_policy_state(
+        &self,
+        id: &str,
+        tenant: &str,
+        state: firebreak_policy::policy::StreamState,
+        policy_version: &str,
+    ) {
+        let policy = self.policy();
+        let slot = self.new_slot(id, &policy, tenant);
+        if policy.version() == policy_version {
+            slot.lock().state = state;
+            let s = slot.lock();
+            slot.publish(&s, &policy);
+        } else {
+            tracing::warn!(stream = %id, from = %policy_version, to = %policy.version(), "stream state of another policy version not restored");
+        }
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), slot);
+    }
+
+    /// Forgets stream `id` here without an `ended` decision (fleet mode: it moved to
+    /// another worker, which continues its state).
+    pub fn forget_stream(&self, id: &str) {
+        if self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
+        {
+            self.metrics.stream_tier.remove_label_values(&[id]).ok();
+        }
+    }
+
     /// The tenant stream `id` belongs to (the producer's tenant if unknown).
     pub fn owner(&self, id: &str) -> Arc<str> {
         match self.slot(id) {

@@ -171,6 +171,8 @@ pub struct IngestState {
     /// The drops of streams no longer in `streams` (updated under its lock).
     retired: Mutex<DropCounts>,
     accepting: std::sync::atomic::AtomicBool,
+    /// Fleet mode: the routes produce to Kafka and show the fleet (`crate::fleet`).
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 impl std::fmt::Debug for IngestState {
@@ -189,7 +191,145 @@ impl IngestState {
             streams: Mutex::new(HashMap::new()),
             retired: Mutex::new(DropCounts::default()),
             accepting: std::sync::atomic::AtomicBool::new(true),
+            fleet: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Switches the routes to fleet mode (once, before serving).
+    pub fn set_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// The configured source policy (fleet mode checks API sources at the receiving
+    /// worker too).
+    pub fn net_policy(&self) -> &Arc<NetPolicy> {
+        &self.config.net
+    }
+
+    /// The largest accepted segment, bytes.
+    pub fn max_segment_bytes(&self) -> usize {
+        self.config.max_segment_bytes
+    }
+
+    /// Fleet mode, at the owner: pushed stream `id` of `owner` running here, created
+    /// (its sequencer expecting `first` first) if it is not. False if it cannot start
+    /// (stream limit, quota, intake stopped, another tenant's).
+    pub fn owned_pushed(&self, id: &str, owner: &str, first: u64) -> bool {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = streams.get(id) {
+            if s.owner == owner && !s.stream.is_finished() {
+                return true;
+            }
+            if s.owner != owner {
+                return false;
+            }
+        }
+        if let Some(old) = streams.remove(id) {
+            self.retire(&old);
+        }
+        if self.admit(&mut streams, owner).is_err() {
+            return false;
+        }
+        let entry = self.start(id, owner, None, self.config.sampling, "push");
+        *entry.sequencer.lock().unwrap_or_else(|e| e.into_inner()) =
+            Sequencer::starting_at(first, self.config.reorder_window);
+        streams.insert(id.to_owned(), Arc::new(entry));
+        true
+    }
+
+    /// Fleet mode, at the owner: hands `bytes` straight to pushed stream `id`'s decoder,
+    /// outside the sequencer (an fMP4 init section before a resumed stream's next
+    /// segment). Blocking.
+    pub fn feed_raw(&self, id: &str, bytes: Vec<u8>) -> bool {
+        let Some(entry) = self.visible(id, None) else {
+            return false;
+        };
+        let feed = entry.feed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        feed.is_some_and(|f| f.send_blocking(FeedItem::Bytes(bytes)).is_ok())
+    }
+
+    /// Fleet mode, at the owner: offers segment `seq` of pushed stream `id` to its
+    /// sequencer and hands what it releases to the decoder (blocking: waits while the
+    /// decoder is behind). `None` if the stream is not running here or has ended.
+    pub fn offer_blocking(&self, id: &str, seq: u64, bytes: Vec<u8>) -> Option<SegmentOutcome> {
+        let entry = self.visible(id, None)?;
+        entry.last_segment_ms.store(
+            self.config.clock.now_ms(),
+            std::sync::atomic::Ordering::Release,
+        );
+        let feed = entry
+            .feed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let intake = entry
+            .sequencer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seq, bytes);
+        Some(match intake {
+            Intake::Released { segments, .. } => {
+                for (_, b) in segments {
+                    if feed.send_blocking(FeedItem::Bytes(b)).is_err() {
+                        break;
+                    }
+                }
+                SegmentOutcome::Released
+            }
+            Intake::Held => SegmentOutcome::Held,
+            Intake::Duplicate => SegmentOutcome::Duplicate,
+            Intake::Late | Intake::OutOfRange => SegmentOutcome::Late,
+        })
+    }
+
+    /// Fleet mode, at the owner: ends pushed stream `id` (its held segments go to the
+    /// decoder). Blocking. `None` if unknown or ended before.
+    pub fn end_owned(&self, id: &str) -> Option<usize> {
+        let entry = self.visible(id, None)?;
+        end_pushed(&entry)
+    }
+
+    /// Whether stream `id` runs here (not finished).
+    pub fn is_running(&self, id: &str) -> bool {
+        self.visible(id, None)
+            .is_some_and(|e| !e.stream.is_finished())
+    }
+
+    /// Stream `id` as the API shows it here, with the number its sequencer expects
+    /// next (pushed streams).
+    pub fn local_view(&self, id: &str) -> Option<(StreamView, Option<u64>)> {
+        let entry = self.visible(id, None)?;
+        let next = entry
+            .sequencer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_expected();
+        Some((self.view(id, &entry), next))
+    }
+
+    /// Fleet mode: stops stream `id` because it moves to another worker (blocking).
+    /// A pushed stream first decodes what it was given (5 s at most), a pulled one is
+    /// cancelled; then it is forgotten. Returns its last view and the sequence number
+    /// its sequencer expected next.
+    pub fn hand_off(&self, id: &str) -> Option<(StreamView, Option<u64>)> {
+        let entry = self.visible(id, None)?;
+        if entry.source == "push" {
+            // The held segments go to the decoder too (as the next segments would have
+            // released them): the sequencer then expects the number after the highest
+            // received, where the next owner starts.
+            end_pushed(&entry);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !entry.stream.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let next = entry
+            .sequencer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_expected();
+        let last = self.remove(id, None)?;
+        Some((last, next))
     }
 
     /// Starts a stream: pulled from `source`, or pushed (`None`: segments arrive
@@ -561,6 +701,8 @@ impl IngestState {
             hls,
             tier,
             tier_index,
+            worker: None,
+            consumed_segments: None,
         }
     }
 }
@@ -611,7 +753,7 @@ impl crate::metrics::StreamSource for IngestState {
 
 /// A stream with its state and counters (`GET /v1/streams`, `GET /v1/streams/{id}`,
 /// the answer to a registration and to a `DELETE`).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StreamView {
     /// Stream id.
     pub id: String,
@@ -671,10 +813,46 @@ pub struct StreamView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub tier_index: Option<usize>,
+    /// Fleet mode: the worker running the stream (as of its last published state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub worker: Option<String>,
+    /// Fleet mode, pushed streams: the sequence numbers the owners consumed from the
+    /// segments topic, as ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub consumed_segments: Option<Vec<SeqRange>>,
+}
+
+/// A range of sequence numbers, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeqRange {
+    /// The first.
+    pub first: u64,
+    /// The last.
+    pub last: u64,
+}
+
+/// Fleet mode's answer to a push, a registration, an end or a stop: produced to Kafka
+/// and acknowledged by the broker (acks=all); the owner of the stream acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FleetAccepted {
+    /// The stream.
+    pub stream: String,
+    /// The segment's sequence number (pushes only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub sequence: Option<u64>,
+    /// The topic it went to.
+    pub topic: String,
+    /// Its partition (the stream's).
+    pub partition: i32,
+    /// Its offset (of the last chunk for a chunked segment).
+    pub offset: i64,
 }
 
 /// [`StreamView::frames`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FrameCounters {
     /// Frames decoded.
     pub decoded: u64,
@@ -685,14 +863,14 @@ pub struct FrameCounters {
 }
 
 /// [`FrameCounters::dropped`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DropCounters {
     /// Dropped because the detectors' queue was full.
     pub queue_full: u64,
 }
 
 /// [`StreamView::segments`]: a pushed stream's reorder window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SegmentCounters {
     /// Segments offered.
     pub received: u64,
@@ -709,7 +887,7 @@ pub struct SegmentCounters {
 }
 
 /// [`StreamView::hls`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HlsCounters {
     /// Playlist loads that succeeded.
     pub reloads: u64,
@@ -872,6 +1050,11 @@ async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Json<StreamList> {
     let tenant = caller.tenant_filter();
+    if let Some(f) = state.fleet.get() {
+        return Json(StreamList {
+            streams: f.list(tenant),
+        });
+    }
     let entries: Vec<(String, Arc<Entry>)> = {
         let streams = state.streams.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = streams
@@ -905,6 +1088,16 @@ async fn show(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
+    if let Some(f) = state.fleet.get() {
+        return match f
+            .list(caller.tenant_filter())
+            .into_iter()
+            .find(|s| s.id == id)
+        {
+            Some(v) => Json(v).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no such stream"),
+        };
+    }
     match state.visible(&id, caller.tenant_filter()) {
         Some(p) => Json(state.view(&id, &p)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
@@ -926,6 +1119,7 @@ async fn show(
     responses(
         (status = 201, description = "Started.", body = StreamView,
             headers(("Location" = String, description = "`/v1/streams/{id}`"))),
+        (status = 202, description = "Fleet mode: checked here and produced to the streams topic (acknowledged by the broker); the owner starts it.", body = FleetAccepted),
         (status = 400, description = "The body is not the JSON described or its fields have problems (`issues` lists every one), the source is not allowed, or `tenant` is not the credential's.", body = RegistrationInvalid),
         (status = 403, description = "A `file` source (config file only).", body = ErrorBody),
         (status = 409, description = "The id is taken (by a running stream, or by another tenant's).", body = ErrorBody),
@@ -948,6 +1142,9 @@ async fn register(
             StatusCode::BAD_REQUEST,
             "tenant: a stream belongs to the credential's tenant",
         );
+    }
+    if let Some(f) = state.fleet.get() {
+        return crate::fleet::register(f.clone(), state.clone(), spec, caller.tenant.clone()).await;
     }
     let id = spec.id.clone();
     let st = state.clone();
@@ -998,6 +1195,7 @@ async fn register(
     params(("id" = String, Path, description = "The stream id.")),
     responses(
         (status = 200, description = "Stopped: the stream as it was last.", body = StreamView),
+        (status = 202, description = "Fleet mode: a tombstone produced to the streams topic; the owner stops the stream.", body = FleetAccepted),
         (status = 404, description = "No such stream for this tenant.", body = ErrorBody),
     )
 )]
@@ -1006,6 +1204,9 @@ async fn remove(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
+    if let Some(f) = state.fleet.get() {
+        return crate::fleet::stop(f.clone(), &caller, id).await;
+    }
     let tenant = caller.tenant_filter().map(str::to_owned);
     let removed = tokio::task::spawn_blocking(move || state.remove(&id, tenant.as_deref()))
         .await
@@ -1036,6 +1237,7 @@ async fn remove(
     request_body(content = Vec<u8>, description = "The segment's bytes (not empty).", content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "Taken (or a harmless duplicate, or dropped as late).", body = SegmentResult),
+        (status = 202, description = "Fleet mode: produced to the segments topic and acknowledged by the broker (acks=all); the stream's owner sequences it (duplicates and gaps show in its counters).", body = FleetAccepted),
         (status = 400, description = "A bad stream id, an empty body, or a sequence number out of range. (A sequence number that is not a number is refused by the router with a plain-text 400.)", body = ErrorBody),
         (status = 404, description = "The id belongs to another tenant's stream.", body = ErrorBody),
         (status = 409, description = "The stream has ended or stopped.", body = ErrorBody),
@@ -1076,6 +1278,9 @@ async fn put_segment_in_span(
     }
     if seq > MAX_SEQUENCE {
         return sequence_out_of_range();
+    }
+    if let Some(f) = state.fleet.get() {
+        return crate::fleet::put_segment(f.clone(), &caller, id, seq, body).await;
     }
     let pushed = match state.pushed(&id, &caller.tenant) {
         Ok(p) => p,
@@ -1203,6 +1408,7 @@ fn end_pushed(entry: &Entry) -> Option<usize> {
     params(("id" = String, Path, description = "The stream id.")),
     responses(
         (status = 200, description = "Ended (by this request or before).", body = StreamEnd),
+        (status = 202, description = "Fleet mode: the end produced to the segments topic after the stream's segments; the owner ends it.", body = FleetAccepted),
         (status = 404, description = "No such stream for this tenant.", body = ErrorBody),
     )
 )]
@@ -1211,6 +1417,9 @@ async fn end(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
+    if let Some(f) = state.fleet.get() {
+        return crate::fleet::end(f.clone(), &caller, id).await;
+    }
     let Some(pushed) = state.visible(&id, caller.tenant_filter()) else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };

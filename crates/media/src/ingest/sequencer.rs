@@ -90,6 +90,11 @@ impl<T> Sequencer<T> {
         self.stats
     }
 
+    /// The sequence number expected next (`None` once finished).
+    pub fn next_expected(&self) -> Option<u64> {
+        self.next
+    }
+
     /// Segments currently held.
     pub fn held(&self) -> usize {
         self.held.len()

@@ -1,0 +1,835 @@
+//! Fleet mode (`[fleet]`): workers share streams through Kafka
+//! (`firebreak_delivery::fleet` holds the Kafka side; this is the worker's side).
+//!
+//! - **Any worker's API** produces: a pushed segment to the segments topic (`202`
+//!   once the broker acknowledged it, acks=all), a registration or a stop (tombstone)
+//!   to the streams topic, a pushed stream's end to the segments topic (after its
+//!   segments, so the owner reads it after them). Authentication, tenant, size and
+//!   rate checks happen first, at the receiving worker. `GET /v1/streams` shows the
+//!   whole fleet from the state topic. (Fleet-wide quotas, issue 14, would hook in
+//!   [`put_segment`] and [`register`], before producing.)
+//! - **The owner** of a partition (the consumer group on the streams topic decides)
+//!   runs its streams: registrations start pulled streams, segments go through the
+//!   stream's sequencer to its decoder (duplicates and far-off numbers are counted
+//!   there), and every `checkpoint_secs` it publishes each stream's state (view,
+//!   consumed sequence numbers, the sequencer's next number, the policy state) and
+//!   then the segment position of the partition to the state topic.
+//! - **On revoke** it stops those streams without ending them (no `ended` decision:
+//!   the stream continues elsewhere), publishes their state and the position;
+//!   readiness is false meanwhile. **On assign** it reads the state topic up to a
+//!   marker it produced, restores each stream's policy state (its open incident goes
+//!   on, no duplicate) and sequencer, and reads segments from the position; pulled
+//!   sources reconnect at the live edge; an fMP4 stream's init section (sent with its
+//!   registration) is fed first.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use firebreak_delivery::fleet::{
+    FleetConfig, FleetHandler, FleetProducer, Membership, SegmentEvent, SegmentReader, StateView,
+    block_on, ensure_topics,
+};
+use firebreak_policy::policy::StreamState;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{StreamSettings, StreamSource, StreamSpec};
+use crate::engine::Engine;
+use crate::http::auth::Caller;
+use crate::http::error;
+use crate::http::ingest::{
+    API_HLS_SCHEMES, API_URL_SCHEMES, FleetAccepted, IngestState, RegistrationInvalid, SeqRange,
+    StreamView,
+};
+
+/// The version of the JSON records below.
+const VERSION: u32 = 1;
+
+/// A registration on the streams topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Registration {
+    v: u32,
+    tenant: String,
+    /// A pushed stream (registered by its segment 0), else a pulled one (`spec`).
+    #[serde(default)]
+    push: bool,
+    #[serde(default)]
+    spec: Option<StreamSpec>,
+    /// From a worker's config file (any source), not the API.
+    #[serde(default)]
+    trusted: bool,
+    /// fMP4 init section, base64.
+    #[serde(default)]
+    init: Option<String>,
+}
+
+/// A stream's state on the state topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StateRecord {
+    v: u32,
+    worker: String,
+    partition: i32,
+    updated_ms: u64,
+    view: StreamView,
+    consumed: Vec<SeqRange>,
+    next_seq: Option<u64>,
+    policy_version: Option<String>,
+    policy_state: Option<StreamState>,
+}
+
+/// A partition's segment position on the state topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
+    v: u32,
+    offset: i64,
+    worker: String,
+}
+
+/// Sequence numbers as sorted, disjoint, non-adjacent ranges. Pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    /// Adds `n`.
+    pub fn insert(&mut self, n: u64) {
+        let v = &mut self.0;
+        let i = v.partition_point(|&(_, last)| last.saturating_add(1) < n);
+        if i < v.len() && v[i].0 <= n.saturating_add(1) {
+            v[i].0 = v[i].0.min(n);
+            v[i].1 = v[i].1.max(n);
+            if i + 1 < v.len() && v[i + 1].0 <= v[i].1.saturating_add(1) {
+                v[i].1 = v[i].1.max(v[i + 1].1);
+                v.remove(i + 1);
+            }
+        } else {
+            v.insert(i, (n, n));
+        }
+    }
+
+    /// The ranges, for the API.
+    pub fn to_api(&self) -> Vec<SeqRange> {
+        self.0
+            .iter()
+            .map(|&(first, last)| SeqRange { first, last })
+            .collect()
+    }
+
+    /// From the API form.
+    pub fn from_api(r: &[SeqRange]) -> Ranges {
+        let mut out = Ranges::default();
+        for r in r {
+            if r.first <= r.last && r.last - r.first < 1 << 20 {
+                for n in r.first..=r.last {
+                    out.insert(n);
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Local {
+    partition: i32,
+    tenant: String,
+    consumed: Ranges,
+}
+
+struct Worker {
+    cfg: FleetConfig,
+    producer: FleetProducer,
+    view: StateView,
+    ingest: Arc<IngestState>,
+    engine: Arc<Engine>,
+    reader: OnceLock<Arc<SegmentReader>>,
+    local: Mutex<HashMap<String, Local>>,
+    owned: Mutex<BTreeSet<i32>>,
+    handoff: Arc<Mutex<HashSet<String>>>,
+    inits: Mutex<HashMap<String, Vec<u8>>>,
+    revoking: AtomicUsize,
+    ready: Arc<dyn Fn(bool) + Send + Sync>,
+    markers: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a stream in this state has stopped for good.
+fn finished(state: &str) -> bool {
+    state == "ended" || state == "failed"
+}
+
+impl Worker {
+    fn record(&self, id: &str) -> Option<StateRecord> {
+        let (mut view, next) = self.ingest.local_view(id)?;
+        let (partition, consumed) = {
+            let local = lock(&self.local);
+            let l = local.get(id)?;
+            (l.partition, l.consumed.to_api())
+        };
+        Some(self.state_of(id, &mut view, next, partition, consumed))
+    }
+
+    fn state_of(
+        &self,
+        id: &str,
+        view: &mut StreamView,
+        next: Option<u64>,
+        partition: i32,
+        consumed: Vec<SeqRange>,
+    ) -> StateRecord {
+        view.worker = Some(self.cfg.worker_id.clone());
+        if view.source == "push" {
+            view.consumed_segments = Some(consumed.clone());
+        }
+        let (policy_state, policy_version) = match self.engine.policy_state(id) {
+            Some((s, v)) => (Some(s), Some(v)),
+            None => (None, None),
+        };
+        StateRecord {
+            v: VERSION,
+            worker: self.cfg.worker_id.clone(),
+            partition,
+            updated_ms: self.engine.now_ms(),
+            view: view.clone(),
+            consumed,
+            next_seq: next,
+            policy_version,
+            policy_state,
+        }
+    }
+
+    fn publish(&self, records: Vec<(String, StateRecord)>, position: Option<(i32, i64)>) {
+        let producer = &self.producer;
+        let worker = self.cfg.worker_id.clone();
+        let r = block_on(async {
+            for (id, rec) in &records {
+                let bytes = serde_json::to_vec(rec).expect("a state record is JSON");
+                producer.state(id, Some(&bytes), None).await?;
+            }
+            if let Some((p, offset)) = position {
+                let pos = Position {
+                    v: VERSION,
+                    offset,
+                    worker,
+                };
+                let bytes = serde_json::to_vec(&pos).expect("JSON");
+                producer
+                    .state(&format!("__position/{p}"), Some(&bytes), Some(p))
+                    .await?;
+            }
+            Ok::<_, firebreak_delivery::fleet::FleetError>(())
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "fleet: publishing stream state failed");
+        }
+    }
+
+    /// The previous owner's record of `id`, if any (of this schema version).
+    fn previous(&self, id: &str) -> Option<StateRecord> {
+        let e = self.view.get(id)?;
+        serde_json::from_slice::<StateRecord>(&e.value)
+            .ok()
+            .filter(|r| r.v == VERSION)
+    }
+
+    /// Restores `id`'s policy state from its previous owner's record; returns the
+    /// record.
+    fn restore(&self, id: &str, tenant: &str) -> Option<StateRecord> {
+        let rec = self.previous(id)?;
+        if !finished(&rec.view.state)
+            && let (Some(state), Some(version)) = (&rec.policy_state, &rec.policy_version)
+        {
+            self.engine
+                .restore_policy_state(id, tenant, state.clone(), version);
+        }
+        Some(rec)
+    }
+
+    /// Pushed stream `id` running here (resumed from its previous owner's state).
+    fn start_pushed(&self, id: &str, tenant: &str, partition: i32) -> bool {
+        if lock(&self.local).contains_key(id) && self.ingest.is_running(id) {
+            return true;
+        }
+        let rec = self.restore(id, tenant);
+        let next = rec.as_ref().and_then(|r| r.next_seq).unwrap_or(0);
+        if !self.ingest.owned_pushed(id, tenant, next) {
+            tracing::warn!(stream = %id, "fleet: cannot start a pushed stream here (limit, quota or another tenant's)");
+            return false;
+        }
+        if next > 0
+            && let Some(init) = lock(&self.inits).get(id).cloned()
+        {
+            self.ingest.feed_raw(id, init);
+        }
+        let consumed = rec
+            .as_ref()
+            .map(|r| Ranges::from_api(&r.consumed))
+            .unwrap_or_default();
+        tracing::info!(stream = %id, partition, next, resumed = rec.is_some(), "fleet: pushed stream runs here");
+        lock(&self.local).insert(
+            id.to_owned(),
+            Local {
+                partition,
+                tenant: tenant.to_owned(),
+                consumed,
+            },
+        );
+        true
+    }
+
+    fn marker(&self, p: i32) -> bool {
+        let n = self.markers.fetch_add(1, Ordering::Relaxed);
+        let key = format!("__marker/{}/{}/{n}", self.cfg.worker_id, std::process::id());
+        if let Err(e) = block_on(self.producer.state(&key, Some(b"{\"v\":1}"), Some(p))) {
+            tracing::error!(error = %e, partition = p, "fleet: producing a catch-up marker failed");
+            return false;
+        }
+        self.view.wait_marker(&key, Duration::from_secs(60))
+    }
+}
+
+impl FleetHandler for Worker {
+    fn assigned(&self, partitions: &[i32]) {
+        for &p in partitions {
+            lock(&self.owned).insert(p);
+            if !self.marker(p) {
+                tracing::warn!(
+                    partition = p,
+                    "fleet: state topic not caught up; starting anyway"
+                );
+            }
+            let position = self
+                .view
+                .get(&format!("__position/{p}"))
+                .and_then(|e| serde_json::from_slice::<Position>(&e.value).ok())
+                .map_or(0, |pos| pos.offset);
+            // Pushed streams that were running continue here at once.
+            for (id, e) in self.view.streams() {
+                if e.partition != p {
+                    continue;
+                }
+                let Ok(rec) = serde_json::from_slice::<StateRecord>(&e.value) else {
+                    continue;
+                };
+                if rec.view.source == "push" && !finished(&rec.view.state) {
+                    self.start_pushed(&id, &rec.view.tenant, p);
+                }
+            }
+            tracing::info!(partition = p, position, "fleet: reading segments");
+            if let Some(r) = self.reader.get() {
+                r.add(p, position);
+            }
+        }
+    }
+
+    fn revoked(&self, partitions: &[i32]) {
+        self.revoking.fetch_add(1, Ordering::AcqRel);
+        (self.ready)(false);
+        for &p in partitions {
+            if !lock(&self.owned).remove(&p) {
+                continue;
+            }
+            let position = self.reader.get().and_then(|r| r.remove(p));
+            let moving: Vec<(String, Local)> = {
+                let mut local = lock(&self.local);
+                let ids: Vec<String> = local
+                    .iter()
+                    .filter(|(_, l)| l.partition == p)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| local.remove(&id).map(|l| (id, l)))
+                    .collect()
+            };
+            let stopped: Vec<(String, Local, Option<(StreamView, Option<u64>)>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = moving
+                        .into_iter()
+                        .map(|(id, l)| {
+                            scope.spawn(move || {
+                                lock(&self.handoff).insert(id.clone());
+                                let last = self.ingest.hand_off(&id);
+                                (id, l, last)
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+                });
+            let mut records = Vec::new();
+            for (id, l, last) in stopped {
+                lock(&self.handoff).remove(&id);
+                if let Some((mut view, next)) = last {
+                    let mut rec = self.state_of(&id, &mut view, next, p, l.consumed.to_api());
+                    if !finished(&rec.view.state) {
+                        // It goes on elsewhere.
+                        rec.view.state = "moving".into();
+                    }
+                    records.push((id.clone(), rec));
+                }
+                self.engine.forget_stream(&id);
+            }
+            tracing::info!(
+                partition = p,
+                streams = records.len(),
+                ?position,
+                "fleet: streams handed off"
+            );
+            self.publish(records, position.map(|o| (p, o)));
+        }
+        if self.revoking.fetch_sub(1, Ordering::AcqRel) == 1 {
+            (self.ready)(true);
+        }
+    }
+
+    fn registration(&self, partition: i32, stream: &str, value: Option<&[u8]>) {
+        if !lock(&self.owned).contains(&partition) {
+            return;
+        }
+        let Some(value) = value else {
+            // Stopped through the API: it ends here (its incident closes).
+            lock(&self.inits).remove(stream);
+            if lock(&self.local).remove(stream).is_some() {
+                self.ingest.remove(stream, None);
+            }
+            if let Err(e) = block_on(self.producer.state(stream, None, None)) {
+                tracing::error!(error = %e, %stream, "fleet: state tombstone failed");
+            }
+            return;
+        };
+        let reg = match serde_json::from_slice::<Registration>(value) {
+            Ok(r) if r.v == VERSION => r,
+            Ok(r) => {
+                tracing::warn!(%stream, version = r.v, "fleet: registration of another schema version skipped");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%stream, error = %e, "fleet: unreadable registration skipped");
+                return;
+            }
+        };
+        if reg.push {
+            if let Some(init) = reg
+                .init
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            {
+                lock(&self.inits).insert(stream.to_owned(), init);
+            }
+            return;
+        }
+        let Some(spec) = reg.spec else { return };
+        if lock(&self.local).contains_key(stream) && self.ingest.is_running(stream) {
+            return;
+        }
+        if self
+            .previous(stream)
+            .is_some_and(|r| finished(&r.view.state))
+        {
+            // It ran to its end before (a registration read again after a move).
+            return;
+        }
+        self.restore(stream, &reg.tenant);
+        let started = if reg.trusted {
+            match spec.validate("stream") {
+                Ok(s) => self
+                    .ingest
+                    .register(&s, &reg.tenant)
+                    .map_err(|e| format!("{e:?}")),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        } else {
+            self.ingest
+                .register_untrusted(&spec, &reg.tenant)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        };
+        match started {
+            Ok(()) => {
+                tracing::info!(%stream, partition, "fleet: pulled stream runs here");
+                lock(&self.local).insert(
+                    stream.to_owned(),
+                    Local {
+                        partition,
+                        tenant: reg.tenant,
+                        consumed: Ranges::default(),
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(%stream, error = %e, "fleet: registration not started"),
+        }
+    }
+
+    fn segment(&self, partition: i32, event: SegmentEvent) {
+        if !lock(&self.owned).contains(&partition) {
+            return;
+        }
+        match event {
+            SegmentEvent::Segment {
+                stream,
+                tenant,
+                seq,
+                bytes,
+                accepted_ms,
+            } => {
+                if !self.start_pushed(&stream, &tenant, partition) {
+                    return;
+                }
+                if let Some(l) = lock(&self.local).get_mut(&stream) {
+                    if l.tenant != tenant {
+                        return;
+                    }
+                    l.consumed.insert(seq);
+                }
+                let outcome = self.ingest.offer_blocking(&stream, seq, bytes);
+                tracing::debug!(%stream, seq, ?outcome, lag_ms = self.engine.now_ms().saturating_sub(accepted_ms), "fleet: segment consumed");
+            }
+            SegmentEvent::End { stream, tenant } => {
+                let ours = lock(&self.local)
+                    .get(&stream)
+                    .is_some_and(|l| l.tenant == tenant);
+                if ours {
+                    self.ingest.end_owned(&stream);
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&self, partition: i32, position: i64) {
+        let ids: Vec<String> = lock(&self.local)
+            .iter()
+            .filter(|(_, l)| l.partition == partition)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut records = Vec::new();
+        for id in ids {
+            match self.record(&id) {
+                Some(r) => records.push((id, r)),
+                // Forgotten by the ingest (finished, evicted): its last record stays.
+                None => {
+                    lock(&self.local).remove(&id);
+                }
+            }
+        }
+        self.publish(records, Some((partition, position)));
+    }
+}
+
+/// This worker's part in the fleet.
+pub struct Fleet {
+    worker: Arc<Worker>,
+    membership: Mutex<Option<Membership>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("worker", &self.worker.cfg.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// Creates the topics if needed, reads the state topic, joins the group and
+    /// registers the config file's streams (trusted).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        cfg: FleetConfig,
+        ingest: Arc<IngestState>,
+        engine: Arc<Engine>,
+        handoff: Arc<Mutex<HashSet<String>>>,
+        ready: Arc<dyn Fn(bool) + Send + Sync>,
+        config_streams: &[StreamSettings],
+        default_tenant: &str,
+    ) -> anyhow::Result<Arc<Fleet>> {
+        let partitions = ensure_topics(&cfg).await?;
+        tracing::info!(partitions, brokers = %cfg.brokers, "fleet: topics ready");
+        let producer = FleetProducer::new(&cfg)?;
+        let view = {
+            let cfg = cfg.clone();
+            tokio::task::spawn_blocking(move || StateView::start(&cfg)).await??
+        };
+        let worker = Arc::new(Worker {
+            cfg: cfg.clone(),
+            producer,
+            view,
+            ingest,
+            engine,
+            reader: OnceLock::new(),
+            local: Mutex::new(HashMap::new()),
+            owned: Mutex::new(BTreeSet::new()),
+            handoff,
+            inits: Mutex::new(HashMap::new()),
+            revoking: AtomicUsize::new(0),
+            ready,
+            markers: AtomicU64::new(0),
+        });
+        let reader = Arc::new(SegmentReader::start(&cfg, worker.clone())?);
+        let _ = worker.reader.set(reader);
+        let membership = Membership::join(&cfg, worker.clone())?;
+        for s in config_streams {
+            let spec = StreamSpec {
+                id: s.id.clone(),
+                hls: match &s.source {
+                    StreamSource::Hls(u) => Some(u.clone()),
+                    _ => None,
+                },
+                url: match &s.source {
+                    StreamSource::Url(u) => Some(u.clone()),
+                    _ => None,
+                },
+                file: match &s.source {
+                    StreamSource::File(f) => Some(f.clone()),
+                    _ => None,
+                },
+                sampling: None,
+                tenant: s.tenant.clone(),
+            };
+            let reg = Registration {
+                v: VERSION,
+                tenant: s
+                    .tenant
+                    .clone()
+                    .unwrap_or_else(|| default_tenant.to_owned()),
+                push: false,
+                spec: Some(spec),
+                trusted: true,
+                init: None,
+            };
+            let bytes = serde_json::to_vec(&reg)?;
+            worker.producer.registration(&s.id, Some(&bytes)).await?;
+        }
+        Ok(Arc::new(Fleet {
+            worker,
+            membership: Mutex::new(Some(membership)),
+        }))
+    }
+
+    /// Every stream of the fleet visible to `tenant` (`None`: all), from the state
+    /// topic.
+    pub fn list(&self, tenant: Option<&str>) -> Vec<StreamView> {
+        self.worker
+            .view
+            .streams()
+            .into_iter()
+            .filter_map(|(_, e)| serde_json::from_slice::<StateRecord>(&e.value).ok())
+            .filter(|r| r.v == VERSION && tenant.is_none_or(|t| r.view.tenant == t))
+            .map(|r| r.view)
+            .collect()
+    }
+
+    /// The tenant of stream `id`, if the fleet knows it.
+    fn tenant_of(&self, id: &str) -> Option<String> {
+        self.worker.previous(id).map(|r| r.view.tenant)
+    }
+
+    /// Leaves the group (blocking): the owned streams are handed off first.
+    pub fn leave(&self) {
+        if let Some(mut m) = lock(&self.membership).take() {
+            m.leave();
+        }
+        if let Some(r) = self.worker.reader.get() {
+            r.stop();
+        }
+    }
+}
+
+fn accepted(
+    d: firebreak_delivery::fleet::Delivered,
+    stream: String,
+    topic: &str,
+    sequence: Option<u64>,
+) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(FleetAccepted {
+            stream,
+            sequence,
+            topic: topic.to_owned(),
+            partition: d.partition,
+            offset: d.offset,
+        }),
+    )
+        .into_response()
+}
+
+fn unavailable(e: &firebreak_delivery::fleet::FleetError) -> Response {
+    tracing::error!(error = %e, "fleet: the broker did not acknowledge");
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the fleet's broker did not acknowledge; retry",
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// Whether `bytes` begin with an ISO-BMFF `ftyp` box (an fMP4 init section).
+fn is_fmp4_init(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[4..8] == b"ftyp"
+}
+
+/// `PUT /v1/streams/{id}/segments/{seq}` in fleet mode: produced, `202` after the
+/// broker's acknowledgement.
+pub async fn put_segment(
+    fleet: Arc<Fleet>,
+    caller: &Caller,
+    id: String,
+    seq: u64,
+    body: Bytes,
+) -> Response {
+    if fleet.tenant_of(&id).is_some_and(|t| t != caller.tenant) {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    }
+    let w = &fleet.worker;
+    if seq == 0 {
+        let reg = Registration {
+            v: VERSION,
+            tenant: caller.tenant.clone(),
+            push: true,
+            spec: None,
+            trusted: false,
+            init: is_fmp4_init(&body)
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&body)),
+        };
+        let bytes = serde_json::to_vec(&reg).expect("JSON");
+        if let Err(e) = w.producer.registration(&id, Some(&bytes)).await {
+            return unavailable(&e);
+        }
+    }
+    match w
+        .producer
+        .segment(&id, &caller.tenant, seq, &body, w.engine.now_ms())
+        .await
+    {
+        Ok(d) => accepted(d, id, &w.cfg.segments_topic, Some(seq)),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `POST /v1/streams` in fleet mode: checked here (fields, source policy), produced to
+/// the streams topic; the owner starts it.
+pub async fn register(
+    fleet: Arc<Fleet>,
+    ingest: Arc<IngestState>,
+    spec: StreamSpec,
+    tenant: String,
+) -> Response {
+    let settings = match spec.validate("stream") {
+        Ok(s) => s,
+        Err(issues) => {
+            let issues: Vec<String> = issues.iter().map(ToString::to_string).collect();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(RegistrationInvalid {
+                    error: issues.join("; "),
+                    issues: Some(issues),
+                }),
+            )
+                .into_response();
+        }
+    };
+    let (url, schemes) = match &settings.source {
+        StreamSource::Hls(u) => (u.clone(), API_HLS_SCHEMES),
+        StreamSource::Url(u) => (u.clone(), API_URL_SCHEMES),
+        StreamSource::File(_) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "file sources are configured in the config file only",
+            );
+        }
+    };
+    if fleet.tenant_of(&spec.id).is_some_and(|t| t != tenant) {
+        return error(StatusCode::CONFLICT, "this stream id is taken");
+    }
+    let net = ingest.net_policy().clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        net.check(
+            &url,
+            schemes,
+            &firebreak_media::ingest::guard::system_resolve,
+        )
+        .map(|_| ())
+    })
+    .await;
+    if !matches!(checked, Ok(Ok(()))) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "source not allowed: give an rtmp or srt URL (url) or an http(s) playlist (hls) \
+             on an address this service may reach",
+        );
+    }
+    let id = spec.id.clone();
+    let reg = Registration {
+        v: VERSION,
+        tenant,
+        push: false,
+        spec: Some(spec),
+        trusted: false,
+        init: None,
+    };
+    let bytes = serde_json::to_vec(&reg).expect("JSON");
+    let w = &fleet.worker;
+    match w.producer.registration(&id, Some(&bytes)).await {
+        Ok(d) => accepted(d, id, &w.cfg.streams_topic, None),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `DELETE /v1/streams/{id}` in fleet mode: a tombstone on the streams topic.
+pub async fn stop(fleet: Arc<Fleet>, caller: &Caller, id: String) -> Response {
+    let tenant = caller.tenant_filter();
+    match fleet.tenant_of(&id) {
+        Some(t) if tenant.is_none_or(|c| c == t) => {}
+        _ => return error(StatusCode::NOT_FOUND, "no such stream"),
+    }
+    let w = &fleet.worker;
+    match w.producer.registration(&id, None).await {
+        Ok(d) => accepted(d, id, &w.cfg.streams_topic, None),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `POST /v1/streams/{id}/end` in fleet mode: an end record after the stream's
+/// segments.
+pub async fn end(fleet: Arc<Fleet>, caller: &Caller, id: String) -> Response {
+    if fleet.tenant_of(&id).is_some_and(|t| t != caller.tenant) {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    }
+    let w = &fleet.worker;
+    match w.producer.end(&id, &caller.tenant).await {
+        Ok(d) => accepted(d, id, &w.cfg.segments_topic, None),
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_in_any_order() {
+        let mut r = Ranges::default();
+        for n in [5, 1, 2, 9, 3, 7, 6, 0, 2] {
+            r.insert(n);
+        }
+        assert_eq!(r.0, vec![(0, 3), (5, 7), (9, 9)]);
+        r.insert(4);
+        r.insert(8);
+        assert_eq!(r.0, vec![(0, 9)]);
+        assert_eq!(Ranges::from_api(&r.to_api()), r);
+    }
+
+    #[test]
+    fn an_fmp4_init_section_is_recognised() {
+        assert!(is_fmp4_init(b"\0\0\0\x18ftypiso5"));
+        assert!(!is_fmp4_init(b"\x47\x40\x00\x10 transport stream"));
+    }
+}

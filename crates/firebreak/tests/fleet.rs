@@ -1,0 +1,560 @@
+//! Fleet mode end to end: a real broker (tansu) and several `firebreak run` worker
+//! processes. A light profile: no classifiers, the banked clip of the daemon tests
+//! (which escalates), sampling 2/s, 4 partitions, a 6 s session timeout.
+//!
+//! - `failover_moves_streams_and_keeps_everything_accepted`: 3 workers, 30 streams
+//!   (27 pushed through any worker, 3 HLS-pulled from a loopback origin): every stream
+//!   runs on exactly one worker; a SIGKILLed worker's streams move to the others; the
+//!   sequence numbers answered 202 are exactly those the owners consumed; every pushed
+//!   stream escalates once on the escalations topic (none lost, no duplicate for the
+//!   streams that moved mid-clip).
+//! - `a_fourth_worker_takes_a_share_and_unmoved_streams_keep_going`: scale-up under
+//!   cooperative-sticky assignment.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use firebreak_testkit::tansu::TansuBroker;
+use serde_json::Value;
+use support::{Daemon, INGEST, READ};
+
+const ESCALATIONS: &str = "escalations";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_firebreak"))
+}
+
+/// A worker of the fleet on `broker`, with the banks in `banks`.
+fn worker(name: &str, broker: &str, banks: &Path) -> Daemon {
+    let extra = format!(
+        r#"[server]
+max_streams = 200
+tenant_requests_per_sec = 5000
+tenant_request_burst = 5000
+[ingest]
+sampling = "2/s"
+source_allowlist = ["127.0.0.1/32"]
+[detectors]
+banks_dir = "{banks}"
+[sink]
+kind = "kafka"
+brokers = "{broker}"
+topic = "{ESCALATIONS}"
+[fleet]
+brokers = "{broker}"
+partitions = 4
+replication = 1
+session_timeout_secs = 6
+checkpoint_secs = 0.5
+max_message_bytes = 32768
+"#,
+        banks = banks.display(),
+    );
+    firebreak_testkit::daemon::start_named(bin(), tempfile::tempdir().unwrap(), name, &extra)
+}
+
+/// Polls `f` for up to `secs` seconds.
+fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>, logs: &[&Daemon]) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if started.elapsed() > Duration::from_secs(secs) {
+            let tail: Vec<String> = logs
+                .iter()
+                .map(|d| {
+                    let s = d.stderr();
+                    let n = s.len().saturating_sub(4000);
+                    s[n..].to_owned()
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", tail.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The fleet view (`GET /v1/streams` of `d`), by stream id.
+fn fleet_view(d: &Daemon) -> BTreeMap<String, Value> {
+    let (code, v) = d.call("GET", "/v1/streams", Some(READ), b"");
+    if code != 200 {
+        return BTreeMap::new();
+    }
+    v["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s["id"].as_str().unwrap_or_default().to_owned(), s))
+        .collect()
+}
+
+/// The sequence numbers of a fleet view entry's `consumed_segments`.
+fn consumed(s: &Value) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for r in s["consumed_segments"].as_array().into_iter().flatten() {
+        let (a, b) = (r["first"].as_u64().unwrap(), r["last"].as_u64().unwrap());
+        out.extend(a..=b);
+    }
+    out
+}
+
+/// Which of `workers` run stream `id` right now (its series on their `/metrics`).
+fn running_on(workers: &[&Daemon], ids: &[String]) -> HashMap<String, Vec<usize>> {
+    let texts: Vec<String> = workers.iter().map(|w| w.metrics()).collect();
+    ids.iter()
+        .map(|id| {
+            let needle = format!("firebreak_stream_last_frame_age_seconds{{stream=\"{id}\"}}");
+            let on = texts
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.contains(&needle))
+                .map(|(i, _)| i)
+                .collect();
+            (id.clone(), on)
+        })
+        .collect()
+}
+
+/// An HLS VOD of 3 one-second segments in `web`, served on loopback; returns the
+/// playlist URL and the server.
+fn hls_origin(web: &Path) -> (String, std::process::Child) {
+    std::fs::create_dir_all(web).unwrap();
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-t", "3", "-i"])
+        .arg("testsrc2=size=160x120:rate=25")
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod"])
+        .arg(web.join("index.m3u8"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let port = support::free_port();
+    let server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(web)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (format!("http://127.0.0.1:{port}/index.m3u8"), server)
+}
+
+/// The escalation events on the topic, read until `deadline`: (stream, kind, incident).
+fn escalation_events(
+    bootstrap: &str,
+    want: usize,
+    deadline: Duration,
+) -> Vec<(String, String, String)> {
+    // Before the first escalation the topic does not exist: nothing yet.
+    firebreak_testkit::kafka::read_topic(bootstrap, ESCALATIONS, want, deadline)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            (
+                v["subject"].as_str().unwrap_or_default().to_owned(),
+                v["data"]["kind"].as_str().unwrap_or_default().to_owned(),
+                v["data"]["incident_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+struct Pusher {
+    parts: Vec<Vec<u8>>,
+    /// Sequence numbers answered 202, by stream.
+    accepted: BTreeMap<String, BTreeSet<u64>>,
+}
+
+impl Pusher {
+    fn new(programme: &Path) -> Pusher {
+        let bytes = std::fs::read(programme).unwrap();
+        Pusher {
+            parts: bytes.chunks(64 * 1024).map(<[u8]>::to_vec).collect(),
+            accepted: BTreeMap::new(),
+        }
+    }
+
+    /// Pushes segments `seqs` of every stream in `ids`, round robin over `to`.
+    fn push(&mut self, ids: &[String], seqs: std::ops::Range<usize>, to: &[&Daemon]) {
+        let mut k = 0;
+        for seq in seqs {
+            for id in ids {
+                let d = to[k % to.len()];
+                k += 1;
+                let (status, body) = d.call(
+                    "PUT",
+                    &format!("/v1/streams/{id}/segments/{seq}"),
+                    Some(INGEST),
+                    &self.parts[seq],
+                );
+                assert_eq!(status, 202, "{id}/{seq}: {body}");
+                assert_eq!(body["sequence"], seq as u64, "{body}");
+                self.accepted
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(seq as u64);
+            }
+        }
+    }
+}
+
+fn banked_programme(dir: &Path) -> (PathBuf, PathBuf) {
+    let prog = support::programme_with_banked_clip(dir);
+    (prog, dir.join("data").join("banks"))
+}
+
+#[test]
+fn failover_moves_streams_and_keeps_everything_accepted() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, banks) = banked_programme(dir.path());
+    let mut workers: Vec<Option<Daemon>> = (0..3)
+        .map(|i| Some(worker(&format!("w{i}"), &broker.bootstrap, &banks)))
+        .collect();
+    let live = |ws: &[Option<Daemon>]| -> Vec<usize> {
+        ws.iter()
+            .enumerate()
+            .filter(|(_, w)| w.is_some())
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let pushed: Vec<String> = (0..27).map(|i| format!("push-{i:02}")).collect();
+    let pulled: Vec<String> = (0..3).map(|i| format!("hls-{i}")).collect();
+    let all: Vec<String> = pushed.iter().chain(&pulled).cloned().collect();
+
+    // Every worker is in the group before streams arrive.
+    {
+        let ws: Vec<&Daemon> = workers.iter().flatten().collect();
+        wait(
+            "every worker ready",
+            90,
+            || {
+                ws.iter()
+                    .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
+                    .then_some(())
+            },
+            &ws,
+        );
+    }
+
+    // Pulled streams, registered through any worker.
+    let (url, mut origin) = hls_origin(&dir.path().join("web"));
+    {
+        let ws: Vec<&Daemon> = workers.iter().flatten().collect();
+        wait(
+            "the HLS origin",
+            30,
+            || ureq::get(&url).call().ok().map(|_| ()),
+            &ws,
+        );
+        for (i, id) in pulled.iter().enumerate() {
+            let spec = serde_json::json!({"id": id, "hls": url}).to_string();
+            let (status, body) =
+                ws[i % 3].call("POST", "/v1/streams", Some(INGEST), spec.as_bytes());
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+
+    // The first part of every pushed stream (into the clip), through any worker.
+    let mut pusher = Pusher::new(&prog);
+    let n = pusher.parts.len();
+    assert!(n >= 12, "{n} segments");
+    let cut = n / 2 + 1;
+    {
+        let ws: Vec<&Daemon> = workers.iter().flatten().collect();
+        pusher.push(&pushed, 0..cut, &ws);
+    }
+
+    // Every pushed stream escalates (its events delivered to Kafka) and every stream
+    // runs on exactly one worker.
+    let before = {
+        let ws: Vec<&Daemon> = workers.iter().flatten().collect();
+        let escalated = wait(
+            "every pushed stream escalated",
+            240,
+            || {
+                let ev = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(12));
+                let streams: BTreeSet<String> = ev
+                    .iter()
+                    .filter(|(_, kind, _)| kind == "escalated")
+                    .map(|(s, _, _)| s.clone())
+                    .collect();
+                (streams.len() == pushed.len()).then_some(streams)
+            },
+            &ws,
+        );
+        assert_eq!(escalated, pushed.iter().cloned().collect());
+        wait(
+            "every stream on exactly one worker",
+            120,
+            || {
+                let on = running_on(&ws, &all);
+                let view = fleet_view(ws[0]);
+                let ok =
+                    on.values().all(|w| w.len() == 1) && all.iter().all(|id| view.contains_key(id));
+                ok.then_some(on)
+            },
+            &ws,
+        )
+    };
+    // The HLS streams ran to their end on one worker each.
+    {
+        let ws: Vec<&Daemon> = workers.iter().flatten().collect();
+        wait(
+            "the pulled streams ended",
+            120,
+            || {
+                let view = fleet_view(ws[0]);
+                pulled
+                    .iter()
+                    .all(|id| {
+                        view.get(id).is_some_and(|s| {
+                            s["state"] == "ended" && s["frames"]["decoded"].as_u64() > Some(0)
+                        })
+                    })
+                    .then_some(())
+            },
+            &ws,
+        );
+    }
+
+    // SIGKILL the worker running the most pushed streams.
+    let victim = (0..3)
+        .max_by_key(|&i| pushed.iter().filter(|id| before[*id] == vec![i]).count())
+        .unwrap();
+    let moved: Vec<String> = pushed
+        .iter()
+        .filter(|id| before[*id] == vec![victim])
+        .cloned()
+        .collect();
+    assert!(!moved.is_empty());
+    let victim_name = format!("w{victim}");
+    {
+        let w = workers[victim].as_mut().unwrap();
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
+    }
+    let killed_at = Instant::now();
+    workers[victim] = None;
+    let survivors = live(&workers);
+    let ws: Vec<&Daemon> = survivors
+        .iter()
+        .map(|&i| workers[i].as_ref().unwrap())
+        .collect();
+
+    // The rest of every pushed stream, through the survivors (the rest of the clip
+    // too: a new owner without the stream's state would escalate it again).
+    pusher.push(&pushed, cut..n, &ws);
+
+    // The moved streams run on one survivor each; what was accepted was consumed.
+    let view = wait(
+        "the victim's streams on the survivors, everything accepted consumed",
+        180,
+        || {
+            let view = fleet_view(ws[0]);
+            let on = running_on(&ws, &moved);
+            let ok = moved.iter().all(|id| on[id].len() == 1)
+                && pushed.iter().all(|id| {
+                    view.get(id).is_some_and(|s| {
+                        s["worker"] != victim_name.as_str() && consumed(s) == pusher.accepted[id]
+                    })
+                });
+            ok.then_some(view)
+        },
+        &ws,
+    );
+    eprintln!(
+        "SIGKILL of {victim_name}: its {} streams moved and caught up within {:?}",
+        moved.len(),
+        killed_at.elapsed()
+    );
+    for id in &moved {
+        assert_ne!(view[id]["worker"], victim_name.as_str());
+    }
+
+    // No escalation lost, none duplicated: one `escalated` per pushed stream, one
+    // incident per stream (its later events, if any, continue that incident).
+    let events = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(15));
+    for id in &pushed {
+        let mine: Vec<_> = events.iter().filter(|(s, _, _)| s == id).collect();
+        let escalated = mine.iter().filter(|(_, k, _)| k == "escalated").count();
+        assert_eq!(escalated, 1, "{id}: {mine:?}");
+        let incidents: BTreeSet<&String> = mine.iter().map(|(_, _, i)| i).collect();
+        assert_eq!(incidents.len(), 1, "{id}: {mine:?}");
+    }
+    let _ = origin.kill();
+    let _ = origin.wait();
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Measurements, not assertions (`scripts/fleet-measure.sh`): push-hook latency with
+/// acks=all and throughput through one worker; rebalance time after SIGKILL and after
+/// a graceful stop (time until the survivor publishes the victim's stream as its own).
+#[test]
+#[ignore = "a measurement: scripts/fleet-measure.sh"]
+fn measure_fleet() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("banks");
+    std::fs::create_dir_all(&banks).unwrap();
+    let clip = dir.path().join("clip.ts");
+    support::encode("testsrc2=size=160x90:rate=25", 4, 25, &clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let part = &bytes[..bytes.len().min(16 * 1024)];
+
+    // Push-hook latency, sequential, one worker.
+    let a = worker("m0", &broker.bootstrap, &banks);
+    wait(
+        "ready",
+        90,
+        || (a.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
+        &[&a],
+    );
+    let runs: usize = std::env::var("FLEET_PUSHES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
+    let mut lat = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        let (status, body) = a.call(
+            "PUT",
+            &format!("/v1/streams/lat-{}/segments/{}", i % 20, i / 20),
+            Some(INGEST),
+            part,
+        );
+        assert_eq!(status, 202, "{body}");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+    println!(
+        "MEASURE push-hook latency (acks=all, {} B, sequential, n={runs}): p50 {p50:.1} ms, p99 {p99:.1} ms",
+        part.len()
+    );
+    // Throughput: 8 concurrent pushers to one worker.
+    let base = a.base.clone();
+    let t = Instant::now();
+    let per = runs / 8;
+    std::thread::scope(|s| {
+        for c in 0..8 {
+            let base = base.clone();
+            s.spawn(move || {
+                for i in 0..per {
+                    let r = ureq::put(&format!("{base}/v1/streams/tp-{c}/segments/{i}"))
+                        .set("Authorization", &format!("Bearer {INGEST}"))
+                        .send_bytes(part);
+                    assert_eq!(support::response(r).0, 202);
+                }
+            });
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "MEASURE push-hook throughput (8 clients, one worker): {:.0} segments/s",
+        (per * 8) as f64 / secs
+    );
+
+    // Rebalance: a second worker, a stream on each partition; stop one, time until
+    // the other publishes every stream as its own.
+    let mut kill_times = Vec::new();
+    let mut stop_times = Vec::new();
+    let rounds: usize = std::env::var("FLEET_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let survivor = a;
+    for round in 0..rounds * 2 {
+        let graceful = round % 2 == 1;
+        let name = format!("v{round}");
+        let mut victim = worker(&name, &broker.bootstrap, &banks);
+        let ids: Vec<String> = (0..12).map(|i| format!("r{round}-{i}")).collect();
+        // Wait until the victim owns some of the streams.
+        let mut seq = 0;
+        let theirs = wait(
+            "the victim owns streams",
+            120,
+            || {
+                for id in &ids {
+                    let (st, _) = survivor.call(
+                        "PUT",
+                        &format!("/v1/streams/{id}/segments/{seq}"),
+                        Some(INGEST),
+                        part,
+                    );
+                    assert_eq!(st, 202);
+                }
+                seq += 1;
+                let view = fleet_view(&survivor);
+                let theirs: Vec<String> = ids
+                    .iter()
+                    .filter(|id| view.get(*id).is_some_and(|s| s["worker"] == name.as_str()))
+                    .cloned()
+                    .collect();
+                (!theirs.is_empty()).then_some(theirs)
+            },
+            &[&survivor, &victim],
+        );
+        let t = Instant::now();
+        if graceful {
+            victim.terminate();
+        } else {
+            victim.child.kill().unwrap();
+            victim.child.wait().unwrap();
+        }
+        let sname = "m0";
+        wait(
+            "the survivor runs the victim's streams",
+            120,
+            || {
+                let view = fleet_view(&survivor);
+                theirs
+                    .iter()
+                    .all(|id| {
+                        view.get(id)
+                            .is_some_and(|s| s["worker"] == sname && s["state"] != "moving")
+                    })
+                    .then_some(())
+            },
+            &[&survivor],
+        );
+        let took = t.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "MEASURE rebalance after {} of a worker: {took:.0} ms",
+            if graceful { "SIGTERM" } else { "SIGKILL" }
+        );
+        if graceful {
+            stop_times.push(took)
+        } else {
+            kill_times.push(took)
+        }
+        drop(victim);
+    }
+    println!(
+        "MEASURE rebalance SIGKILL p50 {:.0} ms p99 {:.0} ms; graceful p50 {:.0} ms p99 {:.0} ms (session timeout 6 s, n={rounds} each)",
+        percentile(&mut kill_times, 0.5),
+        percentile(&mut kill_times, 0.99),
+        percentile(&mut stop_times, 0.5),
+        percentile(&mut stop_times, 0.99)
+    );
+}
