@@ -1,9 +1,11 @@
 //! Command-line interface:
-//! `firebreak hash|compare|classify|models|lists|match|run|config|openapi`.
+//! `firebreak hash|compare|classify|models|lists|match|run|config|openapi|replay|labels|signals`.
 //!
 //! - [`banks`]: `lists` and `match`, over the banks on disk.
+//! - [`replay`]: `replay`, `labels` and `signals`, over the signal log.
 
 pub mod banks;
+pub mod replay;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -56,6 +58,15 @@ enum Command {
     /// The audit log (`audit.jsonl` in the data directory).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Replay a policy over recorded signals: escalations, precision and recall against
+    /// labels, time to detect; sweeps and an HTML report.
+    Replay(Box<replay::ReplayArgs>),
+    /// Labels of recorded streams (true crisis / benign ranges).
+    #[command(subcommand)]
+    Labels(replay::LabelsCommand),
+    /// The signal log.
+    #[command(subcommand)]
+    Signals(replay::SignalsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +197,9 @@ pub fn main() -> ExitCode {
         Command::Classify(a) => classify(&a),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
         Command::Openapi => print_openapi(),
+        Command::Replay(a) => replay::run_replay(&cli.data, &a),
+        Command::Labels(c) => replay::run_labels(&cli.data, &c),
+        Command::Signals(c) => replay::run_signals(&cli.data, &c),
         Command::Audit(AuditCommand::Verify { file }) => {
             audit_verify(&file.unwrap_or_else(|| cli.data.data_dir.join("audit.jsonl")))
         }

@@ -72,6 +72,8 @@ pub(crate) struct StreamDetect {
     window: VpdqWindow,
     hasher: PdqHasher,
     frames: u64,
+    /// The last frame's PDQ hash and quality (for the signal log).
+    pub(crate) last_pdq: Option<([u8; 32], u8)>,
 }
 
 impl StreamDetect {
@@ -90,6 +92,7 @@ impl StreamDetect {
             }),
             hasher: PdqHasher::new(),
             frames: 0,
+            last_pdq: None,
         }
     }
 
@@ -131,6 +134,7 @@ impl StreamDetect {
             return None;
         };
         let hash = self.hasher.hash(&view);
+        self.last_pdq = Some((hash.hash.to_bytes(), hash.quality));
         m.stage(Stage::Hash).observe(t.elapsed().as_secs_f64());
 
         let t = Instant::now();
