@@ -57,6 +57,8 @@ pub struct ServiceConfig {
     pub streams: Vec<StreamSpec>,
     /// Fleet mode on Kafka; absent: one process, everything in it.
     pub fleet: Option<Fleet>,
+    /// The local signal log (recorded signals for replay).
+    pub signals: crate::signals::log::SignalLogConfig,
 }
 
 /// `[fleet]`: workers sharing streams through Kafka (see `crate::fleet`).
@@ -841,6 +843,13 @@ pub struct OutboxSettings {
     pub max_bytes: u64,
 }
 
+impl Settings {
+    /// `[signals]`: the local signal log.
+    pub fn signals(&self) -> &crate::signals::log::SignalLogConfig {
+        &self.raw.signals
+    }
+}
+
 impl ServerSettings {
     /// The connection limits of the accept loop.
     pub fn limits(&self) -> crate::http::server::Limits {
@@ -933,6 +942,9 @@ impl ServiceConfig {
             abs(d);
         }
         if let Some(d) = self.detectors.banks_dir.as_mut() {
+            abs(d);
+        }
+        if let Some(d) = self.signals.dir.as_mut() {
             abs(d);
         }
         self.detectors.models.iter_mut().for_each(abs);
@@ -1223,6 +1235,9 @@ impl ServiceConfig {
         };
         if self.outbox.max_bytes < 1 << 16 {
             push("outbox.max_bytes", "must be at least 65536".into());
+        }
+        for i in self.signals.validate() {
+            push(&i.path, i.message);
         }
         let mut ids = HashSet::new();
         let mut streams = Vec::new();

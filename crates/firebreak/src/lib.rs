@@ -15,6 +15,7 @@
 //! - [`http`]: the push hook, the API, the dashboard, auth.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: wall time, injectable.
+//! - [`signals`]: signal recording, labels, replay, sweeps and reports.
 
 #![forbid(unsafe_code)]
 
@@ -26,3 +27,4 @@ pub mod engine;
 pub mod fleet;
 pub mod http;
 pub mod metrics;
+pub mod signals;

@@ -318,6 +318,12 @@ impl StreamState {
         policy.tier_name(self.tier)
     }
 
+    /// No tier, no incident and no active rule: [`StreamState::tick`] and a stall
+    /// change nothing (a replay skips them).
+    pub fn is_idle(&self) -> bool {
+        self.tier.is_none() && self.incident.is_none() && self.rules.iter().all(|r| !r.active)
+    }
+
     /// Switches to a new policy (thresholds changed at run time) without dropping the
     /// stream: rule state is kept for rules whose name survives; the tier and the open
     /// incident carry over and are re-evaluated at the next input.

@@ -1,10 +1,12 @@
 //! Command-line interface:
-//! `firebreak hash|compare|classify|models|lists|match|run|config|openapi`.
+//! `firebreak hash|compare|classify|models|lists|match|run|config|openapi|replay|labels|signals`.
 //!
 //! - [`banks`]: `lists` and `match`, over the banks on disk.
+//! - [`replay`]: `replay`, `labels` and `signals`, over the signal log.
 
 pub mod banks;
 pub mod robust;
+pub mod replay;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -61,6 +63,15 @@ enum Command {
     /// through the live detect path with the built-in policy, report per family
     /// (JSON lines). Make a set with scripts/robustness/gen.sh.
     Eval(robust::EvalArgs),
+    /// Replay a policy over recorded signals: escalations, precision and recall against
+    /// labels, time to detect; sweeps and an HTML report.
+    Replay(Box<replay::ReplayArgs>),
+    /// Labels of recorded streams (true crisis / benign ranges).
+    #[command(subcommand)]
+    Labels(replay::LabelsCommand),
+    /// The signal log.
+    #[command(subcommand)]
+    Signals(replay::SignalsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +203,9 @@ pub fn main() -> ExitCode {
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),
         Command::Openapi => print_openapi(),
         Command::Eval(a) => robust::eval(&a),
+        Command::Replay(a) => replay::run_replay(&cli.data, &a),
+        Command::Labels(c) => replay::run_labels(&cli.data, &c),
+        Command::Signals(c) => replay::run_signals(&cli.data, &c),
         Command::Audit(AuditCommand::Verify { file }) => {
             audit_verify(&file.unwrap_or_else(|| cli.data.data_dir.join("audit.jsonl")))
         }

@@ -292,6 +292,16 @@ impl Daemon {
             pipeline.clone(),
             metrics.clone(),
         );
+        if config.signals().enabled {
+            let dir = config
+                .signals()
+                .dir
+                .clone()
+                .unwrap_or_else(|| data.join("signals"));
+            let log = crate::signals::log::SignalLog::open(&dir, config.signals())
+                .with_context(|| format!("opening the signal log in {}", dir.display()))?;
+            engine.set_signal_sink(log);
+        }
         // Incidents and policy versions from the data directory (engine::journal,
         // engine::versions).
         engine
@@ -629,6 +639,7 @@ impl Daemon {
         crate::http::server::serve(listener, router, limits, tls, metrics, drain).await?;
         let _ = stop_tx.send(true);
         let _ = delivery.await;
+        let _ = tokio::task::spawn_blocking(move || engine.flush_signals()).await;
         tracing::info!("stopped");
         Ok(())
     }

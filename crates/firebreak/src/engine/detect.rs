@@ -75,6 +75,8 @@ pub(crate) struct StreamDetect {
     window: VpdqWindow,
     hasher: PdqHasher,
     frames: u64,
+    /// The last frame's PDQ hash and quality (for the signal log).
+    pub(crate) last_pdq: Option<([u8; 32], u8)>,
 }
 
 impl StreamDetect {
@@ -93,6 +95,7 @@ impl StreamDetect {
             }),
             hasher: PdqHasher::new(),
             frames: 0,
+            last_pdq: None,
         }
     }
 
@@ -144,6 +147,7 @@ impl StreamDetect {
             hash: views[0].hash,
             quality: views[0].quality,
         };
+        self.last_pdq = Some((hash.hash.to_bytes(), hash.quality));
         m.stage(Stage::Hash).observe(t.elapsed().as_secs_f64());
 
         let t = Instant::now();

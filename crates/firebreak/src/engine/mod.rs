@@ -161,6 +161,8 @@ pub struct Engine {
     events: broadcast::Sender<(&'static str, Value)>,
     pipeline: Pipeline,
     metrics: Metrics,
+    /// Where each frame's signals, each event and each tick are recorded (set once).
+    signal_sink: std::sync::OnceLock<Arc<dyn crate::signals::SignalSink>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -195,7 +197,21 @@ impl Engine {
             events,
             pipeline,
             metrics,
+            signal_sink: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records every sampled frame's signals, stream event and tick to `sink` from now
+    /// on (once; false if a sink was already set).
+    pub fn set_signal_sink(&self, sink: Arc<dyn crate::signals::SignalSink>) -> bool {
+        self.signal_sink.set(sink).is_ok()
+    }
+
+    /// Writes the signal sink's queued records (blocking; at shutdown).
+    pub fn flush_signals(&self) {
+        if let Some(s) = self.signal_sink.get() {
+            s.flush();
+        }
     }
 
     /// The current policy.
@@ -345,6 +361,16 @@ impl Engine {
         let Some(signals) = s.signals(&detectors, frame, self.config.classify_every, m) else {
             return;
         };
+        if let Some(sink) = self.signal_sink.get() {
+            sink.record(crate::signals::SignalRecord::Frame(
+                crate::signals::record::FrameRecord {
+                    stream: frame.stream_id.to_string(),
+                    tenant: stream.owner().to_string(),
+                    pdq: s.last_pdq,
+                    signals: signals.clone(),
+                },
+            ));
+        }
         let t = Instant::now();
         let decisions = s.state.on_frame(&policy, &signals);
         m.stage(Stage::Policy).observe(t.elapsed().as_secs_f64());
@@ -395,7 +421,24 @@ impl Engine {
             s.release();
         }
         s.adapt(&policy);
-        let decisions = s.state.on_event(&policy, event, self.now_ms());
+        let now = self.now_ms();
+        if let Some(sink) = self.signal_sink.get() {
+            use crate::signals::record::{EventKind, EventRecord};
+            let kind = match event {
+                StreamEvent::Stalled => Some(EventKind::Stalled),
+                StreamEvent::Ended => Some(EventKind::Ended),
+                StreamEvent::Started => None,
+            };
+            if let Some(kind) = kind {
+                sink.record(crate::signals::SignalRecord::Event(EventRecord {
+                    stream: id.to_owned(),
+                    tenant: stream.owner().to_string(),
+                    kind,
+                    wall_ms: now,
+                }));
+            }
+        }
+        let decisions = s.state.on_event(&policy, event, now);
         stream.publish(&s, &policy);
         drop(s);
         self.emit(&policy, decisions, None, &stream.owner());
@@ -405,6 +448,9 @@ impl Engine {
     /// that ended more than an hour ago.
     pub fn tick(&self) {
         let now = self.now_ms();
+        if let Some(sink) = self.signal_sink.get() {
+            sink.record(crate::signals::SignalRecord::Tick { wall_ms: now });
+        }
         let hour_ago = now.saturating_sub(ENDED_KEPT_MS);
         let streams: Vec<Arc<Slot>> = {
             let mut map = self.streams.lock().unwrap_or_else(|e| e.into_inner());
