@@ -97,11 +97,12 @@ impl KafkaSink {
     /// The producer to use: a new one after a fatal producer error.
     fn current(&self) -> FutureProducer {
         let mut producer = self.producer.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .broken
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            let cc = self.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if self.broken.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            let cc = self
+                .client
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             match cc.create() {
                 Ok(p) => {
                     tracing::warn!("kafka producer built again after a fatal error");
@@ -128,20 +129,20 @@ impl KafkaSink {
 }
 
 fn client_config(config: &KafkaConfig) -> ClientConfig {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &config.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set(
-                "message.timeout.ms",
-                config.message_timeout.as_millis().to_string(),
-            )
-            .set("client.id", "firebreak");
-        for (k, v) in &config.properties {
-            cc.set(k, v);
-        }
-        cc
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set(
+            "message.timeout.ms",
+            config.message_timeout.as_millis().to_string(),
+        )
+        .set("client.id", "firebreak");
+    for (k, v) in &config.properties {
+        cc.set(k, v);
+    }
+    cc
 }
 
 /// What an error means for delivery: errors of this one event (too large, an invalid

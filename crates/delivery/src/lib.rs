@@ -337,7 +337,11 @@ impl Pipeline {
             match self.accept_from(key, payload, origin_ms) {
                 Ok(seq) => {
                     if attempts > 0 {
-                        tracing::warn!(attempts, key, "escalation written to the outbox after waiting");
+                        tracing::warn!(
+                            attempts,
+                            key,
+                            "escalation written to the outbox after waiting"
+                        );
                     }
                     return Ok(seq);
                 }

@@ -736,7 +736,11 @@ mod tests {
         o.append("k", &[0; 100]).unwrap();
         assert_eq!(o.pressure(), None, "242 of 400 bytes");
         o.append("k", &[0; 100]).unwrap();
-        assert!(o.pressure().unwrap().contains("363 undelivered bytes of 400"));
+        assert!(
+            o.pressure()
+                .unwrap()
+                .contains("363 undelivered bytes of 400")
+        );
     }
 
     /// Fails the next `sync_data` once armed.

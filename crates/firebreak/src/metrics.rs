@@ -407,6 +407,8 @@ pub struct Metrics {
     throttled: IntCounterVec,
     /// Bytes of request bodies reserved in memory now.
     pub inflight_body_bytes: prometheus::IntGauge,
+    /// 1 while a write of the incident journal or the audit log last failed.
+    pub disk_alarm: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -470,6 +472,11 @@ impl Metrics {
                 &["reason"],
             )
             .unwrap(),
+            disk_alarm: prometheus::IntGauge::new(
+                "firebreak_disk_alarm",
+                "1 while the last write of the incident journal or the audit log failed (a full disk?), else 0.",
+            )
+            .unwrap(),
             accept_errors: IntCounter::new(
                 "firebreak_escalation_accept_errors_total",
                 "Escalations that could not be written to the outbox.",
@@ -509,6 +516,7 @@ impl Metrics {
         r.register(Box::new(m.http_requests.clone())).unwrap();
         r.register(Box::new(m.auth_failures.clone())).unwrap();
         r.register(Box::new(m.accept_errors.clone())).unwrap();
+        r.register(Box::new(m.disk_alarm.clone())).unwrap();
         r.register(Box::new(m.connections_refused.clone())).unwrap();
         r.register(Box::new(m.throttled.clone())).unwrap();
         r.register(Box::new(m.inflight_body_bytes.clone())).unwrap();
