@@ -11,9 +11,16 @@
 //! the same CloudEvents id, and consumers drop it by id. Errors are classified:
 //! retryable ones (broker down, timeouts, queue full) are retried with capped
 //! exponential backoff, forever, while the outbox holds the events; fatal ones (message
-//! too large, authorisation failure, invalid topic) are never retried: the event is
-//! written to `dead-letter.jsonl` beside the outbox with its error, counted, and logged
-//! as an error, so an operator sees it, and delivery continues with the next event.
+//! too large, an invalid record) are never retried: the event is written to
+//! `dead-letter.jsonl` beside the outbox with its error and synced, counted, and logged
+//! as an error, and only then acknowledged; delivery continues with the next event.
+//! Errors that no event can get past (authentication or authorisation refused, a fatal
+//! producer state, a missing topic, the event log's disk full or read-only) **pause**
+//! delivery instead: nothing is dead-lettered, an alarm is raised
+//! (`firebreak_delivery_paused` is 1, [`Pipeline::status`] says why, an `ALARM` log
+//! line), the first waiting event is tried again as a probe (every 10 s at most, or at
+//! once after [`Pipeline::resume`], which the daemon calls on SIGHUP after reloading
+//! credentials), and delivery resumes, in order, as soon as a probe succeeds.
 
 #![forbid(unsafe_code)]
 
@@ -39,8 +46,12 @@ pub use outbox::{FileSync, Outbox, OutboxConfig, OutboxError, Record, Recovery, 
 pub enum DeliveryError {
     /// Worth retrying later (broker unavailable, timeout, full local queue).
     Retryable(String),
-    /// Will never succeed (too large, not authorised, invalid topic): dead-letter it.
+    /// This event will never succeed (too large, an invalid record): dead-letter it.
     Fatal(String),
+    /// No event can be delivered until an operator acts (credentials or authorisation
+    /// refused, a fatal producer state, a missing topic, the event log's disk full or
+    /// read-only): pause delivery with an alarm and probe, dead-lettering nothing.
+    Paused(String),
 }
 
 /// Where events go.
@@ -55,10 +66,27 @@ pub trait Sink: Send + Sync {
 
 /// The embedded default sink: one JSON event per line, appended and synced on a
 /// blocking thread (never on the async runtime).
+///
+/// After a failed write the file is opened again for the next attempt, so an event log
+/// replaced by the operator (a full disk cleared, a read-only mount fixed) is picked up.
 #[derive(Debug)]
 pub struct JsonlSink {
     path: PathBuf,
-    file: Arc<Mutex<std::fs::File>>,
+    /// The open log; `None` after a failure (reopened by the next attempt).
+    file: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+/// Errors of the event log an operator must fix: delivery pauses on them.
+fn needs_operator(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied
+            | ErrorKind::StorageFull
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::IsADirectory
+    )
 }
 
 impl JsonlSink {
@@ -67,7 +95,7 @@ impl JsonlSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(JsonlSink {
             path: path.to_owned(),
-            file: Arc::new(Mutex::new(file)),
+            file: Arc::new(Mutex::new(Some(file))),
         })
     }
 
@@ -84,14 +112,30 @@ impl Sink for JsonlSink {
             buf.extend_from_slice(&r.payload);
             buf.push(b'\n');
         }
-        let file = self.file.clone();
+        let (file, path) = (self.file.clone(), self.path.clone());
         let written = tokio::task::spawn_blocking(move || {
-            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
-            file.write_all(&buf).and_then(|()| file.sync_data())
+            let mut slot = file.lock().unwrap_or_else(|e| e.into_inner());
+            let file = match slot.as_mut() {
+                Some(f) => f,
+                None => slot.insert(OpenOptions::new().create(true).append(true).open(&path)?),
+            };
+            let result = file.write_all(&buf).and_then(|()| file.sync_data());
+            if result.is_err() {
+                // Whatever part of the batch reached the file may be written again (at
+                // least once); the file is opened afresh next time.
+                *slot = None;
+            }
+            result
         })
         .await;
         let error = match written {
             Ok(Ok(())) => return records.iter().map(|_| Ok(())).collect(),
+            Ok(Err(e)) if needs_operator(&e) => {
+                return vec![Err(DeliveryError::Paused(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )))];
+            }
             Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         };
@@ -120,6 +164,12 @@ pub struct DeliveryMetrics {
     pub outbox_depth: IntGauge,
     /// Appends refused because the outbox was full.
     pub outbox_full: IntCounter,
+    /// 1 while delivery is paused (an error no event can get past), else 0.
+    pub paused: IntGauge,
+    /// Appends that failed on a disk error (full disk, I/O error).
+    pub outbox_write_errors: IntCounter,
+    /// 1 while the outbox is above its high-water mark (new work is refused), else 0.
+    pub outbox_pressure: IntGauge,
 }
 
 impl DeliveryMetrics {
@@ -158,6 +208,18 @@ impl DeliveryMetrics {
                 "firebreak_outbox_full_total",
                 "Escalation events refused because the outbox reached its size limit.",
             )?,
+            paused: IntGauge::new(
+                "firebreak_delivery_paused",
+                "1 while delivery is paused by an error no event can get past (authentication, authorisation, a fatal producer state, the event log's disk).",
+            )?,
+            outbox_write_errors: IntCounter::new(
+                "firebreak_outbox_write_errors_total",
+                "Escalation events whose outbox write failed on a disk error (retried until written).",
+            )?,
+            outbox_pressure: IntGauge::new(
+                "firebreak_outbox_pressure",
+                "1 while the outbox is above its high-water mark (pushed segments are refused with 503), else 0.",
+            )?,
         };
         registry.register(Box::new(m.decision_to_ack.clone()))?;
         registry.register(Box::new(m.end_to_end.clone()))?;
@@ -166,6 +228,9 @@ impl DeliveryMetrics {
         registry.register(Box::new(m.errors.clone()))?;
         registry.register(Box::new(m.outbox_depth.clone()))?;
         registry.register(Box::new(m.outbox_full.clone()))?;
+        registry.register(Box::new(m.paused.clone()))?;
+        registry.register(Box::new(m.outbox_write_errors.clone()))?;
+        registry.register(Box::new(m.outbox_pressure.clone()))?;
         Ok(m)
     }
 }
@@ -191,6 +256,30 @@ struct Shared {
     /// Every decision-to-ack latency (seconds), when a load test asked for them.
     latency_log: Mutex<Option<Vec<f64>>>,
     dead_letter: PathBuf,
+    /// The alarms raised by delivery and by outbox writes.
+    alarms: Mutex<Alarms>,
+    /// Wakes a paused replayer for an immediate probe.
+    resume: Notify,
+    /// Notified after every ack: writers waiting for room try again.
+    room: std::sync::Condvar,
+    room_lock: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Alarms {
+    paused: Option<String>,
+    write_error: Option<String>,
+}
+
+/// What is wrong with delivery, if anything ([`Pipeline::status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryStatus {
+    /// Why delivery is paused (an error no event can get past), while it is.
+    pub paused: Option<String>,
+    /// The last outbox write's disk error, until a write succeeds again.
+    pub write_error: Option<String>,
+    /// Why the outbox refuses new work (above its high-water mark), while it does.
+    pub pressure: Option<String>,
 }
 
 impl Pipeline {
@@ -206,7 +295,73 @@ impl Pipeline {
                 metrics,
                 latency_log: Mutex::new(None),
                 dead_letter: dir.join("dead-letter.jsonl"),
+                alarms: Mutex::new(Alarms::default()),
+                resume: Notify::new(),
+                room: std::sync::Condvar::new(),
+                room_lock: Mutex::new(()),
             }),
+        }
+    }
+
+    fn alarms(&self) -> std::sync::MutexGuard<'_, Alarms> {
+        self.inner.alarms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivery's alarms: paused, the outbox's disk, the outbox's pressure. Never waits
+    /// for a write.
+    pub fn status(&self) -> DeliveryStatus {
+        let alarms = self.alarms();
+        DeliveryStatus {
+            paused: alarms.paused.clone(),
+            write_error: alarms.write_error.clone(),
+            pressure: self.inner.outbox.pressure(),
+        }
+    }
+
+    /// Wakes a paused replayer so it probes the sink at once (after the operator fixed
+    /// credentials, on SIGHUP).
+    pub fn resume(&self) {
+        self.inner.resume.notify_one();
+    }
+
+    /// [`Pipeline::accept_from`] that never gives up on a full outbox or a disk error:
+    /// it waits for room (an ack) or retries the write once a second until the event
+    /// is on disk, so no decision is dropped. Only a corrupt outbox is returned as an
+    /// error. Blocking: call it from a blocking thread.
+    pub fn accept_retrying(
+        &self,
+        key: &str,
+        payload: &[u8],
+        origin_ms: Option<u64>,
+    ) -> Result<u64, OutboxError> {
+        let mut attempts = 0u64;
+        loop {
+            match self.accept_from(key, payload, origin_ms) {
+                Ok(seq) => {
+                    if attempts > 0 {
+                        tracing::warn!(
+                            attempts,
+                            key,
+                            "escalation written to the outbox after waiting"
+                        );
+                    }
+                    return Ok(seq);
+                }
+                Err(e @ OutboxError::Corrupt { .. }) => return Err(e),
+                Err(_) => {
+                    attempts += 1;
+                    let guard = self
+                        .inner
+                        .room_lock
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let _ = self
+                        .inner
+                        .room
+                        .wait_timeout(guard, Duration::from_secs(1))
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            }
         }
     }
 
@@ -237,13 +392,25 @@ impl Pipeline {
         let seq = match appended {
             Ok(seq) => seq,
             Err(e) => {
-                if matches!(e, OutboxError::Full { .. }) {
-                    self.inner.metrics.outbox_full.inc();
-                    tracing::error!(error = %e, "ALARM: escalation outbox full; event refused");
+                match &e {
+                    OutboxError::Full { .. } => {
+                        self.inner.metrics.outbox_full.inc();
+                        tracing::error!(error = %e, "ALARM: escalation outbox full; event refused");
+                    }
+                    OutboxError::Io { .. } => {
+                        self.inner.metrics.outbox_write_errors.inc();
+                        tracing::error!(error = %e, "ALARM: escalation outbox write failed (disk full?)");
+                        self.alarms().write_error = Some(e.to_string());
+                    }
+                    OutboxError::Corrupt { .. } => {}
                 }
+                self.publish_depth();
                 return Err(e);
             }
         };
+        if self.alarms().write_error.take().is_some() {
+            tracing::warn!("escalation outbox writable again");
+        }
         self.publish_depth();
         self.inner.wake.notify_one();
         Ok(seq)
@@ -259,6 +426,10 @@ impl Pipeline {
             .metrics
             .outbox_depth
             .set(self.inner.outbox.depth() as i64);
+        self.inner
+            .metrics
+            .outbox_pressure
+            .set(i64::from(self.inner.outbox.pressure().is_some()));
     }
 
     /// Starts keeping every decision-to-ack latency (for load tests; unbounded).
@@ -291,7 +462,9 @@ impl Pipeline {
     }
 
     /// Delivers the outbox to `sink` in order until `shutdown` resolves, retrying
-    /// retryable errors with capped exponential backoff (100 ms to 10 s).
+    /// retryable errors with capped exponential backoff (100 ms to 10 s). A
+    /// [`DeliveryError::Paused`] pauses delivery (alarm, no dead letters) and probes
+    /// with the same backoff, or at once after [`Pipeline::resume`].
     pub async fn run<S: Sink>(
         &self,
         sink: &S,
@@ -314,12 +487,24 @@ impl Pipeline {
             };
             let mut done: Option<u64> = None;
             let mut retry = None;
+            let mut paused = None;
             let mut dead = Vec::new();
             for (record, result) in records.iter().zip(&results) {
                 match result {
                     Ok(()) => {
                         self.inner.metrics.delivered.inc();
                         done = Some(record.seq);
+                        self.unpause();
+                    }
+                    Err(DeliveryError::Paused(why)) => {
+                        self.inner
+                            .metrics
+                            .errors
+                            .with_label_values(&["paused"])
+                            .inc();
+                        paused = Some(why.clone());
+                        retry = Some(why.clone());
+                        break;
                     }
                     Err(DeliveryError::Fatal(why)) => {
                         self.inner
@@ -329,6 +514,7 @@ impl Pipeline {
                             .inc();
                         dead.push((record, why.as_str()));
                         done = Some(record.seq);
+                        self.unpause();
                     }
                     Err(DeliveryError::Retryable(why)) => {
                         self.inner
@@ -344,16 +530,29 @@ impl Pipeline {
             if retry.is_none() && results.len() < records.len() {
                 retry = Some("sink stopped early".to_owned());
             }
-            // Dead letters are on disk before their events are acknowledged.
-            self.dead_letter(&dead).await;
+            // Dead letters are on disk before their events are acknowledged: if they
+            // cannot be written, only what precedes the first of them is acknowledged,
+            // and the rest is tried again.
+            if let Some((first, _)) = dead.first()
+                && let Err(e) = self.dead_letter(&dead).await
+            {
+                done = Some(first.seq - 1).filter(|&s| s > 0);
+                retry = Some(format!("dead-letter file: {e}"));
+            }
             if let Some(seq) = done {
                 self.ack(seq).await;
             }
+            if let Some(why) = &paused {
+                self.pause(why);
+            }
             match retry {
                 Some(why) => {
-                    tracing::warn!(error = %why, backoff_ms = backoff.as_millis() as u64, "delivery failed; retrying");
+                    tracing::warn!(error = %why, backoff_ms = backoff.as_millis() as u64, paused = paused.is_some(), "delivery failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
+                        () = self.inner.resume.notified(), if paused.is_some() => {
+                            tracing::info!("delivery probe requested");
+                        }
                         () = &mut shutdown => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -363,12 +562,37 @@ impl Pipeline {
         }
     }
 
+    fn pause(&self, why: &str) {
+        let mut alarms = self.alarms();
+        if alarms.paused.is_none() {
+            tracing::error!(error = %why, "ALARM: delivery paused: the sink refuses every event until an operator acts (credentials, authorisation, topic, disk); nothing is dead-lettered, probing");
+        }
+        alarms.paused = Some(why.to_owned());
+        self.inner.metrics.paused.set(1);
+    }
+
+    fn unpause(&self) {
+        let mut alarms = self.alarms();
+        if alarms.paused.take().is_some() {
+            tracing::warn!("delivery resumed");
+        }
+        self.inner.metrics.paused.set(0);
+    }
+
     async fn ack(&self, seq: u64) {
         let inner = self.inner.clone();
         let result = tokio::task::spawn_blocking(move || inner.outbox.ack(seq))
             .await
             .expect("ack task");
         self.publish_depth();
+        {
+            let _room = self
+                .inner
+                .room_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.inner.room.notify_all();
+        }
         if let Err(e) = result {
             // The events were delivered; failing to record it means they may be sent
             // again after a restart (dropped downstream by id), never lost.
@@ -403,15 +627,13 @@ impl Pipeline {
     }
 
     /// Writes fatally failed events to the dead-letter file, synced, on a blocking
-    /// thread.
-    async fn dead_letter(&self, dead: &[(&Record, &str)]) {
+    /// thread. Counted (and logged) as dead-lettered only once synced.
+    async fn dead_letter(&self, dead: &[(&Record, &str)]) -> Result<(), String> {
         if dead.is_empty() {
-            return;
+            return Ok(());
         }
         let mut lines = String::new();
         for (record, why) in dead {
-            self.inner.metrics.dead_lettered.inc();
-            tracing::error!(seq = record.seq, key = %record.key, error = %why, "ALARM: escalation event failed fatally; dead-lettered");
             let line = serde_json::json!({
                 "seq": record.seq,
                 "key": record.key,
@@ -422,18 +644,31 @@ impl Pipeline {
         }
         let path = self.inner.dead_letter.clone();
         let written = tokio::task::spawn_blocking(move || {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(lines.as_bytes()).and_then(|()| f.sync_data()))
+            let new = !path.exists();
+            let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+            f.write_all(lines.as_bytes())?;
+            f.sync_data()?;
+            if new {
+                // The new file's directory entry, too.
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+            }
+            Ok::<(), std::io::Error>(())
         })
         .await;
         let error = match written {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                for (record, why) in dead {
+                    self.inner.metrics.dead_lettered.inc();
+                    tracing::error!(seq = record.seq, key = %record.key, error = %why, "ALARM: escalation event failed fatally; dead-lettered");
+                }
+                return Ok(());
+            }
             Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         };
-        tracing::error!(error, path = %self.inner.dead_letter.display(), "could not write the dead-letter file");
+        tracing::error!(error, path = %self.inner.dead_letter.display(), "ALARM: could not write the dead-letter file; the events stay in the outbox");
+        Err(error)
     }
 }

@@ -24,9 +24,12 @@
 //! was never acknowledged to the caller. Damage anywhere else is reported as
 //! [`OutboxError::Corrupt`] rather than silently skipped.
 //!
-//! **Bound.** When the undelivered bytes would exceed `max_bytes`, `append` fails with
-//! [`OutboxError::Full`]: the caller must raise an alarm (the broker has been away long
-//! enough to fill the disk budget), and nothing already accepted is dropped.
+//! **Bound.** When the undelivered bytes would exceed `max_bytes` (or the undelivered
+//! events `max_records`), `append` fails with [`OutboxError::Full`]: the caller must
+//! raise an alarm (the broker has been away long enough to fill the disk budget), and
+//! nothing already accepted is dropped. Above three quarters of either limit (the
+//! high-water mark, [`Outbox::pressure`]) the daemon refuses new work (pushed segments
+//! answered 503), so the last quarter takes the decisions of media already taken.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -93,6 +96,8 @@ pub struct OutboxConfig {
     pub max_bytes: u64,
     /// Roll to a new segment beyond this size.
     pub segment_bytes: u64,
+    /// Undelivered events at most.
+    pub max_records: usize,
 }
 
 impl Default for OutboxConfig {
@@ -100,6 +105,7 @@ impl Default for OutboxConfig {
         OutboxConfig {
             max_bytes: 256 << 20,
             segment_bytes: 8 << 20,
+            max_records: 1_000_000,
         }
     }
 }
@@ -372,6 +378,28 @@ impl Outbox {
         lock(&self.queue).bytes
     }
 
+    /// Why new work should be refused: the undelivered events are above three
+    /// quarters of `max_bytes` or `max_records` (the rest is kept for the decisions of
+    /// media already taken). `None` below the mark. A short lock, never held across I/O.
+    pub fn pressure(&self) -> Option<String> {
+        let (bytes, records) = {
+            let q = lock(&self.queue);
+            (q.bytes, q.records.len())
+        };
+        let (max_bytes, max_records) = (self.config.max_bytes, self.config.max_records);
+        if bytes.saturating_mul(4) >= max_bytes.saturating_mul(3) {
+            Some(format!(
+                "outbox above its high-water mark: {bytes} undelivered bytes of {max_bytes}"
+            ))
+        } else if records.saturating_mul(4) >= max_records.saturating_mul(3) {
+            Some(format!(
+                "outbox above its high-water mark: {records} undelivered events of {max_records}"
+            ))
+        } else {
+            None
+        }
+    }
+
     /// The highest delivered sequence number.
     pub fn acked(&self) -> u64 {
         lock(&self.queue).acked
@@ -398,8 +426,11 @@ impl Outbox {
         };
         let len = record.encoded_len();
         // Acks only lower this while the log is held: the check is on the safe side.
-        let pending_bytes = lock(&self.queue).bytes;
-        if pending_bytes + len > self.config.max_bytes {
+        let (pending_bytes, pending) = {
+            let q = lock(&self.queue);
+            (q.bytes, q.records.len())
+        };
+        if pending_bytes + len > self.config.max_bytes || pending >= self.config.max_records {
             return Err(OutboxError::Full {
                 pending_bytes,
                 max_bytes: self.config.max_bytes,
@@ -577,6 +608,7 @@ mod tests {
         let config = OutboxConfig {
             max_bytes: 1 << 20,
             segment_bytes: 200,
+            ..OutboxConfig::default()
         };
         let (o, r) = open(dir.path(), config);
         assert_eq!(r, Recovery::default());
@@ -657,6 +689,7 @@ mod tests {
         let config = OutboxConfig {
             max_bytes: 100,
             segment_bytes: 1 << 20,
+            ..OutboxConfig::default()
         };
         let (o, _) = open(dir.path(), config);
         o.append("k", &[1; 40]).unwrap();
@@ -666,6 +699,48 @@ mod tests {
         o.ack(1).unwrap();
         o.append("k", &[2; 60]).unwrap();
         assert_eq!(o.depth(), 1);
+    }
+
+    /// Above three quarters of either limit the outbox reports pressure; at the record
+    /// limit it refuses; an ack brings it back under the mark.
+    #[test]
+    fn pressure_above_the_high_water_mark_and_the_record_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = OutboxConfig {
+            max_records: 4,
+            ..OutboxConfig::default()
+        };
+        let (o, _) = open(dir.path(), config);
+        o.append("k", b"1").unwrap();
+        o.append("k", b"2").unwrap();
+        assert_eq!(o.pressure(), None, "2 of 4 is under three quarters");
+        o.append("k", b"3").unwrap();
+        assert!(o.pressure().unwrap().contains("3 undelivered events of 4"));
+        o.append("k", b"4").unwrap();
+        assert!(matches!(
+            o.append("k", b"5").unwrap_err(),
+            OutboxError::Full { .. }
+        ));
+        o.ack(2).unwrap();
+        assert_eq!(o.pressure(), None);
+        // Bytes: each record of a 1-byte key and 100-byte event takes 121 bytes.
+        let dir = tempfile::tempdir().unwrap();
+        let (o, _) = open(
+            dir.path(),
+            OutboxConfig {
+                max_bytes: 400,
+                ..OutboxConfig::default()
+            },
+        );
+        o.append("k", &[0; 100]).unwrap();
+        o.append("k", &[0; 100]).unwrap();
+        assert_eq!(o.pressure(), None, "242 of 400 bytes");
+        o.append("k", &[0; 100]).unwrap();
+        assert!(
+            o.pressure()
+                .unwrap()
+                .contains("363 undelivered bytes of 400")
+        );
     }
 
     /// Fails the next `sync_data` once armed.

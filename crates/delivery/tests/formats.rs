@@ -22,6 +22,7 @@ fn a_version_1_outbox_opens_and_continues() {
     let config = OutboxConfig {
         max_bytes: 1 << 20,
         segment_bytes: 120,
+        ..OutboxConfig::default()
     };
     let (o, recovery) = Outbox::open(dir.path(), config).unwrap();
     assert_eq!((recovery.acked, recovery.pending), (2, 3));

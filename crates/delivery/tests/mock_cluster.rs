@@ -147,6 +147,58 @@ async fn fatal_errors_are_dead_lettered_not_retried() {
     support::check(&events[1..], &consumed);
 }
 
+/// The broker refuses authorisation for the topic: every event would fail the same
+/// way, so delivery pauses (alarm: the gauge and the status say why) instead of
+/// dead-lettering each one, and resumes in order once the broker accepts again (the
+/// injected errors run out, as a fixed ACL would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorisation_errors_pause_delivery_and_it_resumes_in_order() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("escalations", 1, 1).unwrap();
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = support::pipeline(dir.path());
+    let events = support::events(2, 3);
+    for (k, e) in &events {
+        p.accept(k, e).unwrap();
+    }
+    let sink = sink(&mock.bootstrap_servers(), "escalations");
+    let runner = support::Runner::start(&p, sink, 2);
+    let started = std::time::Instant::now();
+    while p.metrics().paused.get() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "delivery never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = p.status().paused.expect("the status says why");
+    assert!(why.to_lowercase().contains("authoriz"), "{why}");
+    assert_eq!(p.depth(), events.len(), "nothing acknowledged while paused");
+    // Probes (the first one after 100 ms) run the injected errors out; then everything
+    // is delivered, in order, and nothing was dead-lettered.
+    assert!(
+        support::drained(&p, Duration::from_secs(60)).await,
+        "delivery did not resume"
+    );
+    runner.stop().await;
+    assert_eq!(p.metrics().paused.get(), 0);
+    assert_eq!(p.status().paused, None);
+    assert_eq!(p.metrics().dead_lettered.get(), 0);
+    assert!(!dir.path().join("dead-letter.jsonl").exists());
+    assert!(p.metrics().errors.with_label_values(&["paused"]).get() >= 1);
+    let consumed = support::consume(
+        &mock.bootstrap_servers(),
+        "escalations",
+        events.len(),
+        Duration::from_secs(30),
+    );
+    support::check(&events, &consumed);
+}
+
 /// The embedded default: no Kafka configured, events go to a JSONL log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsonl_log_when_no_kafka_is_configured() {

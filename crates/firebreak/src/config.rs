@@ -53,6 +53,8 @@ pub struct ServiceConfig {
     pub sink: Sink,
     /// The durable outbox in front of the sink.
     pub outbox: Outbox,
+    /// The incident store.
+    pub incidents: Incidents,
     /// Streams pulled from the start (more can be registered through the API).
     pub streams: Vec<StreamSpec>,
     /// Fleet mode on Kafka; absent: one process, everything in it.
@@ -434,6 +436,9 @@ pub struct Ingest {
     /// A pushed stream with no segment for this many seconds is ended (as if its end
     /// had been posted).
     pub idle_timeout_secs: f64,
+    /// A frame timestamp more than this many seconds ahead of the previous frame's is
+    /// a jump (reset like a discontinuity); smaller forward gaps are kept as they are.
+    pub max_pts_step_secs: f64,
 }
 
 impl Default for Ingest {
@@ -444,6 +449,7 @@ impl Default for Ingest {
             max_frame: [1280, 720],
             source_allowlist: Vec::new(),
             idle_timeout_secs: 60.0,
+            max_pts_step_secs: 60.0,
         }
     }
 }
@@ -464,6 +470,8 @@ pub struct Detectors {
     pub video_window_secs: f64,
     /// Query-side views of each frame, per bank (`[detectors.views]`).
     pub views: crate::engine::views::ViewsConfig,
+    /// Frames the live vPDQ window holds at most, whatever their times.
+    pub video_window_max_frames: usize,
 }
 
 impl Default for Detectors {
@@ -475,6 +483,7 @@ impl Default for Detectors {
             classifier_threads: 1,
             video_window_secs: 10.0,
             views: Default::default(),
+            video_window_max_frames: firebreak_matching::window::DEFAULT_MAX_FRAMES,
         }
     }
 }
@@ -521,11 +530,33 @@ impl Default for Sink {
 pub struct Outbox {
     /// Refuse new events (with an alarm) beyond this many pending bytes.
     pub max_bytes: u64,
+    /// Refuse new events (with an alarm) beyond this many pending events.
+    pub max_records: usize,
 }
 
 impl Default for Outbox {
     fn default() -> Self {
-        Outbox { max_bytes: 1 << 30 }
+        Outbox {
+            max_bytes: 1 << 30,
+            max_records: 1_000_000,
+        }
+    }
+}
+
+/// `[incidents]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Incidents {
+    /// Incidents kept at most while some are resolved (the oldest resolved is dropped
+    /// first; open ones are never dropped).
+    pub max_kept: usize,
+}
+
+impl Default for Incidents {
+    fn default() -> Self {
+        Incidents {
+            max_kept: crate::engine::incidents::KEPT,
+        }
     }
 }
 
@@ -662,6 +693,8 @@ pub struct Settings {
     pub sink: SinkSettings,
     /// The durable outbox in front of the sink.
     pub outbox: OutboxSettings,
+    /// Incidents kept at most while some are resolved (1 to 10,000,000).
+    pub max_incidents: usize,
     /// Streams pulled from the start.
     pub streams: Vec<StreamSettings>,
     /// Fleet mode (`None`: one process). Its `worker_id` is empty here: the daemon
@@ -788,6 +821,8 @@ pub struct IngestSettings {
     pub net: Arc<NetPolicy>,
     /// A pushed stream with no segment for this long is ended.
     pub idle_timeout: Duration,
+    /// A timestamp more than this ahead of the previous frame's is a jump.
+    pub max_pts_step: Duration,
 }
 
 /// `[detectors]`, typed.
@@ -806,6 +841,8 @@ pub struct DetectorSettings {
     pub video_window_secs: f64,
     /// Query-side views, per bank.
     pub views: crate::engine::views::ViewsConfig,
+    /// Frames the live vPDQ window holds at most (1 to 65536).
+    pub video_window_max_frames: usize,
 }
 
 /// `[policy]`, typed.
@@ -841,6 +878,8 @@ pub enum SinkSettings {
 pub struct OutboxSettings {
     /// Refuse new events beyond this many pending bytes (at least 65536).
     pub max_bytes: u64,
+    /// Refuse new events beyond this many pending events (at least 1).
+    pub max_records: usize,
 }
 
 impl Settings {
@@ -1179,6 +1218,28 @@ impl ServiceConfig {
             );
             None
         };
+        let step = self.ingest.max_pts_step_secs;
+        let max_pts_step = if step.is_finite() && (0.1..=86_400.0).contains(&step) {
+            Duration::from_secs_f64(step)
+        } else {
+            push(
+                "ingest.max_pts_step_secs",
+                "must be from 0.1 to 86400 seconds".into(),
+            );
+            Duration::from_secs(60)
+        };
+        if !(1..=65_536).contains(&self.detectors.video_window_max_frames) {
+            push(
+                "detectors.video_window_max_frames",
+                "must be from 1 to 65536".into(),
+            );
+        }
+        if self.outbox.max_records == 0 {
+            push("outbox.max_records", "must be at least 1".into());
+        }
+        if !(1..=10_000_000).contains(&self.incidents.max_kept) {
+            push("incidents.max_kept", "must be from 1 to 10000000".into());
+        }
         if self.ingest.max_frame.contains(&0) {
             push("ingest.max_frame", "must be above 0".into());
         }
@@ -1327,6 +1388,7 @@ impl ServiceConfig {
                 max_frame: (self.ingest.max_frame[0], self.ingest.max_frame[1]),
                 net: Arc::new(net),
                 idle_timeout,
+                max_pts_step,
             },
             detectors: DetectorSettings {
                 banks_dir: self
@@ -1339,6 +1401,7 @@ impl ServiceConfig {
                 classifier_threads: self.detectors.classifier_threads,
                 video_window_secs: self.detectors.video_window_secs,
                 views: self.detectors.views.clone(),
+                video_window_max_frames: self.detectors.video_window_max_frames,
             },
             policy: PolicySettings {
                 file: self.policy.file.clone(),
@@ -1347,7 +1410,9 @@ impl ServiceConfig {
             sink,
             outbox: OutboxSettings {
                 max_bytes: self.outbox.max_bytes,
+                max_records: self.outbox.max_records,
             },
+            max_incidents: self.incidents.max_kept,
             streams,
             fleet,
             data_dir,
@@ -1535,6 +1600,47 @@ sampling = "every"
             issues,
             vec![Issue::new("policy.file: version", "must not be empty")]
         );
+    }
+
+    /// The PTS jump threshold, the live window's frame cap and the outbox's event
+    /// limit: defaults (60 s, 1024, one million), values taken, bad values refused.
+    #[test]
+    fn jump_threshold_window_cap_and_outbox_records() {
+        let c = ServiceConfig::parse("", Path::new("/tmp")).unwrap();
+        assert_eq!(c.ingest.max_pts_step, Duration::from_secs(60));
+        assert_eq!(c.detectors.video_window_max_frames, 1024);
+        assert_eq!(c.outbox.max_records, 1_000_000);
+        let text = "[ingest]\nmax_pts_step_secs = 2.5\n[detectors]\nvideo_window_max_frames = 64\n[outbox]\nmax_records = 10\n";
+        let c = ServiceConfig::parse(text, Path::new("/tmp")).unwrap();
+        assert_eq!(c.ingest.max_pts_step, Duration::from_millis(2500));
+        assert_eq!(c.detectors.video_window_max_frames, 64);
+        assert_eq!(c.outbox.max_records, 10);
+        for (text, path) in [
+            (
+                "[ingest]\nmax_pts_step_secs = 0.0\n",
+                "ingest.max_pts_step_secs",
+            ),
+            (
+                "[ingest]\nmax_pts_step_secs = nan\n",
+                "ingest.max_pts_step_secs",
+            ),
+            (
+                "[detectors]\nvideo_window_max_frames = 0\n",
+                "detectors.video_window_max_frames",
+            ),
+            (
+                "[detectors]\nvideo_window_max_frames = 65537\n",
+                "detectors.video_window_max_frames",
+            ),
+            ("[outbox]\nmax_records = 0\n", "outbox.max_records"),
+        ] {
+            let issues = ServiceConfig::parse(text, Path::new("/tmp")).unwrap_err();
+            assert_eq!(
+                issues.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
+                [path],
+                "{text}"
+            );
+        }
     }
 
     #[test]

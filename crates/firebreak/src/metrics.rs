@@ -461,6 +461,8 @@ pub struct Metrics {
     shared_errors: IntCounterVec,
     /// Shared topics: seconds from a record's timestamp to its application.
     shared_delay: HistogramVec,
+    /// 1 while a write of the incident journal or the audit log last failed.
+    pub disk_alarm: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -522,6 +524,11 @@ impl Metrics {
                     "Requests refused by auth, by reason.",
                 ),
                 &["reason"],
+            )
+            .unwrap(),
+            disk_alarm: prometheus::IntGauge::new(
+                "firebreak_disk_alarm",
+                "1 while the last write of the incident journal or the audit log failed (a full disk?), else 0.",
             )
             .unwrap(),
             accept_errors: IntCounter::new(
@@ -611,6 +618,7 @@ impl Metrics {
         r.register(Box::new(m.http_requests.clone())).unwrap();
         r.register(Box::new(m.auth_failures.clone())).unwrap();
         r.register(Box::new(m.accept_errors.clone())).unwrap();
+        r.register(Box::new(m.disk_alarm.clone())).unwrap();
         r.register(Box::new(m.connections_refused.clone())).unwrap();
         r.register(Box::new(m.throttled.clone())).unwrap();
         r.register(Box::new(m.inflight_body_bytes.clone())).unwrap();

@@ -243,6 +243,7 @@ impl Daemon {
             &outbox_dir,
             OutboxConfig {
                 max_bytes: config.outbox.max_bytes,
+                max_records: config.outbox.max_records,
                 ..OutboxConfig::default()
             },
             outbox_sync,
@@ -280,6 +281,8 @@ impl Daemon {
             EngineConfig {
                 classify_every: config.detectors.classify_every,
                 video_window_secs: config.detectors.video_window_secs,
+                video_window_max_frames: config.detectors.video_window_max_frames,
+                max_incidents: config.max_incidents,
                 audit_path: data.join("audit.jsonl"),
                 producer: Producer {
                     worker_id: producer_worker_id,
@@ -308,7 +311,8 @@ impl Daemon {
             .restore(&data)
             .with_context(|| format!("restoring the state in {}", data.display()))?;
 
-        let (frames_engine, end_engine, tier_engine, owner_engine) = (
+        let (frames_engine, end_engine, tier_engine, owner_engine, refuse_engine) = (
+            engine.clone(),
             engine.clone(),
             engine.clone(),
             engine.clone(),
@@ -344,6 +348,8 @@ impl Daemon {
                 let metrics = metrics.clone();
                 Arc::new(move || metrics.throttled(crate::metrics::ThrottleLimit::FeederBusy))
             }),
+            max_pts_step: config.ingest.max_pts_step,
+            refuse: Some(Arc::new(move || crate::http::api::refusal(&refuse_engine))),
         });
         let streams: Arc<dyn crate::metrics::StreamSource> = ingest.clone();
         metrics.watch_streams(Arc::downgrade(&streams));
@@ -391,6 +397,7 @@ impl Daemon {
             .map(|t| Arc::new(arc_swap::ArcSwap::from_pointee(t.acceptor.clone())));
         let reload_config = config.clone();
         let reload_engine = engine.clone();
+        let reload_pipeline = pipeline.clone();
         let (reload_auth, reload_tls) = (auth.clone(), tls.clone());
         let reload: Reloader = Arc::new(move |who: &str| {
             // The config file again (credentials, certificate, policy and bank paths);
@@ -429,6 +436,8 @@ impl Daemon {
                     "certificate": config.server.tls.is_some(),
                 }),
             );
+            // Credentials may have been fixed: a paused delivery probes at once.
+            reload_pipeline.resume();
             Ok(ReloadResult {
                 policy_version: version,
                 banks,

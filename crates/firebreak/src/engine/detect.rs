@@ -81,7 +81,12 @@ pub(crate) struct StreamDetect {
 
 impl StreamDetect {
     /// A stream with no history.
-    pub(crate) fn new(id: &str, policy: &Arc<Policy>, video_window_secs: f64) -> StreamDetect {
+    pub(crate) fn new(
+        id: &str,
+        policy: &Arc<Policy>,
+        video_window_secs: f64,
+        video_window_max_frames: usize,
+    ) -> StreamDetect {
         StreamDetect {
             state: StreamState::new(id, policy),
             policy: policy.clone(),
@@ -91,6 +96,7 @@ impl StreamDetect {
                 // and exit levels.
                 enter_percent: 100.0,
                 exit_percent: 100.0,
+                max_frames: video_window_max_frames,
                 ..WindowConfig::default()
             }),
             hasher: PdqHasher::new(),

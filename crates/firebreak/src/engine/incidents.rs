@@ -1,5 +1,11 @@
 //! Incidents as responders see them: opened by the policy's decisions, acknowledged and
 //! resolved by people. Pure state, indexed by incident id; time is passed in.
+//!
+//! A resolved incident that receives new evidence (the policy escalates or updates it:
+//! the crisis goes on) is **reopened**: open again, unacknowledged, with the
+//! resolution it overrode kept in `reopened`. The store is bounded (`max_kept`, default
+//! [`KEPT`]): beyond it the oldest resolved incident is dropped first. Lists are read a
+//! page at a time ([`IncidentStore::page`]).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -8,8 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use super::ActionError;
 
-/// How many incidents are kept before the oldest resolved ones are dropped.
+/// How many incidents are kept by default before the oldest resolved ones are dropped.
 pub const KEPT: usize = 5000;
+
+/// A reopening: new evidence after a resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reopened {
+    /// When the new evidence arrived, Unix milliseconds.
+    pub at_ms: u64,
+    /// The resolution it overrode.
+    pub resolved: Mark,
+}
 
 /// How long a resolved incident stays in the list.
 const RESOLVED_SHOWN_MS: u64 = 3_600_000;
@@ -130,6 +145,9 @@ pub struct Escalation {
     /// Resolution (`null` if none).
     #[schema(required = true)]
     pub resolved: Option<Mark>,
+    /// The last reopening: new evidence after a resolution (`null` if never).
+    #[schema(required = true)]
+    pub reopened: Option<Reopened>,
 }
 
 /// One incident as it is kept (and journaled, `engine::journal`).
@@ -148,6 +166,9 @@ pub(crate) struct Incident {
     media_start: f64,
     media_end: f64,
     evidence: Vec<Evidence>,
+    /// The last reopening (absent in journals written before reopening existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reopened: Option<Reopened>,
 }
 
 impl Incident {
@@ -174,22 +195,67 @@ impl Incident {
             evidence: self.evidence.clone(),
             acknowledged: self.state.ack().cloned(),
             resolved: self.state.resolved().cloned(),
+            reopened: self.reopened.clone(),
         }
     }
 }
 
-/// Every incident, by id, bounded at [`KEPT`].
-#[derive(Debug, Default)]
+/// One page of [`IncidentStore::page`].
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The incidents, most recently updated first.
+    pub items: Vec<Escalation>,
+    /// How many the whole list holds.
+    pub total: usize,
+    /// The offset of the next page, if there is one.
+    pub next_offset: Option<usize>,
+}
+
+/// Every incident, by id, bounded at `max_kept` ([`KEPT`] by default).
+#[derive(Debug)]
 pub struct IncidentStore {
     by_id: HashMap<String, Incident>,
     /// Ids in the order they were opened (for dropping the oldest resolved).
     order: VecDeque<String>,
+    max_kept: usize,
+}
+
+impl Default for IncidentStore {
+    fn default() -> Self {
+        IncidentStore::with_limit(KEPT)
+    }
 }
 
 impl IncidentStore {
     /// An empty store.
     pub fn new() -> IncidentStore {
         IncidentStore::default()
+    }
+
+    /// An empty store keeping at most `max_kept` incidents (at least 1) while some are
+    /// resolved: beyond it the oldest resolved is dropped.
+    pub fn with_limit(max_kept: usize) -> IncidentStore {
+        IncidentStore {
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+            max_kept: max_kept.max(1),
+        }
+    }
+
+    /// Drops the oldest resolved incidents while more than `max_kept` are kept.
+    fn evict(&mut self) {
+        while self.by_id.len() > self.max_kept {
+            let Some(i) = self.order.iter().position(|id| {
+                self.by_id
+                    .get(id)
+                    .is_some_and(|e| matches!(e.state, IncidentState::Resolved { .. }))
+            }) else {
+                break;
+            };
+            if let Some(id) = self.order.remove(i) {
+                self.by_id.remove(&id);
+            }
+        }
     }
 
     /// How many incidents are kept.
@@ -212,6 +278,15 @@ impl IncidentStore {
                 e.tier_index = tier_index;
                 e.rules = d.rules.clone();
                 e.evidence = d.evidence.clone();
+                // New evidence after a resolution: the crisis goes on.
+                if let IncidentState::Resolved { resolved, .. } = &e.state {
+                    e.reopened = Some(Reopened {
+                        at_ms: d.wall_ms,
+                        resolved: resolved.clone(),
+                    });
+                    e.state = IncidentState::Open;
+                    e.closed_ms = None;
+                }
             }
             e.updated_ms = d.wall_ms;
             e.media_end = d.media_end;
@@ -235,21 +310,13 @@ impl IncidentStore {
             media_start: d.media_start,
             media_end: d.media_end,
             evidence: d.evidence.clone(),
+            reopened: None,
         };
         let view = e.view(&d.incident_id);
         self.by_id.insert(d.incident_id.clone(), e);
         self.order.push_back(d.incident_id.clone());
         // Keep the store bounded: drop the oldest resolved incident first.
-        if self.by_id.len() > KEPT
-            && let Some(i) = self.order.iter().position(|id| {
-                self.by_id
-                    .get(id)
-                    .is_some_and(|e| matches!(e.state, IncidentState::Resolved { .. }))
-            })
-            && let Some(id) = self.order.remove(i)
-        {
-            self.by_id.remove(&id);
-        }
+        self.evict();
         view
     }
 
@@ -306,6 +373,7 @@ impl IncidentStore {
         let view = incident.view(id);
         if self.by_id.insert(id.to_owned(), incident).is_none() {
             self.order.push_back(id.to_owned());
+            self.evict();
         }
         view
     }
@@ -326,23 +394,10 @@ impl IncidentStore {
     /// A store holding `incidents` (replayed from the journal, in the order they were
     /// opened, the last state of each id), bounded like [`IncidentStore::record`]
     /// bounds it.
-    pub(crate) fn restored(incidents: Vec<(String, Incident)>) -> IncidentStore {
-        let mut store = IncidentStore::new();
+    pub(crate) fn restored(incidents: Vec<(String, Incident)>, max_kept: usize) -> IncidentStore {
+        let mut store = IncidentStore::with_limit(max_kept);
         for (id, e) in incidents {
             store.put(&id, e);
-        }
-        while store.by_id.len() > KEPT {
-            let Some(i) = store.order.iter().position(|id| {
-                store
-                    .by_id
-                    .get(id)
-                    .is_some_and(|e| matches!(e.state, IncidentState::Resolved { .. }))
-            }) else {
-                break;
-            };
-            if let Some(id) = store.order.remove(i) {
-                store.by_id.remove(&id);
-            }
         }
         store
     }
@@ -365,6 +420,19 @@ impl IncidentStore {
             .collect();
         out.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
         out
+    }
+
+    /// [`IncidentStore::list`], `limit` incidents from `offset`.
+    pub fn page(&self, now_ms: u64, tenant: Option<&str>, offset: usize, limit: usize) -> Page {
+        let all = self.list(now_ms, tenant);
+        let total = all.len();
+        let items: Vec<Escalation> = all.into_iter().skip(offset).take(limit).collect();
+        let end = offset.saturating_add(items.len());
+        Page {
+            next_offset: (end < total && !items.is_empty()).then_some(end),
+            items,
+            total,
+        }
     }
 }
 
@@ -535,5 +603,89 @@ mod tests {
         );
         assert_eq!(s.len(), KEPT + 1);
         assert!(s.get("i9").is_none());
+    }
+
+    /// New evidence after a resolution reopens the incident (unacknowledged, the
+    /// resolution kept in `reopened`); a closing decision does not.
+    #[test]
+    fn new_evidence_reopens_a_resolved_incident() {
+        let mut s = IncidentStore::new();
+        s.record(
+            &decision("i1", DecisionKind::Escalated, "crisis", 1000),
+            4,
+            "t",
+        );
+        s.act("i1", Action::Acknowledge, mark("a", 1500), None)
+            .unwrap();
+        s.act("i1", Action::Resolve, mark("b", 2000), None).unwrap();
+        let e = s.record(
+            &decision("i1", DecisionKind::Updated, "crisis", 3000),
+            4,
+            "t",
+        );
+        assert_eq!(e.state, "open");
+        assert_eq!((e.acknowledged, e.resolved), (None, None));
+        assert_eq!(
+            e.reopened,
+            Some(Reopened {
+                at_ms: 3000,
+                resolved: mark("b", 2000)
+            })
+        );
+        assert_eq!((e.opened_ms, e.updated_ms), (1000, 3000));
+        // It can be acknowledged and resolved again.
+        s.act("i1", Action::Acknowledge, mark("a", 3500), None)
+            .unwrap();
+        s.act("i1", Action::Resolve, mark("b", 4000), None).unwrap();
+        // The stream ending (no new evidence) leaves it resolved.
+        let e = s.record(&decision("i1", DecisionKind::Ended, "crisis", 5000), 4, "t");
+        assert_eq!((e.state, e.closed_ms), ("resolved", Some(5000)));
+    }
+
+    /// A store bounded at 3 keeps every open incident and drops the oldest resolved.
+    #[test]
+    fn a_configured_bound() {
+        let mut s = IncidentStore::with_limit(3);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            s.record(
+                &decision(id, DecisionKind::Escalated, "watch", i as u64),
+                1,
+                "t",
+            );
+        }
+        s.act("b", Action::Resolve, mark("x", 10), None).unwrap();
+        s.act("c", Action::Resolve, mark("x", 11), None).unwrap();
+        s.record(&decision("d", DecisionKind::Escalated, "watch", 20), 1, "t");
+        let mut ids: Vec<String> = s.export().into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "c", "d"]);
+    }
+
+    /// Pages of 2 over 5 incidents: offsets 0, 2, 4, then none.
+    #[test]
+    fn pages() {
+        let mut s = IncidentStore::new();
+        for i in 0..5u64 {
+            s.record(
+                &decision(&format!("i{i}"), DecisionKind::Escalated, "watch", i),
+                1,
+                "t",
+            );
+        }
+        let ids = |p: &Page| p.items.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let p = s.page(10, None, 0, 2);
+        assert_eq!(
+            (ids(&p), p.total, p.next_offset),
+            (vec!["i4".into(), "i3".into()], 5, Some(2))
+        );
+        let p = s.page(10, None, 2, 2);
+        assert_eq!(
+            (ids(&p), p.next_offset),
+            (vec!["i2".into(), "i1".into()], Some(4))
+        );
+        let p = s.page(10, None, 4, 2);
+        assert_eq!((ids(&p), p.next_offset), (vec!["i0".to_owned()], None));
+        let p = s.page(10, None, 9, 2);
+        assert!(p.items.is_empty() && p.next_offset.is_none() && p.total == 5);
     }
 }

@@ -174,7 +174,7 @@ impl Journal {
         }
         self.lines += 1;
         self.len += line.len() as u64;
-        Ok(self.lines > COMPACT_FACTOR * (kept + super::incidents::KEPT))
+        Ok(self.lines > COMPACT_FACTOR * (kept + crate::engine::incidents::KEPT))
     }
 
     /// Rewrites the journal as `incidents` (compaction).
@@ -249,7 +249,10 @@ mod tests {
         let replayed = replay(&path).unwrap();
         assert_eq!(replayed, s.export());
         assert_eq!(
-            IncidentStore::restored(replayed).get("a").unwrap().state,
+            IncidentStore::restored(replayed, crate::engine::incidents::KEPT)
+                .get("a")
+                .unwrap()
+                .state,
             "resolved"
         );
     }

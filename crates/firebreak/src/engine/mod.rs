@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub classify_every: u32,
     /// Media seconds in the live vPDQ window.
     pub video_window_secs: f64,
+    /// Frames the live vPDQ window holds at most.
+    pub video_window_max_frames: usize,
+    /// Incidents kept at most while some are resolved.
+    pub max_incidents: usize,
     /// Where the audit log is appended.
     pub audit_path: PathBuf,
     /// Event producer (worker id, tenant).
@@ -163,6 +167,9 @@ pub struct Engine {
     metrics: Metrics,
     /// Where each frame's signals, each event and each tick are recorded (set once).
     signal_sink: std::sync::OnceLock<Arc<dyn crate::signals::SignalSink>>,
+    /// Failed writes of the engine's own files (`journal`, `audit`), by file: an alarm
+    /// until that file's next good write.
+    storage_alarms: Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,6 +189,7 @@ impl Engine {
         metrics: Metrics,
     ) -> Arc<Engine> {
         let (events, _) = broadcast::channel(1024);
+        let max_incidents = config.max_incidents;
         let audit = AuditLog::new(config.audit_path.clone());
         publish_audit_head(&audit, &metrics);
         Arc::new(Engine {
@@ -193,11 +201,12 @@ impl Engine {
             detectors: ArcSwap::from_pointee(detectors),
             policy: ArcSwap::from_pointee(Policy::new(policy)),
             streams: Mutex::new(HashMap::new()),
-            incidents: Mutex::new(IncidentStore::new()),
+            incidents: Mutex::new(IncidentStore::with_limit(max_incidents)),
             events,
             pipeline,
             metrics,
             signal_sink: std::sync::OnceLock::new(),
+            storage_alarms: Mutex::new(Default::default()),
         })
     }
 
@@ -212,6 +221,32 @@ impl Engine {
         if let Some(s) = self.signal_sink.get() {
             s.flush();
         }
+    }
+
+    /// Notes the outcome of a write of `file` (`journal`, `audit`): a failure raises
+    /// the storage alarm (readiness false) until the file's next good write.
+    fn storage<T, E: std::fmt::Display>(&self, file: &'static str, result: &Result<T, E>) {
+        let mut alarms = lock(&self.storage_alarms);
+        match result {
+            Ok(_) => {
+                if alarms.remove(file).is_some() {
+                    tracing::warn!(file, "writable again");
+                }
+            }
+            Err(e) => {
+                alarms.insert(file, e.to_string());
+            }
+        }
+        self.metrics.disk_alarm.set(i64::from(!alarms.is_empty()));
+    }
+
+    /// The engine's storage alarms: `(file, error)` of its files whose last write
+    /// failed (a full disk, an I/O error).
+    pub fn storage_alarms(&self) -> Vec<(String, String)> {
+        lock(&self.storage_alarms)
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
     }
 
     /// The current policy.
@@ -230,7 +265,12 @@ impl Engine {
     }
 
     fn fresh(&self, id: &str, policy: &Arc<Policy>) -> StreamDetect {
-        StreamDetect::new(id, policy, self.config.video_window_secs)
+        StreamDetect::new(
+            id,
+            policy,
+            self.config.video_window_secs,
+            self.config.video_window_max_frames,
+        )
     }
 
     /// The wall clock's time.
@@ -489,7 +529,12 @@ impl Engine {
             let t = Instant::now();
             let event = cloud_event(&d, &producer);
             let bytes = serde_json::to_vec(&event).expect("json");
-            match self.pipeline.accept_from(&d.stream_id, &bytes, origin_ms) {
+            // A full outbox or a failed write is waited out (and alarmed by the
+            // pipeline), never dropped: the ingest is refused meanwhile (503).
+            match self
+                .pipeline
+                .accept_retrying(&d.stream_id, &bytes, origin_ms)
+            {
                 Ok(_) => {}
                 Err(e) => {
                     self.metrics.accept_errors.inc();
@@ -513,12 +558,28 @@ impl Engine {
     fn record(&self, policy: &Policy, d: &Decision, tenant: &str) -> Escalation {
         let tier_index = policy.config().tier_index(&d.tier).map_or(0, |i| i + 1);
         let mut journal = lock(&self.journal);
-        let (view, incident, kept) = {
+        let (view, incident, kept, was) = {
             let mut store = lock(&self.incidents);
+            let was = store.incident(&d.incident_id).map(|e| e.state_name());
             let view = store.record(d, tier_index, tenant);
             let incident = store.incident(&d.incident_id).cloned();
-            (view, incident, store.len())
+            (view, incident, store.len(), was)
         };
+        if was == Some("resolved") && view.state == "open" {
+            // New evidence reopened a resolved incident: the policy acted for the
+            // stream's tenant.
+            tracing::warn!(incident = %d.incident_id, stream = %d.stream_id, "new evidence reopened a resolved incident");
+            let appended = self.audit.append(
+                d.wall_ms,
+                tenant,
+                Some("policy"),
+                "escalation.reopen",
+                &d.incident_id,
+                serde_json::to_value(&view.reopened).map_or(Value::Null, |r| r["resolved"].clone()),
+                serde_json::json!({ "state": "open", "decision": d.id }),
+            );
+            self.storage("audit", &appended);
+        }
         if let (Some(j), Some(incident)) = (journal.as_mut(), incident) {
             self.journal_write(j, &d.incident_id, &incident, kept);
         }
@@ -533,7 +594,9 @@ impl Engine {
         incident: &incidents::Incident,
         kept: usize,
     ) -> bool {
-        match j.append(id, incident, kept) {
+        let appended = j.append(id, incident, kept);
+        self.storage("journal", &appended);
+        match appended {
             Ok(due) => {
                 if due {
                     let all = lock(&self.incidents).export();
@@ -558,7 +621,7 @@ impl Engine {
     pub fn restore(&self, data_dir: &Path) -> std::io::Result<usize> {
         let path = data_dir.join("incidents.jsonl");
         let incidents = journal::replay(&path)?;
-        let store = IncidentStore::restored(incidents);
+        let store = IncidentStore::restored(incidents, self.config.max_incidents);
         let restored = store.len();
         let j = Journal::create(&path, &store.export())?;
         {
@@ -658,6 +721,17 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .list(now, tenant)
+    }
+
+    /// [`Engine::escalations`], `limit` of them from `offset`.
+    pub fn escalations_page(
+        &self,
+        tenant: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> incidents::Page {
+        let now = self.now_ms();
+        lock(&self.incidents).page(now, tenant, offset, limit)
     }
 
     /// Acknowledges or resolves an incident `tenant` may see (`None`: any),
@@ -897,8 +971,11 @@ impl Engine {
         old: Value,
         new: Value,
     ) -> Result<String, ActionError> {
-        self.audit
-            .append(self.now_ms(), who, credential, action, target, old, new)
+        let appended = self
+            .audit
+            .append(self.now_ms(), who, credential, action, target, old, new);
+        self.storage("audit", &appended);
+        appended
             .map_err(|e| ActionError::Storage(format!("the audit log could not be written: {e}")))
     }
 
@@ -990,9 +1067,10 @@ impl Engine {
 
     /// Appends to the audit log (file and memory); a failure is logged (an alarm).
     pub fn audit(&self, who: &str, action: &str, target: &str, old: Value, new: Value) {
-        let _ = self
+        let appended = self
             .audit
             .append(self.now_ms(), who, None, action, target, old, new);
+        self.storage("audit", &appended);
     }
 
     /// [`Engine::audit`] for something that happened at wall time `at_ms` (written
@@ -1006,9 +1084,10 @@ impl Engine {
         old: Value,
         new: Value,
     ) {
-        let _ = self
+        let appended = self
             .audit
             .append(at_ms, who, None, action, target, old, new);
+        self.storage("audit", &appended);
     }
 
     /// The audit entries kept in memory, oldest first: those made by `tenant`
@@ -1078,6 +1157,8 @@ mod tests {
             EngineConfig {
                 classify_every: 1,
                 video_window_secs: 10.0,
+                video_window_max_frames: firebreak_matching::window::DEFAULT_MAX_FRAMES,
+                max_incidents: incidents::KEPT,
                 audit_path: dir.join("audit.jsonl"),
                 producer: Producer {
                     worker_id: "w".into(),

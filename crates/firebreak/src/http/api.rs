@@ -63,7 +63,8 @@ pub struct Health {
 /// `GET /readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Readiness {
-    /// Whether the daemon takes work (false while starting and shutting down).
+    /// Whether the daemon takes work (false while starting and shutting down, while
+    /// the outbox is above its high-water mark, and while a disk write fails).
     pub ready: bool,
     /// What readiness is made of.
     pub checks: ReadinessChecks,
@@ -76,15 +77,99 @@ pub struct ReadinessChecks {
     pub loaded: bool,
     /// Decisions written to the outbox and not yet delivered.
     pub outbox_depth: usize,
+    /// What an operator must act on, if anything. Every kind but `delivery_paused`
+    /// makes the daemon not ready (decisions are still kept while delivery is paused,
+    /// until the outbox fills).
+    pub alarms: Vec<Alarm>,
+}
+
+/// An alarm: something only an operator can fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Alarm {
+    /// What is wrong.
+    pub kind: AlarmKind,
+    /// The error or limit behind it.
+    pub detail: String,
+}
+
+/// The kinds of [`Alarm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// The sink refuses every event (credentials, authorisation, a fatal producer
+    /// state, a missing topic, the event log's disk): delivery waits and probes.
+    DeliveryPaused,
+    /// The outbox is above its high-water mark: pushed segments are refused (503).
+    OutboxFull,
+    /// A write of the outbox, the incident journal or the audit log failed (a full
+    /// disk?): pushed segments are refused (503).
+    Disk,
+}
+
+/// The daemon's alarms now (never waits for a disk).
+pub fn alarms(engine: &Engine) -> Vec<Alarm> {
+    let status = engine.pipeline().status();
+    let mut out = Vec::new();
+    if let Some(detail) = status.paused {
+        out.push(Alarm {
+            kind: AlarmKind::DeliveryPaused,
+            detail,
+        });
+    }
+    if let Some(detail) = status.pressure {
+        out.push(Alarm {
+            kind: AlarmKind::OutboxFull,
+            detail,
+        });
+    }
+    if let Some(e) = status.write_error {
+        out.push(Alarm {
+            kind: AlarmKind::Disk,
+            detail: e,
+        });
+    }
+    for (file, e) in engine.storage_alarms() {
+        out.push(Alarm {
+            kind: AlarmKind::Disk,
+            detail: format!("{file}: {e}"),
+        });
+    }
+    out
+}
+
+/// Why new work is refused now (an alarm other than `delivery_paused`), if it is.
+pub fn refusal(engine: &Engine) -> Option<String> {
+    alarms(engine)
+        .into_iter()
+        .find(|a| a.kind != AlarmKind::DeliveryPaused)
+        .map(|a| a.detail)
 }
 
 /// `GET /v1/escalations`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EscalationList {
     /// Open incidents and those resolved within the last hour that the caller may
-    /// see, the most recently updated first.
+    /// see, the most recently updated first: `limit` of them from `offset`.
     pub escalations: Vec<Escalation>,
+    /// How many the whole list holds.
+    pub total: usize,
+    /// The `offset` of the next page (`null` on the last page).
+    #[schema(required = true)]
+    pub next_offset: Option<usize>,
 }
+
+/// The page of `GET /v1/escalations` (query parameters).
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Incidents to skip (default 0).
+    pub offset: Option<usize>,
+    /// Incidents in the page: 1 to 1000 (default 500).
+    pub limit: Option<usize>,
+}
+
+/// The largest page of `GET /v1/escalations`.
+pub const MAX_PAGE: usize = 1000;
 
 /// The optional body of `POST /v1/escalations/{id}/ack` and `/resolve` (an empty body
 /// is allowed too).
@@ -331,7 +416,8 @@ async fn healthz() -> Json<Health> {
 
 /// Readiness.
 ///
-/// Readiness: policy, banks and models loaded, and not shutting down.
+/// Readiness: policy, banks and models loaded, not shutting down, the outbox below its
+/// high-water mark and no failing disk write; alarms listed.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -339,11 +425,13 @@ async fn healthz() -> Json<Health> {
     operation_id = "readyz",
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 503, description = "Starting or shutting down (same body, `ready: false`).", body = Readiness),
+        (status = 503, description = "Starting, shutting down, the outbox above its high-water mark or a disk write failing (same body, `ready: false`, the alarms listed).", body = Readiness),
     )
 )]
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
-    let ready = s.ready.load(Ordering::Acquire);
+    let loaded = s.ready.load(Ordering::Acquire);
+    let alarms = alarms(&s.engine);
+    let ready = loaded && alarms.iter().all(|a| a.kind == AlarmKind::DeliveryPaused);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -352,8 +440,9 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     let body = Readiness {
         ready,
         checks: ReadinessChecks {
-            loaded: ready,
+            loaded,
             outbox_depth: s.engine.pipeline().depth(),
+            alarms,
         },
     };
     (status, Json(body)).into_response()
@@ -387,21 +476,37 @@ pub fn metrics_text(metrics: &crate::metrics::Metrics) -> Response {
 /// List incidents.
 ///
 /// Open incidents, and those resolved within the last hour, of the caller's tenant
-/// (every tenant's for `admin`).
+/// (every tenant's for `admin`), the most recently updated first, a page at a time:
+/// `limit` (default 500, at most 1000) from `offset`; `next_offset` is the next page's.
 #[utoipa::path(
     get,
     path = "/v1/escalations",
     tag = "escalations",
     operation_id = "list_escalations",
-    responses((status = 200, description = "The incidents.", body = EscalationList))
+    params(PageQuery),
+    responses(
+        (status = 200, description = "The incidents.", body = EscalationList),
+        (status = 400, description = "A `limit` out of range. (A parameter that is not a number is refused by the router with a plain-text 400.)", body = ErrorBody),
+    )
 )]
 async fn escalations(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-) -> Json<EscalationList> {
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, "limit: 1 to 1000");
+    }
+    let page = s
+        .engine
+        .escalations_page(caller.tenant_filter(), q.offset.unwrap_or(0), limit);
     Json(EscalationList {
-        escalations: s.engine.escalations(caller.tenant_filter()),
+        escalations: page.items,
+        total: page.total,
+        next_offset: page.next_offset,
     })
+    .into_response()
 }
 
 fn note(body: &Bytes) -> Result<String, Box<Response>> {

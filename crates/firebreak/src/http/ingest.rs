@@ -103,6 +103,12 @@ pub struct IngestConfig {
     pub clock: Arc<dyn Clock>,
     /// Told of every push refused because another request is feeding the stream.
     pub on_feeder_busy: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// A frame timestamp more than this ahead of the previous frame's is a jump.
+    pub max_pts_step: Duration,
+    /// Why pushed segments are refused now (the outbox above its high-water mark, a
+    /// failing disk write), if they are: answered 503 with `Retry-After`, so no
+    /// decision is dropped for want of room.
+    pub refuse: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -348,6 +354,7 @@ impl IngestState {
         }
         let mut config = StreamConfig::new(id);
         config.sampling = sampling;
+        config.max_pts_step = self.config.max_pts_step;
         config.max_output = self.config.max_output;
         let (feed, source) = match source {
             Some(pulled) => (None, pulled),
@@ -1243,7 +1250,8 @@ async fn remove(
         (status = 409, description = "The stream has ended or stopped.", body = ErrorBody),
         (status = 429, description = "Another segment of this stream is being fed (retry after 1 s), or the tenant runs as many streams as it may (10 s).", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds."))),
-        (status = 503, description = "A new stream over the stream limit, or shutting down.", body = ErrorBody),
+        (status = 503, description = "A new stream over the stream limit, or shutting down; or the outbox is above its high-water mark or a disk write fails (retry after 5 s: decisions are never dropped, the ingest is held back instead).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds (5), when the outbox or a disk is the reason."))),
     )
 )]
 async fn put_segment(
@@ -1278,6 +1286,18 @@ async fn put_segment_in_span(
     }
     if seq > MAX_SEQUENCE {
         return sequence_out_of_range();
+    }
+    if let Some(why) = state.config.refuse.as_ref().and_then(|f| f()) {
+        tracing::warn!(reason = %why, "segment refused: the daemon holds back its ingest");
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not taking segments now: {why}; retry"),
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return r;
     }
     if let Some(f) = state.fleet.get() {
         return crate::fleet::put_segment(f.clone(), &caller, id, seq, body).await;
