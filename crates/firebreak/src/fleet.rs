@@ -348,6 +348,7 @@ impl FleetHandler for Worker {
                     .filter_map(|id| local.remove(&id).map(|l| (id, l)))
                     .collect()
             };
+            #[allow(clippy::type_complexity)]
             let stopped: Vec<(String, Local, Option<(StreamView, Option<u64>)>)> =
                 std::thread::scope(|scope| {
                     let handles: Vec<_> = moving

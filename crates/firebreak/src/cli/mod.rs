@@ -5,8 +5,8 @@
 //! - [`replay`]: `replay`, `labels` and `signals`, over the signal log.
 
 pub mod banks;
-pub mod robust;
 pub mod replay;
+pub mod robust;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;

@@ -174,7 +174,11 @@ pub fn run_replay(data: &DataDir, a: &ReplayArgs) -> Result<ExitCode> {
                 ..MatchConfig::default()
             };
             Some(Rematch::Banks {
-                matcher: Matcher::new(set.banks.iter().map(|b| &b.bank), config, threads),
+                matcher: Box::new(Matcher::new(
+                    set.banks.iter().map(|b| &b.bank),
+                    config,
+                    threads,
+                )),
                 window_secs: a.window_secs,
             })
         }

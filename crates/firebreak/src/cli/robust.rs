@@ -441,7 +441,12 @@ fn run_copy(
     original: Option<&str>,
     cost: &mut (Duration, u64),
 ) -> Outcome {
-    let mut s = StreamDetect::new("eval", policy, 10.0);
+    let mut s = StreamDetect::new(
+        "eval",
+        policy,
+        10.0,
+        firebreak_matching::window::DEFAULT_MAX_FRAMES,
+    );
     let mut out = Outcome::default();
     for f in frames {
         let t = Instant::now();

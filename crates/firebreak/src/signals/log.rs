@@ -172,7 +172,11 @@ impl SignalSink for SignalLog {
         match tx.try_send(Msg::Record(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+                if self
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(10_000)
+                {
                     tracing::warn!("signal log queue full: records dropped");
                 }
             }
@@ -298,10 +302,8 @@ impl Writer {
             .max_bytes
             .saturating_sub(self.config.segment_bytes);
         for (path, size, old) in sizes.drain(..) {
-            if total > limit || old {
-                if std::fs::remove_file(&path).is_ok() {
-                    total -= size;
-                }
+            if (total > limit || old) && std::fs::remove_file(&path).is_ok() {
+                total -= size;
             }
         }
     }
@@ -487,10 +489,10 @@ impl SegmentWriter {
             return Ok(());
         }
         let block = self.encoder.finish();
-        if self.file.is_some() && self.written + block.len() as u64 > self.segment_bytes {
-            if let Some(mut f) = self.file.take() {
-                f.flush()?;
-            }
+        if self.written + block.len() as u64 > self.segment_bytes
+            && let Some(mut f) = self.file.take()
+        {
+            f.flush()?;
         }
         if self.file.is_none() {
             let path = self.dir.join(segment_name(self.next));

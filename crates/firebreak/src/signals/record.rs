@@ -400,6 +400,8 @@ impl<'a> Block<'a> {
                         entry_id: self.str(r.varint()?)?.to_owned(),
                         distance: r.varint()? as u32,
                         quality: r.u8()?,
+                        // Format 1 does not record which view matched.
+                        view: None,
                     });
                 }
                 let n = r.varint()?;
@@ -539,6 +541,7 @@ mod tests {
                     entry_id: "e1".into(),
                     distance: 12,
                     quality: 90,
+                    view: None,
                 }],
                 video_matches: vec![VideoMatch {
                     bank: "crisis".into(),

@@ -40,7 +40,7 @@ pub enum Rematch {
     /// rebuild the live video window (`window_secs` of media).
     Banks {
         /// The matcher.
-        matcher: Matcher,
+        matcher: Box<Matcher>,
         /// Live window length.
         window_secs: f64,
     },
@@ -378,6 +378,8 @@ fn rematch_frame(
                     entry_id: hit.entry.id.to_string(),
                     distance: hit.distance,
                     quality,
+                    // Re-matching uses the whole frame's hash only.
+                    view: None,
                 });
             }
             if let Some(window) = window {

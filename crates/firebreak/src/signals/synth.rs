@@ -132,6 +132,7 @@ pub fn generate(dir: &Path, spec: SynthSpec) -> anyhow::Result<u64> {
                     entry_id: format!("entry-{}", rng.next() % 5),
                     distance: (rng.next() % 32) as u32,
                     quality: 100,
+                    view: None,
                 }],
                 _ => Vec::new(),
             };
