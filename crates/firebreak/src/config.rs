@@ -939,7 +939,7 @@ impl ServiceConfig {
         let parsed: Result<ServiceConfig, _> = serde_ignored::deserialize(de, |path| {
             // An optional section's path reads `fleet?.topics.x`: shown as written.
             unknown.push(Issue::new(
-                path.to_string().replace("?.", "."),
+                path.to_string().replace('?', "").replace("..", "."),
                 "unknown field",
             ))
         });

@@ -481,7 +481,13 @@ async fn answers_match_the_documented_schemas() {
     let (s, _) = h.checked(&doc, "GET", esc, esc, Some(metrics), b"").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v) = h.checked(&doc, "GET", esc, esc, Some(ALL), b"").await;
-    assert_eq!((s, v), (StatusCode::OK, json!({"escalations": []})));
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::OK,
+            json!({"escalations": [], "total": 0, "next_offset": null})
+        )
+    );
 
     // Acknowledging what does not exist, with and without a valid body.
     let ack = "/v1/escalations/{id}/ack";
