@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use firebreak_classify::{Classifier, ClassifierSet, ModelError, RgbImage};
+use firebreak_classify::{Classification, Classifier, ClassifierSet, ModelError, RgbImage};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -212,13 +212,54 @@ fn bad_models_fail_at_load_with_the_right_error() {
     ));
 }
 
-fn fetch_open_nsfw() -> PathBuf {
+/// Runs `models/fetch.sh MODEL` and returns the model's directory.
+fn fetch(model: &str) -> PathBuf {
     let ok = Command::new(models().join("fetch.sh"))
+        .arg(model)
         .status()
         .unwrap()
         .success();
-    assert!(ok, "models/fetch.sh");
-    models().join("open_nsfw")
+    assert!(ok, "models/fetch.sh {model}");
+    models().join(model)
+}
+
+fn fetch_open_nsfw() -> PathBuf {
+    fetch("open_nsfw")
+}
+
+/// Scores every reference image with `classifier` and checks the input tensor and the
+/// label scores against onnxruntime's (`refs`); returns each file's classification.
+/// Pillow 13 resizes 200x300 -> 256x256 with its vertical pass first (1-level
+/// differences on noise), so that one tensor may differ; every other is bit-identical.
+fn scores_match_reference(classifier: &Classifier, refs: &Value) -> Vec<(String, Classification)> {
+    let mut out = Vec::new();
+    for r in refs["results"].as_array().unwrap() {
+        let source = r["source"].as_str().unwrap();
+        let file = Path::new(source).file_name().unwrap().to_str().unwrap();
+        let (w, h, rgb) = image(file);
+        let frame = RgbImage {
+            width: w,
+            height: h,
+            data: &rgb,
+        };
+        let (tensor, _) = classifier.preprocess(&frame);
+        let exact = tensor_sha256(&tensor) == r["input"]["sha256"].as_str().unwrap();
+        assert!(
+            exact || file == "noise_200x300.png",
+            "{file}: input tensor differs"
+        );
+        let tol = if exact { 1e-4 } else { 1e-2 };
+        let c = classifier.classify(&frame).unwrap();
+        for (label, score) in &c.scores {
+            let want = r["scores"][label].as_f64().unwrap();
+            assert!(
+                close(f64::from(*score), want, tol),
+                "{file} {label}: tract {score} vs onnxruntime {want}"
+            );
+        }
+        out.push((file.to_owned(), c));
+    }
+    out
 }
 
 /// A `.npy` file of little-endian float32 (numpy format 1.0, C order).
@@ -241,32 +282,7 @@ fn read_npy(path: &Path) -> Vec<f32> {
 fn open_nsfw_matches_onnxruntime() {
     let classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
     let refs = reference("open_nsfw.json");
-    for r in refs["results"].as_array().unwrap() {
-        let source = r["source"].as_str().unwrap();
-        let file = Path::new(source).file_name().unwrap().to_str().unwrap();
-        let (w, h, rgb) = image(file);
-        let frame = RgbImage {
-            width: w,
-            height: h,
-            data: &rgb,
-        };
-        let (tensor, _) = classifier.preprocess(&frame);
-        // Pillow 13 resizes 200x300 -> 256x256 with its vertical pass first (1-level
-        // differences on noise); every other reference tensor is bit-identical.
-        let exact = tensor_sha256(&tensor) == r["input"]["sha256"].as_str().unwrap();
-        assert!(
-            exact || file == "noise_200x300.png",
-            "{file}: input tensor differs"
-        );
-        let tol = if exact { 1e-4 } else { 1e-2 };
-        let c = classifier.classify(&frame).unwrap();
-        for (label, score) in &c.scores {
-            let want = r["scores"][label].as_f64().unwrap();
-            assert!(
-                close(f64::from(*score), want, tol),
-                "{file} {label}: tract {score} vs onnxruntime {want}"
-            );
-        }
+    for (file, c) in scores_match_reference(&classifier, &refs) {
         // Plain synthetic frames are not flagged.
         assert!(
             c.categories
@@ -299,51 +315,17 @@ fn open_nsfw_matches_onnxruntime() {
     }
 }
 
-fn fetch_efficientnet_lite0() -> PathBuf {
-    let ok = Command::new(models().join("fetch.sh"))
-        .arg("efficientnet_lite0")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "models/fetch.sh efficientnet_lite0");
-    models().join("efficientnet_lite0")
-}
-
 /// The `weapon` model converted by models/efficientnet_lite0/convert.py scores like
 /// onnxruntime (test/reference/efficientnet_lite0.json) and flags none of the plain
 /// synthetic images.
 #[test]
 fn efficientnet_lite0_matches_onnxruntime() {
-    let classifier = Classifier::load(&fetch_efficientnet_lite0()).unwrap();
+    let classifier = Classifier::load(&fetch("efficientnet_lite0")).unwrap();
     let refs = reference("efficientnet_lite0.json");
-    let results = refs["results"].as_array().unwrap();
+    let results = scores_match_reference(&classifier, &refs);
     assert_eq!(results.len(), 8);
-    for r in results {
-        let source = r["source"].as_str().unwrap();
-        let file = Path::new(source).file_name().unwrap().to_str().unwrap();
-        let (w, h, rgb) = image(file);
-        let frame = RgbImage {
-            width: w,
-            height: h,
-            data: &rgb,
-        };
-        let (tensor, _) = classifier.preprocess(&frame);
-        let exact = tensor_sha256(&tensor) == r["input"]["sha256"].as_str().unwrap();
-        // Pillow's 200x300 resizes differ by one level on noise (as for open_nsfw).
-        assert!(
-            exact || file == "noise_200x300.png",
-            "{file}: input tensor differs"
-        );
-        let tol = if exact { 1e-4 } else { 1e-2 };
-        let c = classifier.classify(&frame).unwrap();
+    for (file, c) in results {
         assert_eq!(c.scores.len(), 2, "{file}");
-        for (label, score) in &c.scores {
-            let want = r["scores"][label].as_f64().unwrap();
-            assert!(
-                close(f64::from(*score), want, tol),
-                "{file} {label}: tract {score} vs onnxruntime {want}"
-            );
-        }
         assert_eq!(c.categories.len(), 1);
         assert_eq!(c.categories[0].category, "weapon");
         assert!(!c.categories[0].flagged, "{file}: {:?}", c.categories);

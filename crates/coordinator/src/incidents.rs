@@ -28,19 +28,8 @@ pub struct BankEntry {
     pub entry: String,
 }
 
-/// What a worker's decision did to its stream's incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecisionKind {
-    /// The tier went up.
-    Escalated,
-    /// Same tier, new evidence.
-    Updated,
-    /// The tier went down.
-    Deescalated,
-    /// The stream ended.
-    Ended,
-}
+/// What a worker's decision did to its stream's incident (the policy's own kinds).
+pub use firebreak_policy::DecisionKind;
 
 /// One escalation event from a worker (the coordinator's view of its CloudEvent).
 #[derive(Debug, Clone, PartialEq)]
@@ -421,8 +410,13 @@ impl Incidents {
     fn apply(&mut self, id: &str, e: &Escalation) {
         let rank = self.rank(&e.tier);
         let max_per = self.config.max_escalations_per_stream;
-        let tiers = self.config.tiers.clone();
-        let rank_of = |t: &str| tiers.iter().position(|x| x == t).map_or(0, |i| i + 1);
+        let (member_max, incident_max) = {
+            let inc = &self.all[id];
+            (
+                self.rank(&inc.streams[&e.stream].max_tier),
+                self.rank(&inc.max_tier),
+            )
+        };
         let inc = self.all.get_mut(id).expect("known incident");
         inc.updated_ms = inc.updated_ms.max(e.wall_ms);
         let m = inc.streams.get_mut(&e.stream).expect("member");
@@ -433,10 +427,10 @@ impl Incidents {
         while m.escalations.len() > max_per {
             m.escalations.pop_front();
         }
-        if rank > rank_of(&m.max_tier) {
+        if rank > member_max {
             m.max_tier = e.tier.clone();
         }
-        if rank > rank_of(&inc.max_tier) {
+        if rank > incident_max {
             inc.max_tier = e.tier.clone();
             inc.activation = e.activation.clone();
         } else if inc.activation.is_none() {
