@@ -58,15 +58,21 @@ fn a_known_clip_in_a_pushed_stream_escalates_end_to_end() {
     }
 
     // The escalation shows in the list...
-    let esc = d.wait("a crisis escalation", 60, || {
-        let list = d.get("/v1/escalations", READ);
-        list["escalations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["stream_id"] == "prog" && e["tier"] == "crisis")
-            .cloned()
-    });
+    let esc = d.wait_with(
+        "a crisis escalation",
+        60,
+        || {
+            let list = d.get("/v1/escalations", READ);
+            list["escalations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["stream_id"] == "prog" && e["tier"] == "crisis")
+                .cloned()
+        },
+        // On a timeout, the stream's counters (frames dropped, segments) say why.
+        || format!("{:?}", d.call("GET", "/v1/streams/prog", Some(READ), b"")),
+    );
     assert_eq!(esc["state"], "open");
     let evidence = esc["evidence"].as_array().unwrap();
     assert!(

@@ -312,6 +312,58 @@ fn slow_detectors_drop_latest_wins_then_degrade_to_keyframes() {
     assert!(queued.last().unwrap().keyframe && queued.last().unwrap().pts > 3.9);
 }
 
+/// The whole clip pushed at once to a stream with a 2-frame queue.
+fn burst(max_lag: Duration) -> LiveStream {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = cut(&clip(dir.path()), 150_000);
+    let (feed, reader) = segment_channel(1024);
+    let mut c = config("burst", Sampling::Every);
+    c.queue_capacity = 2;
+    c.degrade_after = u64::MAX;
+    c.max_lag = max_lag;
+    let s = LiveStream::start(c, Source::Segments(reader));
+    for p in parts {
+        feed.send(FeedItem::Bytes(p)).unwrap();
+    }
+    s
+}
+
+#[test]
+fn a_pushed_burst_is_analysed_in_full_while_within_the_lag_budget() {
+    let mut s = burst(Duration::from_secs(600));
+    // Detectors slower than the decoder: a frame every 20 ms.
+    let mut taken = Vec::new();
+    while taken.len() < 180 {
+        if let Some(f) = s.frames().pop(Duration::from_secs(60)) {
+            taken.push(f.index);
+            std::thread::sleep(Duration::from_millis(20));
+        } else {
+            break;
+        }
+    }
+    assert!(s.wait(Duration::from_secs(60)));
+    let st = s.stats();
+    // 6 s at 30 fps, every frame sampled; none dropped, in order.
+    assert_eq!(st.dropped_queue_full, 0);
+    assert_eq!(taken, (0..180).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_pushed_burst_sheds_frames_once_past_the_lag_budget() {
+    let mut s = burst(Duration::ZERO);
+    // Nothing is taken until the decoder is done: everything but the last two gives way.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while s.stats().sampled < 180 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = s.stats();
+    assert_eq!(st.sampled, 180);
+    assert_eq!(st.dropped_queue_full, 178);
+    let queued: Vec<u64> = drain(&s).iter().map(|f| f.index).collect();
+    assert_eq!(queued, vec![178, 179]);
+    assert!(s.wait(Duration::from_secs(60)));
+}
+
 use firebreak_testkit::net::free_port;
 
 /// A live source served by the ffmpeg CLI, killed on drop.

@@ -107,6 +107,11 @@ pub struct StreamConfig {
     pub max_input: (u32, u32),
     /// Frames waiting for the detectors, at most.
     pub queue_capacity: usize,
+    /// A pushed stream's decoder waits for the detectors (instead of dropping
+    /// sampled frames) while it is less than this far behind the arrival of the
+    /// bytes it decodes: a burst of segments is analysed in full, and a stream whose
+    /// detectors cannot keep up sheds frames once it is this late.
+    pub max_lag: Duration,
     /// Queue drops after which the stream degrades to keyframes only.
     pub degrade_after: u64,
     /// No frame for this long: stalled.
@@ -131,6 +136,7 @@ impl StreamConfig {
             max_output: (1280, 720),
             max_input: (7680, 4320),
             queue_capacity: 8,
+            max_lag: Duration::from_secs(10),
             degrade_after: 32,
             stall_after: Duration::from_secs(10),
             read_timeout: Duration::from_secs(15),

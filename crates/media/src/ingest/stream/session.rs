@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ffmpeg_next as ff;
 
@@ -317,7 +318,18 @@ impl Worker {
             self.counters.lag_ms_plus_one.store(lag, Ordering::Relaxed);
         }
         self.set_state(StreamState::Live);
-        if self.frames.push(sampled).is_some() {
+        // Pushed bytes were accepted: a burst of them is analysed in full, the
+        // decoder waiting for the detectors while it is less than `max_lag` behind
+        // their arrival. Past that (and for pulled sources) the oldest frame gives way.
+        let dropped = match arrival_ms {
+            Some(at) => {
+                let behind = Duration::from_millis(wall_ms.saturating_sub(at));
+                let wait = self.config.max_lag.saturating_sub(behind);
+                self.frames.push_by(sampled, Instant::now() + wait)
+            }
+            None => self.frames.push(sampled),
+        };
+        if dropped.is_some() {
             self.counters
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
