@@ -517,6 +517,12 @@ impl FleetHandler for Worker {
                 }
             }
         }
+        tracing::debug!(
+            partition,
+            position,
+            streams = records.len(),
+            "fleet: checkpoint"
+        );
         self.publish(records, Some((partition, position)));
     }
 }

@@ -116,7 +116,11 @@ pub fn start_named(bin: &Path, dir: tempfile::TempDir, worker_id: &str, extra: &
         .args(["run", "--config"])
         .arg(&config)
         .env("FIREBREAK_TEST_HMAC", HMAC_SECRET)
-        .env("FIREBREAK_LOG", "info")
+        // `FIREBREAK_TEST_LOG` (a tracing filter) to debug a test; info by default.
+        .env(
+            "FIREBREAK_LOG",
+            std::env::var("FIREBREAK_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::File::create(dir.path().join("stderr.log")).unwrap(),

@@ -839,6 +839,7 @@ impl StateView {
                         cv.notify_all();
                         continue;
                     }
+                    tracing::trace!(%key, partition = m.partition(), offset = m.offset(), "fleet: state record read");
                     match m.payload() {
                         Some(p) => {
                             v.latest.insert(

@@ -43,6 +43,11 @@ pub fn firebreak(args: &[&str], data: &Path) -> std::process::Output {
 
 /// A programme: 6 s of unrelated video, the clip rescaled and re-encoded, 4 s more.
 pub fn programme(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    programme_with_tail(dir, 4)
+}
+
+/// [`programme`] with `tail` seconds of colour bars after the clip.
+pub fn programme_with_tail(dir: &Path, tail: u32) -> (std::path::PathBuf, std::path::PathBuf) {
     let clip = dir.join("clip.ts");
     encode("mandelbrot=size=640x360:rate=25", 10, 50, &clip);
     let prog = dir.join("programme.ts");
@@ -51,7 +56,8 @@ pub fn programme(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         .args(["-f", "lavfi", "-i", "testsrc2=size=480x270:rate=25:duration=6"])
         .arg("-i")
         .arg(&clip)
-        .args(["-f", "lavfi", "-i", "smptebars=size=480x270:rate=25:duration=4"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("smptebars=size=480x270:rate=25:duration={tail}"))
         .args([
             "-filter_complex",
             "[1:v]scale=480:270,setsar=1[c];[0:v]setsar=1[a];[2:v]setsar=1[b];[a][c][b]concat=n=3:v=1[v]",
@@ -81,8 +87,13 @@ pub fn programme(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 /// [`programme`], with the clip's vPDQ hashes imported into bank `crisis` (entry
 /// `known-clip`) in `dir/data`. Returns the programme.
 pub fn programme_with_banked_clip(dir: &Path) -> PathBuf {
+    programme_with_banked_clip_and_tail(dir, 4)
+}
+
+/// [`programme_with_banked_clip`] with `tail` seconds of colour bars after the clip.
+pub fn programme_with_banked_clip_and_tail(dir: &Path, tail: u32) -> PathBuf {
     let data = dir.join("data");
-    let (clip, prog) = programme(dir);
+    let (clip, prog) = programme_with_tail(dir, tail);
     let hashes = firebreak(&["hash", "vpdq", "-r", "1", clip.to_str().unwrap()], &data);
     assert!(hashes.status.success());
     let vpdq_file = dir.join("clip.vpdq");
