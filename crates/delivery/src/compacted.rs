@@ -55,7 +55,7 @@ impl SharedConfig {
         }
     }
 
-    fn client(&self) -> ClientConfig {
+    pub(crate) fn client(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in &self.properties {

@@ -28,6 +28,7 @@ pub mod compacted;
 pub mod fleet;
 pub mod kafka;
 pub mod outbox;
+pub mod telemetry;
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -89,8 +89,21 @@ pub struct Fleet {
     pub assignment: String,
     /// Seconds between publications of each owned stream's state.
     pub checkpoint_secs: f64,
+    /// Hours the signals topic keeps records when a worker creates it.
+    pub signals_retention_hours: f64,
     /// librdkafka security properties: only `security.*`, `sasl.*` and `ssl.*` keys.
     pub properties: BTreeMap<String, String>,
+}
+
+/// Fleet mode's shared topics (see [`Settings::fleet_shared`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetShared {
+    /// The bank and policy readers' settings.
+    pub feeds: crate::engine::feeds::FeedSettings,
+    /// The signals topic.
+    pub signals_topic: String,
+    /// Its retention when a worker creates it, ms.
+    pub signals_retention_ms: u64,
 }
 
 /// `[fleet.topics]`.
@@ -103,6 +116,12 @@ pub struct FleetTopics {
     pub segments: String,
     /// Each stream's state (compacted).
     pub stream_state: String,
+    /// Bank entries shared by the fleet (compacted).
+    pub banks: String,
+    /// Policy versions shared by the fleet (compacted).
+    pub policy: String,
+    /// Every sampled frame's signals, for the coordinator and replay.
+    pub signals: String,
 }
 
 impl Default for FleetTopics {
@@ -111,6 +130,9 @@ impl Default for FleetTopics {
             streams: "firebreak.streams".into(),
             segments: "firebreak.segments".into(),
             stream_state: "firebreak.stream-state".into(),
+            banks: "firebreak.banks".into(),
+            policy: "firebreak.policy".into(),
+            signals: "firebreak.signals".into(),
         }
     }
 }
@@ -128,6 +150,7 @@ impl Default for Fleet {
             session_timeout_secs: 10.0,
             assignment: "cooperative-sticky".into(),
             checkpoint_secs: 1.0,
+            signals_retention_hours: 24.0,
             properties: BTreeMap::new(),
         }
     }
@@ -148,6 +171,18 @@ fn valid_topic(name: &str) -> bool {
 }
 
 impl Fleet {
+    /// The settings of the fleet's shared bank and policy topics (read by every
+    /// worker; see `crate::engine::feeds`).
+    pub fn feeds(&self) -> crate::engine::feeds::FeedSettings {
+        let mut f = crate::engine::feeds::FeedSettings::new(self.brokers.clone());
+        f.banks_topic = self.topics.banks.clone();
+        f.policy_topic = self.topics.policy.clone();
+        f.partitions = self.partitions.min(i32::MAX as u32) as i32;
+        f.replication = self.replication.min(i32::MAX as u32) as i32;
+        f.properties = self.properties.clone();
+        f
+    }
+
     /// The typed settings (the worker id is filled in by the daemon), or every problem.
     pub fn validate(&self) -> Result<firebreak_delivery::fleet::FleetConfig, Vec<Issue>> {
         let mut out = Vec::new();
@@ -160,14 +195,18 @@ impl Fleet {
             ("fleet.topics.streams", &t.streams),
             ("fleet.topics.segments", &t.segments),
             ("fleet.topics.stream_state", &t.stream_state),
+            ("fleet.topics.banks", &t.banks),
+            ("fleet.topics.policy", &t.policy),
+            ("fleet.topics.signals", &t.signals),
         ];
         for (path, name) in names {
             if !valid_topic(name) {
                 push(path, format!("{name:?}: 1-249 of A-Z a-z 0-9 . _ -"));
             }
         }
-        if t.streams == t.segments || t.streams == t.stream_state || t.segments == t.stream_state {
-            push("fleet.topics", "the three topics must differ".into());
+        let distinct: std::collections::BTreeSet<&String> = names.iter().map(|n| n.1).collect();
+        if distinct.len() != names.len() {
+            push("fleet.topics", "the topics must differ".into());
         }
         if self.group_id.is_empty() {
             push("fleet.group_id", "must not be empty".into());
@@ -177,6 +216,13 @@ impl Fleet {
         }
         if !(1..=32).contains(&self.replication) {
             push("fleet.replication", "must be from 1 to 32".into());
+        }
+        let sig = self.signals_retention_hours;
+        if !(sig.is_finite() && (1.0..=8_760.0).contains(&sig)) {
+            push(
+                "fleet.signals_retention_hours",
+                "must be from 1 to 8760 hours".into(),
+            );
         }
         let ret = self.segment_retention_mins;
         if !(ret.is_finite() && (1.0..=10_080.0).contains(&ret)) {
@@ -700,6 +746,9 @@ pub struct Settings {
     /// Fleet mode (`None`: one process). Its `worker_id` is empty here: the daemon
     /// fills it in.
     pub fleet: Option<firebreak_delivery::fleet::FleetConfig>,
+    /// Fleet mode's shared topics: banks and policy (read by every worker), signals
+    /// (written by every worker).
+    pub fleet_shared: Option<FleetShared>,
     /// The file this was loaded from (SIGHUP reads it again).
     pub source: Option<PathBuf>,
     /// The file's model (paths resolved), validated again by [`Settings::reread`]
@@ -1316,6 +1365,11 @@ impl ServiceConfig {
             }
         }
         let policy = self.load_policy().map_err(|issues| out.extend(issues)).ok();
+        let fleet_shared = self.fleet.as_ref().map(|f| FleetShared {
+            feeds: f.feeds(),
+            signals_topic: f.topics.signals.clone(),
+            signals_retention_ms: (f.signals_retention_hours * 3_600_000.0) as u64,
+        });
         let fleet = match &self.fleet {
             None => None,
             Some(f) => match f.validate() {
@@ -1415,6 +1469,7 @@ impl ServiceConfig {
             max_incidents: self.incidents.max_kept,
             streams,
             fleet,
+            fleet_shared,
             data_dir,
             source: None,
             raw: self,
@@ -1678,6 +1733,19 @@ segments = "fb.seg"
         assert_eq!(f.segment_retention_ms, 30 * 60_000);
         assert_eq!(f.checkpoint_every, Duration::from_secs(1));
         assert_eq!(f.properties.len(), 2);
+        let shared = c.fleet_shared.unwrap();
+        assert_eq!(
+            (
+                shared.feeds.banks_topic.as_str(),
+                shared.feeds.policy_topic.as_str(),
+                shared.signals_topic.as_str()
+            ),
+            ("firebreak.banks", "firebreak.policy", "firebreak.signals")
+        );
+        assert_eq!(shared.feeds.brokers, "k1:9092,k2:9092");
+        assert_eq!(shared.feeds.partitions, 8);
+        assert_eq!(shared.feeds.properties.len(), 2);
+        assert_eq!(shared.signals_retention_ms, 24 * 3_600_000);
     }
 
     #[test]
@@ -1693,6 +1761,7 @@ properties = { "bootstrap.servers" = "elsewhere:9092", "ssl.ca.location" = "/ca.
 streams = "bad topic"
 segments = "firebreak.stream-state"
 colour = "red"
+signals = "firebreak.banks"
 "#;
         let issues = ServiceConfig::parse(text, Path::new("/tmp")).unwrap_err();
         let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();

@@ -5,6 +5,10 @@
 //! - `a_pushed_known_clip_escalates_through_the_segments_topic`: one worker; a stream
 //!   pushed through the hook goes through `firebreak.segments` to its owner, escalates,
 //!   and the escalation reaches the Kafka sink.
+//!   Every sampled frame's signals reach `firebreak.signals`.
+//! - `a_bank_entry_published_while_streams_run_is_matched_on_every_worker`: two
+//!   workers without banks; `lists import --publish` mid-stream; both apply the entry
+//!   live and every stream escalates on it.
 //! - `failover_moves_streams_and_keeps_everything_accepted`: 3 workers, 30 streams
 //!   (27 pushed through any worker, 3 HLS-pulled from a loopback origin): every stream
 //!   runs on exactly one worker; a SIGKILLed worker's streams move to the others; the
@@ -298,6 +302,186 @@ fn a_pushed_known_clip_escalates_through_the_segments_topic() {
     );
     assert_eq!(events[0].0, "solo-1");
     assert_eq!(events[0].1, "escalated");
+
+    // Every sampled frame's signals are on `firebreak.signals`, keyed by the stream:
+    // as many frame records as the stream sampled, in media order, each with its PDQ
+    // hash, the clip's frames with the live-window match behind the escalation.
+    let frames = |recs: &[firebreak_testkit::kafka::TopicMessage]| {
+        let mut out = Vec::new();
+        for m in recs.iter().filter(|m| m.key == "solo-1") {
+            for r in firebreak::signals::record::decode_block(&m.payload).unwrap() {
+                if let firebreak::signals::SignalRecord::Frame(f) = r {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    };
+    let (recorded, sampled) = wait(
+        "every sampled frame's signals on the topic",
+        90,
+        || {
+            // A reader joins a group first: about half the session timeout on tansu.
+            let recs = firebreak_testkit::kafka::read_topic(
+                &broker.bootstrap,
+                "firebreak.signals",
+                usize::MAX,
+                Duration::from_secs(10),
+            )
+            .ok()?;
+            let (_, s) = w.call("GET", "/v1/streams/solo-1", Some(READ), b"");
+            let sampled = s["frames"]["sampled"].as_u64()?;
+            let recorded = frames(&recs);
+            eprintln!(
+                "signals: {} frame records of {sampled} sampled",
+                recorded.len()
+            );
+            (recorded.len() as u64 == sampled && sampled >= 30).then_some((recorded, sampled))
+        },
+        &[&w],
+    );
+    assert_eq!(recorded.len() as u64, sampled);
+    assert!(
+        recorded
+            .iter()
+            .all(|f| f.pdq.is_some() && f.tenant == "platform")
+    );
+    assert!(
+        recorded
+            .windows(2)
+            .all(|p| p[0].signals.media_time < p[1].signals.media_time)
+    );
+    assert!(recorded.iter().any(|f| {
+        f.signals
+            .video_matches
+            .iter()
+            .any(|v| v.entry_id == "known-clip" && v.percent >= 50.0)
+    }));
+}
+
+/// Which workers (`worker` of the fleet view) run `ids`, once every one is in the view.
+fn owners(d: &Daemon, ids: &[String]) -> Option<BTreeMap<String, String>> {
+    let view = fleet_view(d);
+    ids.iter()
+        .map(|id| {
+            let w = view.get(id)?["worker"].as_str()?.to_owned();
+            Some((id.clone(), w))
+        })
+        .collect()
+}
+
+/// `firebreak_shared_records_total{topic="banks"}` of `d`.
+fn bank_records_applied(d: &Daemon) -> u64 {
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("firebreak_shared_records_total{topic=\"banks\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Two workers start with no bank entry; streams run on both; the clip's entry is
+/// published to `firebreak.banks` with `firebreak lists import --publish`: both workers
+/// apply it live (no restart, no reload) and every stream, on either worker, escalates
+/// on it.
+#[test]
+fn a_bank_entry_published_while_streams_run_is_matched_on_every_worker() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (clip, prog) = support::programme(dir.path());
+    let empty = dir.path().join("no-banks");
+    std::fs::create_dir_all(&empty).unwrap();
+    let workers: Vec<Daemon> = (0..2)
+        .map(|i| worker(&format!("b{i}"), &broker.bootstrap, &empty))
+        .collect();
+    let ws: Vec<&Daemon> = workers.iter().collect();
+    wait(
+        "both workers ready (group joined, shared topics read)",
+        90,
+        || {
+            ws.iter()
+                .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
+                .then_some(())
+        },
+        &ws,
+    );
+
+    // Streams run on both workers: the programme's first 5 s (before the clip).
+    let ids: Vec<String> = (0..8).map(|i| format!("live-{i}")).collect();
+    let mut pusher = Pusher::new(&prog);
+    let n = pusher.parts.len();
+    let first = segments_through(&prog, 5.0);
+    assert!(first < n);
+    pusher.push(&ids, 0..first, &ws);
+    let owned = wait(
+        "every stream in the fleet view",
+        60,
+        || owners(ws[0], &ids),
+        &ws,
+    );
+    let by: BTreeSet<&String> = owned.values().collect();
+    assert_eq!(by.len(), 2, "the streams run on both workers: {owned:?}");
+
+    // The entry, published by an operator's import.
+    let publisher = dir.path().join("publisher");
+    let hashes = support::firebreak(
+        &["hash", "vpdq", "-r", "1", clip.to_str().unwrap()],
+        &publisher,
+    );
+    assert!(hashes.status.success());
+    let vpdq = dir.path().join("clip.vpdq");
+    std::fs::write(&vpdq, &hashes.stdout).unwrap();
+    let target = format!("{}/firebreak.banks", broker.bootstrap);
+    let import = support::firebreak(
+        &[
+            "lists",
+            "import",
+            vpdq.to_str().unwrap(),
+            "--format",
+            "vpdq",
+            "--bank",
+            "crisis",
+            "--id",
+            "known-clip",
+            "--publish",
+            &target,
+        ],
+        &publisher,
+    );
+    assert!(import.status.success(), "{import:?}");
+    wait(
+        "the entry applied on both workers",
+        60,
+        || {
+            ws.iter()
+                .all(|w| bank_records_applied(w) == 1)
+                .then_some(())
+        },
+        &ws,
+    );
+
+    // The rest of every stream: each escalates on the published entry.
+    pusher.push(&ids, first..n, &ws);
+    let escalated = wait(
+        "every stream escalated",
+        120,
+        || {
+            let ev = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(5));
+            let streams: BTreeSet<String> = ev
+                .iter()
+                .filter(|(_, kind, _)| kind == "escalated")
+                .map(|(s, _, _)| s.clone())
+                .collect();
+            (streams.len() == ids.len()).then_some(streams)
+        },
+        &ws,
+    );
+    assert_eq!(escalated, ids.iter().cloned().collect());
+    for w in &ws {
+        let (_, list) = w.call("GET", "/v1/escalations", Some(READ), b"");
+        for e in list["escalations"].as_array().unwrap() {
+            assert!(e["evidence"].to_string().contains("known-clip"), "{e}");
+        }
+    }
 }
 
 #[test]

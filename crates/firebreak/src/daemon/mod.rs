@@ -295,6 +295,7 @@ impl Daemon {
             pipeline.clone(),
             metrics.clone(),
         );
+        let mut sinks: Vec<Arc<dyn crate::signals::SignalSink>> = Vec::new();
         if config.signals().enabled {
             let dir = config
                 .signals()
@@ -303,7 +304,29 @@ impl Daemon {
                 .unwrap_or_else(|| data.join("signals"));
             let log = crate::signals::log::SignalLog::open(&dir, config.signals())
                 .with_context(|| format!("opening the signal log in {}", dir.display()))?;
-            engine.set_signal_sink(log);
+            sinks.push(log);
+        }
+        if let Some(f) = &config.fleet_shared {
+            // Fleet mode: every record to the signals topic too (created in `serve`).
+            let publisher = firebreak_delivery::telemetry::Publisher::new(
+                &f.feeds.shared(),
+                &f.signals_topic,
+                64 * 1024,
+            )
+            .context("fleet mode: the signals producer")?;
+            sinks.push(
+                crate::signals::fleet::KafkaSignals::start(publisher, 1 << 16)
+                    .context("fleet mode: the signals thread")?,
+            );
+        }
+        match sinks.len() {
+            0 => {}
+            1 => {
+                engine.set_signal_sink(sinks.remove(0));
+            }
+            _ => {
+                engine.set_signal_sink(Arc::new(crate::signals::Tee(sinks)));
+            }
         }
         // Incidents and policy versions from the data directory (engine::journal,
         // engine::versions).
@@ -447,6 +470,7 @@ impl Daemon {
             engine: engine.clone(),
             reload: reload.clone(),
             ready: true.into(),
+            shared_ready: config.fleet_shared.is_none().into(),
             metrics: metrics.clone(),
             closing: tokio::sync::watch::channel(false).0,
         });
@@ -535,6 +559,18 @@ impl Daemon {
         let fleet = match &config.fleet {
             None => None,
             Some(f) => {
+                if let Some(shared) = &config.fleet_shared {
+                    // The signals topic (delete policy, bounded retention).
+                    firebreak_delivery::telemetry::ensure_topic(
+                        &shared.feeds.shared(),
+                        &shared.signals_topic,
+                        shared.feeds.partitions,
+                        shared.feeds.replication,
+                        shared.signals_retention_ms,
+                    )
+                    .await
+                    .with_context(|| format!("fleet mode: creating {}", shared.signals_topic))?;
+                }
                 let mut f = f.clone();
                 f.worker_id = worker_id.clone();
                 let ready_api = api.clone();
@@ -554,6 +590,36 @@ impl Daemon {
                 .context("fleet mode")?;
                 ingest.set_fleet(fleet.clone());
                 Some(fleet)
+            }
+        };
+        // Fleet mode: bank entries and policy versions from the shared topics, applied
+        // live; ready once both were read to their end.
+        let feeds = match &config.fleet_shared {
+            None => None,
+            Some(f) => {
+                let handle = crate::engine::feeds::spawn(
+                    &f.feeds,
+                    &engine,
+                    config.detectors.banks_dir.clone(),
+                )
+                .context("fleet mode: the shared bank and policy topics")?;
+                let handle = Arc::new(std::sync::Mutex::new(Some(handle)));
+                let (api, h) = (api.clone(), handle.clone());
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_millis(100));
+                    loop {
+                        every.tick().await;
+                        let guard = h.lock().unwrap_or_else(|e| e.into_inner());
+                        match guard.as_ref() {
+                            Some(f) if f.ready() => break,
+                            Some(_) => {}
+                            None => return,
+                        }
+                    }
+                    tracing::info!("fleet: shared bank and policy topics caught up");
+                    api.shared_ready.store(true, Ordering::Release);
+                });
+                Some(handle)
             }
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -607,6 +673,16 @@ impl Daemon {
                     // Leave the group: the owned streams are handed off (their state
                     // published) and move to the other workers.
                     let _ = tokio::task::spawn_blocking(move || fleet.leave()).await;
+                }
+                if let Some(feeds) = feeds {
+                    // The bank reader saves its snapshots (with their topic position).
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let handle = feeds.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        if let Some(h) = handle {
+                            h.stop();
+                        }
+                    })
+                    .await;
                 }
                 ingest.stop_intake();
                 ingest.end_all();

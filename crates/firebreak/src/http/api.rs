@@ -40,6 +40,9 @@ pub struct ApiState {
     pub reload: Reloader,
     /// Ready once everything loaded; false again while shutting down.
     pub ready: AtomicBool,
+    /// Fleet mode: the shared bank and policy topics were read up to the end once
+    /// (always true outside fleet mode).
+    pub shared_ready: AtomicBool,
     /// The metrics.
     pub metrics: crate::metrics::Metrics,
     /// Set when shutting down: live feeds end so connections can drain.
@@ -75,6 +78,8 @@ pub struct Readiness {
 pub struct ReadinessChecks {
     /// Policy, banks and models are loaded.
     pub loaded: bool,
+    /// Fleet mode: the shared bank and policy topics caught up (true outside it).
+    pub shared: bool,
     /// Decisions written to the outbox and not yet delivered.
     pub outbox_depth: usize,
     /// What an operator must act on, if anything. Every kind but `delivery_paused`
@@ -425,13 +430,14 @@ async fn healthz() -> Json<Health> {
     operation_id = "readyz",
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 503, description = "Starting, shutting down, the outbox above its high-water mark or a disk write failing (same body, `ready: false`, the alarms listed).", body = Readiness),
+        (status = 503, description = "Starting, shutting down, the fleet's shared topics not caught up yet, the outbox above its high-water mark or a disk write failing (same body, `ready: false`, the alarms listed).", body = Readiness),
     )
 )]
 async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
     let loaded = s.ready.load(Ordering::Acquire);
+    let shared = s.shared_ready.load(Ordering::Acquire);
     let alarms = alarms(&s.engine);
-    let ready = loaded && alarms.iter().all(|a| a.kind == AlarmKind::DeliveryPaused);
+    let ready = loaded && shared && alarms.iter().all(|a| a.kind == AlarmKind::DeliveryPaused);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -441,6 +447,7 @@ async fn readyz(State(s): State<Arc<ApiState>>) -> Response {
         ready,
         checks: ReadinessChecks {
             loaded,
+            shared,
             outbox_depth: s.engine.pipeline().depth(),
             alarms,
         },

@@ -16,6 +16,7 @@
 //! - [`synth`]: synthetic labelled logs (tests, speed measurements).
 
 pub mod eval;
+pub mod fleet;
 pub mod labels;
 pub mod log;
 pub mod record;
@@ -37,4 +38,25 @@ pub trait SignalSink: Send + Sync + std::fmt::Debug {
 
     /// Writes what is queued (blocking; at shutdown, and in tests).
     fn flush(&self) {}
+}
+
+/// Several sinks, each given every record (fleet mode with the local log on too).
+#[derive(Debug)]
+pub struct Tee(pub Vec<std::sync::Arc<dyn SignalSink>>);
+
+impl SignalSink for Tee {
+    fn record(&self, record: SignalRecord) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for s in rest {
+                s.record(record.clone());
+            }
+            last.record(record);
+        }
+    }
+
+    fn flush(&self) {
+        for s in &self.0 {
+            s.flush();
+        }
+    }
 }
