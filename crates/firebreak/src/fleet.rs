@@ -349,27 +349,33 @@ impl FleetHandler for Worker {
                     .collect()
             };
             #[allow(clippy::type_complexity)]
-            let stopped: Vec<(String, Local, Option<(StreamView, Option<u64>)>)> =
+            let stopped: Vec<(String, Local, Option<(StreamView, Option<u64>)>, bool)> =
                 std::thread::scope(|scope| {
                     let handles: Vec<_> = moving
                         .into_iter()
                         .map(|(id, l)| {
                             scope.spawn(move || {
+                                // A hand-off ends a pushed stream here: whether it had
+                                // ended before says whether it goes on elsewhere.
+                                let ended = self
+                                    .ingest
+                                    .local_view(&id)
+                                    .is_none_or(|(v, _)| finished(&v.state));
                                 lock(&self.handoff).insert(id.clone());
                                 let last = self.ingest.hand_off(&id);
-                                (id, l, last)
+                                (id, l, last, ended)
                             })
                         })
                         .collect();
                     handles.into_iter().filter_map(|h| h.join().ok()).collect()
                 });
             let mut records = Vec::new();
-            for (id, l, last) in stopped {
+            for (id, l, last, ended) in stopped {
                 lock(&self.handoff).remove(&id);
                 if let Some((mut view, next)) = last {
                     let mut rec = self.state_of(&id, &mut view, next, p, l.consumed.to_api());
-                    if !finished(&rec.view.state) {
-                        // It goes on elsewhere.
+                    if !ended {
+                        // It goes on elsewhere: the next owner starts it at once.
                         rec.view.state = "moving".into();
                     }
                     records.push((id.clone(), rec));

@@ -9,6 +9,8 @@
 //! - `a_bank_entry_published_while_streams_run_is_matched_on_every_worker`: two
 //!   workers without banks; `lists import --publish` mid-stream; both apply the entry
 //!   live and every stream escalates on it.
+//! - `a_third_worker_takes_a_share_and_unmoved_streams_keep_running`: scale-up under
+//!   cooperative-sticky assignment.
 //! - `failover_moves_streams_and_keeps_everything_accepted`: 3 workers, 30 streams
 //!   (27 pushed through any worker, 3 HLS-pulled from a loopback origin): every stream
 //!   runs on exactly one worker; a SIGKILLed worker's streams move to the others; the
@@ -481,6 +483,112 @@ fn a_bank_entry_published_while_streams_run_is_matched_on_every_worker() {
         for e in list["escalations"].as_array().unwrap() {
             assert!(e["evidence"].to_string().contains("known-clip"), "{e}");
         }
+    }
+}
+
+/// How many times `d` started running stream `id` (its "runs here" log lines).
+fn starts(d: &Daemon, id: &str) -> usize {
+    let needle = format!("pushed stream runs here stream={id} ");
+    d.stderr().lines().filter(|l| l.contains(&needle)).count()
+}
+
+/// Scale-up: two workers run 8 pushed streams; a third joins and takes a share. With
+/// cooperative-sticky assignment the others only give up what moves: a stream that
+/// does not move is never stopped (started once on its owner), a moved one resumes on
+/// the newcomer from its state; then the clip arrives and every stream escalates
+/// exactly once.
+#[test]
+fn a_third_worker_takes_a_share_and_unmoved_streams_keep_running() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, banks) = banked_programme(dir.path());
+    let mut workers = vec![
+        worker("s0", &broker.bootstrap, &banks),
+        worker("s1", &broker.bootstrap, &banks),
+    ];
+    {
+        let ws: Vec<&Daemon> = workers.iter().collect();
+        wait(
+            "two workers ready",
+            90,
+            || {
+                ws.iter()
+                    .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
+                    .then_some(())
+            },
+            &ws,
+        );
+    }
+    let ids: Vec<String> = (0..8).map(|i| format!("scale-{i}")).collect();
+    let mut pusher = Pusher::new(&prog);
+    let n = pusher.parts.len();
+    let first = segments_through(&prog, 5.0);
+    {
+        let ws: Vec<&Daemon> = workers.iter().collect();
+        pusher.push(&ids, 0..first, &ws);
+    }
+    let before = {
+        let ws: Vec<&Daemon> = workers.iter().collect();
+        wait(
+            "every stream in the fleet view",
+            60,
+            || owners(ws[0], &ids),
+            &ws,
+        )
+    };
+
+    workers.push(worker("s2", &broker.bootstrap, &banks));
+    let ws: Vec<&Daemon> = workers.iter().collect();
+    let after = wait(
+        "the newcomer running a share of the streams",
+        120,
+        || {
+            let now = owners(ws[0], &ids)?;
+            let moved: Vec<&String> = ids.iter().filter(|id| now[*id] == "s2").collect();
+            let settled = !moved.is_empty()
+                && moved.iter().all(|id| starts(ws[2], id) == 1)
+                && ids
+                    .iter()
+                    .all(|id| now[id] == "s2" || now[id] == before[id]);
+            settled.then_some(now)
+        },
+        &ws,
+    );
+    for id in &ids {
+        if after[id] == "s2" {
+            assert!(
+                ws[2].stderr().contains(&format!("stream={id} partition=")),
+                "{id}"
+            );
+        } else {
+            let owner = if before[id] == "s0" { ws[0] } else { ws[1] };
+            assert_eq!(starts(owner, id), 1, "{id} was restarted on {}", before[id]);
+            assert_eq!(starts(ws[2], id), 0, "{id}");
+        }
+    }
+
+    // The clip: every stream escalates once, wherever it runs now.
+    pusher.push(&ids, first..n, &ws);
+    let events = wait(
+        "every stream escalated",
+        120,
+        || {
+            let ev = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(8));
+            let streams: BTreeSet<&String> = ev
+                .iter()
+                .filter(|(_, kind, _)| kind == "escalated")
+                .map(|(s, _, _)| s)
+                .collect();
+            (streams.len() == ids.len()).then_some(ev.clone())
+        },
+        &ws,
+    );
+    for id in &ids {
+        let escalated = events
+            .iter()
+            .filter(|(s, k, _)| s == id && k == "escalated")
+            .count();
+        assert_eq!(escalated, 1, "{id}: {events:?}");
     }
 }
 
