@@ -361,13 +361,17 @@ fn a_pushed_known_clip_escalates_through_the_segments_topic() {
     }));
 }
 
-/// Which workers (`worker` of the fleet view) run `ids`, once every one is in the view.
+/// Which workers (`worker` of the fleet view) run `ids`, once every one is in the view
+/// and none is between two owners (`moving`).
 fn owners(d: &Daemon, ids: &[String]) -> Option<BTreeMap<String, String>> {
     let view = fleet_view(d);
     ids.iter()
         .map(|id| {
-            let w = view.get(id)?["worker"].as_str()?.to_owned();
-            Some((id.clone(), w))
+            let s = view.get(id)?;
+            if s["state"] == "moving" {
+                return None;
+            }
+            Some((id.clone(), s["worker"].as_str()?.to_owned()))
         })
         .collect()
 }
