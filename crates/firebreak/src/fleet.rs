@@ -336,6 +336,7 @@ impl FleetHandler for Worker {
             if !lock(&self.owned).remove(&p) {
                 continue;
             }
+            self.engine.metrics().fleet_partition_revoked(p);
             let position = self.reader.get().and_then(|r| r.remove(p));
             let moving: Vec<(String, Local)> = {
                 let mut local = lock(&self.local);
@@ -494,7 +495,11 @@ impl FleetHandler for Worker {
                     l.consumed.insert(seq);
                 }
                 let outcome = self.ingest.offer_blocking(&stream, seq, bytes);
-                tracing::debug!(%stream, seq, ?outcome, lag_ms = self.engine.now_ms().saturating_sub(accepted_ms), "fleet: segment consumed");
+                let lag_ms = self.engine.now_ms().saturating_sub(accepted_ms);
+                self.engine
+                    .metrics()
+                    .fleet_segment_consumed(partition, lag_ms);
+                tracing::debug!(%stream, seq, ?outcome, lag_ms, "fleet: segment consumed");
             }
             SegmentEvent::End { stream, tenant } => {
                 let ours = lock(&self.local)

@@ -451,6 +451,11 @@ pub struct Metrics {
     throttled: IntCounterVec,
     /// Bytes of request bodies reserved in memory now.
     pub inflight_body_bytes: prometheus::IntGauge,
+    /// Fleet mode: ms from a segment's acceptance at a hook to its hand-over to the
+    /// owner's decoder, for the last segment read from each owned partition.
+    fleet_segment_lag: IntGaugeVec,
+    /// Fleet mode: the same delay for every segment, seconds.
+    fleet_segment_delay: prometheus::Histogram,
     /// Shared topics: records behind the reader's last catch-up markers.
     shared_lag: IntGaugeVec,
     /// Shared topics: 1 once caught up.
@@ -554,6 +559,24 @@ impl Metrics {
                 "Bytes of request bodies reserved in memory now.",
             )
             .unwrap(),
+            fleet_segment_lag: IntGaugeVec::new(
+                Opts::new(
+                    "firebreak_fleet_segment_lag_ms",
+                    "Fleet mode: ms from the acceptance of the last segment read from an owned partition (at any worker's hook) to its hand-over to this owner's decoder.",
+                ),
+                &["partition"],
+            )
+            .unwrap(),
+            fleet_segment_delay: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "firebreak_fleet_segment_delay_seconds",
+                    "Fleet mode: seconds from a segment's acceptance at a hook to its hand-over to this owner's decoder.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )
+            .unwrap(),
             shared_lag: IntGaugeVec::new(
                 Opts::new(
                     "firebreak_shared_lag_records",
@@ -600,6 +623,8 @@ impl Metrics {
             registry,
         };
         let r = &m.registry;
+        r.register(Box::new(m.fleet_segment_lag.clone())).unwrap();
+        r.register(Box::new(m.fleet_segment_delay.clone())).unwrap();
         r.register(Box::new(m.shared_lag.clone())).unwrap();
         r.register(Box::new(m.shared_caught_up.clone())).unwrap();
         r.register(Box::new(m.shared_applied.clone())).unwrap();
@@ -633,6 +658,21 @@ impl Metrics {
     /// ignored). Held weakly: the metrics do not keep the streams alive.
     pub fn watch_streams(&self, source: Weak<dyn StreamSource>) {
         let _ = self.streams.set(source);
+    }
+
+    /// Fleet mode: a segment of `partition`, accepted `ms` ago, reached its decoder.
+    pub fn fleet_segment_consumed(&self, partition: i32, ms: u64) {
+        self.fleet_segment_lag
+            .with_label_values(&[&partition.to_string()])
+            .set(ms.min(i64::MAX as u64) as i64);
+        self.fleet_segment_delay.observe(ms as f64 / 1000.0);
+    }
+
+    /// Fleet mode: `partition` is no longer read here.
+    pub fn fleet_partition_revoked(&self, partition: i32) {
+        let _ = self
+            .fleet_segment_lag
+            .remove_label_values(&[&partition.to_string()]);
     }
 
     /// A shared topic's lag (records behind its last catch-up markers).

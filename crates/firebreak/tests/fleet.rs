@@ -293,6 +293,25 @@ fn a_pushed_known_clip_escalates_through_the_segments_topic() {
         &[&w],
     );
     assert!(esc["evidence"].to_string().contains("known-clip"), "{esc}");
+    // Each segment's delay from the hook to the owner's decoder was observed once, and
+    // the lag of the stream's partition is exported.
+    let m = wait(
+        "every segment's delay observed",
+        60,
+        || {
+            let m = w.metrics();
+            let count = m
+                .lines()
+                .find_map(|l| l.strip_prefix("firebreak_fleet_segment_delay_seconds_count "))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            (count == Some(n)).then_some(m)
+        },
+        &[&w],
+    );
+    assert!(
+        m.contains("firebreak_fleet_segment_lag_ms{partition=\""),
+        "{m}"
+    );
     let events = wait(
         "the escalation on the topic",
         60,
