@@ -87,12 +87,20 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "compact");
+    create_topic(config, &new).await
+}
+
+/// Creates `new`; an existing topic is left as it is.
+pub(crate) async fn create_topic(
+    config: &SharedConfig,
+    new: &NewTopic<'_>,
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let results = admin
         .create_topics(
-            [&new],
+            [new],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await?;

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -33,24 +32,11 @@ pub async fn ensure_topic(
     replication: i32,
     retention_ms: u64,
 ) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let retention = retention_ms.to_string();
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication))
         .set("cleanup.policy", "delete")
         .set("retention.ms", &retention);
-    let results = admin
-        .create_topics(
-            [&new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
-        }
-    }
-    Ok(())
+    crate::compacted::create_topic(config, &new).await
 }
 
 /// The producer.

@@ -215,6 +215,38 @@ fn segments_through(file: &Path, secs: f64) -> usize {
     (last_pos as usize + 4096) / (64 * 1024) + 1
 }
 
+/// Waits until every stream of `ids` has an `escalated` event on the topic (reads of
+/// `read_secs` each, up to `secs` in all); returns every event then read.
+fn wait_escalated(
+    bootstrap: &str,
+    ids: &[String],
+    read_secs: u64,
+    secs: u64,
+    logs: &[&Daemon],
+) -> Vec<(String, String, String)> {
+    let events = wait(
+        "every stream escalated",
+        secs,
+        || {
+            let ev = escalation_events(bootstrap, usize::MAX, Duration::from_secs(read_secs));
+            let streams: BTreeSet<&String> = ev
+                .iter()
+                .filter(|(_, kind, _)| kind == "escalated")
+                .map(|(s, _, _)| s)
+                .collect();
+            (streams.len() == ids.len()).then_some(ev.clone())
+        },
+        logs,
+    );
+    let escalated: BTreeSet<&String> = events
+        .iter()
+        .filter(|(_, kind, _)| kind == "escalated")
+        .map(|(s, _, _)| s)
+        .collect();
+    assert_eq!(escalated, ids.iter().collect(), "{events:?}");
+    events
+}
+
 struct Pusher {
     parts: Vec<Vec<u8>>,
     /// Sequence numbers answered 202, by stream.
@@ -486,21 +518,7 @@ fn a_bank_entry_published_while_streams_run_is_matched_on_every_worker() {
 
     // The rest of every stream: each escalates on the published entry.
     pusher.push(&ids, first..n, &ws);
-    let escalated = wait(
-        "every stream escalated",
-        120,
-        || {
-            let ev = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(5));
-            let streams: BTreeSet<String> = ev
-                .iter()
-                .filter(|(_, kind, _)| kind == "escalated")
-                .map(|(s, _, _)| s.clone())
-                .collect();
-            (streams.len() == ids.len()).then_some(streams)
-        },
-        &ws,
-    );
-    assert_eq!(escalated, ids.iter().cloned().collect());
+    wait_escalated(&broker.bootstrap, &ids, 5, 120, &ws);
     for w in &ws {
         let (_, list) = w.call("GET", "/v1/escalations", Some(READ), b"");
         for e in list["escalations"].as_array().unwrap() {
@@ -592,20 +610,7 @@ fn a_third_worker_takes_a_share_and_unmoved_streams_keep_running() {
 
     // The clip: every stream escalates once, wherever it runs now.
     pusher.push(&ids, first..n, &ws);
-    let events = wait(
-        "every stream escalated",
-        120,
-        || {
-            let ev = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(8));
-            let streams: BTreeSet<&String> = ev
-                .iter()
-                .filter(|(_, kind, _)| kind == "escalated")
-                .map(|(s, _, _)| s)
-                .collect();
-            (streams.len() == ids.len()).then_some(ev.clone())
-        },
-        &ws,
-    );
+    let events = wait_escalated(&broker.bootstrap, &ids, 8, 120, &ws);
     for id in &ids {
         let escalated = events
             .iter()
@@ -686,21 +691,7 @@ fn failover_moves_streams_and_keeps_everything_accepted() {
     // short and may have ended already: their owners are checked below.)
     let before = {
         let ws: Vec<&Daemon> = workers.iter().flatten().collect();
-        let escalated = wait(
-            "every pushed stream escalated",
-            240,
-            || {
-                let ev = escalation_events(&broker.bootstrap, usize::MAX, Duration::from_secs(12));
-                let streams: BTreeSet<String> = ev
-                    .iter()
-                    .filter(|(_, kind, _)| kind == "escalated")
-                    .map(|(s, _, _)| s.clone())
-                    .collect();
-                (streams.len() == pushed.len()).then_some(streams)
-            },
-            &ws,
-        );
-        assert_eq!(escalated, pushed.iter().cloned().collect());
+        wait_escalated(&broker.bootstrap, &pushed, 12, 240, &ws);
         wait(
             "every stream on exactly one worker",
             120,
