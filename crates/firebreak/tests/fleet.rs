@@ -87,6 +87,21 @@ fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>, logs: &[&Dae
     }
 }
 
+/// Waits until every one of `ws` answers `/readyz` with 200 (group joined, shared
+/// topics read).
+fn wait_ready(ws: &[&Daemon]) {
+    wait(
+        "every worker ready",
+        90,
+        || {
+            ws.iter()
+                .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
+                .then_some(())
+        },
+        ws,
+    );
+}
+
 /// The fleet view (`GET /v1/streams` of `d`), by stream id.
 fn fleet_view(d: &Daemon) -> BTreeMap<String, Value> {
     let (code, v) = d.call("GET", "/v1/streams", Some(READ), b"");
@@ -302,12 +317,7 @@ fn a_pushed_known_clip_escalates_through_the_segments_topic() {
     let dir = tempfile::tempdir().unwrap();
     let (prog, banks) = banked_programme(dir.path());
     let w = worker("solo", &broker.bootstrap, &banks);
-    wait(
-        "the worker ready",
-        90,
-        || (w.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
-        &[&w],
-    );
+    wait_ready(&[&w]);
     let mut pusher = Pusher::new(&prog);
     let n = pusher.parts.len();
     pusher.push(&["solo-1".to_owned()], 0..n, &[&w]);
@@ -451,16 +461,7 @@ fn a_bank_entry_published_while_streams_run_is_matched_on_every_worker() {
         .map(|i| worker(&format!("b{i}"), &broker.bootstrap, &empty))
         .collect();
     let ws: Vec<&Daemon> = workers.iter().collect();
-    wait(
-        "both workers ready (group joined, shared topics read)",
-        90,
-        || {
-            ws.iter()
-                .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
-                .then_some(())
-        },
-        &ws,
-    );
+    wait_ready(&ws);
 
     // Streams run on both workers: the programme's first 5 s (before the clip).
     let ids: Vec<String> = (0..8).map(|i| format!("live-{i}")).collect();
@@ -549,16 +550,7 @@ fn a_third_worker_takes_a_share_and_unmoved_streams_keep_running() {
     ];
     {
         let ws: Vec<&Daemon> = workers.iter().collect();
-        wait(
-            "two workers ready",
-            90,
-            || {
-                ws.iter()
-                    .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
-                    .then_some(())
-            },
-            &ws,
-        );
+        wait_ready(&ws);
     }
     let ids: Vec<String> = (0..8).map(|i| format!("scale-{i}")).collect();
     let mut pusher = Pusher::new(&prog);
@@ -642,16 +634,7 @@ fn failover_moves_streams_and_keeps_everything_accepted() {
     // Every worker is in the group before streams arrive.
     {
         let ws: Vec<&Daemon> = workers.iter().flatten().collect();
-        wait(
-            "every worker ready",
-            90,
-            || {
-                ws.iter()
-                    .all(|w| w.call("GET", "/readyz", None, b"").0 == 200)
-                    .then_some(())
-            },
-            &ws,
-        );
+        wait_ready(&ws);
     }
 
     // Pulled streams, registered through any worker.
@@ -818,12 +801,7 @@ fn measure_fleet() {
 
     // Push-hook latency, sequential, one worker.
     let a = worker("m0", &broker.bootstrap, &banks);
-    wait(
-        "ready",
-        90,
-        || (a.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
-        &[&a],
-    );
+    wait_ready(&[&a]);
     let runs: usize = std::env::var("FLEET_PUSHES")
         .ok()
         .and_then(|s| s.parse().ok())
