@@ -494,7 +494,7 @@ impl FleetHandler for Worker {
                     }
                     l.consumed.insert(seq);
                 }
-                let outcome = self.ingest.offer_blocking(&stream, seq, bytes);
+                let outcome = self.ingest.offer_blocking(&stream, seq, bytes, accepted_ms);
                 let lag_ms = self.engine.now_ms().saturating_sub(accepted_ms);
                 self.engine
                     .metrics()

@@ -130,6 +130,7 @@ impl Harness {
             pts,
             wall_ms,
             arrival_ms: None,
+            origin_ms: None,
             keyframe: true,
             width: img.width,
             height: img.height,

@@ -929,3 +929,65 @@ fn measure_fleet() {
         percentile(&mut stop_times, 0.99)
     );
 }
+
+/// Media duration of `file` in seconds (ffprobe).
+fn duration_secs(file: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+/// A measurement, not an assertion (`scripts/fleet-measure.sh`): end-to-end latency
+/// through the fleet, from a hook's acceptance of a segment to the broker's ack of the
+/// escalation its frames led to (`end_to_end_ms` as the owners log it). Two workers;
+/// streams pushed in real time, each segment to either worker's hook in turn, so about
+/// half of the segments cross from one worker to the other.
+#[test]
+#[ignore = "a measurement: scripts/fleet-measure.sh"]
+fn measure_fleet_end_to_end() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, banks) = banked_programme(dir.path());
+    let (a, b) = (
+        worker("e2e-a", &broker.bootstrap, &banks),
+        worker("e2e-b", &broker.bootstrap, &banks),
+    );
+    wait_ready(&[&a, &b]);
+    let streams: usize = std::env::var("FLEET_E2E_STREAMS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let ids: Vec<String> = (0..streams).map(|i| format!("e2e-{i}")).collect();
+    let mut pusher = Pusher::new(&prog);
+    let n = pusher.parts.len();
+    let per_part = Duration::from_secs_f64(duration_secs(&prog) / n as f64);
+    let start = Instant::now();
+    for seq in 0..n {
+        let due = start + per_part * seq as u32;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        pusher.push(&ids, seq..seq + 1, &[&a, &b]);
+    }
+    wait_escalated(&broker.bootstrap, &ids, 5, 120, &[&a, &b]);
+    let mut e2e: Vec<f64> = [&a, &b]
+        .iter()
+        .flat_map(|d| {
+            d.stderr()
+                .lines()
+                .filter_map(|l| l.split("end_to_end_ms=").nth(1))
+                .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+                .collect::<Vec<f64>>()
+        })
+        .collect();
+    assert_eq!(e2e.len(), ids.len(), "one figure per escalation");
+    println!(
+        "MEASURE fleet end-to-end (hook accepted -> escalation acked, 2 workers, {} streams in real time): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ids.len(),
+        percentile(&mut e2e, 0.5),
+        percentile(&mut e2e, 0.99),
+        e2e.iter().cloned().fold(0.0, f64::max)
+    );
+}

@@ -431,7 +431,7 @@ impl Engine {
             .with_label_values(&[&frame.stream_id])
             .set(tier_index as i64);
         let owner = stream.owner();
-        self.emit(&policy, decisions, frame.arrival_ms, &owner);
+        self.emit(&policy, decisions, frame.origin_ms, &owner);
         let update = StreamUpdate {
             id: frame.stream_id.to_string(),
             tenant: owner.to_string(),
@@ -1246,6 +1246,7 @@ tier = "crisis"
                             pts: i as f64 * 0.5,
                             wall_ms: 1_000 + i * 500,
                             arrival_ms: None,
+                            origin_ms: None,
                             keyframe: true,
                             width: 32,
                             height: 32,

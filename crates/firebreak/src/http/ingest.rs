@@ -256,8 +256,16 @@ impl IngestState {
 
     /// Fleet mode, at the owner: offers segment `seq` of pushed stream `id` to its
     /// sequencer and hands what it releases to the decoder (blocking: waits while the
-    /// decoder is behind). `None` if the stream is not running here or has ended.
-    pub fn offer_blocking(&self, id: &str, seq: u64, bytes: Vec<u8>) -> Option<SegmentOutcome> {
+    /// decoder is behind). `accepted_ms` is when a hook accepted it: the start of the
+    /// end-to-end latency of the decisions its frames lead to. `None` if the stream is
+    /// not running here or has ended.
+    pub fn offer_blocking(
+        &self,
+        id: &str,
+        seq: u64,
+        bytes: Vec<u8>,
+        accepted_ms: u64,
+    ) -> Option<SegmentOutcome> {
         let entry = self.visible(id, None)?;
         entry.last_segment_ms.store(
             self.config.clock.now_ms(),
@@ -276,7 +284,10 @@ impl IngestState {
         Some(match intake {
             Intake::Released { segments, .. } => {
                 for (_, b) in segments {
-                    if feed.send_blocking(FeedItem::Bytes(b)).is_err() {
+                    if feed
+                        .send_blocking_since(FeedItem::Bytes(b), Some(accepted_ms))
+                        .is_err()
+                    {
                         break;
                     }
                 }

@@ -27,7 +27,53 @@ pub enum FeedItem {
 /// The sending side.
 #[derive(Debug, Clone)]
 pub struct SegmentFeed {
-    tx: SyncSender<(FeedItem, u64)>,
+    tx: SyncSender<(FeedItem, Stamp)>,
+}
+
+/// When fed bytes arrived (ms since the Unix epoch).
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    /// Handed to this feed.
+    arrival: u64,
+    /// First accepted anywhere: by the push hook of whichever worker took the segment
+    /// (fleet mode), else the same as `arrival`.
+    origin: u64,
+}
+
+impl Stamp {
+    fn now(origin: Option<u64>) -> Stamp {
+        let arrival = now_ms();
+        Stamp {
+            arrival,
+            origin: origin.map_or(arrival, |o| o.min(arrival)),
+        }
+    }
+}
+
+/// When the bytes now being read arrived; 0 before any.
+#[derive(Debug, Default)]
+pub struct ArrivalClock {
+    arrival: AtomicU64,
+    origin: AtomicU64,
+}
+
+impl ArrivalClock {
+    /// When the bytes now being read were handed to this process: the decoder's lag
+    /// behind the live edge is now minus this.
+    pub fn arrival_ms(&self) -> Option<u64> {
+        Some(self.arrival.load(Ordering::Acquire)).filter(|&at| at != 0)
+    }
+
+    /// When those bytes were first accepted (by another worker's hook in fleet mode):
+    /// the start of the end-to-end latency.
+    pub fn origin_ms(&self) -> Option<u64> {
+        Some(self.origin.load(Ordering::Acquire)).filter(|&at| at != 0)
+    }
+
+    fn set(&self, stamp: Stamp) {
+        self.origin.store(stamp.origin, Ordering::Release);
+        self.arrival.store(stamp.arrival, Ordering::Release);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -50,17 +96,30 @@ pub enum FeedError {
 impl SegmentFeed {
     /// Hands over bytes without blocking.
     pub fn send(&self, item: FeedItem) -> Result<(), FeedError> {
-        self.tx.try_send((item, now_ms())).map_err(|e| match e {
-            TrySendError::Full(_) => FeedError::Full,
-            TrySendError::Disconnected(_) => FeedError::Closed,
-        })
+        self.tx
+            .try_send((item, Stamp::now(None)))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => FeedError::Full,
+                TrySendError::Disconnected(_) => FeedError::Closed,
+            })
     }
 
     /// Hands over bytes, waiting while the decoder catches up (for pullers such as the
     /// HLS poller, whose pace the decoder may set).
     pub fn send_blocking(&self, item: FeedItem) -> Result<(), FeedError> {
+        self.send_blocking_since(item, None)
+    }
+
+    /// Like [`send_blocking`](Self::send_blocking), for bytes first accepted at
+    /// `origin_ms` elsewhere (a segment another worker's hook took, read back from
+    /// Kafka).
+    pub fn send_blocking_since(
+        &self,
+        item: FeedItem,
+        origin_ms: Option<u64>,
+    ) -> Result<(), FeedError> {
         self.tx
-            .send((item, now_ms()))
+            .send((item, Stamp::now(origin_ms)))
             .map_err(|_| FeedError::Closed)
     }
 }
@@ -68,9 +127,9 @@ impl SegmentFeed {
 /// The reading side: an `io::Read` over the fed bytes.
 #[derive(Debug)]
 pub struct SegmentReader {
-    rx: Receiver<(FeedItem, u64)>,
-    /// When the bytes being read were handed over (ms since the Unix epoch).
-    arrival: Arc<AtomicU64>,
+    rx: Receiver<(FeedItem, Stamp)>,
+    /// When the bytes being read arrived.
+    arrival: Arc<ArrivalClock>,
     current: Vec<u8>,
     at: usize,
     /// A discontinuity was reached: reads return end-of-file until `resume`.
@@ -88,7 +147,7 @@ pub fn segment_channel(capacity: usize) -> (SegmentFeed, SegmentReader) {
         SegmentFeed { tx },
         SegmentReader {
             rx,
-            arrival: Arc::new(AtomicU64::new(0)),
+            arrival: Arc::default(),
             current: Vec::new(),
             at: 0,
             at_boundary: false,
@@ -109,9 +168,8 @@ impl SegmentReader {
         !self.finished
     }
 
-    /// When the bytes now being read were handed over (ms since the Unix epoch; 0
-    /// before any): the decoder's lag behind the live edge is now minus this.
-    pub fn arrival_clock(&self) -> Arc<AtomicU64> {
+    /// When the bytes now being read arrived.
+    pub fn arrival_clock(&self) -> Arc<ArrivalClock> {
         self.arrival.clone()
     }
 
@@ -143,7 +201,7 @@ impl Read for SegmentReader {
                     self.received += b.len() as u64;
                     self.current = b;
                     self.at = 0;
-                    self.arrival.store(at, Ordering::Release);
+                    self.arrival.set(at);
                 }
                 Ok((FeedItem::Discontinuity, _)) => self.at_boundary = true,
                 // Let the caller (FFmpeg's read callback) poll its interrupt, then retry.

@@ -159,9 +159,12 @@ pub struct SampledFrame {
     /// Wall-clock time it was decoded (ms since the Unix epoch).
     pub wall_ms: u64,
     /// For segment sources (pushed segments, HLS): when the bytes this frame was
-    /// decoded from were handed over (ms since the Unix epoch), the start of the
-    /// end-to-end latency. `None` for other sources.
+    /// decoded from were handed to this process (ms since the Unix epoch); the
+    /// decoder's lag is measured from it. `None` for other sources.
     pub arrival_ms: Option<u64>,
+    /// When those bytes were first accepted: by the hook of the worker that took the
+    /// segment in fleet mode, else `arrival_ms`. The start of the end-to-end latency.
+    pub origin_ms: Option<u64>,
     /// Whether it was a keyframe.
     pub keyframe: bool,
     /// Width in pixels.

@@ -292,13 +292,11 @@ impl Worker {
             .map_err(StreamError::Convert)?;
         let (width, height, rgb) = (rgb.width, rgb.height, rgb.packed());
         let wall_ms = now_ms();
-        let arrival_ms = self
-            .arrival
-            .as_ref()
-            .map(|a| a.load(Ordering::Acquire))
-            .filter(|&at| at != 0);
+        let arrival_ms = self.arrival.as_ref().and_then(|a| a.arrival_ms());
+        let origin_ms = self.arrival.as_ref().and_then(|a| a.origin_ms());
         let sampled = SampledFrame {
             arrival_ms,
+            origin_ms,
             stream_id: self.id.clone(),
             index: cont.index,
             pts,

@@ -5,7 +5,7 @@
 //!
 //! [`Backoff`]: super::Backoff
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ pub(super) struct Worker {
     pub cancel: Arc<AtomicBool>,
     pub id: Arc<str>,
     /// For segment sources: when the bytes being read arrived.
-    pub arrival: Option<Arc<AtomicU64>>,
+    pub arrival: Option<Arc<crate::ingest::feed::ArrivalClock>>,
 }
 
 /// How one demuxer session ended.
