@@ -6,10 +6,13 @@
 #
 #   scripts/tansu.sh install          download + verify + extract (quick when already there);
 #                                     prints the binary's path
-#   scripts/tansu.sh start PORT DIR   start a broker on 127.0.0.1:PORT (PORT 0 = pick a free
+#   scripts/tansu.sh start PORT DIR [ADVERTISED_PORT]
+#                                     start a broker on 127.0.0.1:PORT (PORT 0 = pick a free
 #                                     one, written to DIR/tansu.port), log to DIR/tansu.log,
 #                                     pid in DIR/tansu.pid; waits until the port accepts TCP
-#                                     connections, then prints the pid
+#                                     connections, then prints the pid. With ADVERTISED_PORT,
+#                                     metadata sends clients to 127.0.0.1:ADVERTISED_PORT (a
+#                                     proxy in front of the broker) instead of PORT
 #   scripts/tansu.sh stop DIR         stop the broker started with DIR (no-op if none)
 #
 # Environment: FIREBREAK_CACHE (default /var/cache/firebreak), TANSU_START_TIMEOUT (seconds,
@@ -145,8 +148,8 @@ live_pid() {
 }
 
 cmd_start() {
-  [ $# = 2 ] || usage
-  local port=$1 dir=$2 bin pid url deadline
+  [ $# = 2 ] || [ $# = 3 ] || usage
+  local port=$1 dir=$2 advertised=${3:-} bin pid url adv deadline
   if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -gt 65535 ]; then
     die "PORT must be a number in 0..65535, got '$port'"
   fi
@@ -165,15 +168,21 @@ cmd_start() {
     die "127.0.0.1:$port is already in use"
   fi
   url="tcp://127.0.0.1:$port"
+  adv=$url
+  if [ -n "$advertised" ]; then
+    [[ "$advertised" =~ ^[0-9]+$ ]] && [ "$advertised" -le 65535 ] ||
+      die "ADVERTISED_PORT must be a number in 1..65535, got '$advertised'"
+    adv="tcp://127.0.0.1:$advertised"
+  fi
   {
     echo "== $(date -u +%FT%TZ) starting: $bin broker --cluster-id ${TANSU_CLUSTER_ID:-firebreak}" \
-      "--listener-url $url --advertised-listener-url $url --storage-engine memory://tansu/"
+      "--listener-url $url --advertised-listener-url $adv --storage-engine memory://tansu/"
   } >>"$dir/tansu.log"
   # stdin/stdout/stderr all redirected, so `pid=$(tansu.sh start ...)` returns at once.
   NO_COLOR=1 "$bin" broker \
     --cluster-id "${TANSU_CLUSTER_ID:-firebreak}" \
     --listener-url "$url" \
-    --advertised-listener-url "$url" \
+    --advertised-listener-url "$adv" \
     --storage-engine memory://tansu/ \
     </dev/null >>"$dir/tansu.log" 2>&1 &
   pid=$!

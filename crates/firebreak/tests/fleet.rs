@@ -266,6 +266,9 @@ struct Pusher {
     parts: Vec<Vec<u8>>,
     /// Sequence numbers answered 202, by stream.
     accepted: BTreeMap<String, BTreeSet<u64>>,
+    /// Retry a segment answered 503 (as a pusher following `Retry-After` does) for up
+    /// to this long; `None`: a 503 fails the test.
+    retry_for: Option<Duration>,
 }
 
 impl Pusher {
@@ -274,6 +277,7 @@ impl Pusher {
         Pusher {
             parts: bytes.chunks(64 * 1024).map(<[u8]>::to_vec).collect(),
             accepted: BTreeMap::new(),
+            retry_for: None,
         }
     }
 
@@ -284,12 +288,21 @@ impl Pusher {
             for id in ids {
                 let d = to[k % to.len()];
                 k += 1;
-                let (status, body) = d.call(
-                    "PUT",
-                    &format!("/v1/streams/{id}/segments/{seq}"),
-                    Some(INGEST),
-                    &self.parts[seq],
-                );
+                let started = Instant::now();
+                let (status, body) = loop {
+                    let (status, body) = d.call(
+                        "PUT",
+                        &format!("/v1/streams/{id}/segments/{seq}"),
+                        Some(INGEST),
+                        &self.parts[seq],
+                    );
+                    match self.retry_for {
+                        Some(t) if status == 503 && started.elapsed() < t => {
+                            std::thread::sleep(Duration::from_millis(250))
+                        }
+                        _ => break (status, body),
+                    }
+                };
                 assert_eq!(status, 202, "{id}/{seq}: {body}");
                 assert_eq!(body["sequence"], seq as u64, "{body}");
                 self.accepted
@@ -610,6 +623,102 @@ fn a_third_worker_takes_a_share_and_unmoved_streams_keep_running() {
             .count();
         assert_eq!(escalated, 1, "{id}: {events:?}");
     }
+}
+
+/// Broker faults: mid-run the broker becomes unreachable (open connections reset, new
+/// ones refused) for longer than the group's session timeout, then comes back with its
+/// state. The workers reconnect and rejoin; a segment pushed during the outage is
+/// answered once the broker has acknowledged it (or 503, and retried); every segment
+/// answered 202 is consumed by an owner; every stream escalates exactly once, in one
+/// incident, its escalation delivered from the outbox once the broker is back.
+#[test]
+fn workers_ride_out_a_broker_outage_and_lose_nothing_accepted() {
+    let (_broker, proxy) = TansuBroker::start_behind_proxy().unwrap();
+    let bootstrap = proxy.listen.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, banks) = banked_programme(dir.path());
+    let (a, b) = (
+        worker("out-a", &bootstrap, &banks),
+        worker("out-b", &bootstrap, &banks),
+    );
+    let ws = [&a, &b];
+    wait_ready(&ws);
+    let ids: Vec<String> = (0..6).map(|i| format!("out-{i}")).collect();
+    let mut pusher = Pusher::new(&prog);
+    pusher.retry_for = Some(Duration::from_secs(90));
+    let n = pusher.parts.len();
+    // The outage starts 8 s into the programme, before the clip's matches reach the
+    // video rule's level (about 14 s): the escalations happen and are delivered after it.
+    let cut = segments_through(&prog, 8.0);
+    assert!(cut + 1 < n, "{cut} of {n}");
+    pusher.push(&ids, 0..cut, &ws);
+    wait(
+        "the first segments consumed",
+        60,
+        || {
+            let view = fleet_view(&a);
+            ids.iter()
+                .all(|id| {
+                    view.get(id)
+                        .is_some_and(|s| consumed(s) == pusher.accepted[id])
+                })
+                .then_some(())
+        },
+        &ws,
+    );
+
+    proxy.cut();
+    std::thread::scope(|s| {
+        // One more segment of every stream, pushed while the broker is away.
+        let during = s.spawn(|| pusher.push(&ids, cut..cut + 1, &ws));
+        // The outage: 8 s, longer than the 6 s session timeout, so the broker drops
+        // both members from the group and they must rejoin.
+        std::thread::sleep(Duration::from_secs(8));
+        assert!(
+            !during.is_finished(),
+            "every segment was answered while the broker was unreachable"
+        );
+        let restored = Instant::now();
+        proxy.restore().unwrap();
+        during.join().unwrap();
+        eprintln!(
+            "the segments pushed during the outage were accepted {:?} after the broker came back",
+            restored.elapsed()
+        );
+    });
+    pusher.push(&ids, cut + 1..n, &ws);
+
+    // Everything accepted was consumed, every stream on exactly one worker.
+    wait(
+        "everything accepted consumed after the outage",
+        180,
+        || {
+            let view = fleet_view(&a);
+            let on = running_on(&ws, &ids);
+            let ok = ids.iter().all(|id| {
+                on[id].len() == 1
+                    && view
+                        .get(id)
+                        .is_some_and(|s| consumed(s) == pusher.accepted[id])
+            });
+            ok.then_some(())
+        },
+        &ws,
+    );
+    for id in &ids {
+        assert_eq!(pusher.accepted[id].len(), n, "{id}");
+    }
+    wait_escalated(&bootstrap, &ids, 12, 240, &ws);
+    let events = escalation_events(&bootstrap, usize::MAX, Duration::from_secs(10));
+    for id in &ids {
+        let mine: Vec<_> = events.iter().filter(|(s, _, _)| s == id).collect();
+        let escalated = mine.iter().filter(|(_, k, _)| k == "escalated").count();
+        assert_eq!(escalated, 1, "{id}: {mine:?}");
+        let incidents: BTreeSet<&String> = mine.iter().map(|(_, _, i)| i).collect();
+        assert_eq!(incidents.len(), 1, "{id}: {mine:?}");
+    }
+    // Both workers are in service again.
+    wait_ready(&ws);
 }
 
 #[test]
@@ -933,12 +1042,23 @@ fn measure_fleet() {
 /// Media duration of `file` in seconds (ffprobe).
 fn duration_secs(file: &Path) -> f64 {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(file)
         .output()
         .unwrap();
     assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// A measurement, not an assertion (`scripts/fleet-measure.sh`): end-to-end latency
