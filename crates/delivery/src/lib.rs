@@ -191,7 +191,7 @@ impl DeliveryMetrics {
             end_to_end: Histogram::with_opts(
                 HistogramOpts::new(
                     "firebreak_end_to_end_seconds",
-                    "Seconds from segment arrival to the sink's acknowledgement of the escalation.",
+                    "Seconds from a segment's acceptance (by this or, in fleet mode, another worker's hook) to the sink's acknowledgement of the escalation it led to.",
                 )
                 .buckets(buckets),
             )?,
