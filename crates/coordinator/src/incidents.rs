@@ -114,6 +114,20 @@ pub enum Action {
     Resolve,
 }
 
+impl Action {
+    /// The state this action leads to from `state`, if it is allowed there.
+    pub fn from(self, state: State) -> Option<State> {
+        Some(match (self, state) {
+            (Action::Acknowledge, State::Open) => State::Acknowledged,
+            (Action::Confirm, State::Open | State::Acknowledged) => State::Confirmed,
+            (Action::Reject, State::Open | State::Acknowledged) => State::Rejected,
+            (Action::Retract, State::Confirmed) => State::Acknowledged,
+            (Action::Resolve, s) if s != State::Resolved => State::Resolved,
+            _ => return None,
+        })
+    }
+}
+
 /// Why a stream is in an incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -211,6 +225,13 @@ pub enum Change {
     Updated(String),
     /// New evidence reopened a resolved incident.
     Reopened(String),
+    /// Content linked two live incidents: `from` was folded into `into` (the older).
+    Merged {
+        /// The incident kept.
+        into: String,
+        /// The incident folded in (gone).
+        from: String,
+    },
     /// A responder's action.
     Acted {
         /// The incident.
@@ -516,8 +537,56 @@ impl Incidents {
                 }
                 changes
             }
+            (Some(x), Some(y)) if x != y => self.merge(&x, &y, now_ms),
             _ => Vec::new(),
         }
+    }
+
+    /// Folds the younger of two live, undecided (open or acknowledged) incidents into
+    /// the older: the same content on two streams that escalated before their frames
+    /// were linked is one incident.
+    fn merge(&mut self, x: &str, y: &str, now_ms: u64) -> Vec<Change> {
+        let undecided = |id: &str| {
+            self.all
+                .get(id)
+                .is_some_and(|i| matches!(i.state, State::Open | State::Acknowledged))
+        };
+        if !undecided(x) || !undecided(y) {
+            return Vec::new();
+        }
+        let key = |id: &str| (self.all[id].opened_ms, id.to_string());
+        let (into, from) = if key(x) <= key(y) { (x, y) } else { (y, x) };
+        let (into, from) = (into.to_string(), from.to_string());
+        let gone = self.all.remove(&from).expect("live incident");
+        let inc = self.all.get_mut(&into).expect("live incident");
+        for (s, m) in gone.streams {
+            inc.streams.entry(s).or_insert(m);
+        }
+        inc.entries.extend(gone.entries);
+        inc.rules.extend(gone.rules);
+        if self.rank(&gone.max_tier) > self.rank(&self.all[&into].max_tier) {
+            let inc = self.all.get_mut(&into).expect("live incident");
+            inc.max_tier = gone.max_tier;
+            inc.activation = gone.activation;
+        }
+        let inc = self.all.get_mut(&into).expect("live incident");
+        inc.history.extend(gone.history);
+        inc.history
+            .push((now_ms, "coordinator".into(), format!("merged {from}: same content")));
+        inc.updated_ms = inc.updated_ms.max(now_ms);
+        for map in [&mut self.by_stream_incident] {
+            for v in map.values_mut() {
+                if *v == from {
+                    v.clone_from(&into);
+                }
+            }
+        }
+        for v in self.by_stream.values_mut().chain(self.by_entry.values_mut()) {
+            if *v == from {
+                v.clone_from(&into);
+            }
+        }
+        vec![Change::Merged { into, from }]
     }
 
     /// A responder's action.
@@ -530,14 +599,7 @@ impl Incidents {
     ) -> Result<Change, ActionError> {
         let inc = self.all.get_mut(id).ok_or(ActionError::NotFound)?;
         let from = inc.state;
-        let to = match (action, from) {
-            (Action::Acknowledge, State::Open) => State::Acknowledged,
-            (Action::Confirm, State::Open | State::Acknowledged) => State::Confirmed,
-            (Action::Reject, State::Open | State::Acknowledged) => State::Rejected,
-            (Action::Retract, State::Confirmed) => State::Acknowledged,
-            (Action::Resolve, s) if s != State::Resolved => State::Resolved,
-            _ => return Err(ActionError::Conflict(from)),
-        };
+        let to = action.from(from).ok_or(ActionError::Conflict(from))?;
         inc.state = to;
         inc.updated_ms = inc.updated_ms.max(at_ms);
         inc.history
@@ -692,6 +754,45 @@ mod tests {
         // b's own escalation later updates the same incident.
         let c = inc.on_escalation(&esc("e2", "b", "review", 5000, &[]), &links);
         assert_eq!(c, vec![Change::Updated("inc-e1".into())]);
+    }
+
+    #[test]
+    fn two_streams_that_escalated_before_their_link_are_merged_into_the_older_incident() {
+        let mut links = ContentLinks::new(LinkConfig::default());
+        let mut inc = Incidents::new(IncidentConfig::default());
+        // Both escalate on a classifier before any of their frames are seen together.
+        inc.on_escalation(&esc("e1", "a", "review", 1000, &[]), &links);
+        inc.on_escalation(&esc("e2", "b", "escalate", 1200, &[("x", "1")]), &links);
+        assert_eq!(inc.list().len(), 2);
+        show(&mut links, "a", 1500, 3, content(3));
+        let formed = show(&mut links, "b", 1600, 3, content(3));
+        assert_eq!(formed.len(), 1);
+        let changes = inc.on_link(&formed[0], &links, 3000);
+        assert_eq!(
+            changes,
+            vec![Change::Merged {
+                into: "inc-e1".into(),
+                from: "inc-e2".into()
+            }]
+        );
+        assert_eq!(inc.list().len(), 1);
+        let i = inc.get("inc-e1").unwrap();
+        assert_eq!(
+            i.streams.keys().cloned().collect::<Vec<_>>(),
+            vec![StreamKey::new("t", "a"), StreamKey::new("t", "b")]
+        );
+        assert_eq!(i.max_tier, "escalate");
+        assert_eq!(inc.of_stream(&StreamKey::new("t", "b")).unwrap().id, "inc-e1");
+        // b's next escalation, and its bank entry, land in the merged incident.
+        let c = inc.on_escalation(&esc("e3", "c", "review", 4000, &[("x", "1")]), &links);
+        assert!(c.contains(&Change::Updated("inc-e1".into())), "{c:?}");
+        // A decided incident is not merged.
+        inc.act("inc-e1", Action::Confirm, "r", 5000).unwrap();
+        inc.on_escalation(&esc("e4", "d", "review", 5100, &[]), &links);
+        show(&mut links, "a", 6000, 3, content(4));
+        let formed = show(&mut links, "d", 6100, 3, content(4));
+        assert_eq!(inc.on_link(&formed[0], &links, 7000), vec![]);
+        assert_eq!(inc.list().len(), 2);
     }
 
     #[test]
