@@ -571,8 +571,11 @@ impl Incidents {
         }
         let inc = self.all.get_mut(&into).expect("live incident");
         inc.history.extend(gone.history);
-        inc.history
-            .push((now_ms, "coordinator".into(), format!("merged {from}: same content")));
+        inc.history.push((
+            now_ms,
+            "coordinator".into(),
+            format!("merged {from}: same content"),
+        ));
         inc.updated_ms = inc.updated_ms.max(now_ms);
         for map in [&mut self.by_stream_incident] {
             for v in map.values_mut() {
@@ -581,7 +584,11 @@ impl Incidents {
                 }
             }
         }
-        for v in self.by_stream.values_mut().chain(self.by_entry.values_mut()) {
+        for v in self
+            .by_stream
+            .values_mut()
+            .chain(self.by_entry.values_mut())
+        {
             if *v == from {
                 v.clone_from(&into);
             }
@@ -782,7 +789,10 @@ mod tests {
             vec![StreamKey::new("t", "a"), StreamKey::new("t", "b")]
         );
         assert_eq!(i.max_tier, "escalate");
-        assert_eq!(inc.of_stream(&StreamKey::new("t", "b")).unwrap().id, "inc-e1");
+        assert_eq!(
+            inc.of_stream(&StreamKey::new("t", "b")).unwrap().id,
+            "inc-e1"
+        );
         // b's next escalation, and its bank entry, land in the merged incident.
         let c = inc.on_escalation(&esc("e3", "c", "review", 4000, &[("x", "1")]), &links);
         assert!(c.contains(&Change::Updated("inc-e1".into())), "{c:?}");

@@ -244,7 +244,7 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-fn unique_id() -> String {
+pub(crate) fn unique_id() -> String {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

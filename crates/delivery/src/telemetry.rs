@@ -96,3 +96,119 @@ impl Publisher {
         self.producer.flush(timeout)
     }
 }
+
+/// One record read by a [`Tail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailRecord {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value (empty for a tombstone).
+    pub payload: Vec<u8>,
+}
+
+/// Reads every partition of several topics from the beginning, without a consumer
+/// group (so every reader sees every record: several coordinators each see every
+/// stream). A topic that does not exist yet is picked up once it appears. Blocking:
+/// run it on a dedicated thread.
+pub struct Tail {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topics: Vec<String>,
+    assigned: std::collections::BTreeSet<String>,
+    checked: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail")
+            .field("topics", &self.topics)
+            .field("assigned", &self.assigned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a tail looks for topics it has not found yet.
+const TAIL_RECHECK: Duration = Duration::from_secs(1);
+
+impl Tail {
+    /// A tail of `topics` (nothing is read before the first [`Tail::poll`]).
+    pub fn open(config: &SharedConfig, topics: &[&str]) -> Result<Tail, KafkaError> {
+        let mut cc = config.client();
+        // librdkafka wants a group id; the tail never subscribes or commits.
+        cc.set(
+            "group.id",
+            format!("firebreak-tail-{}", crate::compacted::unique_id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("client.id", "firebreak-tail");
+        for (k, v) in &config.properties {
+            cc.set(k, v);
+        }
+        Ok(Tail {
+            consumer: cc.create()?,
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            assigned: Default::default(),
+            checked: None,
+        })
+    }
+
+    /// Whether every topic has been found and assigned.
+    pub fn all_assigned(&self) -> bool {
+        self.assigned.len() == self.topics.len()
+    }
+
+    fn assign_new(&mut self) {
+        use rdkafka::consumer::Consumer;
+        if self.all_assigned() || self.checked.is_some_and(|t| t.elapsed() < TAIL_RECHECK) {
+            return;
+        }
+        self.checked = Some(std::time::Instant::now());
+        let Ok(md) = self.consumer.fetch_metadata(None, Duration::from_secs(5)) else {
+            return;
+        };
+        let mut list = rdkafka::TopicPartitionList::new();
+        for t in md.topics() {
+            if !self.topics.iter().any(|n| n == t.name())
+                || self.assigned.contains(t.name())
+                || t.error().is_some()
+                || t.partitions().is_empty()
+            {
+                continue;
+            }
+            for p in t.partitions() {
+                let _ = list.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning);
+            }
+            self.assigned.insert(t.name().to_owned());
+        }
+        if list.count() > 0
+            && let Err(e) = self.consumer.incremental_assign(&list)
+        {
+            tracing::warn!(error = %e, "tail: assigning partitions");
+        }
+    }
+
+    /// The next record, waiting up to `timeout`; `None` when none came.
+    pub fn poll(&mut self, timeout: Duration) -> Option<Result<TailRecord, KafkaError>> {
+        use rdkafka::message::Message;
+        self.assign_new();
+        let m = match self.consumer.poll(timeout)? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(TailRecord {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        }))
+    }
+}

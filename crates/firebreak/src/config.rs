@@ -61,6 +61,102 @@ pub struct ServiceConfig {
     pub fleet: Option<Fleet>,
     /// The local signal log (recorded signals for replay).
     pub signals: crate::signals::log::SignalLogConfig,
+    /// `firebreak coordinator`: the fleet's crisis coordinator.
+    pub coordinator: Coordinator,
+}
+
+/// `[coordinator]`: the crisis coordinator (`firebreak coordinator`, fleet mode). It
+/// reads the escalations, signals and incidents topics of `[fleet]` and publishes
+/// confirmed content to the banks topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Coordinator {
+    /// The workers' escalations (default: `[sink] topic` when the sink is Kafka, else
+    /// `firebreak.escalations`).
+    pub escalations_topic: Option<String>,
+    /// The incident log: every responder action, as an event the platform can follow
+    /// too; the coordinator's state is rebuilt from it.
+    pub incidents_topic: String,
+    /// The bank confirmed content is published to (the built-in policy's crisis rule
+    /// matches it).
+    pub crisis_bank: String,
+    /// The negative bank rejected false positives are published to.
+    pub negative_bank: String,
+    /// Seconds of each stream's frame hashes kept for confirmations.
+    pub history_secs: f64,
+    /// Seconds before a stream's first escalation whose frames a confirmation takes.
+    pub lookback_secs: f64,
+    /// Lowest PDQ quality a confirmation publishes.
+    pub min_quality: u8,
+    /// Distance at which two frames are the same content (links, common frames).
+    pub match_distance: u32,
+    /// Streams outside the incident that make a frame common (not published).
+    pub common_streams: usize,
+    /// Most entries one confirmation publishes.
+    pub max_entries: usize,
+    /// Linked streams, none escalated, that open an incident of their own (0: never).
+    pub spread_min_streams: usize,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Coordinator {
+            escalations_topic: None,
+            incidents_topic: "firebreak.incidents".into(),
+            crisis_bank: "crisis".into(),
+            negative_bank: "crisis-rejected".into(),
+            history_secs: 600.0,
+            lookback_secs: 10.0,
+            min_quality: 50,
+            match_distance: 31,
+            common_streams: 2,
+            max_entries: 256,
+            spread_min_streams: 5,
+        }
+    }
+}
+
+impl Coordinator {
+    fn validate(&self, out: &mut Vec<Issue>) {
+        for (k, v) in [
+            ("history_secs", self.history_secs),
+            ("lookback_secs", self.lookback_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                out.push(Issue::new(
+                    format!("coordinator.{k}"),
+                    format!("must be a non-negative number, got {v}"),
+                ));
+            }
+        }
+        if self.min_quality > 100 {
+            out.push(Issue::new(
+                "coordinator.min_quality",
+                "must be within 0..=100",
+            ));
+        }
+        if self.match_distance > 255 {
+            out.push(Issue::new(
+                "coordinator.match_distance",
+                "must be within 0..=255",
+            ));
+        }
+        if self.max_entries == 0 || self.common_streams == 0 {
+            out.push(Issue::new(
+                "coordinator",
+                "max_entries and common_streams must be at least 1",
+            ));
+        }
+        for (k, v) in [
+            ("incidents_topic", &self.incidents_topic),
+            ("crisis_bank", &self.crisis_bank),
+            ("negative_bank", &self.negative_bank),
+        ] {
+            if v.trim().is_empty() {
+                out.push(Issue::new(format!("coordinator.{k}"), "must not be empty"));
+            }
+        }
+    }
 }
 
 /// `[fleet]`: workers sharing streams through Kafka (see `crate::fleet`).
@@ -936,6 +1032,11 @@ impl Settings {
     pub fn signals(&self) -> &crate::signals::log::SignalLogConfig {
         &self.raw.signals
     }
+
+    /// `[coordinator]`.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.raw.coordinator
+    }
 }
 
 impl ServerSettings {
@@ -1365,6 +1466,7 @@ impl ServiceConfig {
             }
         }
         let policy = self.load_policy().map_err(|issues| out.extend(issues)).ok();
+        self.coordinator.validate(&mut out);
         let fleet_shared = self.fleet.as_ref().map(|f| FleetShared {
             feeds: f.feeds(),
             signals_topic: f.topics.signals.clone(),

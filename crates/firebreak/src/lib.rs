@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod coordinator;
 pub mod daemon;
 pub mod engine;
 pub mod fleet;

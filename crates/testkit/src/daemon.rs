@@ -98,6 +98,17 @@ pub fn start_in(bin: &Path, dir: tempfile::TempDir, extra: &str) -> Daemon {
 
 /// [`start_in`] with worker id `worker_id` (several workers of one fleet).
 pub fn start_named(bin: &Path, dir: tempfile::TempDir, worker_id: &str, extra: &str) -> Daemon {
+    start_command(bin, dir, "run", worker_id, extra)
+}
+
+/// [`start_named`] for subcommand `command` of the binary (`run`, `coordinator`).
+pub fn start_command(
+    bin: &Path,
+    dir: tempfile::TempDir,
+    command: &str,
+    worker_id: &str,
+    extra: &str,
+) -> Daemon {
     let data = dir.path().join("data");
     let config = dir.path().join("firebreak.toml");
     let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
@@ -113,7 +124,7 @@ pub fn start_named(bin: &Path, dir: tempfile::TempDir, worker_id: &str, extra: &
     );
     std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
     let mut child = Command::new(bin)
-        .args(["run", "--config"])
+        .args([command, "--config"])
         .arg(&config)
         .env("FIREBREAK_TEST_HMAC", HMAC_SECRET)
         // `FIREBREAK_TEST_LOG` (a tracing filter) to debug a test; info by default.

@@ -44,6 +44,10 @@ enum Command {
     Match(banks::MatchCommand),
     /// Run the monitor: ingest, detectors, policy, delivery, HTTP API and dashboard.
     Run(RunArgs),
+    /// Run the fleet's crisis coordinator: cross-stream incidents from the workers'
+    /// escalations and signals, responder actions, confirmations published to every
+    /// worker (needs `[fleet]`).
+    Coordinator(CoordinatorArgs),
     /// Check a daemon config file (every problem, with its path).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -90,6 +94,13 @@ struct RunArgs {
     /// The config file (TOML); without it, the embedded defaults.
     #[arg(long, short)]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CoordinatorArgs {
+    /// The config file (TOML) with a `[fleet]` section; `[coordinator]` is optional.
+    #[arg(long, short)]
+    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +209,7 @@ pub fn main() -> ExitCode {
         Command::Lists(c) => banks::lists(&cli.data, &c),
         Command::Match(c) => banks::matching(&cli.data, &c),
         Command::Run(a) => crate::daemon::run(a.config.as_deref()),
+        Command::Coordinator(a) => crate::coordinator::run(&a.config),
         Command::Config(ConfigCommand::Check { file }) => Ok(crate::daemon::check(&file)),
         Command::Classify(a) => classify(&a),
         Command::Models(ModelsCommand::Check { dirs }) => models_check(&dirs),

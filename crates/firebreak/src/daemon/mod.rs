@@ -103,7 +103,7 @@ fn load_detectors(
     })
 }
 
-fn init_tracing(config: &Settings) {
+pub(crate) fn init_tracing(config: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIREBREAK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     use std::io::IsTerminal;

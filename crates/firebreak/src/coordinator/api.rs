@@ -1,0 +1,400 @@
+//! The coordinator's HTTP API (same credentials, scopes and tenancy as the worker's):
+//!
+//! - `GET /v1/incidents`: incidents, newest first (`read`);
+//! - `GET /v1/incidents/{id}`: one incident, its streams, evidence, history and what
+//!   its confirmation published (`read`);
+//! - `GET /v1/incidents/{id}/preview`: what confirming it would publish now, and what
+//!   each guard dropped (`read`);
+//! - `POST /v1/incidents/{id}/{action}` with `acknowledge`, `confirm`, `reject`,
+//!   `retract` or `resolve`, body `{"note": "..."}` optional (`operator`): answered once
+//!   the action is on the incident log and applied.
+//!
+//! A tenant sees an incident only if one of its streams is the tenant's, and then only
+//! its own streams; an admin sees all.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firebreak_coordinator::confirm::{self, Preview};
+use firebreak_coordinator::incidents::{
+    Action, ActionError, BankEntry, Incident, State as IncState, Via,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::Coordinator;
+use super::hub::{ActionRecord, Published, event_name, parse_action};
+use crate::engine::feeds::{BANK_SCHEMA, BankRecord, WireSignal};
+use crate::http::auth::{Authenticator, Caller};
+use crate::http::error;
+
+/// How long an action waits to be read back from the log.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The routes, behind the authentication layer.
+pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/incidents", get(list))
+        .route("/v1/incidents/{id}", get(show))
+        .route("/v1/incidents/{id}/preview", get(preview))
+        .route("/v1/incidents/{id}/{action}", post(act))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::http::auth::layer,
+        ))
+        .with_state(coord)
+}
+
+async fn readyz(State(c): State<Arc<Coordinator>>) -> Response {
+    let ready = c.ready.load(std::sync::atomic::Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ready": ready}))).into_response()
+}
+
+/// One stream of an incident.
+#[derive(Debug, Serialize)]
+struct StreamView {
+    tenant: String,
+    stream: String,
+    via: Via,
+    first_seen_ms: u64,
+    tier: String,
+    max_tier: String,
+    worker: Option<String>,
+    ended: bool,
+    /// Frame hashes the coordinator holds for it.
+    frames: usize,
+}
+
+/// An incident as the API shows it.
+#[derive(Debug, Serialize)]
+struct IncidentView {
+    id: String,
+    state: IncState,
+    spread: bool,
+    opened_ms: u64,
+    updated_ms: u64,
+    max_tier: String,
+    activation: Option<String>,
+    streams: Vec<StreamView>,
+    entries: Vec<BankEntry>,
+    rules: Vec<String>,
+    history: Vec<serde_json::Value>,
+    published: Option<Published>,
+}
+
+fn view(c: &Coordinator, inc: &Incident) -> IncidentView {
+    let hub = c.hub();
+    IncidentView {
+        id: inc.id.clone(),
+        state: inc.state,
+        spread: inc.spread,
+        opened_ms: inc.opened_ms,
+        updated_ms: inc.updated_ms,
+        max_tier: inc.max_tier.clone(),
+        activation: inc.activation.clone(),
+        streams: inc
+            .streams
+            .iter()
+            .map(|(k, m)| StreamView {
+                tenant: k.tenant.clone(),
+                stream: k.stream.clone(),
+                via: m.via.clone(),
+                first_seen_ms: m.first_seen_ms,
+                tier: m.tier.clone(),
+                max_tier: m.max_tier.clone(),
+                worker: m.worker.clone(),
+                ended: m.ended,
+                frames: hub.frames_of(k),
+            })
+            .collect(),
+        entries: inc.entries.iter().cloned().collect(),
+        rules: inc.rules.iter().cloned().collect(),
+        history: inc
+            .history
+            .iter()
+            .map(|(at, who, what)| json!({"at_ms": at, "who": who, "what": what}))
+            .collect(),
+        published: hub.published(&inc.id).cloned(),
+    }
+}
+
+/// The incident `id` as `caller` may see it.
+fn visible(c: &Coordinator, caller: &Caller, id: &str) -> Option<Incident> {
+    let hub = c.hub();
+    let inc = hub.incidents().get(id)?;
+    if caller.is_admin() {
+        Some(inc.clone())
+    } else {
+        inc.visible_to(&caller.tenant)
+    }
+}
+
+async fn list(State(c): State<Arc<Coordinator>>, Extension(caller): Extension<Caller>) -> Response {
+    let incidents: Vec<Incident> = {
+        let hub = c.hub();
+        hub.incidents()
+            .list()
+            .into_iter()
+            .filter_map(|i| {
+                if caller.is_admin() {
+                    Some(i.clone())
+                } else {
+                    i.visible_to(&caller.tenant)
+                }
+            })
+            .collect()
+    };
+    let views: Vec<IncidentView> = incidents.iter().map(|i| view(&c, i)).collect();
+    Json(json!({ "incidents": views })).into_response()
+}
+
+async fn show(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match visible(&c, &caller, &id) {
+        Some(inc) => Json(view(&c, &inc)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such incident"),
+    }
+}
+
+/// A preview as the API shows it.
+#[derive(Debug, Serialize)]
+struct PreviewView {
+    incident: String,
+    /// Entries a confirmation would publish.
+    count: usize,
+    /// Frames each guard dropped.
+    dropped: std::collections::BTreeMap<String, usize>,
+    /// The entries (stream, media time, hash, quality).
+    entries: Vec<serde_json::Value>,
+}
+
+fn preview_view(id: &str, p: &Preview) -> PreviewView {
+    PreviewView {
+        incident: id.to_owned(),
+        count: p.entries.len(),
+        dropped: p
+            .dropped
+            .iter()
+            .map(|(k, v)| {
+                let name = serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| format!("{k:?}"));
+                (name, *v)
+            })
+            .collect(),
+        entries: p
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "tenant": e.stream.tenant,
+                    "stream": e.stream.stream,
+                    "media_ms": e.media_ms,
+                    "hash": e.hash.to_hex(),
+                    "quality": e.quality,
+                })
+            })
+            .collect(),
+    }
+}
+
+async fn compute_preview(c: &Arc<Coordinator>, id: &str) -> Option<Preview> {
+    let (c, id) = (c.clone(), id.to_owned());
+    // Comparing every candidate with every other stream's recent frames is CPU work.
+    tokio::task::spawn_blocking(move || c.hub().preview(&id))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn preview(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if visible(&c, &caller, &id).is_none() {
+        return error(StatusCode::NOT_FOUND, "no such incident");
+    }
+    match compute_preview(&c, &id).await {
+        Some(p) => Json(preview_view(&id, &p)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such incident"),
+    }
+}
+
+fn conflict(state: IncState, action: &str) -> Response {
+    error(
+        StatusCode::CONFLICT,
+        &format!("cannot {action} an incident that is {state:?}").to_lowercase(),
+    )
+}
+
+async fn act(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(action) = parse_action(&name) else {
+        return error(StatusCode::NOT_FOUND, "no such action");
+    };
+    let note = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) => v["note"].as_str().map(|s| s.chars().take(2000).collect()),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        }
+    };
+    let Some(inc) = visible(&c, &caller, &id) else {
+        return error(StatusCode::NOT_FOUND, "no such incident");
+    };
+    let record_id = {
+        let hub = c.hub();
+        match hub.allowed(&id, action) {
+            Ok(_) => {}
+            Err(ActionError::Conflict(s)) => return conflict(s, &name),
+            Err(ActionError::NotFound) => return error(StatusCode::NOT_FOUND, "no such incident"),
+        }
+        hub.next_action_id(&id).expect("exists")
+    };
+    let mut record = ActionRecord {
+        v: super::hub::ACTION_VERSION,
+        id: record_id.clone(),
+        incident: id.clone(),
+        action: name.clone(),
+        event: event_name(action).to_owned(),
+        who: format!("{}:{}", caller.tenant, caller.credential),
+        tenant: caller.tenant.clone(),
+        at_ms: now_ms(),
+        streams: inc.streams.keys().map(ToString::to_string).collect(),
+        entries: Vec::new(),
+        hashes: Vec::new(),
+        note,
+    };
+    // Bank changes first: a record on the log always has its entries published.
+    let bank_result = match action {
+        Action::Confirm | Action::Reject => {
+            let Some(p) = compute_preview(&c, &id).await else {
+                return error(StatusCode::NOT_FOUND, "no such incident");
+            };
+            if p.entries.is_empty() && action == Action::Confirm {
+                return (
+                    StatusCode::CONFLICT,
+                    Json(json!({
+                        "error": "nothing to publish: the guards dropped every frame",
+                        "preview": preview_view(&id, &p),
+                    })),
+                )
+                    .into_response();
+            }
+            let (bank, negative) = if action == Action::Confirm {
+                (c.crisis_bank.clone(), false)
+            } else {
+                (c.negative_bank.clone(), true)
+            };
+            let records: Vec<BankRecord> = p
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut metadata = serde_json::Map::new();
+                    metadata.insert("incident".into(), json!(id));
+                    metadata.insert("by".into(), json!(record.who));
+                    metadata.insert("stream".into(), json!(e.stream.to_string()));
+                    metadata.insert("media_ms".into(), json!(e.media_ms));
+                    BankRecord {
+                        bank: bank.clone(),
+                        negative,
+                        id: confirm::entry_id(&id, &e.hash),
+                        signal: WireSignal::Pdq {
+                            hash: e.hash.to_hex(),
+                            quality: Some(e.quality),
+                        },
+                        labels: inc.activation.iter().cloned().chain([id.clone()]).collect(),
+                        tenant: Some(caller.tenant.clone()),
+                        metadata,
+                    }
+                })
+                .collect();
+            record.entries = records.iter().map(BankRecord::key).collect();
+            record.hashes = p.entries.iter().map(|e| e.hash.to_hex()).collect();
+            let puts = records.iter().map(|r| {
+                let value = serde_json::to_vec(r).expect("serializable");
+                let (c, key) = (c.clone(), r.key());
+                async move { c.banks.put(&key, BANK_SCHEMA, &value).await }
+            });
+            futures_util::future::try_join_all(puts).await.map(|_| ())
+        }
+        Action::Retract => {
+            let keys = c
+                .hub()
+                .published(&id)
+                .map(|p| p.entries.clone())
+                .unwrap_or_default();
+            record.entries = keys.clone();
+            let dels = keys.iter().map(|k| {
+                let (c, k) = (c.clone(), k.clone());
+                async move { c.banks.delete(&k, BANK_SCHEMA).await }
+            });
+            futures_util::future::try_join_all(dels).await.map(|_| ())
+        }
+        Action::Acknowledge | Action::Resolve => Ok(()),
+    };
+    if let Err(e) = bank_result {
+        tracing::error!(error = %e, incident = %id, "coordinator: publishing bank entries");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker did not acknowledge the bank entries; retry",
+        );
+    }
+    let value = serde_json::to_vec(&record).expect("serializable");
+    if let Err(e) = c.log.put(&id, super::ACTION_SCHEMA, &value).await {
+        tracing::error!(error = %e, incident = %id, "coordinator: writing the incident log");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker did not acknowledge the action; retry",
+        );
+    }
+    tracing::info!(incident = %id, action = %name, who = %record.who, entries = record.entries.len(), "coordinator: action");
+    // Applied once read back from the log (on every coordinator alike).
+    let started = Instant::now();
+    while !c.hub().has_applied(&record_id) {
+        if started.elapsed() > APPLY_TIMEOUT {
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({"action": record, "applied": false})),
+            )
+                .into_response();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match visible(&c, &caller, &id) {
+        Some(inc) => {
+            let view = view(&c, &inc);
+            Json(json!({"incident": view, "action": record})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such incident"),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,554 @@
+//! The coordinator's state: everything it has read from the escalations, signals and
+//! incidents topics, folded in order. Pure apart from its inputs (no I/O, no clock of
+//! its own: every input carries its wall time), so two coordinators that read the same
+//! topics hold the same incidents, and a restarted one rebuilds them.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use firebreak_coordinator::confirm::{self, Candidate, Guards, Preview};
+use firebreak_coordinator::incidents::{
+    Action, ActionError, BankEntry, DecisionKind, Escalation, IncidentConfig, Incidents, State,
+};
+use firebreak_coordinator::links::{ContentLinks, LinkConfig};
+use firebreak_coordinator::{FrameSignal, StreamKey};
+use firebreak_hashing::Hash256;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Coordinator as CoordinatorConfig;
+use crate::signals::record::{EventKind, SignalRecord, decode_block};
+
+/// Format version of [`ActionRecord`].
+pub const ACTION_VERSION: u32 = 1;
+
+/// Frames kept per stream at most, whatever `history_secs` says.
+const MAX_HISTORY_FRAMES: usize = 8192;
+
+/// A responder action on the incidents topic (keyed by incident id): the coordinator's
+/// action log, and the event a platform follows to act on confirmed streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// Format version.
+    pub v: u32,
+    /// Deterministic: the incident and how many actions it had before, so two
+    /// coordinators acting on the same state write the same id and only the first
+    /// counts.
+    pub id: String,
+    /// The incident.
+    pub incident: String,
+    /// `acknowledge`, `confirm`, `reject`, `retract` or `resolve`.
+    pub action: String,
+    /// What happened, for a platform reading the topic: `acknowledged`, `confirmed`,
+    /// `rejected`, `retracted`, `resolved`.
+    pub event: String,
+    /// Who (tenant and credential).
+    pub who: String,
+    /// The acting tenant.
+    pub tenant: String,
+    /// Wall ms.
+    pub at_ms: u64,
+    /// The streams of the incident then (`tenant/stream`): what a platform acts on.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// Bank keys published (confirm) or removed (retract).
+    #[serde(default)]
+    pub entries: Vec<String>,
+    /// Hashes published (confirm: crisis bank; reject: negative bank), hex.
+    #[serde(default)]
+    pub hashes: Vec<String>,
+    /// The responder's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The past tense of an action, as events name it.
+pub fn event_name(a: Action) -> &'static str {
+    match a {
+        Action::Acknowledge => "acknowledged",
+        Action::Confirm => "confirmed",
+        Action::Reject => "rejected",
+        Action::Retract => "retracted",
+        Action::Resolve => "resolved",
+    }
+}
+
+/// An action's name in requests and records.
+pub fn parse_action(s: &str) -> Option<Action> {
+    Some(match s {
+        "acknowledge" => Action::Acknowledge,
+        "confirm" => Action::Confirm,
+        "reject" => Action::Reject,
+        "retract" => Action::Retract,
+        "resolve" => Action::Resolve,
+        _ => return None,
+    })
+}
+
+/// What a confirmation published.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Published {
+    /// Bank keys (`bank/id`).
+    pub entries: Vec<String>,
+    /// Their hashes.
+    pub hashes: Vec<String>,
+}
+
+/// Counters of what was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Escalation events applied.
+    pub escalations: u64,
+    /// Escalation events that could not be read.
+    pub bad_escalations: u64,
+    /// Frame signals read.
+    pub frames: u64,
+    /// Signal blocks that could not be read.
+    pub bad_signals: u64,
+    /// Actions applied.
+    pub actions: u64,
+    /// Actions refused on apply (conflicting state; a duplicate id).
+    pub refused_actions: u64,
+}
+
+/// The coordinator's state.
+#[derive(Debug)]
+pub struct Hub {
+    cfg: CoordinatorConfig,
+    incidents: Incidents,
+    links: ContentLinks,
+    history: HashMap<StreamKey, VecDeque<FrameSignal>>,
+    /// The earliest media start (ms) of each stream's escalations.
+    media_start: HashMap<StreamKey, u64>,
+    /// Streams whose own policy escalated.
+    escalated: HashSet<StreamKey>,
+    published: BTreeMap<String, Published>,
+    negatives: Vec<Hash256>,
+    applied: HashSet<String>,
+    seen: HashSet<String>,
+    /// Actions read before their incident (topics interleave): retried.
+    pending: Vec<ActionRecord>,
+    now_ms: u64,
+    counts: Counts,
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the workers write it
+/// (`2026-11-28T15:01:46.123Z`; a numeric offset is also taken).
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut ms = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let f = &frac[..digits];
+        ms = format!("{f:0<3}")[..3].parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), by 400-year eras.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    u64::try_from(secs * 1000 + ms).ok()
+}
+
+fn kind_of(s: &str) -> Option<DecisionKind> {
+    Some(match s {
+        "escalated" => DecisionKind::Escalated,
+        "updated" => DecisionKind::Updated,
+        "deescalated" => DecisionKind::Deescalated,
+        "ended" => DecisionKind::Ended,
+        _ => return None,
+    })
+}
+
+/// An escalation CloudEvent as the coordinator reads it, with the media time its
+/// incident started at (ms).
+pub fn parse_escalation(payload: &[u8]) -> Result<(Escalation, Option<u64>), String> {
+    let v: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+    let d = &v["data"];
+    let text = |x: &Value, what: &str| {
+        x.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("missing {what}"))
+    };
+    let kind = text(&d["kind"], "data.kind")?;
+    let wall_ms = parse_rfc3339_ms(v["time"].as_str().unwrap_or_default())
+        .ok_or_else(|| "missing or malformed time".to_owned())?;
+    let entries = d["evidence"]
+        .as_array()
+        .map(|ev| {
+            ev.iter()
+                .filter_map(|e| {
+                    Some(BankEntry {
+                        bank: e["bank"].as_str()?.to_owned(),
+                        entry: e["entry_id"].as_str()?.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let media_start = d["media_time"]["start"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| (s * 1000.0) as u64);
+    Ok((
+        Escalation {
+            id: text(&v["id"], "id")?,
+            stream: StreamKey::new(
+                text(&d["tenant"], "data.tenant")?,
+                text(&d["stream_id"], "data.stream_id")?,
+            ),
+            worker: d["worker_id"].as_str().unwrap_or_default().to_owned(),
+            stream_incident: text(&d["incident_id"], "data.incident_id")?,
+            kind: kind_of(&kind).ok_or_else(|| format!("unknown kind {kind:?}"))?,
+            tier: text(&d["tier"], "data.tier")?,
+            activation: d["activation"].as_str().map(str::to_owned),
+            wall_ms,
+            entries,
+            rules: d["rules"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        },
+        media_start,
+    ))
+}
+
+impl Hub {
+    /// Nothing read yet.
+    pub fn new(cfg: CoordinatorConfig, tiers: Vec<String>) -> Hub {
+        let links = ContentLinks::new(LinkConfig {
+            max_distance: cfg.match_distance,
+            min_quality: cfg.min_quality,
+            ..LinkConfig::default()
+        });
+        let incidents = Incidents::new(IncidentConfig {
+            tiers,
+            spread_min_streams: cfg.spread_min_streams,
+            ..IncidentConfig::default()
+        });
+        Hub {
+            cfg,
+            incidents,
+            links,
+            history: HashMap::new(),
+            media_start: HashMap::new(),
+            escalated: HashSet::new(),
+            published: BTreeMap::new(),
+            negatives: Vec::new(),
+            applied: HashSet::new(),
+            seen: HashSet::new(),
+            pending: Vec::new(),
+            now_ms: 0,
+            counts: Counts::default(),
+        }
+    }
+
+    /// The incidents.
+    pub fn incidents(&self) -> &Incidents {
+        &self.incidents
+    }
+
+    /// What each confirmed incident published.
+    pub fn published(&self, incident: &str) -> Option<&Published> {
+        self.published.get(incident)
+    }
+
+    /// Whether action `id` has been applied (or refused) from the log.
+    pub fn has_applied(&self, id: &str) -> bool {
+        self.applied.contains(id)
+    }
+
+    /// Counters.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The latest wall time read.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Frames kept for `stream`.
+    pub fn frames_of(&self, stream: &StreamKey) -> usize {
+        self.history.get(stream).map_or(0, VecDeque::len)
+    }
+
+    /// An escalation event (a CloudEvent's JSON).
+    pub fn on_escalation(&mut self, payload: &[u8]) {
+        let (e, media_start) = match parse_escalation(payload) {
+            Ok(x) => x,
+            Err(err) => {
+                self.counts.bad_escalations += 1;
+                tracing::warn!(error = %err, "coordinator: unreadable escalation");
+                return;
+            }
+        };
+        // Redelivered events carry the same deterministic id.
+        if !self.seen.insert(e.id.clone()) {
+            return;
+        }
+        self.counts.escalations += 1;
+        self.now_ms = self.now_ms.max(e.wall_ms);
+        if matches!(e.kind, DecisionKind::Escalated | DecisionKind::Updated) {
+            self.escalated.insert(e.stream.clone());
+            if let Some(m) = media_start {
+                let at = self.media_start.entry(e.stream.clone()).or_insert(m);
+                *at = (*at).min(m);
+            }
+        }
+        let changes = self.incidents.on_escalation(&e, &self.links);
+        tracing::debug!(stream = %e.stream, ?changes, "coordinator: escalation");
+        self.retry_pending();
+    }
+
+    /// A block of signal records from `firebreak.signals`.
+    pub fn on_signals(&mut self, payload: &[u8]) {
+        let records = match decode_block(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.counts.bad_signals += 1;
+                tracing::warn!(error = %e, "coordinator: unreadable signal block");
+                return;
+            }
+        };
+        for r in records {
+            match r {
+                SignalRecord::Frame(f) => {
+                    let Some((bytes, quality)) = f.pdq else {
+                        continue;
+                    };
+                    let sig = FrameSignal {
+                        stream: StreamKey::new(f.tenant, f.stream),
+                        wall_ms: f.signals.wall_ms,
+                        media_ms: (f.signals.media_time.max(0.0) * 1000.0) as u64,
+                        hash: Hash256::from_bytes(&bytes),
+                        quality,
+                    };
+                    self.on_frame(sig);
+                }
+                SignalRecord::Event(e) if e.kind == EventKind::Ended => {
+                    self.links.forget(&StreamKey::new(e.tenant, e.stream));
+                }
+                SignalRecord::Event(_) => {}
+                SignalRecord::Tick { wall_ms } => {
+                    self.now_ms = self.now_ms.max(wall_ms);
+                    self.links.expire(self.now_ms);
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, f: FrameSignal) {
+        self.counts.frames += 1;
+        self.now_ms = self.now_ms.max(f.wall_ms);
+        let keep_ms = (self.cfg.history_secs * 1000.0) as u64;
+        let h = self.history.entry(f.stream.clone()).or_default();
+        h.push_back(f.clone());
+        while h.len() > MAX_HISTORY_FRAMES
+            || h.front()
+                .is_some_and(|o| f.wall_ms.saturating_sub(o.wall_ms) > keep_ms)
+        {
+            h.pop_front();
+        }
+        for l in self.links.observe(&f) {
+            let changes = self.incidents.on_link(&l, &self.links, f.wall_ms);
+            if !changes.is_empty() {
+                tracing::info!(a = %l.a, b = %l.b, ?changes, "coordinator: content link");
+            }
+        }
+    }
+
+    /// What confirming `incident` would publish now: the frames of its escalated
+    /// streams from `lookback_secs` before their first escalation on, through the
+    /// guards. Frames that also occur on `common_streams` or more streams that did not
+    /// escalate (unrelated streams, or streams linked only by a shared intro) are
+    /// common and dropped.
+    pub fn preview(&self, incident: &str) -> Option<Preview> {
+        let inc = self.incidents.get(incident)?;
+        let lookback = (self.cfg.lookback_secs * 1000.0) as u64;
+        let mut candidates = Vec::new();
+        for s in inc.streams.keys().filter(|s| self.escalated.contains(*s)) {
+            let from = self
+                .media_start
+                .get(s)
+                .map_or(0, |m| m.saturating_sub(lookback));
+            for f in self.history.get(s).into_iter().flatten() {
+                if f.media_ms >= from {
+                    candidates.push(Candidate {
+                        stream: s.clone(),
+                        media_ms: f.media_ms,
+                        hash: f.hash,
+                        quality: f.quality,
+                    });
+                }
+            }
+        }
+        let guards = Guards {
+            min_quality: self.cfg.min_quality,
+            match_distance: self.cfg.match_distance,
+            common_streams: self.cfg.common_streams,
+            max_entries: self.cfg.max_entries,
+            ..Guards::default()
+        };
+        let d = self.cfg.match_distance;
+        let outside: Vec<&VecDeque<FrameSignal>> = self
+            .history
+            .iter()
+            .filter(|(s, _)| !self.escalated.contains(*s))
+            .map(|(_, h)| h)
+            .collect();
+        Some(confirm::select(
+            &candidates,
+            &guards,
+            |h| {
+                outside
+                    .iter()
+                    .filter(|frames| frames.iter().any(|f| f.hash.distance(h) <= d))
+                    .count()
+            },
+            |h| self.negatives.iter().any(|n| n.distance(h) <= d),
+        ))
+    }
+
+    /// A record of the incidents topic.
+    pub fn on_action(&mut self, record: ActionRecord) {
+        self.now_ms = self.now_ms.max(record.at_ms);
+        if self.applied.contains(&record.id) {
+            return;
+        }
+        let Some(action) = parse_action(&record.action) else {
+            tracing::warn!(action = %record.action, "coordinator: unknown action in the log");
+            self.applied.insert(record.id);
+            self.counts.refused_actions += 1;
+            return;
+        };
+        match self
+            .incidents
+            .act(&record.incident, action, &record.who, record.at_ms)
+        {
+            Ok(_) => {
+                self.counts.actions += 1;
+                let hashes = || {
+                    record
+                        .hashes
+                        .iter()
+                        .filter_map(|h| h.parse::<Hash256>().ok())
+                };
+                match action {
+                    Action::Confirm => {
+                        self.published.insert(
+                            record.incident.clone(),
+                            Published {
+                                entries: record.entries.clone(),
+                                hashes: record.hashes.clone(),
+                            },
+                        );
+                    }
+                    Action::Retract => {
+                        self.published.remove(&record.incident);
+                    }
+                    Action::Reject => {
+                        let h: Vec<Hash256> = hashes().collect();
+                        self.links.suppress(h.iter().copied());
+                        self.negatives.extend(h);
+                    }
+                    Action::Acknowledge | Action::Resolve => {}
+                }
+                self.applied.insert(record.id);
+            }
+            Err(ActionError::NotFound) => self.pending.push(record),
+            Err(ActionError::Conflict(state)) => {
+                tracing::info!(id = %record.id, ?state, "coordinator: action refused on apply");
+                self.counts.refused_actions += 1;
+                self.applied.insert(record.id);
+            }
+        }
+    }
+
+    fn retry_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for r in std::mem::take(&mut self.pending) {
+            if self.incidents.get(&r.incident).is_some() {
+                self.on_action(r);
+            } else {
+                self.pending.push(r);
+            }
+        }
+    }
+
+    /// The id the next action on `incident` gets.
+    pub fn next_action_id(&self, incident: &str) -> Option<String> {
+        let inc = self.incidents.get(incident)?;
+        Some(format!("{incident}/{}", inc.history.len()))
+    }
+
+    /// Whether `action` is allowed on `incident` now.
+    pub fn allowed(&self, incident: &str, action: Action) -> Result<State, ActionError> {
+        let inc = self.incidents.get(incident).ok_or(ActionError::NotFound)?;
+        action
+            .from(inc.state)
+            .ok_or(ActionError::Conflict(inc.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_read_back_to_their_epoch_milliseconds() {
+        // Reference values from Python: int(datetime.fromisoformat(s).timestamp() * 1000).
+        for (s, ms) in [
+            ("1970-01-01T00:00:00.000Z", 0),
+            ("2000-02-29T12:34:56.789Z", 951_827_696_789),
+            ("2026-11-28T15:01:46.123Z", 1_795_878_106_123),
+            ("2026-11-28T16:01:46.123+01:00", 1_795_878_106_123),
+            ("2026-11-28T15:01:46Z", 1_795_878_106_000),
+        ] {
+            assert_eq!(parse_rfc3339_ms(s), Some(ms), "{s}");
+        }
+        // And what the workers write round-trips.
+        for ms in [0, 1_795_878_106_123, 4_102_444_800_000] {
+            assert_eq!(
+                parse_rfc3339_ms(&firebreak_policy::event::rfc3339(ms)),
+                Some(ms)
+            );
+        }
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28 15:01:46Z",
+            "2026-11-28T15:01:46",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
+}

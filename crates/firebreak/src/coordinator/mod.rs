@@ -1,0 +1,255 @@
+//! `firebreak coordinator`: the fleet's crisis coordinator.
+//!
+//! ```text
+//! firebreak.escalations ─┐                          ┌─▶ HTTP: incidents, preview, actions
+//! firebreak.signals ─────┼─▶ tail thread ─▶ Hub ────┤
+//! firebreak.incidents ───┘   (every partition,      └─ confirm ─▶ firebreak.banks (crisis)
+//!        ▲                    no group)                reject  ─▶ firebreak.banks (negative)
+//!        └──────────── action records (the log) ◀───── retract ─▶ tombstones
+//! ```
+//!
+//! Every coordinator reads every partition of the three topics from the beginning, so
+//! each holds every incident ([`hub::Hub`], folded from the topics). A responder's
+//! action is written to `firebreak.incidents` (one partition: one order) and takes
+//! effect when the coordinator reads it back, on every coordinator alike; its id is
+//! deterministic, so two coordinators acting on the same state count once. A
+//! confirmation publishes its bank entries (deterministic keys) before its record, so a
+//! coordinator that dies in between leaves entries that a repeat writes again, never a
+//! record without entries. State survives a restart: it is rebuilt from the topics.
+
+pub mod api;
+pub mod hub;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use firebreak_delivery::compacted::{SharedConfig, Writer};
+use firebreak_delivery::telemetry::Tail;
+
+use crate::config::{ServiceConfig, Settings, SinkSettings};
+use hub::{ActionRecord, Hub};
+
+/// Retention of the escalations topic when the coordinator creates it (7 days): a
+/// restarted coordinator rebuilds its incidents from what is left.
+const ESCALATIONS_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
+
+/// The schema version header of action records.
+pub const ACTION_SCHEMA: u32 = hub::ACTION_VERSION;
+
+/// The running coordinator.
+#[derive(Debug)]
+pub struct Coordinator {
+    /// The state, shared by the tail thread and the API.
+    pub hub: Mutex<Hub>,
+    /// Woken whenever the tail applied something.
+    pub changed: tokio::sync::Notify,
+    /// The topics have been read to their end once.
+    pub ready: AtomicBool,
+    /// Writes bank entries.
+    pub banks: Writer,
+    /// Writes the action log.
+    pub log: Writer,
+    /// The crisis and negative banks.
+    pub crisis_bank: String,
+    /// The negative bank.
+    pub negative_bank: String,
+}
+
+fn lock(m: &Mutex<Hub>) -> std::sync::MutexGuard<'_, Hub> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Coordinator {
+    /// The state, locked.
+    pub fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
+        lock(&self.hub)
+    }
+}
+
+/// The topics a coordinator reads: (escalations, signals, incidents).
+fn topics(settings: &Settings) -> Result<(String, String, String)> {
+    let shared = settings
+        .fleet_shared
+        .as_ref()
+        .ok_or_else(|| anyhow!("the coordinator needs a [fleet] section (brokers, topics)"))?;
+    let c = settings.coordinator();
+    let escalations = c
+        .escalations_topic
+        .clone()
+        .unwrap_or_else(|| match &settings.sink {
+            SinkSettings::Kafka { topic, .. } => topic.clone(),
+            _ => "firebreak.escalations".into(),
+        });
+    Ok((
+        escalations,
+        shared.signals_topic.clone(),
+        c.incidents_topic.clone(),
+    ))
+}
+
+/// Reads the topics into the hub until `stop`.
+fn tail_loop(
+    coord: Arc<Coordinator>,
+    mut tail: Tail,
+    names: (String, String, String),
+    stop: Arc<AtomicBool>,
+) {
+    let (escalations, signals, incidents) = names;
+    let mut idle_after_assign = false;
+    while !stop.load(Ordering::Acquire) {
+        match tail.poll(Duration::from_millis(100)) {
+            Some(Ok(r)) => {
+                let mut hub = coord.hub();
+                if r.topic == escalations {
+                    if !r.payload.is_empty() {
+                        hub.on_escalation(&r.payload);
+                    }
+                } else if r.topic == signals {
+                    hub.on_signals(&r.payload);
+                } else if r.topic == incidents {
+                    match serde_json::from_slice::<ActionRecord>(&r.payload) {
+                        Ok(a) => hub.on_action(a),
+                        Err(e) => {
+                            tracing::warn!(error = %e, offset = r.offset, "coordinator: unreadable action record")
+                        }
+                    }
+                }
+                drop(hub);
+                coord.changed.notify_waiters();
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "coordinator: reading the topics"),
+            None => {
+                // Every topic found and nothing more to read: caught up once.
+                if tail.all_assigned() {
+                    if idle_after_assign && !coord.ready.swap(true, Ordering::AcqRel) {
+                        tracing::info!("coordinator: caught up with the topics");
+                    }
+                    idle_after_assign = true;
+                }
+            }
+        }
+    }
+}
+
+/// `firebreak coordinator --config FILE`.
+pub fn run(path: &Path) -> Result<ExitCode> {
+    let settings = match ServiceConfig::load(path) {
+        Ok(c) => c,
+        Err(issues) => {
+            for i in &issues {
+                eprintln!("config: {i}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    crate::daemon::init_tracing(&settings);
+    let names = topics(&settings)?;
+    let shared = settings.fleet_shared.as_ref().expect("checked by topics()");
+    let kafka: SharedConfig = shared.feeds.shared();
+    let c = settings.coordinator().clone();
+    let tiers = settings.policy.config.tiers.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listen: SocketAddr = settings.server.listen;
+    runtime.block_on(async move {
+        // The action log: one partition (one order of actions), compacted on unique
+        // keys (nothing is ever compacted away).
+        firebreak_delivery::compacted::ensure_topic(&kafka, &names.2, 1, shared.feeds.replication)
+            .await
+            .with_context(|| format!("creating {}", names.2))?;
+        firebreak_delivery::compacted::ensure_topic(
+            &kafka,
+            &shared.feeds.banks_topic,
+            shared.feeds.partitions,
+            shared.feeds.replication,
+        )
+        .await
+        .with_context(|| format!("creating {}", shared.feeds.banks_topic))?;
+        // The topics it reads, so that it is ready before the first escalation: an
+        // existing topic is left as it is (the workers create the signals topic alike).
+        firebreak_delivery::telemetry::ensure_topic(
+            &kafka,
+            &names.0,
+            shared.feeds.partitions,
+            shared.feeds.replication,
+            ESCALATIONS_RETENTION_MS,
+        )
+        .await
+        .with_context(|| format!("creating {}", names.0))?;
+        firebreak_delivery::telemetry::ensure_topic(
+            &kafka,
+            &names.1,
+            shared.feeds.partitions,
+            shared.feeds.replication,
+            shared.signals_retention_ms,
+        )
+        .await
+        .with_context(|| format!("creating {}", names.1))?;
+        let coord = Arc::new(Coordinator {
+            hub: Mutex::new(Hub::new(c.clone(), tiers)),
+            changed: tokio::sync::Notify::new(),
+            ready: AtomicBool::new(false),
+            banks: Writer::new(&kafka, &shared.feeds.banks_topic)?,
+            log: Writer::new(&kafka, &names.2)?,
+            crisis_bank: c.crisis_bank.clone(),
+            negative_bank: c.negative_bank.clone(),
+        });
+        let tail = Tail::open(&kafka, &[&names.0, &names.1, &names.2])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (coord, stop) = (coord.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("coordinator-tail".into())
+                .spawn(move || tail_loop(coord, tail, names, stop))?
+        };
+        let (metrics, _) = crate::metrics::Metrics::new();
+        let auth = Arc::new(
+            crate::http::auth::Authenticator::new(
+                &settings.auth,
+                settings.server.max_body_bytes,
+                settings.server.rate_limits(),
+                metrics.clone(),
+            )
+            .map_err(|e| anyhow!(e))?,
+        );
+        let router = api::router(coord.clone(), auth);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "listening on http://{addr}\ndashboard: http://{addr}/");
+            let _ = out.flush();
+        }
+        tracing::info!(%addr, "firebreak coordinator running");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::http::server::serve(
+            listener,
+            router,
+            settings.server.limits(),
+            None,
+            metrics,
+            shutdown,
+        )
+        .await?;
+        stop.store(true, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

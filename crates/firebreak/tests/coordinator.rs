@@ -1,0 +1,462 @@
+//! The crisis coordinator end to end: a real broker (tansu), two worker processes in
+//! fleet mode and one `firebreak coordinator` process.
+//!
+//! Content in no bank goes live; a classifier rule (the generated `softmax_nchw_rgb`
+//! test model: mostly red frames score high) raises it to review; the coordinator opens
+//! an incident; a responder confirms it through the coordinator's API; every worker
+//! applies the published entries live, and a smaller re-encode of the same content
+//! escalates to crisis on the `crisis-bank-match` rule. Two benign streams that share
+//! the confirmed stream's intro keep that intro out of the published entries (the
+//! common-frame guard), and a benign stream with the same intro started after the
+//! confirmation does not escalate. A retraction removes the entries from every worker.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use firebreak_testkit::tansu::TansuBroker;
+use serde_json::Value;
+use support::{Daemon, INGEST, OPERATOR, READ};
+
+const ESCALATIONS: &str = "escalations";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_firebreak"))
+}
+
+const POLICY: &str = r#"
+version = "coordinator-test"
+tiers = ["watch", "review", "escalate", "crisis"]
+cooldown_secs = 60
+
+[[activation]]
+name = "content_incident"
+min_tier = "crisis"
+
+[[rule]]
+name = "crisis-bank-match"
+kind = "hash_match"
+banks = ["crisis"]
+tier = "crisis"
+
+[[rule]]
+name = "mostly-red"
+kind = "classifier"
+category = "test_red"
+enter = 0.9
+exit = 0.5
+k = 2
+n = 3
+tier = "review"
+"#;
+
+fn fleet_section(broker: &str) -> String {
+    format!(
+        r#"[sink]
+kind = "kafka"
+brokers = "{broker}"
+topic = "{ESCALATIONS}"
+[fleet]
+brokers = "{broker}"
+partitions = 4
+replication = 1
+session_timeout_secs = 6
+checkpoint_secs = 0.5
+max_message_bytes = 32768
+"#
+    )
+}
+
+fn worker(name: &str, broker: &str, dir: &Path) -> Daemon {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/test/softmax_nchw_rgb");
+    let banks = dir.join(format!("banks-{name}"));
+    std::fs::create_dir_all(&banks).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let extra = format!(
+        r#"[server]
+max_streams = 100
+tenant_requests_per_sec = 5000
+tenant_request_burst = 5000
+[ingest]
+sampling = "2/s"
+idle_timeout_secs = 600
+[detectors]
+banks_dir = "{banks}"
+models = ["{model}"]
+[policy]
+file = "{policy}"
+{fleet}"#,
+        banks = banks.display(),
+        model = model.display(),
+        policy = policy.display(),
+        fleet = fleet_section(broker),
+    );
+    firebreak_testkit::daemon::start_named(bin(), tempfile::tempdir().unwrap(), name, &extra)
+}
+
+fn coordinator(broker: &str, dir: &Path) -> Daemon {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let extra = format!(
+        "[policy]\nfile = \"{}\"\n{}[coordinator]\ncommon_streams = 2\n",
+        policy.display(),
+        fleet_section(broker)
+    );
+    firebreak_testkit::daemon::start_command(
+        bin(),
+        tempfile::tempdir().unwrap(),
+        "coordinator",
+        "coord",
+        &extra,
+    )
+}
+
+/// 3 s of a shared intro (ffmpeg's `testsrc` card) and then 12 s of `content`, at
+/// `size`, as MPEG-TS.
+fn programme(dir: &Path, name: &str, content: &str, size: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.ts"));
+    let graph = format!(
+        "testsrc=s=320x180:r=25:d=3[a];{content}[b];[a][b]concat=n=2:v=1,scale={size}[out0]"
+    );
+    firebreak_testkit::media::encode(&graph, 15, 25, &out);
+    out
+}
+
+/// Content in no bank that the red classifier raises: `testsrc2` tinted red.
+const RED: &str = "testsrc2=s=320x180:r=25:d=12,lutrgb=r=150+val*0.4:g=40+val*0.3:b=10+val*0.2";
+
+/// Benign content: a blue cellular automaton (seeded).
+fn benign(seed: u32) -> String {
+    format!(
+        "life=s=320x180:r=25:seed={seed}:ratio=0.2:mold=10:life_color=#3050FF:death_color=#102040:mold_color=#204080,trim=duration=12"
+    )
+}
+
+fn push_all(to: &Daemon, id: &str, file: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    for (seq, part) in bytes.chunks(64 * 1024).enumerate() {
+        let (status, body) = to.call(
+            "PUT",
+            &format!("/v1/streams/{id}/segments/{seq}"),
+            Some(INGEST),
+            part,
+        );
+        assert_eq!(status, 202, "{id}/{seq}: {body}");
+    }
+    let (status, body) = to.call("POST", &format!("/v1/streams/{id}/end"), Some(INGEST), b"");
+    assert_eq!(status, 202, "{id} end: {body}");
+}
+
+fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>, logs: &[&Daemon]) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if started.elapsed() > Duration::from_secs(secs) {
+            for d in logs {
+                eprintln!("--- {} ---\n{}", d.base, d.stderr());
+            }
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The escalation events on the topic.
+fn events(bootstrap: &str) -> Vec<Value> {
+    firebreak_testkit::kafka::read_all(
+        bootstrap,
+        ESCALATIONS,
+        Duration::from_secs(1),
+        Duration::from_secs(20),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|m| serde_json::from_slice(&m.payload).unwrap())
+    .collect()
+}
+
+fn of_stream<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["subject"] == id).collect()
+}
+
+/// `firebreak_shared_records_total{topic="banks"}` of a worker.
+fn bank_records_applied(d: &Daemon) -> u64 {
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("firebreak_shared_records_total{topic=\"banks\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The fleet view's entry for `id`, once it ended with frames decoded.
+fn ended(d: &Daemon, id: &str) -> Option<Value> {
+    let (code, v) = d.call("GET", "/v1/streams", Some(READ), b"");
+    if code != 200 {
+        return None;
+    }
+    v["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"] == id && s["state"] == "ended")
+        .cloned()
+}
+
+fn ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoes_it() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crisis = programme(dir.path(), "crisis", RED, "320:180");
+    let copy = programme(dir.path(), "copy", RED, "160:90");
+    let benign1 = programme(dir.path(), "benign1", &benign(1), "320:180");
+    let benign2 = programme(dir.path(), "benign2", &benign(2), "320:180");
+    let benign3 = programme(dir.path(), "benign3", &benign(3), "320:180");
+
+    let (a, b) = (
+        worker("wa", &broker.bootstrap, dir.path()),
+        worker("wb", &broker.bootstrap, dir.path()),
+    );
+    let coord = coordinator(&broker.bootstrap, dir.path());
+    let all = [&a, &b, &coord];
+    for d in [&a, &b, &coord] {
+        wait(
+            "ready",
+            120,
+            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
+            &all,
+        );
+    }
+
+    // The unknown crisis and two benign streams with the same intro, live together.
+    std::thread::scope(|s| {
+        s.spawn(|| push_all(&a, "live-crisis", &crisis));
+        s.spawn(|| push_all(&b, "benign-1", &benign1));
+        s.spawn(|| push_all(&a, "benign-2", &benign2));
+    });
+
+    // The classifier raises the crisis stream to review; the coordinator opens an
+    // incident for it.
+    let incident = wait(
+        "the coordinator's incident",
+        120,
+        || {
+            let (_, v) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+            v["incidents"].as_array()?.iter().find_map(|i| {
+                i["streams"]
+                    .as_array()?
+                    .iter()
+                    .any(|s| s["stream"] == "live-crisis" && s["max_tier"] == "review")
+                    .then(|| i["id"].as_str().unwrap().to_owned())
+            })
+        },
+        &all,
+    );
+
+    // The preview, once the three streams' signals are in: the intro is common to the
+    // two benign streams and is not published; the red content is.
+    let preview = wait(
+        "a preview without the shared intro",
+        120,
+        || {
+            let (code, p) = coord.call(
+                "GET",
+                &format!("/v1/incidents/{incident}/preview"),
+                Some(READ),
+                b"",
+            );
+            (code == 200
+                && p["count"].as_u64() > Some(0)
+                && p["dropped"]["common"].as_u64() > Some(0))
+            .then_some(p)
+        },
+        &all,
+    );
+    for e in preview["entries"].as_array().unwrap() {
+        assert_eq!(e["stream"], "live-crisis", "{preview}");
+        assert!(
+            e["media_ms"].as_u64().unwrap() >= 3000,
+            "no intro frame: {e}"
+        );
+    }
+    // Only operators act.
+    let (code, _) = coord.call(
+        "POST",
+        &format!("/v1/incidents/{incident}/confirm"),
+        Some(READ),
+        b"",
+    );
+    assert_eq!(code, 403);
+
+    // Confirm.
+    let applied_before = (bank_records_applied(&a), bank_records_applied(&b));
+    let confirm_at = Instant::now();
+    let confirm_ms = ms_now();
+    let (code, confirmed) = coord.call(
+        "POST",
+        &format!("/v1/incidents/{incident}/confirm"),
+        Some(OPERATOR),
+        br#"{"note": "confirmed on review"}"#,
+    );
+    assert_eq!(code, 200, "{confirmed}");
+    assert_eq!(confirmed["incident"]["state"], "confirmed");
+    let published = confirmed["action"]["entries"].as_array().unwrap().len() as u64;
+    assert_eq!(published, preview["count"].as_u64().unwrap());
+    // Every worker applies every entry.
+    wait(
+        "the entries applied on both workers",
+        60,
+        || {
+            (bank_records_applied(&a) >= applied_before.0 + published
+                && bank_records_applied(&b) >= applied_before.1 + published)
+                .then_some(())
+        },
+        &all,
+    );
+    let applied_in = confirm_at.elapsed();
+
+    // 5 s later a smaller re-encode of the same content starts, and a benign stream
+    // with the same intro.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(confirm_at.elapsed()));
+    std::thread::scope(|s| {
+        s.spawn(|| push_all(&b, "copy-1", &copy));
+        s.spawn(|| push_all(&a, "benign-3", &benign3));
+    });
+    let copy_crisis = wait(
+        "the copy's crisis escalation",
+        120,
+        || {
+            let ev = events(&broker.bootstrap);
+            of_stream(&ev, "copy-1")
+                .into_iter()
+                .find(|e| e["data"]["tier"] == "crisis")
+                .cloned()
+        },
+        &all,
+    );
+    let rules: Vec<&str> = copy_crisis["data"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(rules.contains(&"crisis-bank-match"), "{copy_crisis}");
+    let bank_evidence = copy_crisis["data"]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "hash_match")
+        .expect("hash evidence");
+    assert_eq!(bank_evidence["bank"], "crisis");
+    assert!(
+        bank_evidence["entry_id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{incident}:"))
+    );
+    let decided_ms =
+        firebreak::coordinator::hub::parse_rfc3339_ms(copy_crisis["time"].as_str().unwrap())
+            .unwrap();
+    // The benign stream with the shared intro ran to its end without escalating.
+    wait("benign-3 ended", 120, || ended(&a, "benign-3"), &all);
+    let ev = events(&broker.bootstrap);
+    assert!(
+        of_stream(&ev, "benign-3").is_empty(),
+        "{:?}",
+        of_stream(&ev, "benign-3")
+    );
+    for id in ["benign-1", "benign-2"] {
+        assert!(
+            of_stream(&ev, id).is_empty(),
+            "{id}: {:?}",
+            of_stream(&ev, id)
+        );
+    }
+    eprintln!(
+        "MEASURE confirm -> entries applied on both workers: {} ms; confirm -> the copy's crisis decision (started 5 s after): {} ms",
+        applied_in.as_millis(),
+        decided_ms.saturating_sub(confirm_ms)
+    );
+
+    // The incident log carries the confirmation for the platform.
+    let log = firebreak_testkit::kafka::read_all(
+        &broker.bootstrap,
+        "firebreak.incidents",
+        Duration::from_secs(1),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let confirms: Vec<Value> = log
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(&m.payload).unwrap())
+        .filter(|r| r["event"] == "confirmed")
+        .collect();
+    assert_eq!(confirms.len(), 1, "{confirms:?}");
+    assert_eq!(confirms[0]["incident"], incident.as_str());
+    assert!(
+        confirms[0]["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().ends_with("/live-crisis"))
+    );
+
+    // Retract: tombstones for every entry, applied on both workers; another copy then
+    // reaches review (the classifier) but not crisis.
+    let before = (bank_records_applied(&a), bank_records_applied(&b));
+    let (code, retracted) = coord.call(
+        "POST",
+        &format!("/v1/incidents/{incident}/retract"),
+        Some(OPERATOR),
+        b"",
+    );
+    assert_eq!(code, 200, "{retracted}");
+    assert_eq!(retracted["incident"]["state"], "acknowledged");
+    assert_eq!(
+        retracted["action"]["entries"].as_array().unwrap().len() as u64,
+        published
+    );
+    wait(
+        "the tombstones applied on both workers",
+        60,
+        || {
+            (bank_records_applied(&a) >= before.0 + published
+                && bank_records_applied(&b) >= before.1 + published)
+                .then_some(())
+        },
+        &all,
+    );
+    push_all(&a, "copy-2", &copy);
+    wait("copy-2 ended", 120, || ended(&a, "copy-2"), &all);
+    let ev = wait(
+        "copy-2's events",
+        60,
+        || {
+            let ev = events(&broker.bootstrap);
+            of_stream(&ev, "copy-2")
+                .iter()
+                .any(|e| e["data"]["kind"] == "ended")
+                .then_some(ev)
+        },
+        &all,
+    );
+    let tiers: BTreeMap<String, usize> = of_stream(&ev, "copy-2")
+        .iter()
+        .map(|e| e["data"]["tier"].as_str().unwrap().to_owned())
+        .fold(BTreeMap::new(), |mut m, t| {
+            *m.entry(t).or_default() += 1;
+            m
+        });
+    assert!(!tiers.contains_key("crisis"), "{tiers:?}");
+    assert!(tiers.contains_key("review"), "{tiers:?}");
+}
