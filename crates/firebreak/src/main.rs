@@ -31,8 +31,12 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    // `firebreak run` sets up logging from its config file (text or JSON).
-    if std::env::args().nth(1).as_deref() == Some("run") {
+    // `firebreak run` and `firebreak coordinator` set up logging from their config
+    // file (text or JSON).
+    if matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("run" | "coordinator")
+    ) {
         return firebreak::cli::main();
     }
     tracing_subscriber::fmt()
