@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -206,6 +206,23 @@ fn ended(d: &Daemon, id: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Runs the CLI with data directory `data`.
+fn cli(data: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .env("FIREBREAK_DATA", data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every 64-hex-digit token of `text`, lower-cased.
+fn hex_hashes(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|t| t.len() == 64)
+        .map(str::to_lowercase)
+        .collect()
+}
+
 fn ms_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -238,30 +255,57 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         );
     }
 
-    // The unknown crisis and two benign streams with the same intro, live together.
+    // The unknown crisis on two streams, and two benign streams with the same intro,
+    // live together.
     std::thread::scope(|s| {
         s.spawn(|| push_all(&a, "live-crisis", &crisis));
+        s.spawn(|| push_all(&b, "live-crisis-2", &crisis));
         s.spawn(|| push_all(&b, "benign-1", &benign1));
         s.spawn(|| push_all(&a, "benign-2", &benign2));
     });
 
-    // The classifier raises the crisis stream to review; the coordinator opens an
-    // incident for it.
+    // The classifier raises both crisis streams to review; the coordinator holds them in
+    // one incident (no bank entry: they carry the same content).
     let incident = wait(
-        "the coordinator's incident",
+        "one incident holding both crisis streams",
         120,
         || {
             let (_, v) = coord.call("GET", "/v1/incidents", Some(READ), b"");
-            v["incidents"].as_array()?.iter().find_map(|i| {
-                i["streams"]
-                    .as_array()?
+            let incidents = v["incidents"].as_array()?;
+            let with = |id: &str| {
+                incidents
                     .iter()
-                    .any(|s| s["stream"] == "live-crisis" && s["max_tier"] == "review")
-                    .then(|| i["id"].as_str().unwrap().to_owned())
-            })
+                    .filter(|i| {
+                        i["streams"].as_array().is_some_and(|ss| {
+                            ss.iter()
+                                .any(|s| s["stream"] == id && s["max_tier"] == "review")
+                        })
+                    })
+                    .map(|i| i["id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            let (one, two) = (with("live-crisis"), with("live-crisis-2"));
+            (one.len() == 1 && one == two).then(|| one[0].clone())
         },
         &all,
     );
+    {
+        let (_, v) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+        let holding: Vec<&Value> = v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| {
+                i["streams"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["stream"].as_str().unwrap().starts_with("live-crisis"))
+            })
+            .collect();
+        assert_eq!(holding.len(), 1, "{v}");
+        assert!(holding[0]["entries"].as_array().unwrap().is_empty(), "{v}");
+    }
 
     // The preview, once the three streams' signals are in: the intro is common to the
     // two benign streams and is not published; the red content is.
@@ -283,7 +327,10 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         &all,
     );
     for e in preview["entries"].as_array().unwrap() {
-        assert_eq!(e["stream"], "live-crisis", "{preview}");
+        assert!(
+            e["stream"].as_str().unwrap().starts_with("live-crisis"),
+            "{preview}"
+        );
         assert!(
             e["media_ms"].as_u64().unwrap() >= 3000,
             "no intro frame: {e}"
@@ -311,6 +358,14 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     assert_eq!(code, 200, "{confirmed}");
     assert_eq!(confirmed["incident"]["state"], "confirmed");
     let published = confirmed["action"]["entries"].as_array().unwrap().len() as u64;
+    let m = coord.metrics();
+    for line in [
+        "firebreak_coordinator_incidents{state=\"confirmed\"} 1",
+        "firebreak_coordinator_actions_total{outcome=\"applied\"} 1",
+        "firebreak_coordinator_ready 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line}:\n{m}");
+    }
     assert_eq!(published, preview["count"].as_u64().unwrap());
     // Every worker applies every entry.
     wait(
@@ -411,6 +466,71 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
             .any(|s| s.as_str().unwrap().ends_with("/live-crisis"))
     );
 
+    // The confirmed hashes, exported in each exchange format, read back by
+    // `firebreak lists import` into a bank holding exactly those hashes.
+    let want: BTreeSet<String> = confirmed["action"]["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(want.len() as u64, published);
+    for format in ["csv", "te-json", "tcap", "local-file"] {
+        let url = format!(
+            "{}/v1/incidents/{incident}/export?format={format}",
+            coord.base
+        );
+        let text = ureq::get(&url)
+            .set("Authorization", &format!("Bearer {READ}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        // Every format but python-threatexchange's local file (a bare hash per line)
+        // carries labels.
+        assert_eq!(
+            text.contains(&incident),
+            format != "local-file",
+            "{format}: labelled with the incident"
+        );
+        let data = dir.path().join(format!("rt-{format}"));
+        let list = dir.path().join(format!("export.{format}"));
+        std::fs::write(&list, &text).unwrap();
+        let out = cli(
+            &data,
+            &[
+                "lists",
+                "import",
+                list.to_str().unwrap(),
+                "--format",
+                format,
+                "--bank",
+                "rt",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // CSV carries labels: the incident's entries are selected by its id.
+        let mut export = vec!["lists", "export", "--bank", "rt", "--format", "csv"];
+        if format == "csv" {
+            export.extend(["--label", incident.as_str()]);
+        }
+        let out = cli(&data, &export);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            hex_hashes(&String::from_utf8(out.stdout).unwrap()),
+            want,
+            "{format}"
+        );
+    }
+
     // Retract: tombstones for every entry, applied on both workers; another copy then
     // reaches review (the classifier) but not crisis.
     let before = (bank_records_applied(&a), bank_records_applied(&b));
@@ -459,4 +579,152 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         });
     assert!(!tiers.contains_key("crisis"), "{tiers:?}");
     assert!(tiers.contains_key("review"), "{tiers:?}");
+}
+
+/// A benign stream collides with a crisis-bank entry and escalates to crisis; a
+/// responder rejects the incident as a false positive: its frames go to the negative
+/// bank on every worker, and the same content no longer escalates on either worker.
+#[test]
+fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("benign.ts");
+    firebreak_testkit::media::encode(&benign(5), 8, 25, &clip);
+    // The collision: one of the clip's own frames in the crisis bank, published to the
+    // fleet's bank topic.
+    let hashes = cli(
+        dir.path(),
+        &["hash", "vpdq", "-r", "1", clip.to_str().unwrap()],
+    );
+    assert!(hashes.status.success());
+    let frame = String::from_utf8(hashes.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .find(|f| f[0] != "0" && f[1].parse::<u32>().unwrap() >= 50)
+        .expect("a frame of quality 50 or more");
+    let list = dir.path().join("collision.csv");
+    std::fs::write(&list, format!("{},{}\n", frame[2], frame[1])).unwrap();
+
+    let (a, b) = (
+        worker("ra", &broker.bootstrap, dir.path()),
+        worker("rb", &broker.bootstrap, dir.path()),
+    );
+    let coord = coordinator(&broker.bootstrap, dir.path());
+    let all = [&a, &b, &coord];
+    for d in all {
+        wait(
+            "ready",
+            120,
+            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
+            &all,
+        );
+    }
+    let before = (bank_records_applied(&a), bank_records_applied(&b));
+    let out = cli(
+        &dir.path().join("publisher"),
+        &[
+            "lists",
+            "import",
+            list.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--bank",
+            "crisis",
+            "--publish",
+            &broker.bootstrap,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait(
+        "the colliding entry on both workers",
+        60,
+        || {
+            (bank_records_applied(&a) > before.0 && bank_records_applied(&b) > before.1)
+                .then_some(())
+        },
+        &all,
+    );
+
+    push_all(&a, "fp-1", &clip);
+    let incident = wait(
+        "the false positive's incident",
+        120,
+        || {
+            let (_, v) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+            v["incidents"].as_array()?.iter().find_map(|i| {
+                (i["max_tier"] == "crisis"
+                    && i["streams"]
+                        .as_array()?
+                        .iter()
+                        .any(|s| s["stream"] == "fp-1"))
+                .then(|| i["id"].as_str().unwrap().to_owned())
+            })
+        },
+        &all,
+    );
+    // Wait until the coordinator holds the stream's frames, then reject.
+    wait(
+        "fp-1's frames at the coordinator",
+        60,
+        || {
+            let (_, p) = coord.call(
+                "GET",
+                &format!("/v1/incidents/{incident}/preview"),
+                Some(READ),
+                b"",
+            );
+            (p["count"].as_u64() > Some(0)).then_some(())
+        },
+        &all,
+    );
+    let before = (bank_records_applied(&a), bank_records_applied(&b));
+    let (code, rejected) = coord.call(
+        "POST",
+        &format!("/v1/incidents/{incident}/reject"),
+        Some(OPERATOR),
+        br#"{"note": "station ident, not a crisis"}"#,
+    );
+    assert_eq!(code, 200, "{rejected}");
+    assert_eq!(rejected["incident"]["state"], "rejected");
+    let negatives = rejected["action"]["entries"].as_array().unwrap();
+    assert!(!negatives.is_empty());
+    assert!(
+        negatives
+            .iter()
+            .all(|k| k.as_str().unwrap().starts_with("crisis-rejected/"))
+    );
+    let n = negatives.len() as u64;
+    wait(
+        "the negative entries on both workers",
+        60,
+        || {
+            (bank_records_applied(&a) >= before.0 + n && bank_records_applied(&b) >= before.1 + n)
+                .then_some(())
+        },
+        &all,
+    );
+
+    // The same content again, pushed through each worker's hook: no escalation.
+    push_all(&a, "fp-2", &clip);
+    push_all(&b, "fp-3", &clip);
+    for id in ["fp-2", "fp-3"] {
+        wait(&format!("{id} ended"), 120, || ended(&a, id), &all);
+    }
+    let ev = events(&broker.bootstrap);
+    assert!(
+        !of_stream(&ev, "fp-1").is_empty(),
+        "the collision did escalate"
+    );
+    for id in ["fp-2", "fp-3"] {
+        assert!(
+            of_stream(&ev, id).is_empty(),
+            "{id}: {:?}",
+            of_stream(&ev, id)
+        );
+    }
 }

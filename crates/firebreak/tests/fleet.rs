@@ -688,19 +688,42 @@ fn workers_ride_out_a_broker_outage_and_lose_nothing_accepted() {
     });
     pusher.push(&ids, cut + 1..n, &ws);
 
-    // Everything accepted was consumed, every stream on exactly one worker.
+    // Everything accepted was consumed, every stream on exactly one worker (seen from
+    // both workers' fleet views).
+    let mut last = String::new();
     wait(
         "everything accepted consumed after the outage",
         180,
         || {
-            let view = fleet_view(&a);
+            let views = [fleet_view(&a), fleet_view(&b)];
             let on = running_on(&ws, &ids);
             let ok = ids.iter().all(|id| {
                 on[id].len() == 1
-                    && view
-                        .get(id)
-                        .is_some_and(|s| consumed(s) == pusher.accepted[id])
+                    && views.iter().all(|v| {
+                        v.get(id)
+                            .is_some_and(|s| consumed(s) == pusher.accepted[id])
+                    })
             });
+            if !ok {
+                let now = ids
+                    .iter()
+                    .map(|id| {
+                        let c: Vec<String> = views
+                            .iter()
+                            .map(|v| format!("{:?}", v.get(id).map(consumed)))
+                            .collect();
+                        format!(
+                            "{id}: on {:?}, consumed per view {c:?}, accepted {:?}",
+                            on[id], pusher.accepted[id]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if now != last {
+                    eprintln!("not yet:\n{now}");
+                    last = now;
+                }
+            }
             ok.then_some(())
         },
         &ws,

@@ -135,6 +135,10 @@ pub struct ExportArgs {
     /// The format.
     #[arg(long)]
     format: Format,
+    /// Only entries carrying this label (an incident id: the entries its confirmation
+    /// published).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 /// `firebreak match ...`.
@@ -280,11 +284,15 @@ fn export(data: &Path, args: &ExportArgs) -> Result<ExitCode> {
     let bank = store(data)
         .load(&args.bank)?
         .with_context(|| format!("no bank {:?}", args.bank))?;
-    let entries = bank.entries().iter().map(|e| ExportEntry {
-        id: &e.id,
-        signal: &e.signal,
-        labels: &e.labels,
-    });
+    let entries = bank
+        .entries()
+        .iter()
+        .filter(|e| args.label.as_ref().is_none_or(|l| e.labels.contains(l)))
+        .map(|e| ExportEntry {
+            id: &e.id,
+            signal: &e.signal,
+            labels: &e.labels,
+        });
     let (text, skipped) = lists::export(args.format, entries);
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;

@@ -42,9 +42,11 @@ pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/incidents", get(list))
         .route("/v1/incidents/{id}", get(show))
         .route("/v1/incidents/{id}/preview", get(preview))
+        .route("/v1/incidents/{id}/export", get(export))
         .route("/v1/incidents/{id}/{action}", post(act))
         .layer(axum::middleware::from_fn_with_state(
             auth,
@@ -61,6 +63,31 @@ async fn readyz(State(c): State<Arc<Coordinator>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({"ready": ready}))).into_response()
+}
+
+/// `GET /metrics` (`metrics` scope): what the coordinator read and holds.
+async fn metrics(State(c): State<Arc<Coordinator>>) -> Response {
+    let (counts, by_state) = {
+        let hub = c.hub();
+        let mut by_state = std::collections::BTreeMap::new();
+        for i in hub.incidents().list() {
+            *by_state.entry(i.state).or_insert(0i64) += 1;
+        }
+        (hub.counts(), by_state)
+    };
+    let text = c.metrics.render(
+        &counts,
+        &by_state,
+        c.ready.load(std::sync::atomic::Ordering::Acquire),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// One stream of an incident.
@@ -236,6 +263,76 @@ async fn preview(
         Some(p) => Json(preview_view(&id, &p)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such incident"),
     }
+}
+
+/// `?format=` of an export.
+#[derive(Debug, serde::Deserialize)]
+struct ExportQuery {
+    format: String,
+}
+
+/// `GET /v1/incidents/{id}/export?format=F`: the hashes its confirmation published, as a
+/// hash list in one of the formats the industry exchanges (`csv`, `te-json`
+/// (ThreatExchange threat_updates), `tcap`, `local-file` (python-threatexchange)),
+/// labelled with the incident and its activation type. `firebreak lists import` reads
+/// them back.
+async fn export(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+) -> Response {
+    use firebreak_matching::lists::{self, ExportEntry, Format};
+    let Some(inc) = visible(&c, &caller, &id) else {
+        return error(StatusCode::NOT_FOUND, "no such incident");
+    };
+    let Some(format) = Format::ALL
+        .iter()
+        .find(|(_, name)| *name == q.format)
+        .map(|(f, _)| *f)
+    else {
+        let names: Vec<&str> = Format::ALL.iter().map(|(_, n)| *n).collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("format: one of {}", names.join(", ")),
+        );
+    };
+    let Some(published) = c.hub().published(&id).cloned() else {
+        return error(StatusCode::CONFLICT, "the incident has no confirmed hashes");
+    };
+    let labels: Vec<String> = inc.activation.iter().cloned().chain([id.clone()]).collect();
+    let signals: Vec<(String, firebreak_matching::lists::Signal)> = published
+        .entries
+        .iter()
+        .zip(&published.hashes)
+        .filter_map(|(key, hex)| {
+            let entry = key.rsplit_once('/').map_or(key.as_str(), |(_, e)| e);
+            let hash = hex.parse().ok()?;
+            Some((
+                entry.to_owned(),
+                firebreak_matching::lists::Signal::Pdq {
+                    hash,
+                    quality: None,
+                },
+            ))
+        })
+        .collect();
+    let (text, _) = lists::export(
+        format,
+        signals.iter().map(|(id, signal)| ExportEntry {
+            id,
+            signal,
+            labels: &labels,
+        }),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn conflict(state: IncState, action: &str) -> Response {

@@ -41,9 +41,134 @@ const ESCALATIONS_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
 /// The schema version header of action records.
 pub const ACTION_SCHEMA: u32 = hub::ACTION_VERSION;
 
+/// The coordinator's Prometheus metrics, brought up to date from the hub at each scrape.
+#[derive(Debug)]
+pub struct CoordinatorMetrics {
+    registry: prometheus::Registry,
+    read: prometheus::IntCounterVec,
+    unreadable: prometheus::IntCounterVec,
+    actions: prometheus::IntCounterVec,
+    incidents: prometheus::IntGaugeVec,
+    ready: prometheus::IntGauge,
+}
+
+impl CoordinatorMetrics {
+    fn new() -> CoordinatorMetrics {
+        use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
+        let registry = prometheus::Registry::new();
+        let read = IntCounterVec::new(
+            Opts::new(
+                "firebreak_coordinator_records_total",
+                "Records read from the fleet's topics, by kind (escalation, frame, action).",
+            ),
+            &["kind"],
+        )
+        .expect("valid");
+        let unreadable = IntCounterVec::new(
+            Opts::new(
+                "firebreak_coordinator_unreadable_total",
+                "Records that could not be read, by topic (escalations, signals).",
+            ),
+            &["topic"],
+        )
+        .expect("valid");
+        let actions = IntCounterVec::new(
+            Opts::new(
+                "firebreak_coordinator_actions_total",
+                "Responder actions read from the incident log, by outcome (applied, refused).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid");
+        let incidents = IntGaugeVec::new(
+            Opts::new(
+                "firebreak_coordinator_incidents",
+                "Incidents held, by state.",
+            ),
+            &["state"],
+        )
+        .expect("valid");
+        let ready = IntGauge::new(
+            "firebreak_coordinator_ready",
+            "1 once the topics were read to their end.",
+        )
+        .expect("valid");
+        for c in [&read, &unreadable, &actions] {
+            registry.register(Box::new(c.clone())).expect("unique");
+        }
+        registry
+            .register(Box::new(incidents.clone()))
+            .expect("unique");
+        registry.register(Box::new(ready.clone())).expect("unique");
+        CoordinatorMetrics {
+            registry,
+            read,
+            unreadable,
+            actions,
+            incidents,
+            ready,
+        }
+    }
+
+    /// The exposition text for these figures.
+    pub fn render(
+        &self,
+        counts: &hub::Counts,
+        by_state: &std::collections::BTreeMap<firebreak_coordinator::incidents::State, i64>,
+        ready: bool,
+    ) -> String {
+        use prometheus::Encoder;
+        let up = |c: &prometheus::IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        up(
+            &self.read.with_label_values(&["escalation"]),
+            counts.escalations,
+        );
+        up(&self.read.with_label_values(&["frame"]), counts.frames);
+        up(
+            &self.read.with_label_values(&["action"]),
+            counts.actions + counts.refused_actions,
+        );
+        up(
+            &self.unreadable.with_label_values(&["escalations"]),
+            counts.bad_escalations,
+        );
+        up(
+            &self.unreadable.with_label_values(&["signals"]),
+            counts.bad_signals,
+        );
+        up(
+            &self.actions.with_label_values(&["applied"]),
+            counts.actions,
+        );
+        up(
+            &self.actions.with_label_values(&["refused"]),
+            counts.refused_actions,
+        );
+        use firebreak_coordinator::incidents::State;
+        for s in [
+            State::Open,
+            State::Acknowledged,
+            State::Confirmed,
+            State::Rejected,
+            State::Resolved,
+        ] {
+            let name = format!("{s:?}").to_lowercase();
+            self.incidents
+                .with_label_values(&[name.as_str()])
+                .set(by_state.get(&s).copied().unwrap_or(0));
+        }
+        self.ready.set(i64::from(ready));
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
 /// The running coordinator.
 #[derive(Debug)]
 pub struct Coordinator {
+    /// Its metrics.
+    pub metrics: CoordinatorMetrics,
     /// The state, shared by the tail thread and the API.
     pub hub: Mutex<Hub>,
     /// Woken whenever the tail applied something.
@@ -192,6 +317,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         .await
         .with_context(|| format!("creating {}", names.1))?;
         let coord = Arc::new(Coordinator {
+            metrics: CoordinatorMetrics::new(),
             hub: Mutex::new(Hub::new(c.clone(), tiers)),
             changed: tokio::sync::Notify::new(),
             ready: AtomicBool::new(false),
