@@ -31,6 +31,15 @@ use support::{Daemon, INGEST, READ};
 
 const ESCALATIONS: &str = "escalations";
 
+/// Held by the heaviest tests (failover, broker outage), so they never overlap on two
+/// cores: a worker starved of CPU past the session timeout would be a rebalance the test
+/// did not cause, on top of the one it checks.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_firebreak"))
 }
@@ -633,6 +642,7 @@ fn a_third_worker_takes_a_share_and_unmoved_streams_keep_running() {
 /// incident, its escalation delivered from the outbox once the broker is back.
 #[test]
 fn workers_ride_out_a_broker_outage_and_lose_nothing_accepted() {
+    let _heavy = heavy();
     let (_broker, proxy) = TansuBroker::start_behind_proxy().unwrap();
     let bootstrap = proxy.listen.to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -746,6 +756,7 @@ fn workers_ride_out_a_broker_outage_and_lose_nothing_accepted() {
 
 #[test]
 fn failover_moves_streams_and_keeps_everything_accepted() {
+    let _heavy = heavy();
     let broker = TansuBroker::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (prog, banks) = banked_programme(dir.path());
