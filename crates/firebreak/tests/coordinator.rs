@@ -728,3 +728,114 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
         );
     }
 }
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A measurement, not an assertion (`scripts/coordinator-measure.sh`): confirm-to-fleet
+/// latency over repeated confirmations. Each round an unknown stream escalates on the
+/// classifier, the responder confirms its incident, and the time until both workers
+/// applied every published entry is taken; the round then retracts and resolves it.
+#[test]
+#[ignore = "a measurement: scripts/coordinator-measure.sh"]
+fn measure_confirm_to_fleet() {
+    let rounds: usize = std::env::var("CONFIRM_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crisis = programme(dir.path(), "crisis", RED, "320:180");
+    let (a, b) = (
+        worker("ma", &broker.bootstrap, dir.path()),
+        worker("mb", &broker.bootstrap, dir.path()),
+    );
+    let coord = coordinator(&broker.bootstrap, dir.path());
+    let all = [&a, &b, &coord];
+    for d in all {
+        wait(
+            "ready",
+            120,
+            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
+            &all,
+        );
+    }
+    let (mut applied, mut answered) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let id = format!("m-{round}");
+        push_all(if round % 2 == 0 { &a } else { &b }, &id, &crisis);
+        let incident = wait(
+            "the round's incident",
+            120,
+            || {
+                let (_, v) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+                v["incidents"].as_array()?.iter().find_map(|i| {
+                    (i["state"] == "open"
+                        && i["streams"]
+                            .as_array()?
+                            .iter()
+                            .any(|s| s["stream"] == id.as_str()))
+                    .then(|| i["id"].as_str().unwrap().to_owned())
+                })
+            },
+            &all,
+        );
+        wait(
+            "a preview",
+            60,
+            || {
+                let (_, p) = coord.call(
+                    "GET",
+                    &format!("/v1/incidents/{incident}/preview"),
+                    Some(READ),
+                    b"",
+                );
+                (p["count"].as_u64() > Some(0)).then_some(())
+            },
+            &all,
+        );
+        let before = (bank_records_applied(&a), bank_records_applied(&b));
+        let t = Instant::now();
+        let (code, c) = coord.call(
+            "POST",
+            &format!("/v1/incidents/{incident}/confirm"),
+            Some(OPERATOR),
+            b"",
+        );
+        assert_eq!(code, 200, "{c}");
+        answered.push(t.elapsed().as_secs_f64() * 1000.0);
+        let n = c["action"]["entries"].as_array().unwrap().len() as u64;
+        wait(
+            "applied on both workers",
+            60,
+            || {
+                (bank_records_applied(&a) >= before.0 + n
+                    && bank_records_applied(&b) >= before.1 + n)
+                    .then_some(())
+            },
+            &all,
+        );
+        applied.push(t.elapsed().as_secs_f64() * 1000.0);
+        for action in ["retract", "resolve"] {
+            let (code, v) = coord.call(
+                "POST",
+                &format!("/v1/incidents/{incident}/{action}"),
+                Some(OPERATOR),
+                b"",
+            );
+            assert_eq!(code, 200, "{v}");
+        }
+    }
+    println!(
+        "MEASURE confirm answered (entries and action record acknowledged, applied at the coordinator), n={rounds}: p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&mut answered, 0.5),
+        percentile(&mut answered, 0.99)
+    );
+    println!(
+        "MEASURE confirm -> every entry applied on both workers, n={rounds}: p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&mut applied, 0.5),
+        percentile(&mut applied, 0.99)
+    );
+}
