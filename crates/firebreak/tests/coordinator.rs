@@ -839,3 +839,117 @@ fn measure_confirm_to_fleet() {
         percentile(&mut applied, 0.99)
     );
 }
+
+/// The responders' dashboard in headless Chromium: an incident appears with its
+/// evidence summarised and its actions in view at common laptop widths (no horizontal
+/// scroll); "Confirm…" shows the preview (how many hashes, what the guards dropped)
+/// and publishing from it confirms the incident.
+#[test]
+fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
+    use support::browser::Driver;
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crisis = programme(dir.path(), "crisis", RED, "320:180");
+    let w = worker("dw", &broker.bootstrap, dir.path());
+    let coord = coordinator(&broker.bootstrap, dir.path());
+    let all = [&w, &coord];
+    for d in all {
+        wait(
+            "ready",
+            120,
+            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
+            &all,
+        );
+    }
+    // Long stream and tenant names: the cells must cut them, not widen the table.
+    let id = "a-stream-with-a-rather-long-name-from-the-platforms-ingest-0001";
+    push_all(&w, id, &crisis);
+    wait("the stream ended", 120, || ended(&w, id), &all);
+    let incident = wait(
+        "the incident",
+        120,
+        || {
+            let (_, v) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+            v["incidents"].as_array()?.iter().find_map(|i| {
+                i["streams"]
+                    .as_array()?
+                    .iter()
+                    .any(|s| s["stream"] == id && s["ended"] == true)
+                    .then(|| i["id"].as_str().unwrap().to_owned())
+            })
+        },
+        &all,
+    );
+    let (_, preview) = coord.call(
+        "GET",
+        &format!("/v1/incidents/{incident}/preview"),
+        Some(READ),
+        b"",
+    );
+    let count = preview["count"].as_u64().unwrap();
+    assert!(count > 0, "{preview}");
+
+    let browser = Driver::start(&coord);
+    browser.go(&format!("{}/#token={OPERATOR}", coord.base));
+    let row = format!("tr[data-id=\"{incident}\"]");
+    for (width, height) in [(1280, 800), (1440, 900)] {
+        browser.window(width, height);
+        wait(
+            "the incident row",
+            30,
+            || browser.find(&format!("{row}[data-state=\"open\"]")),
+            &all,
+        );
+        let (vw, vh) = browser.viewport();
+        assert_eq!(
+            browser.eval("return document.documentElement.scrollWidth <= window.innerWidth;"),
+            Value::Bool(true),
+            "horizontal scroll at {width} px"
+        );
+        for action in ["acknowledge", "confirm", "reject", "resolve"] {
+            let b = browser
+                .find(&format!("{row} button.act[data-action=\"{action}\"]"))
+                .unwrap_or_else(|| panic!("a {action} button"));
+            let (x, y, bw, bh) = browser.rect(&b);
+            assert!(
+                x >= 0.0 && y >= 0.0 && x + bw <= vw && y + bh <= vh,
+                "{action} at ({x}, {y}, {bw}x{bh}) outside the {vw}x{vh} viewport at {width} px"
+            );
+        }
+    }
+    // Confirm… shows the preview first; publishing from it confirms.
+    let confirm = browser
+        .find(&format!("{row} button.act[data-action=\"confirm\"]"))
+        .unwrap();
+    browser.click(&confirm);
+    let shown = wait(
+        "the preview",
+        30,
+        || browser.find(&format!("tr.preview[data-for=\"{incident}\"] .count")),
+        &all,
+    );
+    assert_eq!(browser.text(&shown), count.to_string());
+    assert_eq!(
+        coord.get(&format!("/v1/incidents/{incident}"), READ)["state"],
+        "open",
+        "nothing is published before the responder publishes"
+    );
+    let publish = browser
+        .find(&format!(
+            "tr.preview[data-for=\"{incident}\"] button.publish"
+        ))
+        .unwrap();
+    browser.click(&publish);
+    wait(
+        "the row to show confirmed",
+        30,
+        || browser.find(&format!("{row}[data-state=\"confirmed\"]")),
+        &all,
+    );
+    let after = coord.get(&format!("/v1/incidents/{incident}"), READ);
+    assert_eq!(after["state"], "confirmed");
+    assert_eq!(
+        after["published"]["entries"].as_array().unwrap().len() as u64,
+        count
+    );
+}

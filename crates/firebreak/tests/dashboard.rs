@@ -5,93 +5,9 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-
-use serde_json::{Value, json};
 use support::{INGEST, OPERATOR, READ};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-struct Driver {
-    child: Child,
-    base: String,
-    session: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn post(url: &str, body: Value) -> Value {
-    support::response(ureq::post(url).send_json(body)).1
-}
-
-impl Driver {
-    fn start(d: &support::Daemon) -> Driver {
-        let port = support::free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (apt package chromium-driver; scripts/setup.sh installs it)");
-        let base = format!("http://127.0.0.1:{port}");
-        d.wait("chromedriver", 30, || {
-            let r = ureq::get(&format!("{base}/status")).call().ok()?;
-            let v: Value = r.into_json().ok()?;
-            (v["value"]["ready"] == true).then_some(())
-        });
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-            },
-        }}});
-        let session = post(&format!("{base}/session"), caps);
-        let id = session["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {session}"))
-            .to_owned();
-        Driver {
-            child,
-            base,
-            session: id,
-        }
-    }
-
-    fn url(&self, tail: &str) -> String {
-        format!("{}/session/{}{tail}", self.base, self.session)
-    }
-
-    fn go(&self, url: &str) {
-        post(&self.url("/url"), json!({"url": url}));
-    }
-
-    fn find(&self, css: &str) -> Option<String> {
-        let v = post(
-            &self.url("/element"),
-            json!({"using": "css selector", "value": css}),
-        );
-        v["value"][ELEMENT].as_str().map(str::to_owned)
-    }
-
-    fn text(&self, element: &str) -> String {
-        let r = ureq::get(&self.url(&format!("/element/{element}/text")))
-            .call()
-            .unwrap();
-        let v: Value = r.into_json().unwrap();
-        v["value"].as_str().unwrap_or_default().to_owned()
-    }
-
-    fn click(&self, element: &str) {
-        post(&self.url(&format!("/element/{element}/click")), json!({}));
-    }
-}
+use support::browser::Driver;
 
 #[test]
 fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {

@@ -37,9 +37,37 @@ use crate::http::error;
 /// How long an action waits to be read back from the log.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The responders' dashboard: incidents, their evidence summarised, the actions in
+/// view, a preview before a confirmation publishes.
+pub const DASHBOARD: &str = include_str!("../../assets/coordinator.html");
+
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let csp = CSP.get_or_init(|| crate::http::csp_for(DASHBOARD));
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    if let Ok(v) = axum::http::HeaderValue::from_str(csp) {
+        h.insert(axum::http::header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        axum::http::header::X_FRAME_OPTIONS,
+        axum::http::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        axum::http::header::REFERRER_POLICY,
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
 /// The routes, behind the authentication layer.
 pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
     Router::new()
+        .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -52,6 +80,7 @@ pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
             auth,
             crate::http::auth::layer,
         ))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(coord)
 }
 

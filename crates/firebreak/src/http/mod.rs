@@ -71,24 +71,27 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 /// only, and no page may frame it.
 pub fn content_security_policy() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
-    CSP.get_or_init(|| {
-        let hash = |open: &str, close: &str| {
-            let html = api::DASHBOARD;
-            let start = html.find(open).map(|i| i + open.len());
-            let body = start.and_then(|s| html[s..].find(close).map(|e| &html[s..s + e]));
-            let digest = Sha256::digest(body.unwrap_or_default().as_bytes());
-            format!(
-                "'sha256-{}'",
-                base64::engine::general_purpose::STANDARD.encode(digest)
-            )
-        };
+    CSP.get_or_init(|| csp_for(api::DASHBOARD))
+}
+
+/// The Content-Security-Policy for a page whose only script and style are its inline
+/// `<script>` and `<style>` (allowed by their sha256).
+pub fn csp_for(html: &str) -> String {
+    let hash = |open: &str, close: &str| {
+        let start = html.find(open).map(|i| i + open.len());
+        let body = start.and_then(|s| html[s..].find(close).map(|e| &html[s..s + e]));
+        let digest = Sha256::digest(body.unwrap_or_default().as_bytes());
         format!(
-            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
-             img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-            hash("<script>", "</script>"),
-            hash("<style>", "</style>")
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
         )
-    })
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+         img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        hash("<script>", "</script>"),
+        hash("<style>", "</style>")
+    )
 }
 
 /// Adds the security headers to every answer: the CSP, `nosniff`, no framing, no

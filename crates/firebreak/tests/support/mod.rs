@@ -2,6 +2,8 @@
 //! programmes with a banked clip.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
