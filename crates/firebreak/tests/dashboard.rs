@@ -9,6 +9,9 @@ use support::{INGEST, OPERATOR, READ};
 
 use support::browser::Driver;
 
+/// A stream id as long as platforms' ids get: the table must cut it, not widen.
+const LONG: &str = "live-1-from-the-platforms-ingest-edge-eu-west-3-node-17-session-0001";
+
 #[test]
 fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,7 +29,7 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
     // A stream with the known clip, pushed while the page is open.
     let bytes = std::fs::read(&prog).unwrap();
     for (i, part) in bytes.chunks(64 * 1024).enumerate() {
-        let path = format!("/v1/streams/live-1/segments/{i}");
+        let path = format!("/v1/streams/{LONG}/segments/{i}");
         assert_eq!(d.call("PUT", &path, Some(INGEST), part).0, 200);
     }
     // On a timeout the stream's counters and the escalation list are shown beside the
@@ -38,7 +41,7 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
         || {
             format!(
                 "stream: {}\nescalations: {}",
-                d.call("GET", "/v1/streams/live-1", Some(READ), b"").1,
+                d.call("GET", &format!("/v1/streams/{LONG}"), Some(READ), b"").1,
                 d.call("GET", "/v1/escalations", Some(READ), b"").1
             )
         },
@@ -46,6 +49,26 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
     let listed = d.get("/v1/escalations", READ);
     let id = listed["escalations"][0]["id"].as_str().unwrap().to_owned();
     assert!(browser.text(&row).contains("live-1"));
+
+    // At common laptop widths the row's actions are in view, with no horizontal scroll
+    // (the evidence column is a summary that expands on demand).
+    for (width, height) in [(1280, 800), (1440, 900)] {
+        browser.window(width, height);
+        let (vw, vh) = browser.viewport();
+        assert_eq!(
+            browser.eval("return document.documentElement.scrollWidth <= window.innerWidth;"),
+            serde_json::Value::Bool(true),
+            "horizontal scroll at {width} px"
+        );
+        let ack = browser
+            .find(&format!("tr[data-id=\"{id}\"] button.ack"))
+            .expect("an ack button on the open escalation");
+        let (x, y, w, h) = browser.rect(&ack);
+        assert!(
+            x >= 0.0 && y >= 0.0 && x + w <= vw && y + h <= vh,
+            "ack at ({x}, {y}, {w}x{h}) outside the {vw}x{vh} viewport at {width} px"
+        );
+    }
 
     // Acknowledge from the page.
     let ack = browser
