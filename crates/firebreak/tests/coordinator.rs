@@ -709,6 +709,44 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
         &all,
     );
 
+    // A second coordinator (a standby, or a restart) rebuilds the same state from the
+    // topics: the incident, its rejection and who did it.
+    let standby = coordinator(&broker.bootstrap, dir.path());
+    let all = [&a, &b, &coord, &standby];
+    let seen = wait(
+        "the standby's copy of the incident",
+        60,
+        || {
+            let (code, v) =
+                standby.call("GET", &format!("/v1/incidents/{incident}"), Some(READ), b"");
+            (code == 200 && v["state"] == "rejected").then_some(v)
+        },
+        &all,
+    );
+    let original = coord.get(&format!("/v1/incidents/{incident}"), READ);
+    for field in [
+        "state", "streams", "history", "max_tier", "rules", "entries",
+    ] {
+        assert_eq!(seen[field], original[field], "{field}");
+    }
+    assert!(
+        seen["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["what"] == "reject" && h["who"].as_str().unwrap().starts_with("platform:")),
+        "{seen}"
+    );
+    // An action repeated on the standby against the same state counts once: the
+    // incident is already rejected there.
+    let (code, _) = standby.call(
+        "POST",
+        &format!("/v1/incidents/{incident}/reject"),
+        Some(OPERATOR),
+        b"",
+    );
+    assert_eq!(code, 409);
+
     // The same content again, pushed through each worker's hook: no escalation.
     push_all(&a, "fp-2", &clip);
     push_all(&b, "fp-3", &clip);

@@ -41,7 +41,8 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
         || {
             format!(
                 "stream: {}\nescalations: {}",
-                d.call("GET", &format!("/v1/streams/{LONG}"), Some(READ), b"").1,
+                d.call("GET", &format!("/v1/streams/{LONG}"), Some(READ), b"")
+                    .1,
                 d.call("GET", "/v1/escalations", Some(READ), b"").1
             )
         },
