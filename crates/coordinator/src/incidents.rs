@@ -596,6 +596,21 @@ impl Incidents {
         vec![Change::Merged { into, from }]
     }
 
+    /// Bank entries published for incident `id` (its confirmation): a stream that later
+    /// matches one of them joins this incident. Ignored for an unknown or resolved one.
+    pub fn claim_entries(&mut self, id: &str, entries: impl IntoIterator<Item = BankEntry>) {
+        let Some(inc) = self.all.get_mut(id) else {
+            return;
+        };
+        if inc.state == State::Resolved {
+            return;
+        }
+        for e in entries {
+            inc.entries.insert(e.clone());
+            self.by_entry.insert(e, id.to_string());
+        }
+    }
+
     /// A responder's action.
     pub fn act(
         &mut self,
@@ -803,6 +818,37 @@ mod tests {
         let formed = show(&mut links, "d", 6100, 3, content(4));
         assert_eq!(inc.on_link(&formed[0], &links, 7000), vec![]);
         assert_eq!(inc.list().len(), 2);
+    }
+
+    #[test]
+    fn a_copy_matching_a_confirmed_incidents_entries_joins_that_incident() {
+        let links = ContentLinks::new(LinkConfig::default());
+        let mut inc = Incidents::new(IncidentConfig::default());
+        inc.on_escalation(&esc("e1", "a", "review", 1000, &[]), &links);
+        inc.act("inc-e1", Action::Confirm, "r", 2000).unwrap();
+        inc.claim_entries(
+            "inc-e1",
+            [BankEntry {
+                bank: "crisis".into(),
+                entry: "inc-e1:0011223344556677".into(),
+            }],
+        );
+        let c = inc.on_escalation(
+            &esc(
+                "e2",
+                "copy",
+                "crisis",
+                9000,
+                &[("crisis", "inc-e1:0011223344556677")],
+            ),
+            &links,
+        );
+        assert!(c.contains(&Change::Updated("inc-e1".into())), "{c:?}");
+        assert_eq!(inc.list().len(), 1);
+        assert!(matches!(
+            inc.get("inc-e1").unwrap().streams[&StreamKey::new("t", "copy")].via,
+            Via::SharedEntry { .. }
+        ));
     }
 
     #[test]

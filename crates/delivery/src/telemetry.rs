@@ -212,3 +212,133 @@ impl Tail {
         }))
     }
 }
+
+/// Active/standby among several processes through a consumer group on a one-partition
+/// topic: the member the group assigns partition 0 is active. Kafka's group protocol
+/// does the election (no home-made consensus); a dead member's turn passes after the
+/// session timeout. Nothing is read: the group is only used for its assignment.
+pub struct Leadership {
+    active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("active", &self.is_active())
+            .finish_non_exhaustive()
+    }
+}
+
+struct LeaderContext {
+    active: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    joined: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl rdkafka::ClientContext for LeaderContext {}
+
+impl rdkafka::consumer::ConsumerContext for LeaderContext {
+    fn pre_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        r: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(_) = r {
+            self.active
+                .store(false, std::sync::atomic::Ordering::Release);
+            tracing::info!("leadership: standby");
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        r: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(tpl) = r {
+            self.joined
+                .store(true, std::sync::atomic::Ordering::Release);
+            if tpl.count() > 0 {
+                self.active
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!("leadership: active");
+            } else {
+                tracing::info!("leadership: standby");
+            }
+        }
+    }
+}
+
+impl Leadership {
+    /// Joins group `group` on `topic` (which must exist, with one partition).
+    pub fn join(
+        config: &SharedConfig,
+        topic: &str,
+        group: &str,
+        session_timeout: Duration,
+    ) -> Result<Leadership, KafkaError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let active = std::sync::Arc::new(AtomicBool::new(false));
+        let joined = std::sync::Arc::new(AtomicBool::new(false));
+        let mut cc = config.client();
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (session_timeout.as_millis() / 4).max(100).to_string(),
+            )
+            .set("client.id", "firebreak-leadership");
+        for (k, v) in &config.properties {
+            cc.set(k, v);
+        }
+        let consumer: BaseConsumer<LeaderContext> = cc.create_with_context(LeaderContext {
+            active: active.clone(),
+            joined: joined.clone(),
+        })?;
+        consumer.subscribe(&[topic])?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("leadership".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    // Records are ignored; only the group's callbacks matter.
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+                drop(consumer);
+            })
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        Ok(Leadership {
+            active,
+            joined,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Set once the group gave this member its first assignment (active or standby).
+    pub fn joined(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.joined.clone()
+    }
+
+    /// Whether this process is the active one now.
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

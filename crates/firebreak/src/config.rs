@@ -96,6 +96,10 @@ pub struct Coordinator {
     pub max_entries: usize,
     /// Linked streams, none escalated, that open an incident of their own (0: never).
     pub spread_min_streams: usize,
+    /// Told about every new incident (`POST`, JSON), by the active coordinator only.
+    pub webhook_url: Option<String>,
+    /// The consumer group whose assignment picks the active coordinator.
+    pub group_id: String,
 }
 
 impl Default for Coordinator {
@@ -112,6 +116,8 @@ impl Default for Coordinator {
             common_streams: 2,
             max_entries: 256,
             spread_min_streams: 5,
+            webhook_url: None,
+            group_id: "firebreak-coordinators".into(),
         }
     }
 }
@@ -147,7 +153,16 @@ impl Coordinator {
                 "max_entries and common_streams must be at least 1",
             ));
         }
+        if let Some(u) = &self.webhook_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            out.push(Issue::new(
+                "coordinator.webhook_url",
+                format!("must be an http(s) URL, got {u:?}"),
+            ));
+        }
         for (k, v) in [
+            ("group_id", &self.group_id),
             ("incidents_topic", &self.incidents_topic),
             ("crisis_bank", &self.crisis_bank),
             ("negative_bank", &self.negative_bank),

@@ -98,10 +98,16 @@ file = "{policy}"
 }
 
 fn coordinator(broker: &str, dir: &Path) -> Daemon {
+    coordinator_with(broker, dir, None)
+}
+
+/// A coordinator that tells `webhook` about new incidents (when it is the active one).
+fn coordinator_with(broker: &str, dir: &Path, webhook: Option<&str>) -> Daemon {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
+    let hook = webhook.map_or(String::new(), |u| format!("webhook_url = \"{u}\"\n"));
     let extra = format!(
-        "[policy]\nfile = \"{}\"\n{}[coordinator]\ncommon_streams = 2\n",
+        "[policy]\nfile = \"{}\"\n{}[coordinator]\ncommon_streams = 2\n{hook}",
         policy.display(),
         fleet_section(broker)
     );
@@ -112,6 +118,43 @@ fn coordinator(broker: &str, dir: &Path) -> Daemon {
         "coord",
         &extra,
     )
+}
+
+/// A platform's webhook endpoint on loopback: records every JSON body posted to it.
+struct Hook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+fn hook() -> Hook {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/incidents", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn);
+            let mut len = 0;
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 2 {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                sink.lock().unwrap().push(v);
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    Hook { url, bodies }
 }
 
 /// 3 s of a shared intro (ffmpeg's `testsrc` card) and then 12 s of `content`, at
@@ -244,9 +287,12 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         worker("wa", &broker.bootstrap, dir.path()),
         worker("wb", &broker.bootstrap, dir.path()),
     );
-    let coord = coordinator(&broker.bootstrap, dir.path());
-    let all = [&a, &b, &coord];
-    for d in [&a, &b, &coord] {
+    // An active and a standby coordinator: only the active one calls the webhook.
+    let webhook = hook();
+    let coord = coordinator_with(&broker.bootstrap, dir.path(), Some(&webhook.url));
+    let standby = coordinator_with(&broker.bootstrap, dir.path(), Some(&webhook.url));
+    let all = [&a, &b, &coord, &standby];
+    for d in all {
         wait(
             "ready",
             120,
@@ -579,6 +625,58 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         });
     assert!(!tiers.contains_key("crisis"), "{tiers:?}");
     assert!(tiers.contains_key("review"), "{tiers:?}");
+
+    // The webhook heard of every incident exactly once, though two coordinators hold
+    // them all; the copies joined the confirmed incident through its entries.
+    let (_, listed) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+    let mut ids: Vec<String> = listed["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    // (An incident opened and later merged into another is announced, then its merge.)
+    let (opened, merged) = wait(
+        "a webhook call per incident",
+        30,
+        || {
+            let bodies = webhook.bodies.lock().unwrap().clone();
+            let mut opened: Vec<String> = bodies
+                .iter()
+                .filter(|b| b["event"] == "opened")
+                .map(|b| b["incident"]["id"].as_str().unwrap().to_owned())
+                .collect();
+            opened.sort();
+            let merged: BTreeSet<String> = bodies
+                .iter()
+                .filter(|b| b["event"] == "merged")
+                .map(|b| b["from"].as_str().unwrap().to_owned())
+                .collect();
+            let mut live: Vec<String> = opened
+                .iter()
+                .filter(|i| !merged.contains(*i))
+                .cloned()
+                .collect();
+            live.dedup();
+            (live == ids).then_some((opened, merged))
+        },
+        &all,
+    );
+    let mut unique = opened.clone();
+    unique.dedup();
+    assert_eq!(opened, unique, "each incident announced once");
+    assert!(merged.iter().all(|m| opened.contains(m)), "{merged:?}");
+    let confirmed = coord.get(&format!("/v1/incidents/{incident}"), READ);
+    // The copy caught by the published entries joined the confirmed incident.
+    assert!(
+        confirmed["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "copy-1" && s["via"]["kind"] == "shared_entry"),
+        "copy-1 in the confirmed incident: {confirmed}"
+    );
 }
 
 /// A benign stream collides with a crisis-bank entry and escalates to crisis; a

@@ -85,7 +85,7 @@ pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
 }
 
 async fn readyz(State(c): State<Arc<Coordinator>>) -> Response {
-    let ready = c.ready.load(std::sync::atomic::Ordering::Acquire);
+    let ready = c.is_ready();
     let status = if ready {
         StatusCode::OK
     } else {

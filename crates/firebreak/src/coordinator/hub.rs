@@ -84,6 +84,20 @@ pub fn parse_action(s: &str) -> Option<Action> {
     })
 }
 
+/// What a platform's webhook hears about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A new incident.
+    Opened(String),
+    /// Incident `from` turned out to be the same content as `into`, and was folded in.
+    Merged {
+        /// The incident kept.
+        into: String,
+        /// The incident gone.
+        from: String,
+    },
+}
+
 /// What a confirmation published.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Published {
@@ -129,6 +143,8 @@ pub struct Hub {
     pending: Vec<ActionRecord>,
     now_ms: u64,
     counts: Counts,
+    /// Incidents opened or merged since the last [`Hub::take_notices`].
+    notices: Vec<Notice>,
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the workers write it
@@ -266,6 +282,7 @@ impl Hub {
             pending: Vec::new(),
             now_ms: 0,
             counts: Counts::default(),
+            notices: Vec::new(),
         }
     }
 
@@ -324,6 +341,7 @@ impl Hub {
         }
         let changes = self.incidents.on_escalation(&e, &self.links);
         tracing::debug!(stream = %e.stream, ?changes, "coordinator: escalation");
+        self.note_opened(&changes);
         self.retry_pending();
     }
 
@@ -378,6 +396,7 @@ impl Hub {
         }
         for l in self.links.observe(&f) {
             let changes = self.incidents.on_link(&l, &self.links, f.wall_ms);
+            self.note_opened(&changes);
             if !changes.is_empty() {
                 tracing::info!(a = %l.a, b = %l.b, ?changes, "coordinator: content link");
             }
@@ -462,6 +481,15 @@ impl Hub {
                 };
                 match action {
                     Action::Confirm => {
+                        // Copies matching the published entries join this incident.
+                        let entries = record.entries.iter().filter_map(|k| {
+                            let (bank, entry) = k.split_once('/')?;
+                            Some(BankEntry {
+                                bank: bank.to_owned(),
+                                entry: entry.to_owned(),
+                            })
+                        });
+                        self.incidents.claim_entries(&record.incident, entries);
                         self.published.insert(
                             record.incident.clone(),
                             Published {
@@ -502,6 +530,25 @@ impl Hub {
                 self.pending.push(r);
             }
         }
+    }
+
+    fn note_opened(&mut self, changes: &[firebreak_coordinator::incidents::Change]) {
+        use firebreak_coordinator::incidents::Change;
+        for c in changes {
+            match c {
+                Change::Opened(id) => self.notices.push(Notice::Opened(id.clone())),
+                Change::Merged { into, from } => self.notices.push(Notice::Merged {
+                    into: into.clone(),
+                    from: from.clone(),
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// What to tell a platform since the last call, oldest first.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The id the next action on `incident` gets.

@@ -175,6 +175,8 @@ pub struct Coordinator {
     pub changed: tokio::sync::Notify,
     /// The topics have been read to their end once.
     pub ready: AtomicBool,
+    /// With a webhook: set once the active/standby group placed this coordinator.
+    pub joined: std::sync::OnceLock<Arc<AtomicBool>>,
     /// Writes bank entries.
     pub banks: Writer,
     /// Writes the action log.
@@ -190,6 +192,13 @@ fn lock(m: &Mutex<Hub>) -> std::sync::MutexGuard<'_, Hub> {
 }
 
 impl Coordinator {
+    /// Ready to serve: the topics were read once and, with a webhook, the active/standby
+    /// group has placed this coordinator.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+            && self.joined.get().is_none_or(|j| j.load(Ordering::Acquire))
+    }
+
     /// The state, locked.
     pub fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
         lock(&self.hub)
@@ -217,12 +226,58 @@ fn topics(settings: &Settings) -> Result<(String, String, String)> {
     ))
 }
 
+/// What the active coordinator tells a webhook about a new incident.
+fn opened_event(inc: &firebreak_coordinator::incidents::Incident) -> serde_json::Value {
+    serde_json::json!({
+        "type": "org.firebreak.incident.v1",
+        "event": "opened",
+        "incident": {
+            "id": inc.id,
+            "opened_ms": inc.opened_ms,
+            "spread": inc.spread,
+            "max_tier": inc.max_tier,
+            "activation": inc.activation,
+            "streams": inc.streams.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            "rules": inc.rules,
+        },
+    })
+}
+
+/// Posts events to the webhook, in order, a few tries each (at least once: receivers
+/// drop repeats by incident id).
+fn webhook_loop(url: String, rx: std::sync::mpsc::Receiver<serde_json::Value>) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .redirects(0)
+        .build();
+    for event in rx {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=4 {
+            match agent.post(&url).send_json(&event) {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "coordinator: webhook");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}
+
+/// The active/standby membership and the webhook queue, when a webhook is configured.
+type Notify = (
+    firebreak_delivery::telemetry::Leadership,
+    std::sync::mpsc::Sender<serde_json::Value>,
+);
+
 /// Reads the topics into the hub until `stop`.
 fn tail_loop(
     coord: Arc<Coordinator>,
     mut tail: Tail,
     names: (String, String, String),
     stop: Arc<AtomicBool>,
+    notify: Option<Notify>,
 ) {
     let (escalations, signals, incidents) = names;
     let mut idle_after_assign = false;
@@ -241,6 +296,28 @@ fn tail_loop(
                         Ok(a) => hub.on_action(a),
                         Err(e) => {
                             tracing::warn!(error = %e, offset = r.offset, "coordinator: unreadable action record")
+                        }
+                    }
+                }
+                // New incidents go to the webhook once caught up (not those rebuilt
+                // from history), from the active coordinator only.
+                let notices = hub.take_notices();
+                if let Some((leader, tx)) = &notify
+                    && coord.ready.load(Ordering::Acquire)
+                    && leader.is_active()
+                {
+                    for n in notices {
+                        let event = match n {
+                            hub::Notice::Opened(id) => hub.incidents().get(&id).map(opened_event),
+                            hub::Notice::Merged { into, from } => Some(serde_json::json!({
+                                "type": "org.firebreak.incident.v1",
+                                "event": "merged",
+                                "into": into,
+                                "from": from,
+                            })),
+                        };
+                        if let Some(e) = event {
+                            let _ = tx.send(e);
                         }
                     }
                 }
@@ -321,18 +398,43 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             hub: Mutex::new(Hub::new(c.clone(), tiers)),
             changed: tokio::sync::Notify::new(),
             ready: AtomicBool::new(false),
+            joined: std::sync::OnceLock::new(),
             banks: Writer::new(&kafka, &shared.feeds.banks_topic)?,
             log: Writer::new(&kafka, &names.2)?,
             crisis_bank: c.crisis_bank.clone(),
             negative_bank: c.negative_bank.clone(),
         });
         let tail = Tail::open(&kafka, &[&names.0, &names.1, &names.2])?;
+        let notify = match &c.webhook_url {
+            None => None,
+            Some(url) => {
+                let session = settings
+                    .fleet
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |f| {
+                        Duration::from_millis(f.session_timeout_ms as u64)
+                    });
+                let leader = firebreak_delivery::telemetry::Leadership::join(
+                    &kafka,
+                    &names.2,
+                    &c.group_id,
+                    session,
+                )?;
+                let _ = coord.joined.set(leader.joined());
+                let (tx, rx) = std::sync::mpsc::channel();
+                let url = url.clone();
+                std::thread::Builder::new()
+                    .name("coordinator-webhook".into())
+                    .spawn(move || webhook_loop(url, rx))?;
+                Some((leader, tx))
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (coord, stop) = (coord.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("coordinator-tail".into())
-                .spawn(move || tail_loop(coord, tail, names, stop))?
+                .spawn(move || tail_loop(coord, tail, names, stop, notify))?
         };
         let (metrics, _) = crate::metrics::Metrics::new();
         let auth = Arc::new(
