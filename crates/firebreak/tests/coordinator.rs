@@ -227,6 +227,53 @@ fn of_stream<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["subject"] == id).collect()
 }
 
+/// Waits until each worker of `workers` applied `n` more bank records than `before`.
+fn wait_applied(workers: &[&Daemon], before: &[u64], n: u64, what: &str, all: &[&Daemon]) {
+    assert_eq!(workers.len(), before.len());
+    wait(
+        what,
+        60,
+        || {
+            workers
+                .iter()
+                .zip(before)
+                .all(|(w, b)| bank_records_applied(w) >= b + n)
+                .then_some(())
+        },
+        all,
+    );
+}
+
+/// Waits until every daemon answers `/readyz` with 200.
+fn wait_ready(all: &[&Daemon]) {
+    for d in all {
+        wait(
+            "ready",
+            120,
+            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
+            all,
+        );
+    }
+}
+
+/// Waits until the coordinator would publish something for `incident`.
+fn wait_preview(coord: &Daemon, incident: &str, all: &[&Daemon]) {
+    wait(
+        "a preview with entries",
+        60,
+        || {
+            let (_, p) = coord.call(
+                "GET",
+                &format!("/v1/incidents/{incident}/preview"),
+                Some(READ),
+                b"",
+            );
+            (p["count"].as_u64() > Some(0)).then_some(())
+        },
+        all,
+    );
+}
+
 /// `firebreak_shared_records_total{topic="banks"}` of a worker.
 fn bank_records_applied(d: &Daemon) -> u64 {
     d.metrics()
@@ -292,14 +339,7 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     let coord = coordinator_with(&broker.bootstrap, dir.path(), Some(&webhook.url));
     let standby = coordinator_with(&broker.bootstrap, dir.path(), Some(&webhook.url));
     let all = [&a, &b, &coord, &standby];
-    for d in all {
-        wait(
-            "ready",
-            120,
-            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
-            &all,
-        );
-    }
+    wait_ready(&all);
 
     // The unknown crisis on two streams, and two benign streams with the same intro,
     // live together.
@@ -414,14 +454,11 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     }
     assert_eq!(published, preview["count"].as_u64().unwrap());
     // Every worker applies every entry.
-    wait(
+    wait_applied(
+        &[&a, &b],
+        &[applied_before.0, applied_before.1],
+        published,
         "the entries applied on both workers",
-        60,
-        || {
-            (bank_records_applied(&a) >= applied_before.0 + published
-                && bank_records_applied(&b) >= applied_before.1 + published)
-                .then_some(())
-        },
         &all,
     );
     let applied_in = confirm_at.elapsed();
@@ -592,14 +629,11 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         retracted["action"]["entries"].as_array().unwrap().len() as u64,
         published
     );
-    wait(
+    wait_applied(
+        &[&a, &b],
+        &[before.0, before.1],
+        published,
         "the tombstones applied on both workers",
-        60,
-        || {
-            (bank_records_applied(&a) >= before.0 + published
-                && bank_records_applied(&b) >= before.1 + published)
-                .then_some(())
-        },
         &all,
     );
     push_all(&a, "copy-2", &copy);
@@ -710,14 +744,7 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
     );
     let coord = coordinator(&broker.bootstrap, dir.path());
     let all = [&a, &b, &coord];
-    for d in all {
-        wait(
-            "ready",
-            120,
-            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
-            &all,
-        );
-    }
+    wait_ready(&all);
     let before = (bank_records_applied(&a), bank_records_applied(&b));
     let out = cli(
         &dir.path().join("publisher"),
@@ -766,20 +793,7 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
         &all,
     );
     // Wait until the coordinator holds the stream's frames, then reject.
-    wait(
-        "fp-1's frames at the coordinator",
-        60,
-        || {
-            let (_, p) = coord.call(
-                "GET",
-                &format!("/v1/incidents/{incident}/preview"),
-                Some(READ),
-                b"",
-            );
-            (p["count"].as_u64() > Some(0)).then_some(())
-        },
-        &all,
-    );
+    wait_preview(&coord, &incident, &all);
     let before = (bank_records_applied(&a), bank_records_applied(&b));
     let (code, rejected) = coord.call(
         "POST",
@@ -797,13 +811,11 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
             .all(|k| k.as_str().unwrap().starts_with("crisis-rejected/"))
     );
     let n = negatives.len() as u64;
-    wait(
+    wait_applied(
+        &[&a, &b],
+        &[before.0, before.1],
+        n,
         "the negative entries on both workers",
-        60,
-        || {
-            (bank_records_applied(&a) >= before.0 + n && bank_records_applied(&b) >= before.1 + n)
-                .then_some(())
-        },
         &all,
     );
 
@@ -898,14 +910,7 @@ fn measure_confirm_to_fleet() {
     );
     let coord = coordinator(&broker.bootstrap, dir.path());
     let all = [&a, &b, &coord];
-    for d in all {
-        wait(
-            "ready",
-            120,
-            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
-            &all,
-        );
-    }
+    wait_ready(&all);
     let (mut applied, mut answered) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let id = format!("m-{round}");
@@ -926,20 +931,7 @@ fn measure_confirm_to_fleet() {
             },
             &all,
         );
-        wait(
-            "a preview",
-            60,
-            || {
-                let (_, p) = coord.call(
-                    "GET",
-                    &format!("/v1/incidents/{incident}/preview"),
-                    Some(READ),
-                    b"",
-                );
-                (p["count"].as_u64() > Some(0)).then_some(())
-            },
-            &all,
-        );
+        wait_preview(&coord, &incident, &all);
         let before = (bank_records_applied(&a), bank_records_applied(&b));
         let t = Instant::now();
         let (code, c) = coord.call(
@@ -951,14 +943,11 @@ fn measure_confirm_to_fleet() {
         assert_eq!(code, 200, "{c}");
         answered.push(t.elapsed().as_secs_f64() * 1000.0);
         let n = c["action"]["entries"].as_array().unwrap().len() as u64;
-        wait(
+        wait_applied(
+            &[&a, &b],
+            &[before.0, before.1],
+            n,
             "applied on both workers",
-            60,
-            || {
-                (bank_records_applied(&a) >= before.0 + n
-                    && bank_records_applied(&b) >= before.1 + n)
-                    .then_some(())
-            },
             &all,
         );
         applied.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -997,14 +986,7 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
     let w = worker("dw", &broker.bootstrap, dir.path());
     let coord = coordinator(&broker.bootstrap, dir.path());
     let all = [&w, &coord];
-    for d in all {
-        wait(
-            "ready",
-            120,
-            || (d.call("GET", "/readyz", None, b"").0 == 200).then_some(()),
-            &all,
-        );
-    }
+    wait_ready(&all);
     // Long stream and tenant names: the cells must cut them, not widen the table.
     let id = "a-stream-with-a-rather-long-name-from-the-platforms-ingest-0001";
     push_all(&w, id, &crisis);

@@ -458,14 +458,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             let _ = out.flush();
         }
         tracing::info!(%addr, "firebreak coordinator running");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
+        let shutdown = crate::daemon::shutdown_signal()?;
         crate::http::server::serve(
             listener,
             router,

@@ -103,6 +103,18 @@ fn load_detectors(
     })
 }
 
+/// Resolves on SIGTERM or Ctrl-C (must be called on the runtime).
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
 pub(crate) fn init_tracing(config: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FIREBREAK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
@@ -804,14 +816,7 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
                 }
             }
         });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
+        let shutdown = shutdown_signal()?;
         daemon.serve(listener, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
