@@ -24,6 +24,10 @@ pub const ACTION_VERSION: u32 = 1;
 /// Frames kept per stream at most, whatever `history_secs` says.
 const MAX_HISTORY_FRAMES: usize = 8192;
 
+/// Escalation ids remembered to drop redeliveries (the latest; a redelivery follows its
+/// original closely).
+const SEEN_IDS: usize = 100_000;
+
 /// A responder action on the incidents topic (keyed by incident id): the coordinator's
 /// action log, and the event a platform follows to act on confirmed streams.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +143,7 @@ pub struct Hub {
     negatives: Vec<Hash256>,
     applied: HashSet<String>,
     seen: HashSet<String>,
+    seen_order: VecDeque<String>,
     /// Actions read before their incident (topics interleave): retried.
     pending: Vec<ActionRecord>,
     now_ms: u64,
@@ -279,6 +284,7 @@ impl Hub {
             negatives: Vec::new(),
             applied: HashSet::new(),
             seen: HashSet::new(),
+            seen_order: VecDeque::new(),
             pending: Vec::new(),
             now_ms: 0,
             counts: Counts::default(),
@@ -330,6 +336,12 @@ impl Hub {
         if !self.seen.insert(e.id.clone()) {
             return;
         }
+        self.seen_order.push_back(e.id.clone());
+        while self.seen_order.len() > SEEN_IDS {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
         self.counts.escalations += 1;
         self.now_ms = self.now_ms.max(e.wall_ms);
         if matches!(e.kind, DecisionKind::Escalated | DecisionKind::Updated) {
@@ -374,12 +386,23 @@ impl Hub {
                     self.links.forget(&StreamKey::new(e.tenant, e.stream));
                 }
                 SignalRecord::Event(_) => {}
-                SignalRecord::Tick { wall_ms } => {
-                    self.now_ms = self.now_ms.max(wall_ms);
-                    self.links.expire(self.now_ms);
-                }
+                SignalRecord::Tick { wall_ms } => self.tick(wall_ms),
             }
         }
+    }
+
+    /// The workers' once-a-second tick: expires content links, and forgets the frames
+    /// of streams silent for longer than `history_secs` (ended or moved away), so
+    /// memory follows the live streams, not every stream ever seen.
+    pub fn tick(&mut self, wall_ms: u64) {
+        self.now_ms = self.now_ms.max(wall_ms);
+        self.links.expire(self.now_ms);
+        let keep_ms = (self.cfg.history_secs * 1000.0) as u64;
+        let now = self.now_ms;
+        self.history.retain(|_, h| {
+            h.back()
+                .is_some_and(|f| now.saturating_sub(f.wall_ms) <= keep_ms)
+        });
     }
 
     fn on_frame(&mut self, f: FrameSignal) {
@@ -569,6 +592,41 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(stream: &str, wall_ms: u64) -> FrameSignal {
+        FrameSignal {
+            stream: StreamKey::new("t", stream),
+            wall_ms,
+            media_ms: wall_ms,
+            hash: Hash256::default(),
+            quality: 100,
+        }
+    }
+
+    #[test]
+    fn silent_streams_frames_are_forgotten_after_history_secs() {
+        let cfg = CoordinatorConfig {
+            history_secs: 10.0,
+            ..CoordinatorConfig::default()
+        };
+        let mut hub = Hub::new(cfg, vec!["review".into()]);
+        hub.on_frame(frame("ended", 1_000));
+        hub.on_frame(frame("ended", 2_000));
+        hub.on_frame(frame("live", 1_000));
+        hub.on_frame(frame("live", 11_500));
+        hub.tick(12_000);
+        // 10 s since "ended"'s last frame: kept; "live" too.
+        assert_eq!(hub.frames_of(&StreamKey::new("t", "ended")), 2);
+        hub.tick(12_001);
+        assert_eq!(hub.frames_of(&StreamKey::new("t", "ended")), 0);
+        // "live"'s frame at 1 s was trimmed when 11.5 s arrived; the last one stays
+        // until 10 s after it.
+        assert_eq!(hub.frames_of(&StreamKey::new("t", "live")), 1);
+        hub.tick(21_500);
+        assert_eq!(hub.frames_of(&StreamKey::new("t", "live")), 1);
+        hub.tick(21_501);
+        assert_eq!(hub.frames_of(&StreamKey::new("t", "live")), 0);
+    }
 
     #[test]
     fn rfc3339_times_read_back_to_their_epoch_milliseconds() {
