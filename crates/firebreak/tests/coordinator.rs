@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use firebreak_testkit::tansu::TansuBroker;
 use serde_json::Value;
-use support::{Daemon, INGEST, OPERATOR, READ};
+use support::{Daemon, INGEST, OPERATOR, READ, bank_records_applied, wait_all as wait};
 
 const ESCALATIONS: &str = "escalations";
 
@@ -193,22 +193,6 @@ fn push_all(to: &Daemon, id: &str, file: &Path) {
     assert_eq!(status, 202, "{id} end: {body}");
 }
 
-fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>, logs: &[&Daemon]) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if started.elapsed() > Duration::from_secs(secs) {
-            for d in logs {
-                eprintln!("--- {} ---\n{}", d.base, d.stderr());
-            }
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The escalation events on the topic.
 fn events(bootstrap: &str) -> Vec<Value> {
     firebreak_testkit::kafka::read_all(
@@ -272,15 +256,6 @@ fn wait_preview(coord: &Daemon, incident: &str, all: &[&Daemon]) {
         },
         all,
     );
-}
-
-/// `firebreak_shared_records_total{topic="banks"}` of a worker.
-fn bank_records_applied(d: &Daemon) -> u64 {
-    d.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix("firebreak_shared_records_total{topic=\"banks\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The fleet view's entry for `id`, once it ended with frames decoded.
@@ -503,8 +478,7 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
             .starts_with(&format!("{incident}:"))
     );
     let decided_ms =
-        firebreak::coordinator::hub::parse_rfc3339_ms(copy_crisis["time"].as_str().unwrap())
-            .unwrap();
+        firebreak::signals::labels::parse_time(copy_crisis["time"].as_str().unwrap()).unwrap();
     // The benign stream with the shared intro ran to its end without escalating.
     wait("benign-3 ended", 120, || ended(&a, "benign-3"), &all);
     let ev = events(&broker.bootstrap);

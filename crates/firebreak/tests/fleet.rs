@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use firebreak_testkit::tansu::TansuBroker;
 use serde_json::Value;
-use support::{Daemon, INGEST, READ};
+use support::{Daemon, INGEST, READ, bank_records_applied, wait_all as wait};
 
 const ESCALATIONS: &str = "escalations";
 
@@ -72,28 +72,6 @@ max_message_bytes = 32768
         banks = banks.display(),
     );
     firebreak_testkit::daemon::start_named(bin(), tempfile::tempdir().unwrap(), name, &extra)
-}
-
-/// Polls `f` for up to `secs` seconds.
-fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>, logs: &[&Daemon]) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if started.elapsed() > Duration::from_secs(secs) {
-            let tail: Vec<String> = logs
-                .iter()
-                .map(|d| {
-                    let s = d.stderr();
-                    let n = s.len().saturating_sub(4000);
-                    s[n..].to_owned()
-                })
-                .collect();
-            panic!("timed out waiting for {what}\n{}", tail.join("\n-----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Waits until every one of `ws` answers `/readyz` with 200 (group joined, shared
@@ -457,15 +435,6 @@ fn owners(d: &Daemon, ids: &[String]) -> Option<BTreeMap<String, String>> {
             Some((id.clone(), s["worker"].as_str()?.to_owned()))
         })
         .collect()
-}
-
-/// `firebreak_shared_records_total{topic="banks"}` of `d`.
-fn bank_records_applied(d: &Daemon) -> u64 {
-    d.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix("firebreak_shared_records_total{topic=\"banks\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Two workers start with no bank entry; streams run on both; the clip's entry is

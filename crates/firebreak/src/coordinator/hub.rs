@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Coordinator as CoordinatorConfig;
+use crate::signals::labels::parse_time;
 use crate::signals::record::{EventKind, SignalRecord, decode_block};
 
 /// Format version of [`ActionRecord`].
@@ -152,47 +153,6 @@ pub struct Hub {
     notices: Vec<Notice>,
 }
 
-/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as the workers write it
-/// (`2026-11-28T15:01:46.123Z`; a numeric offset is also taken).
-pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    let mut ms = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let f = &frac[..digits];
-        ms = format!("{f:0<3}")[..3].parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?)
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Days from civil (proleptic Gregorian), by 400-year eras.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
-    u64::try_from(secs * 1000 + ms).ok()
-}
-
 fn kind_of(s: &str) -> Option<DecisionKind> {
     Some(match s {
         "escalated" => DecisionKind::Escalated,
@@ -214,7 +174,7 @@ pub fn parse_escalation(payload: &[u8]) -> Result<(Escalation, Option<u64>), Str
             .ok_or_else(|| format!("missing {what}"))
     };
     let kind = text(&d["kind"], "data.kind")?;
-    let wall_ms = parse_rfc3339_ms(v["time"].as_str().unwrap_or_default())
+    let wall_ms = parse_time(v["time"].as_str().unwrap_or_default())
         .ok_or_else(|| "missing or malformed time".to_owned())?;
     let entries = d["evidence"]
         .as_array()
@@ -626,34 +586,5 @@ mod tests {
         assert_eq!(hub.frames_of(&StreamKey::new("t", "live")), 1);
         hub.tick(21_501);
         assert_eq!(hub.frames_of(&StreamKey::new("t", "live")), 0);
-    }
-
-    #[test]
-    fn rfc3339_times_read_back_to_their_epoch_milliseconds() {
-        // Reference values from Python: int(datetime.fromisoformat(s).timestamp() * 1000).
-        for (s, ms) in [
-            ("1970-01-01T00:00:00.000Z", 0),
-            ("2000-02-29T12:34:56.789Z", 951_827_696_789),
-            ("2026-11-28T15:01:46.123Z", 1_795_878_106_123),
-            ("2026-11-28T16:01:46.123+01:00", 1_795_878_106_123),
-            ("2026-11-28T15:01:46Z", 1_795_878_106_000),
-        ] {
-            assert_eq!(parse_rfc3339_ms(s), Some(ms), "{s}");
-        }
-        // And what the workers write round-trips.
-        for ms in [0, 1_795_878_106_123, 4_102_444_800_000] {
-            assert_eq!(
-                parse_rfc3339_ms(&firebreak_policy::event::rfc3339(ms)),
-                Some(ms)
-            );
-        }
-        for bad in [
-            "",
-            "2026-13-01T00:00:00Z",
-            "2026-11-28 15:01:46Z",
-            "2026-11-28T15:01:46",
-        ] {
-            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
-        }
     }
 }

@@ -117,3 +117,42 @@ pub fn programme_with_banked_clip_and_tail(dir: &Path, tail: u32) -> PathBuf {
     assert!(import.status.success(), "{import:?}");
     prog
 }
+
+/// Polls `f` (every 100 ms) for up to `secs` seconds; on a timeout panics with the
+/// last 4000 bytes of each daemon's log in `logs` (tests with several processes).
+pub fn wait_all<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>, logs: &[&Daemon]) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(secs) {
+            let tail: Vec<String> = logs
+                .iter()
+                .map(|d| {
+                    let s = d.stderr();
+                    let mut n = s.len().saturating_sub(4000);
+                    while !s.is_char_boundary(n) {
+                        n += 1;
+                    }
+                    format!("--- {} ---\n{}", d.base, &s[n..])
+                })
+                .collect();
+            panic!(
+                "timed out after {secs} s waiting for {what}\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `firebreak_shared_records_total{topic="banks"}` of a worker: bank records (entries
+/// and tombstones) it applied from the fleet's bank topic.
+pub fn bank_records_applied(d: &Daemon) -> u64 {
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("firebreak_shared_records_total{topic=\"banks\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
