@@ -558,18 +558,17 @@ impl Incidents {
         let (into, from) = if key(x) <= key(y) { (x, y) } else { (y, x) };
         let (into, from) = (into.to_string(), from.to_string());
         let gone = self.all.remove(&from).expect("live incident");
+        let promote = self.rank(&gone.max_tier) > self.rank(&self.all[&into].max_tier);
         let inc = self.all.get_mut(&into).expect("live incident");
         for (s, m) in gone.streams {
             inc.streams.entry(s).or_insert(m);
         }
         inc.entries.extend(gone.entries);
         inc.rules.extend(gone.rules);
-        if self.rank(&gone.max_tier) > self.rank(&self.all[&into].max_tier) {
-            let inc = self.all.get_mut(&into).expect("live incident");
+        if promote {
             inc.max_tier = gone.max_tier;
             inc.activation = gone.activation;
         }
-        let inc = self.all.get_mut(&into).expect("live incident");
         inc.history.extend(gone.history);
         inc.history.push((
             now_ms,
@@ -577,17 +576,12 @@ impl Incidents {
             format!("merged {from}: same content"),
         ));
         inc.updated_ms = inc.updated_ms.max(now_ms);
-        for map in [&mut self.by_stream_incident] {
-            for v in map.values_mut() {
-                if *v == from {
-                    v.clone_from(&into);
-                }
-            }
-        }
+        // Every index that named the folded incident names the kept one.
         for v in self
             .by_stream
             .values_mut()
             .chain(self.by_entry.values_mut())
+            .chain(self.by_stream_incident.values_mut())
         {
             if *v == from {
                 v.clone_from(&into);
