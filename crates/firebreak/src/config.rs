@@ -63,6 +63,8 @@ pub struct ServiceConfig {
     pub signals: crate::signals::log::SignalLogConfig,
     /// `firebreak coordinator`: the fleet's crisis coordinator.
     pub coordinator: Coordinator,
+    /// Evidence thumbnails (worker and coordinator).
+    pub evidence: crate::evidence::EvidenceConfig,
 }
 
 /// `[coordinator]`: the crisis coordinator (`firebreak coordinator`, fleet mode). It
@@ -215,6 +217,8 @@ pub struct FleetShared {
     pub signals_topic: String,
     /// Its retention when a worker creates it, ms.
     pub signals_retention_ms: u64,
+    /// The evidence topic (thumbnails; its retention is `[evidence] retention_hours`).
+    pub evidence_topic: String,
 }
 
 /// `[fleet.topics]`.
@@ -233,6 +237,8 @@ pub struct FleetTopics {
     pub policy: String,
     /// Every sampled frame's signals, for the coordinator and replay.
     pub signals: String,
+    /// Evidence thumbnails, for the coordinator.
+    pub evidence: String,
 }
 
 impl Default for FleetTopics {
@@ -243,6 +249,7 @@ impl Default for FleetTopics {
             stream_state: "firebreak.stream-state".into(),
             banks: "firebreak.banks".into(),
             policy: "firebreak.policy".into(),
+            evidence: "firebreak.evidence".into(),
             signals: "firebreak.signals".into(),
         }
     }
@@ -309,6 +316,7 @@ impl Fleet {
             ("fleet.topics.banks", &t.banks),
             ("fleet.topics.policy", &t.policy),
             ("fleet.topics.signals", &t.signals),
+            ("fleet.topics.evidence", &t.evidence),
         ];
         for (path, name) in names {
             if !valid_topic(name) {
@@ -1052,6 +1060,21 @@ impl Settings {
     pub fn coordinator(&self) -> &Coordinator {
         &self.raw.coordinator
     }
+
+    /// `[evidence]`.
+    pub fn evidence(&self) -> &crate::evidence::EvidenceConfig {
+        &self.raw.evidence
+    }
+
+    /// Where evidence thumbnails are kept (`None`: they are not).
+    pub fn evidence_dir(&self) -> Option<PathBuf> {
+        let e = self.evidence();
+        e.enabled.then(|| {
+            e.dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("evidence"))
+        })
+    }
 }
 
 impl ServerSettings {
@@ -1482,10 +1505,12 @@ impl ServiceConfig {
         }
         let policy = self.load_policy().map_err(|issues| out.extend(issues)).ok();
         self.coordinator.validate(&mut out);
+        out.extend(self.evidence.validate());
         let fleet_shared = self.fleet.as_ref().map(|f| FleetShared {
             feeds: f.feeds(),
             signals_topic: f.topics.signals.clone(),
             signals_retention_ms: (f.signals_retention_hours * 3_600_000.0) as u64,
+            evidence_topic: f.topics.evidence.clone(),
         });
         let fleet = match &self.fleet {
             None => None,

@@ -12,6 +12,7 @@
 //! - [`config`]: the daemon's TOML config, every issue reported with its path.
 //! - [`daemon`]: building the daemon from a config and serving it.
 //! - [`engine`]: detection, policy, incidents and the audit log.
+//! - [`evidence`]: evidence thumbnails, their retention and preservation.
 //! - [`http`]: the push hook, the API, the dashboard, auth.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`clock`]: wall time, injectable.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod coordinator;
 pub mod daemon;
 pub mod engine;
+pub mod evidence;
 pub mod fleet;
 pub mod http;
 pub mod metrics;

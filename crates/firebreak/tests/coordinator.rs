@@ -288,6 +288,41 @@ fn hex_hashes(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Checks an evidence thumbnail of the red crisis programme: a JPEG (decoded by the
+/// image crate's decoder), 160x90 (the configured width, 16:9 kept), red-dominated like
+/// the programme's frames (`lutrgb` puts red at 150 or more, green at most 116 and blue
+/// at most 61).
+fn assert_red_thumbnail(jpeg: &[u8]) {
+    let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+        .expect("a JPEG")
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (160, 90));
+    let n = f64::from(160 * 90);
+    let mean = |c: usize| img.pixels().map(|p| f64::from(p.0[c])).sum::<f64>() / n;
+    let (r, g, b) = (mean(0), mean(1), mean(2));
+    assert!(
+        r > 140.0 && r > g + 40.0 && g > b,
+        "mean rgb {r:.0} {g:.0} {b:.0}"
+    );
+}
+
+/// Files named `name` anywhere under `dir`.
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn ms_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -428,6 +463,77 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         assert!(m.lines().any(|l| l == line), "{line}:\n{m}");
     }
     assert_eq!(published, preview["count"].as_u64().unwrap());
+
+    // Evidence: each crisis stream's escalation named a thumbnail (a reference, never
+    // the bytes); the coordinator serves it to the tenant's responders only, and keeps
+    // it preserved now that the incident is confirmed.
+    let thumbs: Vec<String> = confirmed["incident"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stream"].as_str().unwrap().starts_with("live-crisis"))
+        .flat_map(|s| s["thumbnails"].as_array().unwrap().clone())
+        .map(|t| t["reference"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(thumbs.len() >= 2, "{confirmed}");
+    let evs = events(&broker.bootstrap);
+    for id in ["live-crisis", "live-crisis-2"] {
+        let escalated = of_stream(&evs, id)
+            .into_iter()
+            .find(|e| e["data"]["kind"] == "escalated")
+            .expect("escalated");
+        let t = escalated["data"]["thumbnail"]
+            .as_str()
+            .expect("a reference");
+        let digits = t
+            .strip_prefix("/v1/thumbnails/")
+            .expect("the thumbnail path");
+        assert!(
+            digits.len() == 32 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{t}"
+        );
+        assert_eq!(digits, escalated["id"].as_str().unwrap());
+        assert!(thumbs.iter().any(|r| r == t), "{t} not in {thumbs:?}");
+    }
+    for t in &thumbs {
+        let from_coord = wait(
+            "the thumbnail at the coordinator",
+            30,
+            || {
+                let (code, ctype, body) = coord.get_bytes(t, READ);
+                (code == 200).then(|| {
+                    assert_eq!(ctype, "image/jpeg");
+                    body
+                })
+            },
+            &all,
+        );
+        assert_red_thumbnail(&from_coord);
+        // The worker that made it serves the same bytes.
+        let from_worker: Vec<Vec<u8>> = [&a, &b]
+            .iter()
+            .map(|w| w.get_bytes(t, READ))
+            .filter(|(code, _, _)| *code == 200)
+            .map(|(_, _, body)| body)
+            .collect();
+        assert_eq!(from_worker, vec![from_coord.clone()], "{t}");
+        // Another tenant's responder, and no credential at all, get nothing.
+        for d in [&coord, &a, &b] {
+            assert_eq!(d.get_bytes(t, firebreak_testkit::daemon::OTHER).0, 404);
+            assert_eq!(d.call("GET", t, None, b"").0, 401);
+        }
+        let name = format!("{}.jpg", t.rsplit('/').next().unwrap());
+        wait(
+            "the evidence preserved",
+            30,
+            || {
+                let found = find_named(&coord.data().join("evidence"), &name);
+                (found.len() == 1 && found[0].components().any(|c| c.as_os_str() == "preserved"))
+                    .then_some(())
+            },
+            &all,
+        );
+    }
     // Every worker applies every entry.
     wait_applied(
         &[&a, &b],
@@ -479,6 +585,34 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     );
     let decided_ms =
         firebreak::signals::labels::parse_time(copy_crisis["time"].as_str().unwrap()).unwrap();
+    // The copy's evidence joins the confirmed incident's, preserved too; the incident
+    // shows the banked reference frame (the confirmation's own evidence) beside it.
+    let copy_thumb = copy_crisis["data"]["thumbnail"]
+        .as_str()
+        .expect("a reference");
+    let copy_name = format!("{}.jpg", copy_thumb.rsplit('/').next().unwrap());
+    wait(
+        "the copy's evidence preserved",
+        30,
+        || {
+            let found = find_named(&coord.data().join("evidence"), &copy_name);
+            (found.len() == 1 && found[0].components().any(|c| c.as_os_str() == "preserved"))
+                .then_some(())
+        },
+        &all,
+    );
+    let (code, _, jpeg) = coord.get_bytes(copy_thumb, READ);
+    assert_eq!(code, 200);
+    assert_red_thumbnail(&jpeg);
+    let shown = coord.get(&format!("/v1/incidents/{incident}"), READ);
+    let references = shown["references"].as_array().unwrap();
+    assert!(
+        references.iter().any(|r| r["incident"] == incident.as_str()
+            && thumbs
+                .iter()
+                .any(|t| r["thumbnail"]["reference"] == t.as_str())),
+        "{shown}"
+    );
     // The benign stream with the shared intro ran to its end without escalating.
     wait("benign-3 ended", 120, || ended(&a, "benign-3"), &all);
     let ev = events(&broker.bootstrap);
@@ -1017,6 +1151,32 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
             );
         }
     }
+    // The evidence frame is loaded (with the token) and blurred until clicked.
+    let img = format!("{row} figure.thumb img");
+    let natural_width = format!(
+        "const i = document.querySelector({img:?}); return i && i.complete ? i.naturalWidth : 0;"
+    );
+    wait(
+        "the evidence thumbnail loaded",
+        30,
+        || (browser.eval(&natural_width) == 160).then_some(()),
+        &all,
+    );
+    let filter = format!("return getComputedStyle(document.querySelector({img:?})).filter;");
+    let blurred = browser.eval(&filter);
+    assert!(
+        blurred.as_str().is_some_and(|f| f.contains("blur(")),
+        "blurred by default: {blurred}"
+    );
+    let reveal = browser
+        .find(&format!("{row} figure.thumb button.reveal"))
+        .unwrap();
+    browser.click(&reveal);
+    assert_eq!(
+        browser.eval(&filter),
+        Value::from("none"),
+        "revealed on click"
+    );
     // Confirm… shows the preview first; publishing from it confirms.
     let confirm = browser
         .find(&format!("{row} button.act[data-action=\"confirm\"]"))

@@ -84,4 +84,37 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
     let after = d.get("/v1/escalations", READ);
     assert_eq!(after["escalations"][0]["state"], "acknowledged");
     assert_eq!(after["escalations"][0]["acknowledged"]["by"], "platform");
+
+    // The evidence frame: served to the tenant's responders only, shown in the detail
+    // panel blurred until clicked.
+    let thumb = after["escalations"][0]["thumbnail"]
+        .as_str()
+        .expect("a thumbnail reference")
+        .to_owned();
+    let (code, ctype, jpeg) = d.get_bytes(&thumb, READ);
+    assert_eq!((code, ctype.as_str()), (200, "image/jpeg"));
+    let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
+    assert!(img.width() <= 160 && img.width() >= 16, "{}", img.width());
+    assert_eq!(d.get_bytes(&thumb, support::OTHER).0, 404);
+    assert_eq!(d.call("GET", &thumb, None, b"").0, 401);
+    let stream_cell = browser
+        .find(&format!("tr[data-id=\"{id}\"] td"))
+        .expect("a cell of the row");
+    browser.click(&stream_cell);
+    let natural_width = "const i = document.querySelector('#detail figure.thumb img'); \
+                         return i && i.complete ? i.naturalWidth : 0;";
+    let want = serde_json::Value::from(img.width());
+    d.wait("the evidence frame in the detail panel", 30, || {
+        (browser.eval(natural_width) == want).then_some(())
+    });
+    let filter =
+        "return getComputedStyle(document.querySelector('#detail figure.thumb img')).filter;";
+    let blurred = browser.eval(filter);
+    assert!(
+        blurred.as_str().is_some_and(|f| f.contains("blur(")),
+        "blurred by default: {blurred}"
+    );
+    let reveal = browser.find("#detail figure.thumb button.reveal").unwrap();
+    browser.click(&reveal);
+    assert_eq!(browser.eval(filter), serde_json::Value::from("none"));
 }

@@ -509,7 +509,7 @@ fn every_answer_carries_security_headers() {
             Some(
                 format!(
                     "default-src 'none'; script-src 'sha256-{script}'; style-src 'sha256-{style}'; \
-                     connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+                     connect-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; \
                      base-uri 'none'; form-action 'none'"
                 )
                 .as_str()

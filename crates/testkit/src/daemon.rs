@@ -197,6 +197,26 @@ impl Daemon {
         response(r.send_bytes(body))
     }
 
+    /// GET with a token; returns status, content type and the raw body.
+    pub fn get_bytes(&self, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+        use std::io::Read;
+        let r = ureq::get(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call();
+        let resp = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("GET {path}: {e}"),
+        };
+        let (status, ctype) = (resp.status(), resp.content_type().to_owned());
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(16 << 20)
+            .read_to_end(&mut body)
+            .expect("body");
+        (status, ctype, body)
+    }
+
     /// GET with a token; asserts 200 and returns the JSON body.
     pub fn get(&self, path: &str, token: &str) -> Value {
         let (status, v) = self.call("GET", path, Some(token), b"");

@@ -76,6 +76,7 @@ pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
         .route("/v1/incidents/{id}/preview", get(preview))
         .route("/v1/incidents/{id}/export", get(export))
         .route("/v1/incidents/{id}/{action}", post(act))
+        .route("/v1/thumbnails/{id}", get(thumbnail))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::http::auth::layer,
@@ -132,6 +133,20 @@ struct StreamView {
     ended: bool,
     /// Frame hashes the coordinator holds for it.
     frames: usize,
+    /// Evidence thumbnails of its escalations (references), oldest first.
+    thumbnails: Vec<super::hub::Thumb>,
+}
+
+/// The banked reference frame of a match: evidence of the confirmed incident that
+/// published the entry.
+#[derive(Debug, Serialize)]
+struct ReferenceView {
+    /// The bank key matched (`bank/id`).
+    entry: String,
+    /// The confirmed incident that published it.
+    incident: String,
+    /// Its evidence thumbnail.
+    thumbnail: super::hub::Thumb,
 }
 
 /// An incident as the API shows it.
@@ -149,10 +164,35 @@ struct IncidentView {
     rules: Vec<String>,
     history: Vec<serde_json::Value>,
     published: Option<Published>,
+    /// Banked reference frames beside the evidence, when matches came from entries
+    /// a confirmation published (only those the caller may see).
+    references: Vec<ReferenceView>,
 }
 
-fn view(c: &Coordinator, inc: &Incident) -> IncidentView {
+fn view(c: &Coordinator, inc: &Incident, caller: &Caller) -> IncidentView {
     let hub = c.hub();
+    let mut references = Vec::new();
+    for e in &inc.entries {
+        let key = format!("{}/{}", e.bank, e.entry);
+        let Some(owner) = hub.entry_owner(&key) else {
+            continue;
+        };
+        if references
+            .iter()
+            .any(|r: &ReferenceView| r.incident == owner)
+        {
+            continue;
+        }
+        let may_see =
+            |s: &firebreak_coordinator::StreamKey| caller.is_admin() || s.tenant == caller.tenant;
+        if let Some((_, t)) = hub.confirmed_thumbs(owner).iter().find(|(s, _)| may_see(s)) {
+            references.push(ReferenceView {
+                entry: key,
+                incident: owner.to_owned(),
+                thumbnail: t.clone(),
+            });
+        }
+    }
     IncidentView {
         id: inc.id.clone(),
         state: inc.state,
@@ -174,6 +214,12 @@ fn view(c: &Coordinator, inc: &Incident) -> IncidentView {
                 worker: m.worker.clone(),
                 ended: m.ended,
                 frames: hub.frames_of(k),
+                thumbnails: hub
+                    .thumbs_of(&inc.id)
+                    .into_iter()
+                    .filter(|(s, _)| s == k)
+                    .map(|(_, t)| t)
+                    .collect(),
             })
             .collect(),
         entries: inc.entries.iter().cloned().collect(),
@@ -184,6 +230,7 @@ fn view(c: &Coordinator, inc: &Incident) -> IncidentView {
             .map(|(at, who, what)| json!({"at_ms": at, "who": who, "what": what}))
             .collect(),
         published: hub.published(&inc.id).cloned(),
+        references,
     }
 }
 
@@ -213,7 +260,7 @@ async fn list(State(c): State<Arc<Coordinator>>, Extension(caller): Extension<Ca
             })
             .collect()
     };
-    let views: Vec<IncidentView> = incidents.iter().map(|i| view(&c, i)).collect();
+    let views: Vec<IncidentView> = incidents.iter().map(|i| view(&c, i, &caller)).collect();
     Json(json!({ "incidents": views })).into_response()
 }
 
@@ -223,7 +270,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Response {
     match visible(&c, &caller, &id) {
-        Some(inc) => Json(view(&c, &inc)).into_response(),
+        Some(inc) => Json(view(&c, &inc, &caller)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such incident"),
     }
 }
@@ -362,6 +409,34 @@ async fn export(
         text,
     )
         .into_response()
+}
+
+/// `GET /v1/thumbnails/{id}` (`read`): an evidence thumbnail, to its stream's tenant
+/// and admins only.
+async fn thumbnail(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(store) = c.evidence.clone() else {
+        return error(StatusCode::NOT_FOUND, "no such thumbnail");
+    };
+    let tenant = caller.tenant_filter().map(str::to_owned);
+    match tokio::task::spawn_blocking(move || store.get(tenant.as_deref(), &id)).await {
+        Ok(Ok(Some(jpeg))) => crate::http::api::jpeg_response(jpeg),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such thumbnail"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "coordinator: reading an evidence thumbnail");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the thumbnail could not be read",
+            )
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the thumbnail could not be read",
+        ),
+    }
 }
 
 fn conflict(state: IncState, action: &str) -> Response {
@@ -512,7 +587,7 @@ async fn act(
     }
     match visible(&c, &caller, &id) {
         Some(inc) => {
-            let view = view(&c, &inc);
+            let view = view(&c, &inc, &caller);
             Json(json!({"incident": view, "action": record})).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "no such incident"),

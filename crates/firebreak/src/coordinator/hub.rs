@@ -151,6 +151,16 @@ pub struct Hub {
     counts: Counts,
     /// Incidents opened or merged since the last [`Hub::take_notices`].
     notices: Vec<Notice>,
+    /// Evidence thumbnails named by each stream's escalations.
+    thumbs: HashMap<StreamKey, VecDeque<Thumb>>,
+    /// Thumbnails of confirmed incidents: preserved, also when they arrive later.
+    preserve: HashSet<String>,
+    /// Newly in `preserve`, for [`Hub::take_preserve`].
+    to_preserve: Vec<String>,
+    /// Which confirmed incident published each bank key (`bank/id`).
+    entry_owner: HashMap<String, String>,
+    /// The evidence each confirmation was made on: the banked reference frames.
+    confirmed_thumbs: HashMap<String, Vec<(StreamKey, Thumb)>>,
 }
 
 fn kind_of(s: &str) -> Option<DecisionKind> {
@@ -163,9 +173,27 @@ fn kind_of(s: &str) -> Option<DecisionKind> {
     })
 }
 
+/// Evidence thumbnails kept per stream (the latest).
+const THUMBS_PER_STREAM: usize = 64;
+
+/// An evidence thumbnail an escalation named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Thumb {
+    /// Where it is served (`/v1/thumbnails/<id>`).
+    pub reference: String,
+    /// The decision id.
+    pub id: String,
+    /// The decision's wall time, ms.
+    pub wall_ms: u64,
+    /// The tier then.
+    pub tier: String,
+}
+
 /// An escalation CloudEvent as the coordinator reads it, with the media time its
-/// incident started at (ms).
-pub fn parse_escalation(payload: &[u8]) -> Result<(Escalation, Option<u64>), String> {
+/// incident started at (ms) and its evidence thumbnail's decision id.
+pub fn parse_escalation(
+    payload: &[u8],
+) -> Result<(Escalation, Option<u64>, Option<String>), String> {
     let v: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
     let d = &v["data"];
     let text = |x: &Value, what: &str| {
@@ -193,6 +221,12 @@ pub fn parse_escalation(payload: &[u8]) -> Result<(Escalation, Option<u64>), Str
         .as_f64()
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| (s * 1000.0) as u64);
+    // Only a reference of the form workers write: another value names no file here.
+    let thumbnail = d["thumbnail"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("/v1/thumbnails/"))
+        .filter(|id| crate::evidence::valid_id(id))
+        .map(str::to_owned);
     Ok((
         Escalation {
             id: text(&v["id"], "id")?,
@@ -217,6 +251,7 @@ pub fn parse_escalation(payload: &[u8]) -> Result<(Escalation, Option<u64>), Str
                 .unwrap_or_default(),
         },
         media_start,
+        thumbnail,
     ))
 }
 
@@ -249,6 +284,11 @@ impl Hub {
             now_ms: 0,
             counts: Counts::default(),
             notices: Vec::new(),
+            thumbs: HashMap::new(),
+            preserve: HashSet::new(),
+            to_preserve: Vec::new(),
+            entry_owner: HashMap::new(),
+            confirmed_thumbs: HashMap::new(),
         }
     }
 
@@ -284,7 +324,7 @@ impl Hub {
 
     /// An escalation event (a CloudEvent's JSON).
     pub fn on_escalation(&mut self, payload: &[u8]) {
-        let (e, media_start) = match parse_escalation(payload) {
+        let (e, media_start, thumbnail) = match parse_escalation(payload) {
             Ok(x) => x,
             Err(err) => {
                 self.counts.bad_escalations += 1;
@@ -313,6 +353,27 @@ impl Hub {
         }
         let changes = self.incidents.on_escalation(&e, &self.links);
         tracing::debug!(stream = %e.stream, ?changes, "coordinator: escalation");
+        if let Some(id) = thumbnail {
+            let t = self.thumbs.entry(e.stream.clone()).or_default();
+            t.push_back(Thumb {
+                reference: crate::evidence::reference(&id),
+                id: id.clone(),
+                wall_ms: e.wall_ms,
+                tier: e.tier.clone(),
+            });
+            while t.len() > THUMBS_PER_STREAM {
+                t.pop_front();
+            }
+            // Evidence of a copy joining a confirmed incident is preserved too.
+            if self
+                .incidents
+                .of_stream(&e.stream)
+                .is_some_and(|i| i.state == State::Confirmed)
+                && self.preserve.insert(id.clone())
+            {
+                self.to_preserve.push(id);
+            }
+        }
         self.note_opened(&changes);
         self.retry_pending();
     }
@@ -473,6 +534,18 @@ impl Hub {
                             })
                         });
                         self.incidents.claim_entries(&record.incident, entries);
+                        for k in &record.entries {
+                            self.entry_owner.insert(k.clone(), record.incident.clone());
+                        }
+                        let thumbs = self.thumbs_of(&record.incident);
+                        let ids: Vec<String> = thumbs.iter().map(|(_, t)| t.id.clone()).collect();
+                        self.confirmed_thumbs
+                            .insert(record.incident.clone(), thumbs);
+                        for id in ids {
+                            if self.preserve.insert(id.clone()) {
+                                self.to_preserve.push(id);
+                            }
+                        }
                         self.published.insert(
                             record.incident.clone(),
                             Published {
@@ -482,7 +555,13 @@ impl Hub {
                         );
                     }
                     Action::Retract => {
-                        self.published.remove(&record.incident);
+                        // Its evidence stays preserved: a retraction is itself on
+                        // the record.
+                        if let Some(p) = self.published.remove(&record.incident) {
+                            for k in p.entries {
+                                self.entry_owner.remove(&k);
+                            }
+                        }
                     }
                     Action::Reject => {
                         let h: Vec<Hash256> = hashes().collect();
@@ -527,6 +606,45 @@ impl Hub {
                 _ => {}
             }
         }
+    }
+
+    /// The evidence thumbnails of `incident`'s streams, oldest first per stream.
+    pub fn thumbs_of(&self, incident: &str) -> Vec<(StreamKey, Thumb)> {
+        let Some(inc) = self.incidents.get(incident) else {
+            return Vec::new();
+        };
+        inc.streams
+            .keys()
+            .flat_map(|s| {
+                self.thumbs
+                    .get(s)
+                    .into_iter()
+                    .flatten()
+                    .map(move |t| (s.clone(), t.clone()))
+            })
+            .collect()
+    }
+
+    /// The confirmed incident that published bank key `key` (`bank/id`).
+    pub fn entry_owner(&self, key: &str) -> Option<&str> {
+        self.entry_owner.get(key).map(String::as_str)
+    }
+
+    /// The evidence thumbnails confirmed incident `incident` was confirmed on.
+    pub fn confirmed_thumbs(&self, incident: &str) -> &[(StreamKey, Thumb)] {
+        self.confirmed_thumbs
+            .get(incident)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether thumbnail `id` belongs to a confirmed incident (keep it preserved).
+    pub fn should_preserve(&self, id: &str) -> bool {
+        self.preserve.contains(id)
+    }
+
+    /// Thumbnails newly belonging to a confirmed incident since the last call.
+    pub fn take_preserve(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.to_preserve)
     }
 
     /// What to tell a platform since the last call, oldest first.

@@ -185,6 +185,8 @@ pub struct Coordinator {
     pub crisis_bank: String,
     /// The negative bank.
     pub negative_bank: String,
+    /// Evidence thumbnails, copied from the evidence topic (`None`: not kept).
+    pub evidence: Option<crate::evidence::EvidenceStore>,
 }
 
 fn lock(m: &Mutex<Hub>) -> std::sync::MutexGuard<'_, Hub> {
@@ -205,8 +207,18 @@ impl Coordinator {
     }
 }
 
-/// The topics a coordinator reads: (escalations, signals, incidents).
-fn topics(settings: &Settings) -> Result<(String, String, String)> {
+/// The topics a coordinator reads.
+#[derive(Debug, Clone)]
+struct Topics {
+    escalations: String,
+    signals: String,
+    incidents: String,
+    /// Evidence thumbnails (`None`: not kept here).
+    evidence: Option<String>,
+}
+
+/// The topics a coordinator reads.
+fn topics(settings: &Settings) -> Result<Topics> {
     let shared = settings
         .fleet_shared
         .as_ref()
@@ -219,11 +231,15 @@ fn topics(settings: &Settings) -> Result<(String, String, String)> {
             SinkSettings::Kafka { topic, .. } => topic.clone(),
             _ => "firebreak.escalations".into(),
         });
-    Ok((
+    Ok(Topics {
         escalations,
-        shared.signals_topic.clone(),
-        c.incidents_topic.clone(),
-    ))
+        signals: shared.signals_topic.clone(),
+        incidents: c.incidents_topic.clone(),
+        evidence: settings
+            .evidence()
+            .enabled
+            .then(|| shared.evidence_topic.clone()),
+    })
 }
 
 /// What the active coordinator tells a webhook about a new incident.
@@ -271,18 +287,79 @@ type Notify = (
     std::sync::mpsc::Sender<serde_json::Value>,
 );
 
+/// Stores one record of the evidence topic (preserved at once if its incident is
+/// confirmed already). Blocking file I/O, on the tail thread, outside the hub's lock.
+fn store_evidence(coord: &Coordinator, store: &crate::evidence::EvidenceStore, payload: &[u8]) {
+    let (meta, jpeg) = match crate::evidence::decode_record(payload) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(error = %e, "coordinator: unreadable evidence record");
+            return;
+        }
+    };
+    if let Err(e) = store.put(&meta.tenant, &meta.id, jpeg) {
+        tracing::warn!(error = %e, "coordinator: storing an evidence thumbnail");
+        return;
+    }
+    if coord.hub().should_preserve(&meta.id) {
+        preserve(store, [meta.id]);
+    }
+}
+
+fn preserve(store: &crate::evidence::EvidenceStore, ids: impl IntoIterator<Item = String>) {
+    let now = std::time::SystemTime::now();
+    for id in ids {
+        match store.preserve(&id, now) {
+            Ok(true) => tracing::info!(thumbnail = %id, "coordinator: evidence preserved"),
+            // Not here yet: preserved when it arrives (`should_preserve`).
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, thumbnail = %id, "coordinator: preserving evidence")
+            }
+        }
+    }
+}
+
 /// Reads the topics into the hub until `stop`.
 fn tail_loop(
     coord: Arc<Coordinator>,
     mut tail: Tail,
-    names: (String, String, String),
+    names: Topics,
     stop: Arc<AtomicBool>,
     notify: Option<Notify>,
+    evidence: crate::evidence::EvidenceConfig,
 ) {
-    let (escalations, signals, incidents) = names;
+    let Topics {
+        escalations,
+        signals,
+        incidents,
+        evidence: evidence_topic,
+    } = names;
     let mut idle_after_assign = false;
+    let mut last_sweep = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
+        if let Some(store) = &coord.evidence
+            && last_sweep.elapsed() >= Duration::from_secs(60)
+        {
+            last_sweep = std::time::Instant::now();
+            match store.sweep(
+                std::time::SystemTime::now(),
+                evidence.retention(),
+                evidence.preserve(),
+            ) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(removed = n, "coordinator: evidence past retention removed")
+                }
+                Err(e) => tracing::warn!(error = %e, "coordinator: evidence retention sweep"),
+            }
+        }
         match tail.poll(Duration::from_millis(100)) {
+            Some(Ok(r)) if evidence_topic.as_deref() == Some(r.topic.as_str()) => {
+                if let Some(store) = &coord.evidence {
+                    store_evidence(&coord, store, &r.payload);
+                }
+            }
             Some(Ok(r)) => {
                 let mut hub = coord.hub();
                 if r.topic == escalations {
@@ -321,7 +398,13 @@ fn tail_loop(
                         }
                     }
                 }
+                let newly = hub.take_preserve();
                 drop(hub);
+                if let Some(store) = &coord.evidence
+                    && !newly.is_empty()
+                {
+                    preserve(store, newly);
+                }
                 coord.changed.notify_waiters();
             }
             Some(Err(e)) => tracing::warn!(error = %e, "coordinator: reading the topics"),
@@ -355,6 +438,8 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     let kafka: SharedConfig = shared.feeds.shared();
     let c = settings.coordinator().clone();
     let tiers = settings.policy.config.tiers.clone();
+    let evidence = settings.evidence().clone();
+    let evidence_dir = settings.evidence_dir();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -362,9 +447,14 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     runtime.block_on(async move {
         // The action log: one partition (one order of actions), compacted on unique
         // keys (nothing is ever compacted away).
-        firebreak_delivery::compacted::ensure_topic(&kafka, &names.2, 1, shared.feeds.replication)
-            .await
-            .with_context(|| format!("creating {}", names.2))?;
+        firebreak_delivery::compacted::ensure_topic(
+            &kafka,
+            &names.incidents,
+            1,
+            shared.feeds.replication,
+        )
+        .await
+        .with_context(|| format!("creating {}", names.incidents))?;
         firebreak_delivery::compacted::ensure_topic(
             &kafka,
             &shared.feeds.banks_topic,
@@ -377,22 +467,40 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         // existing topic is left as it is (the workers create the signals topic alike).
         firebreak_delivery::telemetry::ensure_topic(
             &kafka,
-            &names.0,
+            &names.escalations,
             shared.feeds.partitions,
             shared.feeds.replication,
             ESCALATIONS_RETENTION_MS,
         )
         .await
-        .with_context(|| format!("creating {}", names.0))?;
+        .with_context(|| format!("creating {}", names.escalations))?;
         firebreak_delivery::telemetry::ensure_topic(
             &kafka,
-            &names.1,
+            &names.signals,
             shared.feeds.partitions,
             shared.feeds.replication,
             shared.signals_retention_ms,
         )
         .await
-        .with_context(|| format!("creating {}", names.1))?;
+        .with_context(|| format!("creating {}", names.signals))?;
+        if let Some(topic) = &names.evidence {
+            firebreak_delivery::telemetry::ensure_topic(
+                &kafka,
+                topic,
+                shared.feeds.partitions,
+                shared.feeds.replication,
+                evidence.retention().as_millis() as u64,
+            )
+            .await
+            .with_context(|| format!("creating {topic}"))?;
+        }
+        let store = match &evidence_dir {
+            None => None,
+            Some(dir) => Some(
+                crate::evidence::EvidenceStore::open(dir)
+                    .with_context(|| format!("opening the evidence store in {}", dir.display()))?,
+            ),
+        };
         let coord = Arc::new(Coordinator {
             metrics: CoordinatorMetrics::new(),
             hub: Mutex::new(Hub::new(c.clone(), tiers)),
@@ -400,11 +508,16 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             ready: AtomicBool::new(false),
             joined: std::sync::OnceLock::new(),
             banks: Writer::new(&kafka, &shared.feeds.banks_topic)?,
-            log: Writer::new(&kafka, &names.2)?,
+            log: Writer::new(&kafka, &names.incidents)?,
             crisis_bank: c.crisis_bank.clone(),
             negative_bank: c.negative_bank.clone(),
+            evidence: store,
         });
-        let tail = Tail::open(&kafka, &[&names.0, &names.1, &names.2])?;
+        let mut read: Vec<&str> = vec![&names.escalations, &names.signals, &names.incidents];
+        if let Some(t) = &names.evidence {
+            read.push(t);
+        }
+        let tail = Tail::open(&kafka, &read)?;
         let notify = match &c.webhook_url {
             None => None,
             Some(url) => {
@@ -416,7 +529,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     });
                 let leader = firebreak_delivery::telemetry::Leadership::join(
                     &kafka,
-                    &names.2,
+                    &names.incidents,
                     &c.group_id,
                     session,
                 )?;
@@ -434,7 +547,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             let (coord, stop) = (coord.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("coordinator-tail".into())
-                .spawn(move || tail_loop(coord, tail, names, stop, notify))?
+                .spawn(move || tail_loop(coord, tail, names, stop, notify, evidence))?
         };
         let (metrics, _) = crate::metrics::Metrics::new();
         let auth = Arc::new(

@@ -340,6 +340,28 @@ impl Daemon {
                 engine.set_signal_sink(Arc::new(crate::signals::Tee(sinks)));
             }
         }
+        // Evidence thumbnails (evidence.rs), to the evidence topic too in fleet mode
+        // (created in `serve`).
+        if let Some(dir) = config.evidence_dir() {
+            let store = crate::evidence::EvidenceStore::open(&dir)
+                .with_context(|| format!("opening the evidence store in {}", dir.display()))?;
+            let publisher = match &config.fleet_shared {
+                None => None,
+                Some(f) => Some(
+                    firebreak_delivery::telemetry::Publisher::new(
+                        &f.feeds.shared(),
+                        &f.evidence_topic,
+                        16 * 1024,
+                    )
+                    .context("fleet mode: the evidence producer")?,
+                ),
+            };
+            engine.set_evidence(Arc::new(crate::evidence::Recorder::new(
+                store,
+                config.evidence().width,
+                publisher,
+            )));
+        }
         // Incidents and policy versions from the data directory (engine::journal,
         // engine::versions).
         engine
@@ -582,6 +604,15 @@ impl Daemon {
                     )
                     .await
                     .with_context(|| format!("fleet mode: creating {}", shared.signals_topic))?;
+                    firebreak_delivery::telemetry::ensure_topic(
+                        &shared.feeds.shared(),
+                        &shared.evidence_topic,
+                        shared.feeds.partitions,
+                        shared.feeds.replication,
+                        config.evidence().retention().as_millis() as u64,
+                    )
+                    .await
+                    .with_context(|| format!("fleet mode: creating {}", shared.evidence_topic))?;
                 }
                 let mut f = f.clone();
                 f.worker_id = worker_id.clone();
@@ -649,6 +680,36 @@ impl Daemon {
                 }
             })
         };
+        // Once a minute: evidence thumbnails past their retention go.
+        if let Some(rec) = engine.evidence().cloned() {
+            let e = config.evidence().clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = rx.wait_for(|s| *s) => return,
+                    }
+                    let (rec, e) = (rec.clone(), e.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        match rec.store().sweep(
+                            std::time::SystemTime::now(),
+                            e.retention(),
+                            e.preserve(),
+                        ) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                removed = n,
+                                "evidence thumbnails past retention removed"
+                            ),
+                            Err(err) => tracing::warn!(error = %err, "evidence retention sweep"),
+                        }
+                    })
+                    .await;
+                }
+            });
+        }
         // Once a second: idle pushed streams ended, cool-downs, stalls (the stream
         // metrics are read when scraped).
         {

@@ -148,6 +148,9 @@ pub struct Escalation {
     /// The last reopening: new evidence after a resolution (`null` if never).
     #[schema(required = true)]
     pub reopened: Option<Reopened>,
+    /// The latest evidence thumbnail (`/v1/thumbnails/<decision id>`; `null` if none).
+    #[schema(required = true)]
+    pub thumbnail: Option<String>,
 }
 
 /// One incident as it is kept (and journaled, `engine::journal`).
@@ -169,6 +172,9 @@ pub(crate) struct Incident {
     /// The last reopening (absent in journals written before reopening existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reopened: Option<Reopened>,
+    /// The latest evidence thumbnail's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thumbnail: Option<String>,
 }
 
 impl Incident {
@@ -196,6 +202,7 @@ impl Incident {
             acknowledged: self.state.ack().cloned(),
             resolved: self.state.resolved().cloned(),
             reopened: self.reopened.clone(),
+            thumbnail: self.thumbnail.clone(),
         }
     }
 }
@@ -311,6 +318,7 @@ impl IncidentStore {
             media_end: d.media_end,
             evidence: d.evidence.clone(),
             reopened: None,
+            thumbnail: None,
         };
         let view = e.view(&d.incident_id);
         self.by_id.insert(d.incident_id.clone(), e);
@@ -318,6 +326,13 @@ impl IncidentStore {
         // Keep the store bounded: drop the oldest resolved incident first.
         self.evict();
         view
+    }
+
+    /// Names the latest evidence thumbnail of incident `id`.
+    pub fn set_thumbnail(&mut self, id: &str, reference: String) {
+        if let Some(e) = self.by_id.get_mut(id) {
+            e.thumbnail = Some(reference);
+        }
     }
 
     /// A responder's action on an incident `tenant` may see (`None`: any). Returns the

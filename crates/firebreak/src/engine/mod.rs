@@ -167,6 +167,8 @@ pub struct Engine {
     metrics: Metrics,
     /// Where each frame's signals, each event and each tick are recorded (set once).
     signal_sink: std::sync::OnceLock<Arc<dyn crate::signals::SignalSink>>,
+    /// Evidence thumbnails (set once).
+    evidence: std::sync::OnceLock<Arc<crate::evidence::Recorder>>,
     /// Failed writes of the engine's own files (`journal`, `audit`), by file: an alarm
     /// until that file's next good write.
     storage_alarms: Mutex<std::collections::BTreeMap<&'static str, String>>,
@@ -206,6 +208,7 @@ impl Engine {
             pipeline,
             metrics,
             signal_sink: std::sync::OnceLock::new(),
+            evidence: std::sync::OnceLock::new(),
             storage_alarms: Mutex::new(Default::default()),
         })
     }
@@ -214,6 +217,17 @@ impl Engine {
     /// on (once; false if a sink was already set).
     pub fn set_signal_sink(&self, sink: Arc<dyn crate::signals::SignalSink>) -> bool {
         self.signal_sink.set(sink).is_ok()
+    }
+
+    /// Keeps a thumbnail of each frame that raises or updates an escalation from now on
+    /// (once; false if set already).
+    pub fn set_evidence(&self, recorder: Arc<crate::evidence::Recorder>) -> bool {
+        self.evidence.set(recorder).is_ok()
+    }
+
+    /// The evidence thumbnails, if kept.
+    pub fn evidence(&self) -> Option<&Arc<crate::evidence::Recorder>> {
+        self.evidence.get()
     }
 
     /// Writes the signal sink's queued records (blocking; at shutdown).
@@ -431,7 +445,8 @@ impl Engine {
             .with_label_values(&[&frame.stream_id])
             .set(tier_index as i64);
         let owner = stream.owner();
-        self.emit(&policy, decisions, frame.origin_ms, &owner);
+        let thumbnails = self.thumbnails(&decisions, frame, &owner);
+        self.emit(&policy, decisions, frame.origin_ms, &owner, &thumbnails);
         let update = StreamUpdate {
             id: frame.stream_id.to_string(),
             tenant: owner.to_string(),
@@ -481,7 +496,7 @@ impl Engine {
         let decisions = s.state.on_event(&policy, event, now);
         stream.publish(&s, &policy);
         drop(s);
-        self.emit(&policy, decisions, None, &stream.owner());
+        self.emit(&policy, decisions, None, &stream.owner(), &HashMap::new());
     }
 
     /// Lets quiet streams cool down (call every second or so), and forgets streams
@@ -511,13 +526,51 @@ impl Engine {
             let decisions = s.state.tick(&policy, now);
             stream.publish(&s, &policy);
             drop(s);
-            self.emit(&policy, decisions, None, &stream.owner());
+            self.emit(&policy, decisions, None, &stream.owner(), &HashMap::new());
         }
     }
 
+    /// The evidence thumbnail of `frame` for each decision that raised or updated an
+    /// escalation on it, by decision id (one image, stored under each).
+    fn thumbnails(
+        &self,
+        decisions: &[Decision],
+        frame: &SampledFrame,
+        owner: &str,
+    ) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        let Some(rec) = self.evidence.get() else {
+            return out;
+        };
+        for d in decisions {
+            if !matches!(d.kind, DecisionKind::Escalated | DecisionKind::Updated) {
+                continue;
+            }
+            let meta = crate::evidence::ThumbnailMeta {
+                v: 1,
+                id: d.id.clone(),
+                tenant: owner.to_owned(),
+                stream: d.stream_id.clone(),
+                media_ms: (frame.pts.max(0.0) * 1000.0) as u64,
+                wall_ms: d.wall_ms,
+            };
+            if let Some(r) = rec.record(&meta, &frame.rgb, frame.width, frame.height) {
+                out.insert(d.id.clone(), r);
+            }
+        }
+        out
+    }
+
     /// Each decision (on a stream of tenant `owner`) into the outbox, the incidents
-    /// and the live feed.
-    fn emit(&self, policy: &Policy, decisions: Vec<Decision>, origin_ms: Option<u64>, owner: &str) {
+    /// and the live feed, with its evidence thumbnail's reference if it has one.
+    fn emit(
+        &self,
+        policy: &Policy,
+        decisions: Vec<Decision>,
+        origin_ms: Option<u64>,
+        owner: &str,
+        thumbnails: &HashMap<String, String>,
+    ) {
         if decisions.is_empty() {
             return;
         }
@@ -527,7 +580,11 @@ impl Engine {
         };
         for d in decisions {
             let t = Instant::now();
-            let event = cloud_event(&d, &producer);
+            let mut event = cloud_event(&d, &producer);
+            let thumbnail = thumbnails.get(&d.id);
+            if let Some(t) = thumbnail {
+                event["data"]["thumbnail"] = Value::String(t.clone());
+            }
             let bytes = serde_json::to_vec(&event).expect("json");
             // A full outbox or a failed write is waited out (and alarmed by the
             // pipeline), never dropped: the ingest is refused meanwhile (503).
@@ -548,20 +605,30 @@ impl Engine {
                 self.metrics.escalations.with_label_values(&[&d.tier]).inc();
             }
             tracing::info!(stream = %d.stream_id, incident = %d.incident_id, kind = ?d.kind, tier = %d.tier, rules = ?d.rules, "decision");
-            let esc = self.record(policy, &d, owner);
+            let esc = self.record(policy, &d, owner, thumbnail);
             let _ = self
                 .events
                 .send(("escalation", serde_json::to_value(esc).expect("json")));
         }
     }
 
-    fn record(&self, policy: &Policy, d: &Decision, tenant: &str) -> Escalation {
+    fn record(
+        &self,
+        policy: &Policy,
+        d: &Decision,
+        tenant: &str,
+        thumbnail: Option<&String>,
+    ) -> Escalation {
         let tier_index = policy.config().tier_index(&d.tier).map_or(0, |i| i + 1);
         let mut journal = lock(&self.journal);
         let (view, incident, kept, was) = {
             let mut store = lock(&self.incidents);
             let was = store.incident(&d.incident_id).map(|e| e.state_name());
-            let view = store.record(d, tier_index, tenant);
+            let mut view = store.record(d, tier_index, tenant);
+            if let Some(t) = thumbnail {
+                store.set_thumbnail(&d.incident_id, t.clone());
+                view.thumbnail = Some(t.clone());
+            }
             let incident = store.incident(&d.incident_id).cloned();
             (view, incident, store.len(), was)
         };

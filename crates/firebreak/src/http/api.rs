@@ -374,6 +374,7 @@ pub fn api() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(resolve))
         .routes(routes!(events))
         .routes(routes!(timeline))
+        .routes(routes!(thumbnail))
         .routes(routes!(policy, put_policy))
         .routes(routes!(patch_rule))
         .routes(routes!(audit))
@@ -722,6 +723,61 @@ async fn timeline(
         .into_response(),
         None => error(StatusCode::NOT_FOUND, "no such stream"),
     }
+}
+
+/// An evidence thumbnail.
+///
+/// The small JPEG of the frame that raised or updated an escalation, as named by the
+/// escalation's `thumbnail` field. Only the stream's tenant (and admins) get it; the
+/// dashboard shows it blurred until clicked.
+#[utoipa::path(
+    get,
+    path = "/v1/thumbnails/{id}",
+    tag = "escalations",
+    operation_id = "get_thumbnail",
+    params(("id" = String, Path, description = "The decision id (32 hex digits).")),
+    responses(
+        (status = 200, description = "The JPEG.", body = Vec<u8>, content_type = "image/jpeg"),
+        (status = 404, description = "No such thumbnail for this tenant (or none are kept).", body = ErrorBody),
+    )
+)]
+async fn thumbnail(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(rec) = s.engine.evidence().cloned() else {
+        return error(StatusCode::NOT_FOUND, "no such thumbnail");
+    };
+    let tenant = caller.tenant_filter().map(str::to_owned);
+    let found = tokio::task::spawn_blocking(move || rec.store().get(tenant.as_deref(), &id)).await;
+    match found {
+        Ok(Ok(Some(jpeg))) => jpeg_response(jpeg),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such thumbnail"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading an evidence thumbnail");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the thumbnail could not be read",
+            )
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the thumbnail could not be read",
+        ),
+    }
+}
+
+/// A JPEG answer that no cache keeps (it may show violence).
+pub fn jpeg_response(jpeg: Vec<u8>) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "image/jpeg"),
+            (axum::http::header::CACHE_CONTROL, "private, no-store"),
+        ],
+        jpeg,
+    )
+        .into_response()
 }
 
 /// The policy in force.

@@ -88,7 +88,7 @@ pub fn csp_for(html: &str) -> String {
     };
     format!(
         "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
-         img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+         img-src 'self' data: blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
         hash("<script>", "</script>"),
         hash("<style>", "</style>")
     )
