@@ -112,6 +112,9 @@ pub enum Action {
     Retract,
     /// Anything but resolved -> resolved.
     Resolve,
+    /// Confirmed -> confirmed, its entries made fleet-wide instead of the confirming
+    /// tenant's (a platform admin; once per confirmation).
+    Promote,
 }
 
 impl Action {
@@ -123,6 +126,7 @@ impl Action {
             (Action::Reject, State::Open | State::Acknowledged) => State::Rejected,
             (Action::Retract, State::Confirmed) => State::Acknowledged,
             (Action::Resolve, s) if s != State::Resolved => State::Resolved,
+            (Action::Promote, State::Confirmed) => State::Confirmed,
             _ => return None,
         })
     }
@@ -194,6 +198,8 @@ pub struct Incident {
     pub rules: BTreeSet<String>,
     /// Responder actions and reopenings, in order: (wall ms, who, what).
     pub history: Vec<(u64, String, String)>,
+    /// Whether its confirmation's entries were promoted fleet-wide.
+    pub promoted: bool,
 }
 
 impl Incident {
@@ -389,6 +395,7 @@ impl Incidents {
                         entries: BTreeSet::new(),
                         rules: BTreeSet::new(),
                         history: Vec::new(),
+                        promoted: false,
                     },
                 );
                 self.join(&id, &e.stream, Via::Escalation, e.wall_ms);
@@ -515,6 +522,7 @@ impl Incidents {
                         entries: BTreeSet::new(),
                         rules: BTreeSet::new(),
                         history: Vec::new(),
+                        promoted: false,
                     },
                 );
                 let mut changes = vec![Change::Opened(id.clone())];
@@ -605,6 +613,17 @@ impl Incidents {
         }
     }
 
+    /// The state `action` on incident `id` leads to, if it is allowed now.
+    pub fn allowed(&self, id: &str, action: Action) -> Result<State, ActionError> {
+        let inc = self.all.get(id).ok_or(ActionError::NotFound)?;
+        if action == Action::Promote && inc.promoted {
+            return Err(ActionError::Conflict(inc.state));
+        }
+        action
+            .from(inc.state)
+            .ok_or(ActionError::Conflict(inc.state))
+    }
+
     /// A responder's action.
     pub fn act(
         &mut self,
@@ -613,9 +632,14 @@ impl Incidents {
         who: &str,
         at_ms: u64,
     ) -> Result<Change, ActionError> {
+        let to = self.allowed(id, action)?;
         let inc = self.all.get_mut(id).ok_or(ActionError::NotFound)?;
         let from = inc.state;
-        let to = action.from(from).ok_or(ActionError::Conflict(from))?;
+        inc.promoted = match action {
+            Action::Promote => true,
+            Action::Retract => false,
+            _ => inc.promoted,
+        };
         inc.state = to;
         inc.updated_ms = inc.updated_ms.max(at_ms);
         inc.history
@@ -884,7 +908,20 @@ mod tests {
         );
         assert!(inc.act("inc-e1", Action::Acknowledge, "r", 12).is_ok());
         assert!(inc.act("inc-e1", Action::Confirm, "r", 13).is_ok());
+        // A platform admin promotes a confirmation once; a retraction ends it, and a
+        // new confirmation may be promoted again.
+        assert!(inc.act("inc-e1", Action::Promote, "admin", 14).is_ok());
+        assert!(inc.get("inc-e1").unwrap().promoted);
+        assert_eq!(
+            inc.act("inc-e1", Action::Promote, "admin", 14),
+            Err(ActionError::Conflict(State::Confirmed))
+        );
         assert!(inc.act("inc-e1", Action::Retract, "r", 14).is_ok());
+        assert!(!inc.get("inc-e1").unwrap().promoted);
+        assert_eq!(
+            inc.act("inc-e1", Action::Promote, "admin", 14),
+            Err(ActionError::Conflict(State::Acknowledged))
+        );
         assert_eq!(inc.get("inc-e1").unwrap().state, State::Acknowledged);
         assert!(inc.act("inc-e1", Action::Resolve, "r", 15).is_ok());
         assert!(inc.of_stream(&StreamKey::new("t", "a")).is_none());
@@ -897,7 +934,8 @@ mod tests {
         assert_eq!(c, vec![Change::Reopened("inc-e1".into())]);
         let i = inc.get("inc-e1").unwrap();
         assert_eq!(i.state, State::Open);
-        assert_eq!(i.history.len(), 5);
+        // ack, confirm, promote, retract, resolve, reopened.
+        assert_eq!(i.history.len(), 6);
         assert_eq!(inc.list().len(), 1);
     }
 

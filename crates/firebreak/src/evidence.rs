@@ -412,6 +412,30 @@ mod tests {
     const B: &str = "fedcba9876543210fedcba9876543210";
 
     #[test]
+    fn bad_settings_are_named() {
+        assert!(EvidenceConfig::default().validate().is_empty());
+        let bad = EvidenceConfig {
+            width: 8,
+            retention_hours: 0.0,
+            preserve_days: f64::NAN,
+            ..EvidenceConfig::default()
+        };
+        let paths: Vec<String> = bad.validate().into_iter().map(|i| i.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "evidence.width",
+                "evidence.retention_hours",
+                "evidence.preserve_days"
+            ]
+        );
+        assert_eq!(
+            EvidenceConfig::default().preserve(),
+            Duration::from_secs(180 * 86_400)
+        );
+    }
+
+    #[test]
     fn ids_are_32_lowercase_hex_digits_only() {
         assert!(valid_id(A));
         for bad in [

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use firebreak_testkit::tansu::TansuBroker;
 use serde_json::Value;
-use support::{Daemon, INGEST, OPERATOR, READ, bank_records_applied, wait_all as wait};
+use support::{
+    ADMIN, Daemon, INGEST, OPERATOR, OTHER, READ, bank_records_applied, wait_all as wait,
+};
 
 const ESCALATIONS: &str = "escalations";
 
@@ -179,17 +181,23 @@ fn benign(seed: u32) -> String {
 }
 
 fn push_all(to: &Daemon, id: &str, file: &Path) {
+    push_as(to, INGEST, id, file);
+}
+
+/// Pushes `file` as stream `id` with credential `token` (its tenant's stream), then
+/// ends it.
+fn push_as(to: &Daemon, token: &str, id: &str, file: &Path) {
     let bytes = std::fs::read(file).unwrap();
     for (seq, part) in bytes.chunks(64 * 1024).enumerate() {
         let (status, body) = to.call(
             "PUT",
             &format!("/v1/streams/{id}/segments/{seq}"),
-            Some(INGEST),
+            Some(token),
             part,
         );
         assert_eq!(status, 202, "{id}/{seq}: {body}");
     }
-    let (status, body) = to.call("POST", &format!("/v1/streams/{id}/end"), Some(INGEST), b"");
+    let (status, body) = to.call("POST", &format!("/v1/streams/{id}/end"), Some(token), b"");
     assert_eq!(status, 202, "{id} end: {body}");
 }
 
@@ -260,7 +268,12 @@ fn wait_preview(coord: &Daemon, incident: &str, all: &[&Daemon]) {
 
 /// The fleet view's entry for `id`, once it ended with frames decoded.
 fn ended(d: &Daemon, id: &str) -> Option<Value> {
-    let (code, v) = d.call("GET", "/v1/streams", Some(READ), b"");
+    ended_as(d, READ, id)
+}
+
+/// Stream `id` once it ended, as the tenant of `token` sees it.
+fn ended_as(d: &Daemon, token: &str, id: &str) -> Option<Value> {
+    let (code, v) = d.call("GET", "/v1/streams", Some(token), b"");
     if code != 200 {
         return None;
     }
@@ -519,7 +532,7 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         assert_eq!(from_worker, vec![from_coord.clone()], "{t}");
         // Another tenant's responder, and no credential at all, get nothing.
         for d in [&coord, &a, &b] {
-            assert_eq!(d.get_bytes(t, firebreak_testkit::daemon::OTHER).0, 404);
+            assert_eq!(d.get_bytes(t, OTHER).0, 404);
             assert_eq!(d.call("GET", t, None, b"").0, 401);
         }
         let name = format!("{}.jpg", t.rsplit('/').next().unwrap());
@@ -550,6 +563,8 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     std::thread::scope(|s| {
         s.spawn(|| push_all(&b, "copy-1", &copy));
         s.spawn(|| push_all(&a, "benign-3", &benign3));
+        // The same copy on another platform (tenant): the confirmation is platform's.
+        s.spawn(|| push_as(&a, OTHER, "other-copy", &copy));
     });
     let copy_crisis = wait(
         "the copy's crisis escalation",
@@ -628,6 +643,80 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
             of_stream(&ev, id)
         );
     }
+    // Another tenant's copy of the same content is not matched by the platform's
+    // confirmation: it reaches review (the classifier), never crisis.
+    assert_eq!(confirmed["action"]["scope"], "platform");
+    wait(
+        "other-copy ended",
+        120,
+        || ended_as(&a, OTHER, "other-copy"),
+        &all,
+    );
+    let tiers_of = |id: &str| {
+        let ev = wait(
+            "the stream's end event",
+            60,
+            || {
+                let ev = events(&broker.bootstrap);
+                of_stream(&ev, id)
+                    .iter()
+                    .any(|e| e["data"]["kind"] == "ended")
+                    .then_some(ev)
+            },
+            &all,
+        );
+        of_stream(&ev, id)
+            .iter()
+            .map(|e| e["data"]["tier"].as_str().unwrap().to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    let tiers = tiers_of("other-copy");
+    assert!(
+        tiers.contains("review") && !tiers.contains("crisis"),
+        "{tiers:?}"
+    );
+    // A platform admin promotes the confirmation fleet-wide (operators may not; once).
+    let promote = format!("/v1/incidents/{incident}/promote");
+    assert_eq!(coord.call("POST", &promote, Some(OPERATOR), b"").0, 403);
+    let before = (bank_records_applied(&a), bank_records_applied(&b));
+    let (code, promoted) = coord.call("POST", &promote, Some(ADMIN), b"");
+    assert_eq!(code, 200, "{promoted}");
+    assert_eq!(promoted["incident"]["promoted"], true);
+    assert_eq!(promoted["incident"]["published"]["scope"], Value::Null);
+    assert_eq!(
+        promoted["action"]["entries"].as_array().unwrap().len() as u64,
+        published
+    );
+    wait_applied(
+        &[&a, &b],
+        &[before.0, before.1],
+        published,
+        "the promoted entries applied on both workers",
+        &all,
+    );
+    assert_eq!(coord.call("POST", &promote, Some(ADMIN), b"").0, 409);
+    push_as(&b, OTHER, "other-copy-2", &copy);
+    let other_crisis = wait(
+        "the other tenant's copy at crisis after the promotion",
+        120,
+        || {
+            let ev = events(&broker.bootstrap);
+            of_stream(&ev, "other-copy-2")
+                .into_iter()
+                .find(|e| e["data"]["tier"] == "crisis")
+                .cloned()
+        },
+        &all,
+    );
+    assert_eq!(other_crisis["data"]["tenant"], "other");
+    assert!(
+        other_crisis["data"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "crisis-bank-match"),
+        "{other_crisis}"
+    );
     eprintln!(
         "MEASURE confirm -> entries applied on both workers: {} ms; confirm -> the copy's crisis decision (started 5 s after): {} ms",
         applied_in.as_millis(),
@@ -770,7 +859,9 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
 
     // The webhook heard of every incident exactly once, though two coordinators hold
     // them all; the copies joined the confirmed incident through its entries.
-    let (_, listed) = coord.call("GET", "/v1/incidents", Some(READ), b"");
+    // (An incident opened and later merged into another is announced, then its merge.)
+    // Every tenant's: the admin's view.
+    let (_, listed) = coord.call("GET", "/v1/incidents", Some(ADMIN), b"");
     let mut ids: Vec<String> = listed["incidents"]
         .as_array()
         .unwrap()
@@ -778,7 +869,6 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         .map(|i| i["id"].as_str().unwrap().to_owned())
         .collect();
     ids.sort();
-    // (An incident opened and later merged into another is announced, then its merge.)
     let (opened, merged) = wait(
         "a webhook call per incident",
         30,

@@ -45,6 +45,11 @@ impl Default for MatchConfig {
     }
 }
 
+/// The label that scopes an entry to one tenant: an entry labelled `tenant:NAME`
+/// matches only streams of tenant `NAME` (a crisis confirmed by one platform's
+/// responders, until a platform admin promotes it fleet-wide).
+pub const TENANT_LABEL: &str = "tenant:";
+
 /// Which entry a hit refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EntryRef {
@@ -54,6 +59,32 @@ pub struct EntryRef {
     pub id: Arc<str>,
     /// Entry labels.
     pub labels: Arc<[String]>,
+    /// The tenant it is scoped to (its [`TENANT_LABEL`] label), `None`: everyone's.
+    pub tenant: Option<Arc<str>>,
+}
+
+impl EntryRef {
+    /// The reference to entry `id` of `bank` with `labels`.
+    pub fn new(bank: Arc<str>, id: &str, labels: &[String]) -> EntryRef {
+        EntryRef {
+            bank,
+            id: Arc::from(id),
+            tenant: labels
+                .iter()
+                .find_map(|l| l.strip_prefix(TENANT_LABEL))
+                .map(Arc::from),
+            labels: Arc::from(labels.to_vec()),
+        }
+    }
+
+    /// Whether a query on behalf of `tenant` sees it (`None`: an unscoped query, such
+    /// as the command line's, sees every entry).
+    pub fn visible_to(&self, tenant: Option<&str>) -> bool {
+        match (&self.tenant, tenant) {
+            (Some(scope), Some(t)) => **scope == *t,
+            _ => true,
+        }
+    }
 }
 
 /// A PDQ hit.
@@ -162,11 +193,7 @@ impl Matcher {
         for bank in banks {
             let bank_name: Arc<str> = Arc::from(bank.name.as_str());
             for e in bank.entries() {
-                let entry = EntryRef {
-                    bank: bank_name.clone(),
-                    id: Arc::from(e.id.as_str()),
-                    labels: Arc::from(e.labels.clone()),
-                };
+                let entry = EntryRef::new(bank_name.clone(), &e.id, &e.labels);
                 match &e.signal {
                     Signal::Pdq { hash, .. } if bank.negative => {
                         negative.push((*hash, negative_refs.len() as u64));
@@ -248,11 +275,7 @@ impl Matcher {
     /// returns. Replacing an entry is [`Matcher::remove`] of the old one, then this.
     pub fn insert(&self, bank: &str, negative: bool, entry: &Entry) {
         let _updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
-        let r = EntryRef {
-            bank: Arc::from(bank),
-            id: Arc::from(entry.id.as_str()),
-            labels: Arc::from(entry.labels.clone()),
-        };
+        let r = EntryRef::new(Arc::from(bank), &entry.id, &entry.labels);
         // The table first, then the index: every key a query finds has its entry.
         let push = |refs: &RwLock<Vec<EntryRef>>, r: EntryRef| {
             let mut refs = write(refs);
@@ -374,7 +397,7 @@ impl Matcher {
         }
     }
 
-    fn is_negative(&self, hash: &Hash256) -> Vec<PdqHit> {
+    fn is_negative(&self, hash: &Hash256, tenant: Option<&str>) -> Vec<PdqHit> {
         let hits = self.negative.query(hash, self.config.negative_distance);
         if hits.is_empty() {
             return Vec::new();
@@ -385,11 +408,18 @@ impl Matcher {
                 entry: refs[h.key as usize].clone(),
                 distance: h.distance,
             })
+            .filter(|h| h.entry.visible_to(tenant))
             .collect()
     }
 
-    /// Matches one PDQ hash.
+    /// Matches one PDQ hash against every entry.
     pub fn match_pdq(&self, hash: &Hash256) -> PdqResult {
+        self.match_pdq_for(hash, None)
+    }
+
+    /// Matches one PDQ hash on behalf of a stream of `tenant`: entries scoped to
+    /// another tenant (positive or negative) neither match nor suppress.
+    pub fn match_pdq_for(&self, hash: &Hash256, tenant: Option<&str>) -> PdqResult {
         let hits = self.pdq.query(hash, self.config.pdq_distance);
         let mut matches: Vec<PdqHit> = if hits.is_empty() {
             Vec::new()
@@ -400,6 +430,7 @@ impl Matcher {
                     entry: refs[h.key as usize].clone(),
                     distance: h.distance,
                 })
+                .filter(|h| h.entry.visible_to(tenant))
                 .collect()
         };
         matches.sort_by(|a, b| {
@@ -410,7 +441,7 @@ impl Matcher {
         let negative = if matches.is_empty() {
             Vec::new()
         } else {
-            self.is_negative(hash)
+            self.is_negative(hash, tenant)
         };
         if negative.is_empty() {
             PdqResult {
@@ -430,13 +461,23 @@ impl Matcher {
     /// distance, each with the matched unique-frame indexes. Empty when the frame is
     /// suppressed by a negative entry.
     pub fn frame_video_hits(&self, hash: &Hash256) -> Vec<(u32, u32)> {
+        self.frame_video_hits_for(hash, None)
+    }
+
+    /// [`Matcher::frame_video_hits`] on behalf of a stream of `tenant` (see
+    /// [`Matcher::match_pdq_for`]).
+    pub fn frame_video_hits_for(&self, hash: &Hash256, tenant: Option<&str>) -> Vec<(u32, u32)> {
         let mut hits: Vec<(u32, u32)> = self
             .frames
             .query(hash, self.config.vpdq_distance)
             .into_iter()
             .map(|h| ((h.key >> 32) as u32, h.key as u32))
             .collect();
-        if !hits.is_empty() && !self.is_negative(hash).is_empty() {
+        if tenant.is_some() && !hits.is_empty() {
+            let videos = read(&self.videos);
+            hits.retain(|(v, _)| videos[*v as usize].entry.visible_to(tenant));
+        }
+        if !hits.is_empty() && !self.is_negative(hash, tenant).is_empty() {
             hits.clear();
         }
         hits.sort_unstable();

@@ -410,3 +410,47 @@ fn negative_bank_suppresses_and_digests_match() {
         quality: 100,
     };
 }
+
+/// An entry labelled `tenant:NAME` matches (and, in a negative bank, suppresses) only
+/// for streams of tenant NAME; unlabelled entries for everyone; an unscoped query (the
+/// command line's) sees all.
+#[test]
+fn tenant_scoped_entries_match_only_their_tenant() {
+    use firebreak_matching::bank::Entry;
+    let h1: Hash256 = H1.parse().unwrap();
+    let l = h1.limbs();
+    let h2 = Hash256::from_limbs([l[0] ^ u64::MAX, l[1] ^ u64::MAX, l[2], l[3]]);
+    let matcher = Matcher::new(std::iter::empty::<&Bank>(), MatchConfig::default(), 1);
+    let pdq = |id: &str, hash: Hash256, labels: &[&str]| Entry {
+        id: id.into(),
+        signal: Signal::Pdq {
+            hash,
+            quality: Some(100),
+        },
+        labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+    };
+    matcher.insert(
+        "crisis",
+        false,
+        &pdq("acme-only", h1, &["crisis", "tenant:acme"]),
+    );
+    matcher.insert("crisis", false, &pdq("everyone", h2, &["crisis"]));
+    let ids = |r: firebreak_matching::matcher::PdqResult| -> Vec<String> {
+        r.matches.iter().map(|m| m.entry.id.to_string()).collect()
+    };
+    assert_eq!(ids(matcher.match_pdq_for(&h1, Some("acme"))), ["acme-only"]);
+    assert!(ids(matcher.match_pdq_for(&h1, Some("other"))).is_empty());
+    assert_eq!(ids(matcher.match_pdq(&h1)), ["acme-only"]);
+    assert_eq!(ids(matcher.match_pdq_for(&h2, Some("other"))), ["everyone"]);
+
+    // acme's responders rejected h2 as a false positive: suppressed for acme only.
+    matcher.insert("rejected", true, &pdq("fp", h2, &["tenant:acme"]));
+    let r = matcher.match_pdq_for(&h2, Some("acme"));
+    assert!(r.matches.is_empty());
+    assert_eq!(&*r.negative[0].entry.id, "fp");
+    assert_eq!(ids(matcher.match_pdq_for(&h2, Some("other"))), ["everyone"]);
+    assert_eq!(
+        matcher.match_pdq(&h1).matches[0].entry.tenant.as_deref(),
+        Some("acme")
+    );
+}

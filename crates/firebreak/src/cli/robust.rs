@@ -450,7 +450,7 @@ fn run_copy(
     let mut out = Outcome::default();
     for f in frames {
         let t = Instant::now();
-        let Some(signals) = s.signals(detectors, f, 1, metrics) else {
+        let Some(signals) = s.signals(detectors, f, "eval", 1, metrics) else {
             continue;
         };
         cost.0 += t.elapsed();
@@ -580,7 +580,7 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
                 firebreak_media::frames::for_each_frame(&v, 1, (1280, 720), |f| {
                     let views = hash_views(&mut hasher, &f.image, spec);
                     frames_checked += 1;
-                    if !match_views(&detectors.matcher, &detectors.views, &views).is_empty() {
+                    if !match_views(&detectors.matcher, &detectors.views, &views, None).is_empty() {
                         frames_matched += 1;
                         eprintln!("false frame match: {} frame {}", v.display(), f.number);
                     }

@@ -7,7 +7,11 @@
 //!   each guard dropped (`read`);
 //! - `POST /v1/incidents/{id}/{action}` with `acknowledge`, `confirm`, `reject`,
 //!   `retract` or `resolve`, body `{"note": "..."}` optional (`operator`): answered once
-//!   the action is on the incident log and applied.
+//!   the action is on the incident log and applied. A tenant's confirmation (and
+//!   rejection) publishes entries scoped to that tenant's streams; an admin's is
+//!   fleet-wide;
+//! - `POST /v1/incidents/{id}/promote` (`admin`): a confirmation's entries made
+//!   fleet-wide.
 //!
 //! A tenant sees an incident only if one of its streams is the tenant's, and then only
 //! its own streams; an admin sees all.
@@ -155,6 +159,8 @@ struct IncidentView {
     id: String,
     state: IncState,
     spread: bool,
+    /// Whether its confirmation was promoted fleet-wide.
+    promoted: bool,
     opened_ms: u64,
     updated_ms: u64,
     max_tier: String,
@@ -197,6 +203,7 @@ fn view(c: &Coordinator, inc: &Incident, caller: &Caller) -> IncidentView {
         id: inc.id.clone(),
         state: inc.state,
         spread: inc.spread,
+        promoted: inc.promoted,
         opened_ms: inc.opened_ms,
         updated_ms: inc.updated_ms,
         max_tier: inc.max_tier.clone(),
@@ -488,6 +495,8 @@ async fn act(
         entries: Vec::new(),
         hashes: Vec::new(),
         note,
+        // A tenant's responders act for their platform; a platform admin for all.
+        scope: (!caller.is_admin()).then(|| caller.tenant.clone()),
     };
     // Bank changes first: a record on the log always has its entries published.
     let bank_result = match action {
@@ -528,7 +537,7 @@ async fn act(
                             quality: Some(e.quality),
                         },
                         labels: inc.activation.iter().cloned().chain([id.clone()]).collect(),
-                        tenant: Some(caller.tenant.clone()),
+                        tenant: record.scope.clone(),
                         metadata,
                     }
                 })
@@ -554,6 +563,44 @@ async fn act(
                 async move { c.banks.delete(&k, BANK_SCHEMA).await }
             });
             futures_util::future::try_join_all(dels).await.map(|_| ())
+        }
+        Action::Promote => {
+            record.scope = None;
+            let Some(published) = c.hub().published(&id).cloned() else {
+                return error(
+                    StatusCode::CONFLICT,
+                    "the incident has no confirmed entries",
+                );
+            };
+            let mut records = Vec::new();
+            for (key, hex) in published.entries.iter().zip(&published.hashes) {
+                let Some((bank, entry)) = key.split_once('/') else {
+                    continue;
+                };
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("incident".into(), json!(id));
+                metadata.insert("promoted_by".into(), json!(record.who));
+                records.push(BankRecord {
+                    bank: bank.to_owned(),
+                    negative: false,
+                    id: entry.to_owned(),
+                    signal: WireSignal::Pdq {
+                        hash: hex.clone(),
+                        quality: None,
+                    },
+                    labels: inc.activation.iter().cloned().chain([id.clone()]).collect(),
+                    tenant: None,
+                    metadata,
+                });
+            }
+            record.entries = records.iter().map(BankRecord::key).collect();
+            record.hashes = published.hashes.clone();
+            let puts = records.iter().map(|r| {
+                let value = serde_json::to_vec(r).expect("serializable");
+                let (c, key) = (c.clone(), r.key());
+                async move { c.banks.put(&key, BANK_SCHEMA, &value).await }
+            });
+            futures_util::future::try_join_all(puts).await.map(|_| ())
         }
         Action::Acknowledge | Action::Resolve => Ok(()),
     };

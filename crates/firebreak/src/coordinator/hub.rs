@@ -64,6 +64,10 @@ pub struct ActionRecord {
     /// The responder's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The tenant the published entries are scoped to (confirm, reject by a tenant's
+    /// responder); absent: fleet-wide (an admin's confirmation, or a promotion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// The past tense of an action, as events name it.
@@ -74,6 +78,7 @@ pub fn event_name(a: Action) -> &'static str {
         Action::Reject => "rejected",
         Action::Retract => "retracted",
         Action::Resolve => "resolved",
+        Action::Promote => "promoted",
     }
 }
 
@@ -85,6 +90,7 @@ pub fn parse_action(s: &str) -> Option<Action> {
         "reject" => Action::Reject,
         "retract" => Action::Retract,
         "resolve" => Action::Resolve,
+        "promote" => Action::Promote,
         _ => return None,
     })
 }
@@ -110,6 +116,8 @@ pub struct Published {
     pub entries: Vec<String>,
     /// Their hashes.
     pub hashes: Vec<String>,
+    /// The tenant whose streams they match (`None`: every tenant's).
+    pub scope: Option<String>,
 }
 
 /// Counters of what was read.
@@ -551,6 +559,7 @@ impl Hub {
                             Published {
                                 entries: record.entries.clone(),
                                 hashes: record.hashes.clone(),
+                                scope: record.scope.clone(),
                             },
                         );
                     }
@@ -567,6 +576,11 @@ impl Hub {
                         let h: Vec<Hash256> = hashes().collect();
                         self.links.suppress(h.iter().copied());
                         self.negatives.extend(h);
+                    }
+                    Action::Promote => {
+                        if let Some(p) = self.published.get_mut(&record.incident) {
+                            p.scope = None;
+                        }
                     }
                     Action::Acknowledge | Action::Resolve => {}
                 }
@@ -660,10 +674,7 @@ impl Hub {
 
     /// Whether `action` is allowed on `incident` now.
     pub fn allowed(&self, incident: &str, action: Action) -> Result<State, ActionError> {
-        let inc = self.incidents.get(incident).ok_or(ActionError::NotFound)?;
-        action
-            .from(inc.state)
-            .ok_or(ActionError::Conflict(inc.state))
+        self.incidents.allowed(incident, action)
     }
 }
 

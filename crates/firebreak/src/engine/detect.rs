@@ -127,13 +127,15 @@ impl StreamDetect {
         }
     }
 
-    /// Hashes and matches the frame, pushes it through the live window and, every
+    /// Hashes and matches the frame (of a stream of `tenant`: entries scoped to another
+    /// tenant do not match), pushes it through the live window and, every
     /// `classify_every`th frame, classifies it. `None` when the frame cannot be hashed
     /// (counted as dropped).
     pub(crate) fn signals(
         &mut self,
         detectors: &Detectors,
         frame: &SampledFrame,
+        tenant: &str,
         classify_every: u32,
         m: &Metrics,
     ) -> Option<FrameSignals> {
@@ -163,13 +165,13 @@ impl StreamDetect {
             ..FrameSignals::default()
         };
         let matcher = &detectors.matcher;
-        for hit in match_views(matcher, &detectors.views, &views) {
+        for hit in match_views(matcher, &detectors.views, &views, Some(tenant)) {
             m.matches.with_label_values(&[&hit.bank]).inc();
             signals.hash_matches.push(hit);
         }
         self.window.push(frame.pts, hash.hash, hash.quality, |h| {
             let mut v: Vec<u32> = matcher
-                .frame_video_hits(h)
+                .frame_video_hits_for(h, Some(tenant))
                 .into_iter()
                 .map(|(v, _)| v)
                 .collect();
@@ -205,15 +207,17 @@ impl StreamDetect {
 
 /// Matches every view of a frame, keeping per bank entry the closest view that the
 /// entry's bank allows (the whole frame first on ties). Views below the policy's
-/// quality are matched too; the policy's rules filter by quality.
+/// quality are matched too; the policy's rules filter by quality. With a `tenant`,
+/// entries scoped to another tenant are left out.
 pub fn match_views(
     matcher: &Matcher,
     views: &super::views::QueryViews,
     hashes: &[ViewHash],
+    tenant: Option<&str>,
 ) -> Vec<HashMatch> {
     let mut out: Vec<HashMatch> = Vec::new();
     for v in hashes {
-        let result = matcher.match_pdq(&v.hash);
+        let result = matcher.match_pdq_for(&v.hash, tenant);
         for hit in &result.matches {
             if !views.config.allows(&hit.entry.bank, v) {
                 continue;

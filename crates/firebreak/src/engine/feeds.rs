@@ -211,8 +211,9 @@ pub struct BankRecord {
     /// Labels.
     #[serde(default)]
     pub labels: Vec<String>,
-    /// The tenant the entry is scoped to (`None`: fleet-wide). Carried for the
-    /// coordinator; matching does not scope by tenant yet.
+    /// The tenant the entry is scoped to (`None`: fleet-wide): applied as the entry's
+    /// `tenant:NAME` label (`firebreak_matching::matcher::TENANT_LABEL`), so it
+    /// matches only that tenant's streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Free-form metadata (source list, who added it, ...).
@@ -416,7 +417,7 @@ impl BankFeed {
                 line: 1,
                 id: Some(r.id.clone()),
                 signal,
-                labels: r.labels,
+                labels: scoped_labels(r.labels, r.tenant.as_deref()),
                 delete: false,
             }],
             Vec::new(),
@@ -435,6 +436,20 @@ impl BankFeed {
         matcher.insert(bank_name, bank.negative, &new);
         self.dirty = true;
         Ok(Applied::Upserted)
+    }
+}
+
+/// An entry's labels with its scope: a record scoped to a tenant carries exactly that
+/// tenant's label; an unscoped one keeps its labels as they are.
+pub fn scoped_labels(labels: Vec<String>, tenant: Option<&str>) -> Vec<String> {
+    use firebreak_matching::matcher::TENANT_LABEL;
+    match tenant {
+        None => labels,
+        Some(t) => labels
+            .into_iter()
+            .filter(|l| !l.starts_with(TENANT_LABEL))
+            .chain([format!("{TENANT_LABEL}{t}")])
+            .collect(),
     }
 }
 
@@ -979,6 +994,50 @@ mod tests {
         assert_eq!(feed.apply(&t, &matcher), Ok(Applied::Nothing));
         assert!(feed.take_dirty());
         assert!(!feed.take_dirty());
+    }
+
+    /// A record scoped to a tenant matches that tenant's streams only; the same key
+    /// republished without a tenant (an admin's promotion) matches everyone's.
+    #[test]
+    fn a_scoped_entry_matches_its_tenant_until_promoted() {
+        let matcher = Matcher::new([], MatchConfig::default(), 1);
+        let mut feed = BankFeed::new("t", vec![]);
+        let h: Hash256 = H.parse().unwrap();
+        let r = record(
+            0,
+            0,
+            "crisis/e1",
+            Some(1),
+            Some(entry_value("crisis", "e1", H)),
+        );
+        assert_eq!(feed.apply(&r, &matcher), Ok(Applied::Upserted));
+        assert_eq!(matcher.match_pdq_for(&h, Some("acme")).matches.len(), 1);
+        assert!(matcher.match_pdq_for(&h, Some("other")).matches.is_empty());
+        // A label claiming another scope does not widen a scoped record.
+        let mut v: BankRecord = serde_json::from_slice(&entry_value("crisis", "e1", H)).unwrap();
+        v.labels.push("tenant:other".into());
+        let r = record(
+            0,
+            1,
+            "crisis/e1",
+            Some(1),
+            Some(serde_json::to_vec(&v).unwrap()),
+        );
+        feed.apply(&r, &matcher).unwrap();
+        assert!(matcher.match_pdq_for(&h, Some("other")).matches.is_empty());
+        // Promoted.
+        v.tenant = None;
+        v.labels = vec!["crisis".into()];
+        let r = record(
+            0,
+            2,
+            "crisis/e1",
+            Some(1),
+            Some(serde_json::to_vec(&v).unwrap()),
+        );
+        assert_eq!(feed.apply(&r, &matcher), Ok(Applied::Upserted));
+        assert_eq!(matcher.match_pdq_for(&h, Some("other")).matches.len(), 1);
+        assert_eq!(matcher.match_pdq_for(&h, Some("acme")).matches.len(), 1);
     }
 
     #[test]

@@ -412,7 +412,9 @@ impl Engine {
         }
         s.adapt(&policy);
         let detectors = self.detectors.load();
-        let Some(signals) = s.signals(&detectors, frame, self.config.classify_every, m) else {
+        let tenant = stream.owner();
+        let Some(signals) = s.signals(&detectors, frame, &tenant, self.config.classify_every, m)
+        else {
             return;
         };
         if let Some(sink) = self.signal_sink.get() {

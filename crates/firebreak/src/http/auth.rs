@@ -231,7 +231,9 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         (&Method::PUT, ["v1", "policy"])
         | (&Method::PATCH, ["v1", "policy", "rules", _])
         | (&Method::POST, ["v1", "policy", "rollback"])
-        | (&Method::POST, ["v1", "reload"]) => Scope::Admin,
+        | (&Method::POST, ["v1", "reload"])
+        // The coordinator: a confirmation made fleet-wide.
+        | (&Method::POST, ["v1", "incidents", _, "promote"]) => Scope::Admin,
         _ => Scope::Operator,
     })
 }
@@ -732,6 +734,14 @@ mod tests {
         );
         assert_eq!(
             required_scope(&Method::PATCH, "/v1/policy/rules/r"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/incidents/x/confirm"),
+            Some(Scope::Operator)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/incidents/x/promote"),
             Some(Scope::Admin)
         );
         assert_eq!(
