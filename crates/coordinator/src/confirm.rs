@@ -14,6 +14,12 @@
 //!    static shot yields one entry, not a hundred);
 //! 5. the cap: at most `max_entries`, spread evenly over media time.
 //!
+//! Besides the frame entries, each stream of the incident gives one vPDQ video entry:
+//! its frames that passed guards 1-3, in media order (duplicates kept: vPDQ counts
+//! matching unique frames itself), at most `max_video_frames` spread over media time,
+//! and only with at least `min_video_frames`. A live window matching most of it
+//! escalates on the policy's `video_match` rules.
+//!
 //! The result is a preview (what would be published, and how many frames each guard
 //! dropped) that the responder sees before publishing. Entry ids are deterministic, so a
 //! standby coordinator that repeats a confirmation writes the same keys.
@@ -38,6 +44,10 @@ pub struct Guards {
     pub dedupe_distance: u32,
     /// Most entries one confirmation publishes.
     pub max_entries: usize,
+    /// Most frames of one stream's video entry.
+    pub max_video_frames: usize,
+    /// Fewest frames a stream needs for a video entry.
+    pub min_video_frames: usize,
 }
 
 impl Default for Guards {
@@ -48,6 +58,8 @@ impl Default for Guards {
             common_streams: 2,
             dedupe_distance: 16,
             max_entries: 256,
+            max_video_frames: 600,
+            min_video_frames: 4,
         }
     }
 }
@@ -82,6 +94,15 @@ pub enum Dropped {
     Capped,
 }
 
+/// One stream's frames as a vPDQ video entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Video {
+    /// The stream.
+    pub stream: StreamKey,
+    /// Its frames, in media order.
+    pub frames: Vec<Candidate>,
+}
+
 /// What a confirmation would publish.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Preview {
@@ -89,6 +110,15 @@ pub struct Preview {
     pub entries: Vec<Candidate>,
     /// Frames each guard dropped.
     pub dropped: BTreeMap<Dropped, usize>,
+    /// A video entry per stream with enough frames.
+    pub videos: Vec<Video>,
+}
+
+/// `n` evenly spaced indexes of `0..len` (first and last included).
+fn spread(len: usize, n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| if n == 1 { 0 } else { i * (len - 1) / (n - 1) })
+        .collect()
 }
 
 /// Applies the guards. `outside_streams(hash)` counts the streams outside the incident
@@ -105,6 +135,7 @@ pub fn select(
     let mut ordered: Vec<&Candidate> = candidates.iter().collect();
     ordered.sort_by(|a, b| (&a.stream, a.media_ms).cmp(&(&b.stream, b.media_ms)));
     let mut kept: Vec<Candidate> = Vec::new();
+    let mut videos: Vec<Video> = Vec::new();
     for c in ordered {
         if c.quality < guards.min_quality {
             drop(Dropped::LowQuality);
@@ -112,30 +143,44 @@ pub fn select(
             drop(Dropped::Negative);
         } else if outside_streams(&c.hash) >= guards.common_streams {
             drop(Dropped::Common);
-        } else if kept
-            .iter()
-            .any(|k| k.hash.distance(&c.hash) <= guards.dedupe_distance)
-        {
-            drop(Dropped::Duplicate);
         } else {
-            kept.push(c.clone());
+            // Through guards 1-3: part of the stream's video.
+            match videos.last_mut() {
+                Some(v) if v.stream == c.stream => v.frames.push(c.clone()),
+                _ => videos.push(Video {
+                    stream: c.stream.clone(),
+                    frames: vec![c.clone()],
+                }),
+            }
+            if kept
+                .iter()
+                .any(|k| k.hash.distance(&c.hash) <= guards.dedupe_distance)
+            {
+                drop(Dropped::Duplicate);
+            } else {
+                kept.push(c.clone());
+            }
         }
     }
     if kept.len() > guards.max_entries {
         let n = kept.len();
         let m = guards.max_entries;
-        // Evenly spaced picks, first and last included.
-        let picks: Vec<usize> = (0..m)
-            .map(|i| if m == 1 { 0 } else { i * (n - 1) / (m - 1) })
-            .collect();
         for _ in 0..n - m {
             drop(Dropped::Capped);
         }
-        kept = picks.into_iter().map(|i| kept[i].clone()).collect();
+        kept = spread(n, m).into_iter().map(|i| kept[i].clone()).collect();
+    }
+    videos.retain(|v| v.frames.len() >= guards.min_video_frames.max(1));
+    for v in &mut videos {
+        if v.frames.len() > guards.max_video_frames {
+            let picks = spread(v.frames.len(), guards.max_video_frames);
+            v.frames = picks.into_iter().map(|i| v.frames[i].clone()).collect();
+        }
     }
     Preview {
         entries: kept,
         dropped,
+        videos,
     }
 }
 
@@ -143,6 +188,13 @@ pub fn select(
 /// confirmation always writes the same keys.
 pub fn entry_id(incident: &str, hash: &Hash256) -> String {
     format!("{incident}:{}", &hash.to_hex()[..16])
+}
+
+/// The bank entry id of a stream's video entry: the incident and the stream's position
+/// among the incident's streams in key order (`video-0`, `video-1`, ...), so the same
+/// confirmation always writes the same keys, and no stream name reaches a bank key.
+pub fn video_entry_id(incident: &str, index: usize) -> String {
+    format!("{incident}:video-{index}")
 }
 
 #[cfg(test)]
@@ -248,6 +300,41 @@ mod tests {
         // Picks at indices 0, 3, 6, 9 of the ten.
         assert_eq!(kept, vec![0, 3000, 6000, 9000]);
         assert_eq!(p.dropped.get(&Dropped::Capped), Some(&6));
+    }
+
+    #[test]
+    fn each_stream_gives_a_video_of_its_guarded_frames() {
+        let logo = hash(1);
+        let mut c: Vec<Candidate> = Vec::new();
+        // Stream a: a logo frame (common), then 6 content frames, two of them the same
+        // shot (kept: vPDQ dedupes itself); stream b: 3 content frames (too few).
+        c.push(cand("a", 0, logo, 90));
+        for i in 0..6u64 {
+            c.push(cand("a", 1000 + i * 500, hash(20 + i / 2 * 2), 90));
+        }
+        c.push(cand("a", 9000, Hash256::default(), 0)); // black: low quality
+        for i in 0..3u64 {
+            c.push(cand("b", i * 500, hash(40 + i), 90));
+        }
+        let p = select(
+            &c,
+            &Guards::default(),
+            |h| if *h == logo { 5 } else { 0 },
+            |_| false,
+        );
+        assert_eq!(p.videos.len(), 1);
+        assert_eq!(p.videos[0].stream, StreamKey::new("t", "a"));
+        let ms: Vec<u64> = p.videos[0].frames.iter().map(|f| f.media_ms).collect();
+        assert_eq!(ms, vec![1000, 1500, 2000, 2500, 3000, 3500]);
+        // Capped: spread over media time.
+        let g = Guards {
+            max_video_frames: 3,
+            ..Guards::default()
+        };
+        let p = select(&c, &g, |h| if *h == logo { 5 } else { 0 }, |_| false);
+        let ms: Vec<u64> = p.videos[0].frames.iter().map(|f| f.media_ms).collect();
+        assert_eq!(ms, vec![1000, 2000, 3500]);
+        assert_eq!(video_entry_id("inc-e1", 0), "inc-e1:video-0");
     }
 
     #[test]

@@ -44,6 +44,14 @@ banks = ["crisis"]
 tier = "crisis"
 
 [[rule]]
+name = "confirmed-video-live"
+kind = "video_match"
+banks = ["crisis"]
+enter = 0.5
+exit = 0.25
+tier = "crisis"
+
+[[rule]]
 name = "mostly-red"
 kind = "classifier"
 category = "test_red"
@@ -467,6 +475,25 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     assert_eq!(code, 200, "{confirmed}");
     assert_eq!(confirmed["incident"]["state"], "confirmed");
     let published = confirmed["action"]["entries"].as_array().unwrap().len() as u64;
+    // And a vPDQ video entry per crisis stream, its frames the guarded ones.
+    let videos = confirmed["action"]["videos"].as_array().unwrap();
+    assert_eq!(videos.len(), 2, "{confirmed}");
+    for (i, v) in videos.iter().enumerate() {
+        assert_eq!(v["key"], format!("crisis/{incident}:video-{i}").as_str());
+        assert!(
+            v["stream"]
+                .as_str()
+                .unwrap()
+                .starts_with("platform/live-crisis")
+        );
+        let frames = v["frames"].as_array().unwrap();
+        assert!(frames.len() >= 4, "{v}");
+        assert!(
+            frames.iter().all(|f| f[0].as_u64().unwrap() >= 3000),
+            "no intro frame: {v}"
+        );
+    }
+    let videos = videos.len() as u64;
     let m = coord.metrics();
     for line in [
         "firebreak_coordinator_incidents{state=\"confirmed\"} 1",
@@ -551,7 +578,7 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     wait_applied(
         &[&a, &b],
         &[applied_before.0, applied_before.1],
-        published,
+        published + videos,
         "the entries applied on both workers",
         &all,
     );
@@ -585,6 +612,25 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
         .filter_map(Value::as_str)
         .collect();
     assert!(rules.contains(&"crisis-bank-match"), "{copy_crisis}");
+    // The live window of the copy matches the confirmed streams' video entries too:
+    // the video rule (on the crisis bank, which holds only this confirmation's
+    // entries) is among the rules active on the copy.
+    wait(
+        "the copy's video match",
+        60,
+        || {
+            let ev = events(&broker.bootstrap);
+            of_stream(&ev, "copy-1")
+                .into_iter()
+                .any(|e| {
+                    e["data"]["rules"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x == "confirmed-video-live"))
+                })
+                .then_some(())
+        },
+        &all,
+    );
     let bank_evidence = copy_crisis["data"]["evidence"]
         .as_array()
         .unwrap()
@@ -690,7 +736,7 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     wait_applied(
         &[&a, &b],
         &[before.0, before.1],
-        published,
+        published + videos,
         "the promoted entries applied on both workers",
         &all,
     );
@@ -829,7 +875,7 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     wait_applied(
         &[&a, &b],
         &[before.0, before.1],
-        published,
+        published + videos,
         "the tombstones applied on both workers",
         &all,
     );

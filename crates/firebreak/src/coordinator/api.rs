@@ -292,6 +292,8 @@ struct PreviewView {
     dropped: std::collections::BTreeMap<String, usize>,
     /// The entries (stream, media time, hash, quality).
     entries: Vec<serde_json::Value>,
+    /// The vPDQ video entries: per stream, how many frames.
+    videos: Vec<serde_json::Value>,
 }
 
 fn preview_view(id: &str, p: &Preview) -> PreviewView {
@@ -322,7 +324,49 @@ fn preview_view(id: &str, p: &Preview) -> PreviewView {
                 })
             })
             .collect(),
+        videos: p
+            .videos
+            .iter()
+            .map(|v| {
+                json!({
+                    "tenant": v.stream.tenant,
+                    "stream": v.stream.stream,
+                    "frames": v.frames.len(),
+                })
+            })
+            .collect(),
     }
+}
+
+/// The bank record of video entry `v`, scoped to `tenant`.
+fn video_bank_record(
+    v: &super::hub::VideoRecord,
+    labels: Vec<String>,
+    tenant: Option<String>,
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> Option<BankRecord> {
+    let (bank, id) = v.key.split_once('/')?;
+    Some(BankRecord {
+        bank: bank.to_owned(),
+        negative: false,
+        id: id.to_owned(),
+        signal: WireSignal::Vpdq {
+            frames: v
+                .frames
+                .iter()
+                .enumerate()
+                .map(|(i, (ms, hash, quality))| crate::engine::feeds::WireFrame {
+                    frame: i as u64,
+                    ts: *ms as f64 / 1000.0,
+                    hash: hash.clone(),
+                    quality: *quality,
+                })
+                .collect(),
+        },
+        labels,
+        tenant,
+        metadata,
+    })
 }
 
 async fn compute_preview(c: &Arc<Coordinator>, id: &str) -> Option<Preview> {
@@ -494,6 +538,7 @@ async fn act(
         streams: inc.streams.keys().map(ToString::to_string).collect(),
         entries: Vec::new(),
         hashes: Vec::new(),
+        videos: Vec::new(),
         note,
         // A tenant's responders act for their platform; a platform admin for all.
         scope: (!caller.is_admin()).then(|| caller.tenant.clone()),
@@ -544,6 +589,35 @@ async fn act(
                 .collect();
             record.entries = records.iter().map(BankRecord::key).collect();
             record.hashes = p.entries.iter().map(|e| e.hash.to_hex()).collect();
+            let mut records = records;
+            if action == Action::Confirm {
+                // A vPDQ video entry per stream, beside the frame entries.
+                for (i, v) in p.videos.iter().enumerate() {
+                    let video = super::hub::VideoRecord {
+                        key: crate::engine::feeds::bank_key(
+                            &bank,
+                            &confirm::video_entry_id(&id, i),
+                        ),
+                        stream: v.stream.to_string(),
+                        frames: v
+                            .frames
+                            .iter()
+                            .map(|f| (f.media_ms, f.hash.to_hex(), f.quality))
+                            .collect(),
+                    };
+                    let mut metadata = serde_json::Map::new();
+                    metadata.insert("incident".into(), json!(id));
+                    metadata.insert("by".into(), json!(record.who));
+                    metadata.insert("stream".into(), json!(video.stream));
+                    let labels = inc.activation.iter().cloned().chain([id.clone()]).collect();
+                    if let Some(r) =
+                        video_bank_record(&video, labels, record.scope.clone(), metadata)
+                    {
+                        records.push(r);
+                        record.videos.push(video);
+                    }
+                }
+            }
             let puts = records.iter().map(|r| {
                 let value = serde_json::to_vec(r).expect("serializable");
                 let (c, key) = (c.clone(), r.key());
@@ -552,12 +626,17 @@ async fn act(
             futures_util::future::try_join_all(puts).await.map(|_| ())
         }
         Action::Retract => {
-            let keys = c
+            let (keys, videos) = c
                 .hub()
                 .published(&id)
-                .map(|p| p.entries.clone())
+                .map(|p| (p.entries.clone(), p.videos.clone()))
                 .unwrap_or_default();
             record.entries = keys.clone();
+            let keys: Vec<String> = keys
+                .into_iter()
+                .chain(videos.iter().map(|v| v.key.clone()))
+                .collect();
+            record.videos = videos;
             let dels = keys.iter().map(|k| {
                 let (c, k) = (c.clone(), k.clone());
                 async move { c.banks.delete(&k, BANK_SCHEMA).await }
@@ -595,6 +674,17 @@ async fn act(
             }
             record.entries = records.iter().map(BankRecord::key).collect();
             record.hashes = published.hashes.clone();
+            for v in &published.videos {
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("incident".into(), json!(id));
+                metadata.insert("promoted_by".into(), json!(record.who));
+                metadata.insert("stream".into(), json!(v.stream));
+                let labels = inc.activation.iter().cloned().chain([id.clone()]).collect();
+                if let Some(r) = video_bank_record(v, labels, None, metadata) {
+                    records.push(r);
+                }
+            }
+            record.videos = published.videos.clone();
             let puts = records.iter().map(|r| {
                 let value = serde_json::to_vec(r).expect("serializable");
                 let (c, key) = (c.clone(), r.key());

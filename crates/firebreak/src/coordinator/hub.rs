@@ -64,6 +64,9 @@ pub struct ActionRecord {
     /// The responder's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// vPDQ video entries published (confirm, promote) or removed (retract).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub videos: Vec<VideoRecord>,
     /// The tenant the published entries are scoped to (confirm, reject by a tenant's
     /// responder); absent: fleet-wide (an admin's confirmation, or a promotion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +112,17 @@ pub enum Notice {
     },
 }
 
+/// A vPDQ video entry a confirmation published: one stream's guarded frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoRecord {
+    /// Its bank key (`bank/id`).
+    pub key: String,
+    /// The stream (`tenant/stream`).
+    pub stream: String,
+    /// Its frames: (media ms, PDQ hash hex, quality), in media order.
+    pub frames: Vec<(u64, String, u8)>,
+}
+
 /// What a confirmation published.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Published {
@@ -116,6 +130,8 @@ pub struct Published {
     pub entries: Vec<String>,
     /// Their hashes.
     pub hashes: Vec<String>,
+    /// Video entries.
+    pub videos: Vec<VideoRecord>,
     /// The tenant whose streams they match (`None`: every tenant's).
     pub scope: Option<String>,
 }
@@ -534,7 +550,11 @@ impl Hub {
                 match action {
                     Action::Confirm => {
                         // Copies matching the published entries join this incident.
-                        let entries = record.entries.iter().filter_map(|k| {
+                        let keys = record
+                            .entries
+                            .iter()
+                            .chain(record.videos.iter().map(|v| &v.key));
+                        let entries = keys.filter_map(|k| {
                             let (bank, entry) = k.split_once('/')?;
                             Some(BankEntry {
                                 bank: bank.to_owned(),
@@ -542,7 +562,11 @@ impl Hub {
                             })
                         });
                         self.incidents.claim_entries(&record.incident, entries);
-                        for k in &record.entries {
+                        for k in record
+                            .entries
+                            .iter()
+                            .chain(record.videos.iter().map(|v| &v.key))
+                        {
                             self.entry_owner.insert(k.clone(), record.incident.clone());
                         }
                         let thumbs = self.thumbs_of(&record.incident);
@@ -559,6 +583,7 @@ impl Hub {
                             Published {
                                 entries: record.entries.clone(),
                                 hashes: record.hashes.clone(),
+                                videos: record.videos.clone(),
                                 scope: record.scope.clone(),
                             },
                         );
@@ -567,8 +592,8 @@ impl Hub {
                         // Its evidence stays preserved: a retraction is itself on
                         // the record.
                         if let Some(p) = self.published.remove(&record.incident) {
-                            for k in p.entries {
-                                self.entry_owner.remove(&k);
+                            for k in p.entries.iter().chain(p.videos.iter().map(|v| &v.key)) {
+                                self.entry_owner.remove(k);
                             }
                         }
                     }
