@@ -667,6 +667,14 @@ impl Incidents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The links of these tests: three matching frames, whatever media time they span.
+    fn no_span() -> LinkConfig {
+        LinkConfig {
+            min_span_ms: 0,
+            ..LinkConfig::default()
+        }
+    }
     use crate::FrameSignal;
     use crate::links::LinkConfig;
     use firebreak_hashing::Hash256;
@@ -728,7 +736,7 @@ mod tests {
 
     #[test]
     fn escalations_sharing_a_bank_entry_are_one_incident() {
-        let links = ContentLinks::new(LinkConfig::default());
+        let links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig::default());
         let c1 = inc.on_escalation(&esc("e1", "a", "crisis", 10, &[("crisis", "x1")]), &links);
         assert_eq!(c1, vec![Change::Opened("inc-e1".into())]);
@@ -763,7 +771,7 @@ mod tests {
 
     #[test]
     fn an_unknown_clip_on_two_streams_is_one_incident_through_content() {
-        let mut links = ContentLinks::new(LinkConfig::default());
+        let mut links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig::default());
         let clip = content(1);
         show(&mut links, "a", 0, 4, clip);
@@ -798,7 +806,7 @@ mod tests {
 
     #[test]
     fn two_streams_that_escalated_before_their_link_are_merged_into_the_older_incident() {
-        let mut links = ContentLinks::new(LinkConfig::default());
+        let mut links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig::default());
         // Both escalate on a classifier before any of their frames are seen together.
         inc.on_escalation(&esc("e1", "a", "review", 1000, &[]), &links);
@@ -840,7 +848,7 @@ mod tests {
 
     #[test]
     fn a_copy_matching_a_confirmed_incidents_entries_joins_that_incident() {
-        let links = ContentLinks::new(LinkConfig::default());
+        let links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig::default());
         inc.on_escalation(&esc("e1", "a", "review", 1000, &[]), &links);
         inc.act("inc-e1", Action::Confirm, "r", 2000).unwrap();
@@ -871,7 +879,7 @@ mod tests {
 
     #[test]
     fn a_spread_group_opens_an_incident_once_it_is_large_enough() {
-        let mut links = ContentLinks::new(LinkConfig::default());
+        let mut links = ContentLinks::new(no_span());
         let cfg = IncidentConfig {
             spread_min_streams: 3,
             ..IncidentConfig::default()
@@ -899,7 +907,7 @@ mod tests {
 
     #[test]
     fn workflow_and_reopening_on_new_evidence() {
-        let links = ContentLinks::new(LinkConfig::default());
+        let links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig::default());
         inc.on_escalation(&esc("e1", "a", "crisis", 10, &[("crisis", "x")]), &links);
         assert_eq!(
@@ -941,7 +949,7 @@ mod tests {
 
     #[test]
     fn resolved_incidents_are_bounded() {
-        let links = ContentLinks::new(LinkConfig::default());
+        let links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig {
             max_resolved: 2,
             ..IncidentConfig::default()
@@ -958,7 +966,7 @@ mod tests {
 
     #[test]
     fn a_tenant_sees_only_its_own_streams() {
-        let links = ContentLinks::new(LinkConfig::default());
+        let links = ContentLinks::new(no_span());
         let mut inc = Incidents::new(IncidentConfig::default());
         let mut e = esc("e1", "a", "crisis", 10, &[("crisis", "x")]);
         inc.on_escalation(&e, &links);

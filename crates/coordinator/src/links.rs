@@ -1,6 +1,8 @@
 //! Content links between live streams: two streams are linked when at least
 //! `min_frames` recent frames of one are within `max_distance` of recent frames of the
-//! other. A link needs no bank entry, so the same unknown content live on several streams
+//! other, and the matching frames of one of them span at least `min_span_ms` of its
+//! media time: the same programme, not just the same few seconds of a platform's bumper
+//! or a shared ident at the start of every stream. A link needs no bank entry, so the same unknown content live on several streams
 //! shows up as a connected group of links before anyone has confirmed anything.
 //!
 //! Only frames of at least `min_quality` take part (PDQ's quality is low on flat, black
@@ -32,6 +34,9 @@ pub struct LinkConfig {
     pub max_frames_per_stream: usize,
     /// Frames within this distance of a suppressed hash are ignored.
     pub suppress_distance: u32,
+    /// Media time (ms) the matching frames of one stream of a pair must span: shared
+    /// bumpers, idents and intros are shorter.
+    pub min_span_ms: u64,
 }
 
 impl Default for LinkConfig {
@@ -43,6 +48,7 @@ impl Default for LinkConfig {
             min_frames: 3,
             max_frames_per_stream: 240,
             suppress_distance: 31,
+            min_span_ms: 8_000,
         }
     }
 }
@@ -74,13 +80,15 @@ impl Link {
 #[derive(Debug, Clone, Copy)]
 struct Recent {
     wall_ms: u64,
+    media_ms: u64,
     hash: Hash256,
 }
 
 #[derive(Debug, Default)]
 struct Pair {
-    /// Wall times of the frames that matched, oldest first.
-    matches: VecDeque<u64>,
+    /// The frame pairs that matched, oldest first: (wall ms, media ms of the pair's
+    /// first stream's frame, media ms of its second's).
+    matches: VecDeque<(u64, u64, u64)>,
     best_distance: u32,
     first_ms: u64,
     linked: bool,
@@ -117,27 +125,41 @@ impl ContentLinks {
             return Vec::new();
         }
         let mut formed = Vec::new();
-        // The best distance to each other stream's recent frames.
-        let mut hits: Vec<(StreamKey, u32)> = Vec::new();
+        // The closest of each other stream's recent frames: (stream, distance, its
+        // media time).
+        let mut hits: Vec<(StreamKey, u32, u64)> = Vec::new();
         for (other, frames) in &self.recent {
             if other == &f.stream {
                 continue;
             }
-            let best = frames.iter().map(|r| r.hash.distance(&f.hash)).min();
-            if let Some(d) = best.filter(|d| *d <= self.config.max_distance) {
-                hits.push((other.clone(), d));
+            // On a tie (a static shot), the most recent frame.
+            let best = frames
+                .iter()
+                .rev()
+                .map(|r| (r.hash.distance(&f.hash), r.media_ms))
+                .min_by_key(|(d, _)| *d);
+            if let Some((d, media)) = best.filter(|(d, _)| *d <= self.config.max_distance) {
+                hits.push((other.clone(), d, media));
             }
         }
-        for (other, d) in hits {
+        for (other, d, other_media) in hits {
             let key = ordered(&f.stream, &other);
             let pair = self.pairs.entry(key.clone()).or_insert_with(|| Pair {
                 best_distance: d,
                 first_ms: f.wall_ms,
                 ..Pair::default()
             });
-            pair.matches.push_back(f.wall_ms);
+            let (first, second) = if key.0 == f.stream {
+                (f.media_ms, other_media)
+            } else {
+                (other_media, f.media_ms)
+            };
+            pair.matches.push_back((f.wall_ms, first, second));
             pair.best_distance = pair.best_distance.min(d);
-            if !pair.linked && pair.matches.len() >= self.config.min_frames {
+            if !pair.linked
+                && pair.matches.len() >= self.config.min_frames
+                && span(pair) >= self.config.min_span_ms
+            {
                 pair.linked = true;
                 formed.push(link(&key, pair));
             }
@@ -145,6 +167,7 @@ impl ContentLinks {
         let frames = self.recent.entry(f.stream.clone()).or_default();
         frames.push_back(Recent {
             wall_ms: f.wall_ms,
+            media_ms: f.media_ms,
             hash: f.hash,
         });
         while frames.len() > self.config.max_frames_per_stream {
@@ -165,7 +188,7 @@ impl ContentLinks {
         });
         let min = self.config.min_frames;
         self.pairs.retain(|_, p| {
-            while p.matches.front().is_some_and(|t| *t < horizon) {
+            while p.matches.front().is_some_and(|(t, _, _)| *t < horizon) {
                 p.matches.pop_front();
             }
             if p.matches.len() < min {
@@ -258,6 +281,18 @@ fn ordered(a: &StreamKey, b: &StreamKey) -> (StreamKey, StreamKey) {
     }
 }
 
+/// The media time the matching frames span: the smaller of the two streams' spans
+/// (a bumper matched repeatedly by one stream's frames spans little on the other's).
+fn span(p: &Pair) -> u64 {
+    let range = |media: &mut dyn Iterator<Item = u64>| {
+        let (lo, hi) = media.fold((u64::MAX, 0), |(lo, hi), m| (lo.min(m), hi.max(m)));
+        hi.saturating_sub(lo)
+    };
+    let a = range(&mut p.matches.iter().map(|m| m.1));
+    let b = range(&mut p.matches.iter().map(|m| m.2));
+    a.min(b)
+}
+
 fn link((a, b): &(StreamKey, StreamKey), p: &Pair) -> Link {
     Link {
         a: a.clone(),
@@ -265,13 +300,21 @@ fn link((a, b): &(StreamKey, StreamKey), p: &Pair) -> Link {
         frames: p.matches.len(),
         best_distance: p.best_distance,
         first_ms: p.first_ms,
-        last_ms: p.matches.back().copied().unwrap_or(p.first_ms),
+        last_ms: p.matches.back().map_or(p.first_ms, |m| m.0),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The links of these tests: three matching frames, whatever media time they span.
+    fn no_span() -> LinkConfig {
+        LinkConfig {
+            min_span_ms: 0,
+            ..LinkConfig::default()
+        }
+    }
 
     /// A hash with the first `ones` bits set among bits `base..base + 256` (mod 256).
     fn h(base: usize, ones: usize) -> Hash256 {
@@ -292,9 +335,49 @@ mod tests {
         }
     }
 
+    /// Two streams opening with the same 3 s bumper are not linked by it; the same
+    /// programme matching over 8 s of media time links them (default settings).
+    #[test]
+    fn a_shared_bumper_does_not_link_but_a_shared_programme_does() {
+        let mut l = ContentLinks::new(LinkConfig::default());
+        let bumper = h(0, 128);
+        let programme = h(64, 128);
+        assert!(bumper.distance(&programme) > 31);
+        let frame = |stream: &str, wall_ms: u64, media_ms: u64, hash| FrameSignal {
+            stream: StreamKey::new("t", stream),
+            wall_ms,
+            media_ms,
+            hash,
+            quality: 100,
+        };
+        // a and b start 10 s apart with 6 bumper frames (3 s at 2/s), then their own
+        // content: no link.
+        let mut formed = Vec::new();
+        for (s, start, own) in [("a", 0u64, h(128, 100)), ("b", 10_000, h(200, 90))] {
+            for i in 0..40u64 {
+                let hash = if i < 6 { bumper } else { own };
+                formed.extend(l.observe(&frame(s, start + 500 * i, 500 * i, hash)));
+            }
+        }
+        assert!(formed.is_empty(), "{formed:?}");
+        assert!(l.links().is_empty());
+        // c and d carry the same programme live: linked once the matching frames span
+        // 8 s of both streams' media time (the 17th frame of each), not before.
+        let mut at = None;
+        for i in 0..40u64 {
+            let mut formed = l.observe(&frame("c", 40_000 + 500 * i, 500 * i, programme));
+            formed.extend(l.observe(&frame("d", 40_001 + 500 * i, 500 * i, programme)));
+            if !formed.is_empty() {
+                at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(at, Some(16));
+    }
+
     #[test]
     fn three_matching_frames_link_two_streams_once() {
-        let mut l = ContentLinks::new(LinkConfig::default());
+        let mut l = ContentLinks::new(no_span());
         let content = h(0, 128);
         // Stream a shows the content; b shows it with 20 bits flipped.
         let near = {
@@ -324,7 +407,7 @@ mod tests {
     #[test]
     fn distance_32_does_not_link_and_31_does() {
         for (flipped, linked) in [(31, true), (32, false)] {
-            let mut l = ContentLinks::new(LinkConfig::default());
+            let mut l = ContentLinks::new(no_span());
             let a = h(0, 128);
             let mut b = a;
             for k in 128..128 + flipped {
@@ -342,7 +425,7 @@ mod tests {
 
     #[test]
     fn low_quality_frames_never_link() {
-        let mut l = ContentLinks::new(LinkConfig::default());
+        let mut l = ContentLinks::new(no_span());
         let black = Hash256::default();
         for i in 0..10 {
             let mut a = f("a", i, black);
@@ -359,7 +442,7 @@ mod tests {
     fn links_expire_with_the_window_and_groups_are_transitive() {
         let cfg = LinkConfig {
             window_ms: 10_000,
-            ..LinkConfig::default()
+            ..no_span()
         };
         let mut l = ContentLinks::new(cfg);
         let c = h(7, 100);
@@ -379,7 +462,7 @@ mod tests {
 
     #[test]
     fn suppressed_hashes_are_ignored() {
-        let mut l = ContentLinks::new(LinkConfig::default());
+        let mut l = ContentLinks::new(no_span());
         let c = h(3, 90);
         l.suppress([c]);
         for i in 0..5 {
@@ -392,7 +475,7 @@ mod tests {
 
     #[test]
     fn streams_with_counts_other_streams_only() {
-        let mut l = ContentLinks::new(LinkConfig::default());
+        let mut l = ContentLinks::new(no_span());
         let logo = h(11, 120);
         for s in ["a", "b", "c"] {
             l.observe(&f(s, 0, logo));

@@ -98,6 +98,9 @@ pub struct Coordinator {
     pub max_entries: usize,
     /// Linked streams, none escalated, that open an incident of their own (0: never).
     pub spread_min_streams: usize,
+    /// Media time (seconds) two streams' matching frames must span to link them: a
+    /// shared bumper or ident is shorter than a shared programme.
+    pub link_min_span_secs: f64,
     /// Told about every new incident (`POST`, JSON), by the active coordinator only.
     pub webhook_url: Option<String>,
     /// The consumer group whose assignment picks the active coordinator.
@@ -118,6 +121,7 @@ impl Default for Coordinator {
             common_streams: 2,
             max_entries: 256,
             spread_min_streams: 5,
+            link_min_span_secs: 8.0,
             webhook_url: None,
             group_id: "firebreak-coordinators".into(),
         }
@@ -129,6 +133,7 @@ impl Coordinator {
         for (k, v) in [
             ("history_secs", self.history_secs),
             ("lookback_secs", self.lookback_secs),
+            ("link_min_span_secs", self.link_min_span_secs),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 out.push(Issue::new(

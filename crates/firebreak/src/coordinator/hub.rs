@@ -285,6 +285,7 @@ impl Hub {
         let links = ContentLinks::new(LinkConfig {
             max_distance: cfg.match_distance,
             min_quality: cfg.min_quality,
+            min_span_ms: (cfg.link_min_span_secs * 1000.0) as u64,
             ..LinkConfig::default()
         });
         let incidents = Incidents::new(IncidentConfig {
