@@ -1108,6 +1108,52 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
         b"",
     );
     assert_eq!(code, 409);
+    // The audit, rebuilt by the standby from the incident log as the active one holds
+    // it: the rejection, applied, by the platform's operator; operators only; another
+    // tenant sees none of it.
+    let audit = |d: &Daemon, token: &str| {
+        let (code, v) = d.call("GET", "/v1/audit?limit=10", Some(token), b"");
+        assert_eq!(code, 200, "{v}");
+        v
+    };
+    let row = |v: &Value| {
+        v["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["incident"] == incident.as_str() && r["action"] == "reject")
+            .cloned()
+    };
+    let on_active = audit(&coord, OPERATOR);
+    let rejected = row(&on_active).unwrap_or_else(|| panic!("{on_active}"));
+    assert_eq!(rejected["outcome"], "applied");
+    assert_eq!(rejected["tenant"], "platform");
+    assert_eq!(rejected["scope"], "platform");
+    assert!(rejected["who"].as_str().unwrap().starts_with("platform:"));
+    assert!(rejected["entries"].as_u64().unwrap() > 0);
+    assert_eq!(row(&audit(&standby, OPERATOR)), Some(rejected));
+    assert_eq!(audit(&coord, OTHER)["total"], 0);
+    assert_eq!(coord.call("GET", "/v1/audit", Some(READ), b"").0, 403);
+    assert_eq!(
+        coord
+            .call("GET", "/v1/audit?limit=0", Some(OPERATOR), b"")
+            .0,
+        400
+    );
+    // Incidents are listed a page at a time.
+    let (code, page) = coord.call("GET", "/v1/incidents?limit=1", Some(READ), b"");
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page["incidents"].as_array().unwrap().len(), 1);
+    let total = page["total"].as_u64().unwrap();
+    assert!(total >= 1);
+    assert_eq!(
+        page["next_offset"],
+        if total > 1 {
+            Value::from(1)
+        } else {
+            Value::Null
+        }
+    );
 
     // The same content again, pushed through each worker's hook: no escalation.
     push_all(&a, "fp-2", &clip);

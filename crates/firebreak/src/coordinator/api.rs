@@ -1,6 +1,10 @@
 //! The coordinator's HTTP API (same credentials, scopes and tenancy as the worker's):
 //!
-//! - `GET /v1/incidents`: incidents, newest first (`read`);
+//! - `GET /v1/incidents?limit=&offset=`: incidents, newest first, a page at a time
+//!   (`read`);
+//! - `GET /v1/audit?limit=&offset=`: every responder action, applied or refused
+//!   (`operator`), rebuilt from the incident log like everything else;
+//! - `GET /v1/thumbnails/{id}`: an evidence thumbnail (`read`, its tenant only);
 //! - `GET /v1/incidents/{id}`: one incident, its streams, evidence, history and what
 //!   its confirmation published (`read`);
 //! - `GET /v1/incidents/{id}/preview`: what confirming it would publish now, and what
@@ -81,6 +85,7 @@ pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
         .route("/v1/incidents/{id}/export", get(export))
         .route("/v1/incidents/{id}/{action}", post(act))
         .route("/v1/thumbnails/{id}", get(thumbnail))
+        .route("/v1/audit", get(audit))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::http::auth::layer,
@@ -252,23 +257,102 @@ fn visible(c: &Coordinator, caller: &Caller, id: &str) -> Option<Incident> {
     }
 }
 
-async fn list(State(c): State<Arc<Coordinator>>, Extension(caller): Extension<Caller>) -> Response {
-    let incidents: Vec<Incident> = {
+/// `?limit=&offset=` of a list (default 100 from 0; `limit` at most 1000).
+#[derive(Debug, serde::Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+impl PageQuery {
+    fn check(&self) -> Result<(), Response> {
+        if !(1..=1000).contains(&self.limit) {
+            return Err(error(StatusCode::BAD_REQUEST, "limit: 1 to 1000"));
+        }
+        Ok(())
+    }
+
+    /// The page of `total` items starting at `offset`: (range, next offset).
+    fn window(&self, total: usize) -> (std::ops::Range<usize>, Option<usize>) {
+        let start = self.offset.min(total);
+        let end = start.saturating_add(self.limit).min(total);
+        (start..end, (end < total).then_some(end))
+    }
+}
+
+/// `GET /v1/incidents?limit=&offset=`: newest first, one page, with `total` and
+/// `next_offset`.
+async fn list(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(page): axum::extract::Query<PageQuery>,
+) -> Response {
+    if let Err(r) = page.check() {
+        return r;
+    }
+    let (incidents, total, next) = {
         let hub = c.hub();
-        hub.incidents()
+        let visible: Vec<&Incident> = hub
+            .incidents()
             .list()
             .into_iter()
+            .filter(|i| caller.is_admin() || i.streams.keys().any(|s| s.tenant == caller.tenant))
+            .collect();
+        let (range, next) = page.window(visible.len());
+        let shown: Vec<Incident> = visible[range]
+            .iter()
             .filter_map(|i| {
                 if caller.is_admin() {
-                    Some(i.clone())
+                    Some((*i).clone())
                 } else {
                     i.visible_to(&caller.tenant)
                 }
             })
-            .collect()
+            .collect();
+        (shown, visible.len(), next)
     };
     let views: Vec<IncidentView> = incidents.iter().map(|i| view(&c, i, &caller)).collect();
-    Json(json!({ "incidents": views })).into_response()
+    Json(json!({ "incidents": views, "total": total, "next_offset": next })).into_response()
+}
+
+/// `GET /v1/audit?limit=&offset=` (`operator`): every responder action read from the
+/// incident log (applied or refused), newest first. A tenant sees the actions on
+/// incidents holding its streams; another tenant's actor shows as its tenant only.
+async fn audit(
+    State(c): State<Arc<Coordinator>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(page): axum::extract::Query<PageQuery>,
+) -> Response {
+    if let Err(r) = page.check() {
+        return r;
+    }
+    let prefix = format!("{}/", caller.tenant);
+    let hub = c.hub();
+    let rows: Vec<&super::hub::AuditRow> = hub
+        .audit()
+        .filter(|r| caller.is_admin() || r.streams.iter().any(|s| s.starts_with(&prefix)))
+        .collect();
+    let (range, next) = page.window(rows.len());
+    let shown: Vec<serde_json::Value> = rows[range]
+        .iter()
+        .map(|r| {
+            let mut r = (*r).clone();
+            if !caller.is_admin() {
+                r.streams.retain(|s| s.starts_with(&prefix));
+                if r.tenant != caller.tenant {
+                    r.who = r.tenant.clone();
+                }
+            }
+            serde_json::to_value(r).expect("serializable")
+        })
+        .collect();
+    Json(json!({ "audit": shown, "total": rows.len(), "next_offset": next })).into_response()
 }
 
 async fn show(

@@ -185,6 +185,8 @@ pub struct Hub {
     entry_owner: HashMap<String, String>,
     /// The evidence each confirmation was made on: the banked reference frames.
     confirmed_thumbs: HashMap<String, Vec<(StreamKey, Thumb)>>,
+    /// Every action read from the log, oldest first (the latest [`AUDIT_KEPT`]).
+    audit: VecDeque<AuditRow>,
 }
 
 fn kind_of(s: &str) -> Option<DecisionKind> {
@@ -195,6 +197,36 @@ fn kind_of(s: &str) -> Option<DecisionKind> {
         "ended" => DecisionKind::Ended,
         _ => return None,
     })
+}
+
+/// Audit rows kept (the latest); the incident log on the broker holds them all.
+const AUDIT_KEPT: usize = 10_000;
+
+/// One responder action as the audit shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// The action record's id.
+    pub id: String,
+    /// The incident.
+    pub incident: String,
+    /// What was asked.
+    pub action: String,
+    /// `applied`, or `refused` (the incident's state did not allow it when read back).
+    pub outcome: &'static str,
+    /// Who (tenant and credential).
+    pub who: String,
+    /// The acting tenant.
+    pub tenant: String,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// The incident's streams then (`tenant/stream`).
+    pub streams: Vec<String>,
+    /// Bank entries published or removed (frame and video entries).
+    pub entries: usize,
+    /// Their scope (`None`: fleet-wide).
+    pub scope: Option<String>,
+    /// The responder's note.
+    pub note: Option<String>,
 }
 
 /// Evidence thumbnails kept per stream (the latest).
@@ -314,6 +346,7 @@ impl Hub {
             to_preserve: Vec::new(),
             entry_owner: HashMap::new(),
             confirmed_thumbs: HashMap::new(),
+            audit: VecDeque::new(),
         }
     }
 
@@ -524,6 +557,30 @@ impl Hub {
         ))
     }
 
+    fn audit_row(&mut self, r: &ActionRecord, outcome: &'static str) {
+        self.audit.push_back(AuditRow {
+            id: r.id.clone(),
+            incident: r.incident.clone(),
+            action: r.action.clone(),
+            outcome,
+            who: r.who.clone(),
+            tenant: r.tenant.clone(),
+            at_ms: r.at_ms,
+            streams: r.streams.clone(),
+            entries: r.entries.len() + r.videos.len(),
+            scope: r.scope.clone(),
+            note: r.note.clone(),
+        });
+        while self.audit.len() > AUDIT_KEPT {
+            self.audit.pop_front();
+        }
+    }
+
+    /// The audit of responder actions, newest first.
+    pub fn audit(&self) -> impl Iterator<Item = &AuditRow> {
+        self.audit.iter().rev()
+    }
+
     /// A record of the incidents topic.
     pub fn on_action(&mut self, record: ActionRecord) {
         self.now_ms = self.now_ms.max(record.at_ms);
@@ -532,6 +589,7 @@ impl Hub {
         }
         let Some(action) = parse_action(&record.action) else {
             tracing::warn!(action = %record.action, "coordinator: unknown action in the log");
+            self.audit_row(&record, "refused");
             self.applied.insert(record.id);
             self.counts.refused_actions += 1;
             return;
@@ -542,6 +600,7 @@ impl Hub {
         {
             Ok(_) => {
                 self.counts.actions += 1;
+                self.audit_row(&record, "applied");
                 let hashes = || {
                     record
                         .hashes
@@ -616,6 +675,7 @@ impl Hub {
             Err(ActionError::Conflict(state)) => {
                 tracing::info!(id = %record.id, ?state, "coordinator: action refused on apply");
                 self.counts.refused_actions += 1;
+                self.audit_row(&record, "refused");
                 self.applied.insert(record.id);
             }
         }
