@@ -271,11 +271,10 @@ fn default_limit() -> usize {
 }
 
 impl PageQuery {
-    fn check(&self) -> Result<(), Response> {
-        if !(1..=1000).contains(&self.limit) {
-            return Err(error(StatusCode::BAD_REQUEST, "limit: 1 to 1000"));
-        }
-        Ok(())
+    /// The refusal of a bad page, if it is one.
+    fn refusal(&self) -> Option<Response> {
+        (!(1..=1000).contains(&self.limit))
+            .then(|| error(StatusCode::BAD_REQUEST, "limit: 1 to 1000"))
     }
 
     /// The page of `total` items starting at `offset`: (range, next offset).
@@ -293,7 +292,7 @@ async fn list(
     Extension(caller): Extension<Caller>,
     axum::extract::Query(page): axum::extract::Query<PageQuery>,
 ) -> Response {
-    if let Err(r) = page.check() {
+    if let Some(r) = page.refusal() {
         return r;
     }
     let (incidents, total, next) = {
@@ -329,7 +328,7 @@ async fn audit(
     Extension(caller): Extension<Caller>,
     axum::extract::Query(page): axum::extract::Query<PageQuery>,
 ) -> Response {
-    if let Err(r) = page.check() {
+    if let Some(r) = page.refusal() {
         return r;
     }
     let prefix = format!("{}/", caller.tenant);
