@@ -1305,6 +1305,29 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
     let count = preview["count"].as_u64().unwrap();
     assert!(count > 0, "{preview}");
 
+    // The stream's risk timeline (from its signals): the bumper low, the red content
+    // high (the test classifier scores mostly-red frames near 1).
+    let shown = coord.get(&format!("/v1/incidents/{incident}"), READ);
+    let timeline = shown["streams"][0]["timeline"].as_array().unwrap().clone();
+    assert!(timeline.len() >= 20, "{shown}");
+    let score_where = |keep: &dyn Fn(f64) -> bool| -> Vec<f64> {
+        timeline
+            .iter()
+            .filter(|p| keep(p[0].as_f64().unwrap()))
+            .map(|p| p[1].as_f64().unwrap())
+            .collect()
+    };
+    let intro = score_where(&|t| t < 2.5);
+    let content = score_where(&|t| t >= 4.0);
+    assert!(
+        !intro.is_empty() && intro.iter().all(|s| *s < 0.5),
+        "{intro:?}"
+    );
+    assert!(
+        content.iter().cloned().fold(0.0, f64::max) > 0.9,
+        "{content:?}"
+    );
+
     let browser = Driver::start(&coord);
     browser.go(&format!("{}/#token={OPERATOR}", coord.base));
     let row = format!("tr[data-id=\"{incident}\"]");
@@ -1333,6 +1356,12 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
             );
         }
     }
+    // Each stream's risk timeline is drawn beside it.
+    let points = browser.eval(&format!(
+        "const p = document.querySelector('{row} svg.spark path'); \
+         return p ? p.getAttribute('d').split(/[ML]/).length - 1 : 0;"
+    ));
+    assert_eq!(points, Value::from(timeline.len()), "sparkline points");
     // The evidence frame is loaded (with the token) and blurred until clicked.
     let img = format!("{row} figure.thumb img");
     let natural_width = format!(

@@ -144,6 +144,8 @@ struct StreamView {
     frames: usize,
     /// Evidence thumbnails of its escalations (references), oldest first.
     thumbnails: Vec<super::hub::Thumb>,
+    /// Its risk timeline (while its frames are kept): `[media s, score]` pairs.
+    timeline: Vec<(f64, f32)>,
 }
 
 /// The banked reference frame of a match: evidence of the confirmed incident that
@@ -226,6 +228,11 @@ fn view(c: &Coordinator, inc: &Incident, caller: &Caller) -> IncidentView {
                 worker: m.worker.clone(),
                 ended: m.ended,
                 frames: hub.frames_of(k),
+                timeline: hub
+                    .timeline(k)
+                    .into_iter()
+                    .map(|p| (p.media_ms as f64 / 1000.0, p.score))
+                    .collect(),
                 thumbnails: hub
                     .thumbs_of(&inc.id)
                     .into_iter()

@@ -187,6 +187,8 @@ pub struct Hub {
     confirmed_thumbs: HashMap<String, Vec<(StreamKey, Thumb)>>,
     /// Every action read from the log, oldest first (the latest [`AUDIT_KEPT`]).
     audit: VecDeque<AuditRow>,
+    /// Each stream's risk timeline, kept as long as its frames.
+    risk: HashMap<StreamKey, VecDeque<RiskPoint>>,
 }
 
 fn kind_of(s: &str) -> Option<DecisionKind> {
@@ -228,6 +230,22 @@ pub struct AuditRow {
     /// The responder's note.
     pub note: Option<String>,
 }
+
+/// A point of a stream's risk timeline: the strongest signal of one sampled frame (a
+/// hash match counts 1; a live video match its fraction; a classifier its score), as
+/// the worker's dashboard plots it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RiskPoint {
+    /// Wall ms.
+    pub wall_ms: u64,
+    /// Media ms.
+    pub media_ms: u64,
+    /// 0 to 1.
+    pub score: f32,
+}
+
+/// Points a timeline shows at most (the strongest of each run of frames).
+pub const TIMELINE_POINTS: usize = 120;
 
 /// Evidence thumbnails kept per stream (the latest).
 const THUMBS_PER_STREAM: usize = 64;
@@ -347,6 +365,7 @@ impl Hub {
             entry_owner: HashMap::new(),
             confirmed_thumbs: HashMap::new(),
             audit: VecDeque::new(),
+            risk: HashMap::new(),
         }
     }
 
@@ -449,6 +468,21 @@ impl Hub {
         for r in records {
             match r {
                 SignalRecord::Frame(f) => {
+                    let point = RiskPoint {
+                        wall_ms: f.signals.wall_ms,
+                        media_ms: (f.signals.media_time.max(0.0) * 1000.0) as u64,
+                        score: crate::engine::detect::score(&f.signals) as f32,
+                    };
+                    let key = StreamKey::new(f.tenant.clone(), f.stream.clone());
+                    let keep_ms = (self.cfg.history_secs * 1000.0) as u64;
+                    let r = self.risk.entry(key).or_default();
+                    r.push_back(point);
+                    while r.len() > MAX_HISTORY_FRAMES
+                        || r.front()
+                            .is_some_and(|o| point.wall_ms.saturating_sub(o.wall_ms) > keep_ms)
+                    {
+                        r.pop_front();
+                    }
                     let Some((bytes, quality)) = f.pdq else {
                         continue;
                     };
@@ -482,6 +516,33 @@ impl Hub {
             h.back()
                 .is_some_and(|f| now.saturating_sub(f.wall_ms) <= keep_ms)
         });
+        self.risk.retain(|_, r| {
+            r.back()
+                .is_some_and(|p| now.saturating_sub(p.wall_ms) <= keep_ms)
+        });
+    }
+
+    /// `stream`'s risk timeline, at most [`TIMELINE_POINTS`] points: runs of frames
+    /// folded into their strongest, in media order.
+    pub fn timeline(&self, stream: &StreamKey) -> Vec<RiskPoint> {
+        let Some(r) = self.risk.get(stream) else {
+            return Vec::new();
+        };
+        let per = r.len().div_ceil(TIMELINE_POINTS).max(1);
+        let points: Vec<RiskPoint> = r.iter().copied().collect();
+        points
+            .chunks(per)
+            .map(|run| {
+                let strongest = run
+                    .iter()
+                    .max_by(|a, b| a.score.total_cmp(&b.score))
+                    .expect("chunks are not empty");
+                RiskPoint {
+                    media_ms: run[0].media_ms,
+                    ..*strongest
+                }
+            })
+            .collect()
     }
 
     fn on_frame(&mut self, f: FrameSignal) {

@@ -295,7 +295,7 @@ fn classify(classifiers: &ClassifierSet, frame: &SampledFrame, signals: &mut Fra
 
 /// The strongest signal of a frame in [0, 1]: 1 for a bank match, a live video
 /// match's fraction, a classifier's score.
-pub(crate) fn score(signals: &FrameSignals) -> f64 {
+pub fn score(signals: &FrameSignals) -> f64 {
     signals
         .hash_matches
         .iter()
