@@ -504,6 +504,16 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
     }
     assert_eq!(published, preview["count"].as_u64().unwrap());
 
+    // Every worker applies every entry.
+    wait_applied(
+        &[&a, &b],
+        &[applied_before.0, applied_before.1],
+        published + videos,
+        "the entries applied on both workers",
+        &all,
+    );
+    let applied_in = confirm_at.elapsed();
+
     // Evidence: each crisis stream's escalation named a thumbnail (a reference, never
     // the bytes); the coordinator serves it to the tenant's responders only, and keeps
     // it preserved now that the incident is confirmed.
@@ -574,15 +584,6 @@ fn a_confirmation_makes_every_worker_catch_a_smaller_copy_and_a_retraction_undoe
             &all,
         );
     }
-    // Every worker applies every entry.
-    wait_applied(
-        &[&a, &b],
-        &[applied_before.0, applied_before.1],
-        published + videos,
-        "the entries applied on both workers",
-        &all,
-    );
-    let applied_in = confirm_at.elapsed();
 
     // 5 s later a smaller re-encode of the same content starts, and a benign stream
     // with the same intro.

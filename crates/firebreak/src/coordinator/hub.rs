@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::config::Coordinator as CoordinatorConfig;
 use crate::signals::labels::parse_time;
-use crate::signals::record::{EventKind, SignalRecord, decode_block};
+use crate::signals::record::{SignalRecord, decode_block};
 
 /// Format version of [`ActionRecord`].
 pub const ACTION_VERSION: u32 = 1;
@@ -495,9 +495,9 @@ impl Hub {
                     };
                     self.on_frame(sig);
                 }
-                SignalRecord::Event(e) if e.kind == EventKind::Ended => {
-                    self.links.forget(&StreamKey::new(e.tenant, e.stream));
-                }
+                // An ended stream's links stay until the window expires them: its
+                // escalation may be read after its last frames (the topics
+                // interleave), and must still find the streams it was linked to.
                 SignalRecord::Event(_) => {}
                 SignalRecord::Tick { wall_ms } => self.tick(wall_ms),
             }
@@ -837,6 +837,67 @@ mod tests {
             hash: Hash256::default(),
             quality: 100,
         }
+    }
+
+    /// Two streams carrying the same content end before the coordinator reads their
+    /// escalations (the topics interleave): their link, formed from their frames,
+    /// still puts both in one incident.
+    #[test]
+    fn streams_linked_before_their_escalations_are_read_share_an_incident() {
+        use crate::signals::record::{EventKind, EventRecord, FrameRecord, encode_block};
+        let mut hub = Hub::new(CoordinatorConfig::default(), vec!["review".into()]);
+        // Content: 30 unrelated hashes (splitmix64 bits), 0.5 s apart.
+        let content: Vec<Hash256> = (0..30u64)
+            .map(|i| {
+                let mut h = Hash256::default();
+                let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+                for k in 0..256 {
+                    x ^= x >> 31;
+                    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    if x >> 63 == 1 {
+                        h.set_bit(k);
+                    }
+                }
+                h
+            })
+            .collect();
+        let mut block = Vec::new();
+        for (i, h) in content.iter().enumerate() {
+            for s in ["a", "b"] {
+                block.push(SignalRecord::Frame(FrameRecord {
+                    stream: s.into(),
+                    tenant: "t".into(),
+                    pdq: Some((h.to_bytes(), 90)),
+                    signals: firebreak_policy::policy::FrameSignals {
+                        media_time: i as f64 * 0.5,
+                        wall_ms: 1_000 + i as u64 * 10,
+                        ..Default::default()
+                    },
+                }));
+            }
+        }
+        for s in ["a", "b"] {
+            block.push(SignalRecord::Event(EventRecord {
+                stream: s.into(),
+                tenant: "t".into(),
+                kind: EventKind::Ended,
+                wall_ms: 1_400,
+            }));
+        }
+        hub.on_signals(&encode_block(&block));
+        for s in ["a", "b"] {
+            let event = serde_json::json!({
+                "id": format!("e-{s}"), "time": "2026-11-28T15:01:46.000Z",
+                "data": {"kind": "escalated", "tenant": "t", "stream_id": s,
+                         "incident_id": format!("i-{s}"), "tier": "review",
+                         "worker_id": "w", "evidence": [], "rules": ["r"],
+                         "media_time": {"start": 3.0, "end": 3.0}}
+            });
+            hub.on_escalation(&serde_json::to_vec(&event).unwrap());
+        }
+        let list = hub.incidents().list();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].streams.len(), 2);
     }
 
     #[test]
