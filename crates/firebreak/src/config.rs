@@ -1179,6 +1179,7 @@ impl ServiceConfig {
         if let Some(d) = self.signals.dir.as_mut() {
             abs(d);
         }
+        self.signals.shadow.iter_mut().for_each(abs);
         self.detectors.models.iter_mut().for_each(abs);
         if let Some(f) = self.policy.file.as_mut() {
             abs(f);

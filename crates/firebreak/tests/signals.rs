@@ -470,3 +470,393 @@ fn label_csv_import_refuses_malformed_files_whole() {
         ("t2", "a note")
     );
 }
+
+/// `POST /v1/signals/labels`: read scope refused, operators label their own tenant's
+/// streams (not another's), admin may name any tenant; an inverted range is refused
+/// with its field; each label is audit-logged and listed to its tenant only; the
+/// labels land beside the signal log where replay reads them.
+#[test]
+fn labels_through_the_api_are_scoped_tenanted_and_audited() {
+    let mut d = support::start("");
+    let body = |extra: &str| {
+        format!(r#"{{"stream":"cam","start_ms":1000,"end_ms":5000,"verdict":"crisis"{extra}}}"#)
+    };
+    let path = "/v1/signals/labels";
+    assert_eq!(d.call("POST", path, Some(READ), body("").as_bytes()).0, 403);
+    assert_eq!(d.call("POST", path, None, body("").as_bytes()).0, 401);
+    let (status, label) = d.call("POST", path, Some(support::OPERATOR), body("").as_bytes());
+    assert_eq!(status, 200, "{label}");
+    assert_eq!(label["tenant"], "platform");
+    assert_eq!(label["by"], "platform");
+    let (status, refused) = d.call(
+        "POST",
+        path,
+        Some(support::OPERATOR),
+        body(r#","tenant":"other""#).as_bytes(),
+    );
+    assert_eq!(status, 403, "{refused}");
+    let (status, bad) = d.call(
+        "POST",
+        path,
+        Some(support::OPERATOR),
+        br#"{"stream":"cam","start_ms":5000,"end_ms":5000,"verdict":"benign"}"#,
+    );
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad.to_string().contains("end"), "{bad}");
+    let (status, other) = d.call(
+        "POST",
+        path,
+        Some(support::OTHER),
+        br#"{"stream":"their-cam","start_ms":1,"end_ms":2,"verdict":"benign"}"#,
+    );
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(other["tenant"], "other");
+    let (status, by_admin) = d.call(
+        "POST",
+        path,
+        Some(support::ADMIN),
+        body(r#","tenant":"other""#).as_bytes(),
+    );
+    assert_eq!(status, 200, "{by_admin}");
+    assert_eq!(
+        (&by_admin["tenant"], &by_admin["by"]),
+        (&Value::from("other"), &Value::from("ops"))
+    );
+
+    let listed = |token: &str| -> Vec<String> {
+        d.get(path, token)["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}/{}",
+                    l["tenant"].as_str().unwrap(),
+                    l["stream"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(listed(READ), ["platform/cam"]);
+    assert_eq!(listed(support::OTHER), ["other/their-cam", "other/cam"]);
+    assert_eq!(listed(support::ADMIN).len(), 3);
+    let audit = d.get("/v1/audit", support::ADMIN);
+    let adds = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "label.add")
+        .count();
+    assert_eq!(adds, 3);
+    let status = d.terminate();
+    assert!(status.success(), "{}", d.stderr());
+    let stored = labels::load(&d.data().join("signals")).unwrap();
+    assert_eq!(stored.len(), 3);
+}
+
+const SHADOW: &str = r#"
+version = "shadow-1"
+tiers = ["shadow-crisis"]
+cooldown_secs = 5
+
+[[rule]]
+name = "any-video"
+kind = "video_match"
+enter = 0.3
+exit = 0.1
+tier = "shadow-crisis"
+"#;
+
+/// A shadow policy runs beside the built-in one on the banked clip: its decisions go
+/// to `shadow.jsonl` and never to the escalation sink (no event of its version or
+/// tier there), while the active policy's escalation does. Then `POST
+/// /v1/policy/dry-run` with the shadow policy as the proposal (operator scope; read
+/// refused; an invalid proposal refused with its issues) answers, per stream, the same
+/// escalation counts as `firebreak replay --compare` over the window it reports.
+#[test]
+fn shadow_decisions_stay_out_of_the_sink_and_a_dry_run_matches_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = support::programme_with_banked_clip(dir.path());
+    let shadow = dir.path().join("shadow.toml");
+    std::fs::write(&shadow, SHADOW).unwrap();
+    let mut d = support::start_in(
+        dir,
+        &format!(
+            "[ingest]\nsampling = \"2/s\"\n[signals]\nshadow = [{:?}]\n",
+            shadow.to_str().unwrap()
+        ),
+    );
+    let bytes = std::fs::read(&prog).unwrap();
+    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
+        let (status, body) = d.call(
+            "PUT",
+            &format!("/v1/streams/prog/segments/{i}"),
+            Some(INGEST),
+            part,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        d.call("POST", "/v1/streams/prog/end", Some(INGEST), b"").0,
+        200
+    );
+    let sink = d.data().join("events.jsonl");
+    let read_lines = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    d.wait("the closing event", 120, || {
+        read_lines(&sink)
+            .into_iter()
+            .find(|e| e["data"]["kind"] == "ended" || e["data"]["tier"] == "none")
+    });
+
+    let path = "/v1/policy/dry-run";
+    let request = serde_json::json!({"toml": SHADOW, "hours": 1}).to_string();
+    assert_eq!(d.call("POST", path, Some(READ), request.as_bytes()).0, 403);
+    let (status, bad) = d.call(
+        "POST",
+        path,
+        Some(support::OPERATOR),
+        br#"{"rule":"known-video-live","patch":{"exit":0.9}}"#,
+    );
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad.to_string().contains("exit"), "{bad}");
+    let (status, dry) = d.call("POST", path, Some(support::OPERATOR), request.as_bytes());
+    assert_eq!(status, 200, "{dry}");
+    assert!(
+        dry["proposed_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("shadow-1+")
+    );
+    let diffs = dry["streams"].as_array().unwrap().clone();
+    assert!(
+        diffs.iter().any(|s| s["stream"] == "prog"),
+        "the shadow policy escalates to another tier: {dry}"
+    );
+
+    // A change applied on a dry-run records it with the policy version; the dry-run
+    // must be of that very change.
+    let (status, patched_dry) = d.call(
+        "POST",
+        path,
+        Some(support::OPERATOR),
+        br#"{"rule":"known-video-live","patch":{"enter":0.6},"hours":1}"#,
+    );
+    assert_eq!(status, 200, "{patched_dry}");
+    let id = patched_dry["id"].as_str().unwrap().to_owned();
+    let rule = "/v1/policy/rules/known-video-live";
+    for (query, body, want) in [
+        (
+            "?dry_run=0000000000000000".to_owned(),
+            &br#"{"enter":0.6}"#[..],
+            409,
+        ),
+        (format!("?dry_run={id}"), &br#"{"enter":0.7}"#[..], 409),
+        (format!("?dry_run={id}"), &br#"{"enter":0.6}"#[..], 200),
+    ] {
+        let (status, v) = d.call(
+            "PATCH",
+            &format!("{rule}{query}"),
+            Some(support::ADMIN),
+            body,
+        );
+        assert_eq!(status, want, "{query} {v}");
+    }
+    let versions = d.get("/v1/policy/versions", support::ADMIN);
+    let latest = versions["versions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(latest["source"], "policy.rule", "{versions}");
+    assert_eq!(latest["dry_run"]["id"], id.as_str(), "{latest}");
+    assert_eq!(latest["dry_run"]["from_ms"], patched_dry["from_ms"]);
+    assert_eq!(latest["dry_run"]["to_ms"], patched_dry["to_ms"]);
+    assert_eq!(
+        latest["dry_run"]["proposed_sha256"],
+        patched_dry["proposed_sha256"]
+    );
+
+    let status = d.terminate();
+    assert!(status.success(), "{}", d.stderr());
+    let delivered = read_lines(&sink);
+    assert!(delivered.iter().any(|e| e["data"]["tier"] == "crisis"));
+    assert!(
+        delivered.iter().all(|e| {
+            !e["data"]["policy_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("shadow-1")
+                && e["data"]["tier"] != "shadow-crisis"
+        }),
+        "no shadow decision in the sink"
+    );
+    let shadowed = read_lines(&d.data().join("signals").join("shadow.jsonl"));
+    assert!(
+        shadowed.iter().any(|s| s["decision"]["kind"] == "escalated"
+            && s["decision"]["tier"] == "shadow-crisis"
+            && s["tenant"] == "platform"
+            && s["shadow"] == true),
+        "{shadowed:?}"
+    );
+
+    let active = d.data().join("active.toml");
+    std::fs::write(&active, DEFAULT_POLICY).unwrap();
+    let run = bin()
+        .args(["replay", "--tenant", "platform", "--log"])
+        .arg(d.data().join("signals"))
+        .arg("--policy")
+        .arg(&active)
+        .arg("--compare")
+        .arg(&shadow)
+        .args([
+            "--from",
+            &dry["from_ms"].to_string(),
+            "--to",
+            &dry["to_ms"].to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let text = String::from_utf8(run.stdout).unwrap();
+    // The replay's per-tier escalation counts of each policy ("policy V" blocks, rows
+    // "tier T  N ...").
+    let mut blocks: Vec<std::collections::BTreeMap<String, u64>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("policy ") {
+            blocks.push(Default::default());
+        } else if let (Some(b), Some(row)) = (blocks.last_mut(), line.trim().strip_prefix("tier "))
+        {
+            let mut f = row.split_whitespace();
+            let (tier, n) = (f.next().unwrap(), f.next().unwrap().parse::<u64>().unwrap());
+            b.insert(tier.to_owned(), n);
+        }
+    }
+    assert_eq!(blocks.len(), 2, "{text}");
+    let total = |b: &std::collections::BTreeMap<String, u64>| b.values().sum::<u64>();
+    assert_eq!(
+        Value::from(total(&blocks[0])),
+        dry["active_escalations"],
+        "{text}\n{dry}"
+    );
+    assert_eq!(
+        Value::from(total(&blocks[1])),
+        dry["proposed_escalations"],
+        "{text}\n{dry}"
+    );
+    // The dry-run's added escalations are the proposed policy's, its removed ones the
+    // active policy's, tier by tier.
+    for (field, block) in [("added", &blocks[1]), ("removed", &blocks[0])] {
+        let mut tiers: std::collections::BTreeMap<String, u64> = Default::default();
+        for s in &diffs {
+            for e in s[field].as_array().unwrap() {
+                *tiers
+                    .entry(e["tier"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        assert!(!tiers.is_empty(), "{field}: {dry}");
+        for (tier, n) in tiers {
+            assert!(
+                block.get(&tier).copied().unwrap_or(0) >= n,
+                "{field} {tier}: {text}"
+            );
+        }
+    }
+    // Streams whose counts differ: the same in both.
+    let (_, differing) = text
+        .split_once("where they differ:\n")
+        .expect("the comparison section");
+    let replayed: Vec<String> = differing
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    let answered: Vec<String> = diffs
+        .iter()
+        .filter(|s| s["active"] != s["proposed"])
+        .map(|s| {
+            format!(
+                "{}: {} -> {}",
+                s["stream"].as_str().unwrap(),
+                s["active"],
+                s["proposed"]
+            )
+        })
+        .collect();
+    assert_eq!(replayed, answered);
+}
+
+/// The HTML report, rendered by headless Chromium (`--dump-dom`: the document after
+/// parsing), holds its three kinds of plot with their marks: the precision-recall
+/// curve's points, the histogram's bars and each stream's two policy lines.
+#[test]
+fn the_report_renders_in_headless_chromium_with_its_plots() {
+    // Debian's chromium, installed by the test command (a missing browser fails here).
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("Chromium (apt install chromium)");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let generated = bin()
+        .args([
+            "signals",
+            "generate",
+            "--streams",
+            "3",
+            "--hours",
+            "8",
+            "--out",
+        ])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, DEFAULT_POLICY).unwrap();
+    let report = dir.path().join("report.html");
+    let run = bin()
+        .args(["replay", "--log"])
+        .arg(&log)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--compare")
+        .arg(&policy)
+        .args([
+            "--sweep",
+            "graphic-violence-persistent.enter=0.6:0.9:0.1",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let profile = dir.path().join("chromium-profile");
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", report.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let dom = String::from_utf8(out.stdout).unwrap();
+    let count = |needle: &str| dom.matches(needle).count();
+    assert!(dom.contains("id=\"pr-curve\""), "{dom}");
+    assert_eq!(count("class=\"pt\""), 4, "one point per sweep setting");
+    assert!(dom.contains("id=\"ttd-histogram\""));
+    assert_eq!(count("class=\"bar\""), 20, "twenty bins");
+    assert_eq!(count("class=\"timeline\""), 3, "one per stream");
+    assert_eq!(count("class=\"tier\""), 6, "two policies per stream");
+}

@@ -307,39 +307,23 @@ impl Daemon {
             pipeline.clone(),
             metrics.clone(),
         );
-        let mut sinks: Vec<Arc<dyn crate::signals::SignalSink>> = Vec::new();
-        if config.signals().enabled {
-            let dir = config
-                .signals()
-                .dir
-                .clone()
-                .unwrap_or_else(|| data.join("signals"));
-            let log = crate::signals::log::SignalLog::open(&dir, config.signals())
-                .with_context(|| format!("opening the signal log in {}", dir.display()))?;
-            sinks.push(log);
-        }
-        if let Some(f) = &config.fleet_shared {
-            // Fleet mode: every record to the signals topic too (created in `serve`).
-            let publisher = firebreak_delivery::telemetry::Publisher::new(
-                &f.feeds.shared(),
-                &f.signals_topic,
-                64 * 1024,
-            )
-            .context("fleet mode: the signals producer")?;
-            sinks.push(
-                crate::signals::fleet::KafkaSignals::start(publisher, 1 << 16)
-                    .context("fleet mode: the signals thread")?,
-            );
-        }
-        match sinks.len() {
-            0 => {}
-            1 => {
-                engine.set_signal_sink(sinks.remove(0));
+        // Fleet mode: every record to the signals topic too (created in `serve`).
+        let fleet_sink: Option<Arc<dyn crate::signals::SignalSink>> = match &config.fleet_shared {
+            None => None,
+            Some(f) => {
+                let publisher = firebreak_delivery::telemetry::Publisher::new(
+                    &f.feeds.shared(),
+                    &f.signals_topic,
+                    64 * 1024,
+                )
+                .context("fleet mode: the signals producer")?;
+                Some(
+                    crate::signals::fleet::KafkaSignals::start(publisher, 1 << 16)
+                        .context("fleet mode: the signals thread")?,
+                )
             }
-            _ => {
-                engine.set_signal_sink(Arc::new(crate::signals::Tee(sinks)));
-            }
-        }
+        };
+        crate::signals::attach(&engine, config.signals(), &data, fleet_sink)?;
         // Evidence thumbnails (evidence.rs), to the evidence topic too in fleet mode
         // (created in `serve`).
         if let Some(dir) = config.evidence_dir() {

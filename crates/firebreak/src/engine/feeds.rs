@@ -502,6 +502,7 @@ pub fn next_policy_record(
         policy_version: policy.version().to_owned(),
         file_sha256: String::new(),
         rolled_back_from: None,
+        dry_run: None,
         toml: toml::to_string(config).unwrap_or_default(),
     });
     if activate || record.active == 0 {

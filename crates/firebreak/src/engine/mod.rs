@@ -145,6 +145,9 @@ impl Slot {
     }
 }
 
+/// Dry-runs remembered for changes applied on them.
+pub const DRY_RUNS_KEPT: usize = 64;
+
 /// An ended stream's state is forgotten this long after it ended.
 const ENDED_KEPT_MS: u64 = 3_600_000;
 
@@ -172,6 +175,10 @@ pub struct Engine {
     /// Failed writes of the engine's own files (`journal`, `audit`), by file: an alarm
     /// until that file's next good write.
     storage_alarms: Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// The local signal log's directory (labels are stored there), when recording.
+    signal_dir: std::sync::OnceLock<PathBuf>,
+    /// Recent dry-runs, for changes applied on them.
+    dry_runs: Mutex<std::collections::VecDeque<versions::DryRunRecord>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -210,6 +217,8 @@ impl Engine {
             signal_sink: std::sync::OnceLock::new(),
             evidence: std::sync::OnceLock::new(),
             storage_alarms: Mutex::new(Default::default()),
+            signal_dir: std::sync::OnceLock::new(),
+            dry_runs: Mutex::new(Default::default()),
         })
     }
 
@@ -228,6 +237,21 @@ impl Engine {
     /// The evidence thumbnails, if kept.
     pub fn evidence(&self) -> Option<&Arc<crate::evidence::Recorder>> {
         self.evidence.get()
+    }
+
+    /// Sends `data` on the live feed as a `kind` event (filtered by its `tenant`).
+    pub fn publish(&self, kind: &'static str, data: Value) {
+        let _ = self.events.send((kind, data));
+    }
+
+    /// Names the local signal log's directory (once), where labels are stored.
+    pub fn set_signal_dir(&self, dir: PathBuf) -> bool {
+        self.signal_dir.set(dir).is_ok()
+    }
+
+    /// The local signal log's directory, if signals are recorded locally.
+    pub fn signal_dir(&self) -> Option<PathBuf> {
+        self.signal_dir.get().cloned()
     }
 
     /// Writes the signal sink's queued records (blocking; at shutdown).
@@ -747,6 +771,7 @@ impl Engine {
                     policy_version: Policy::new(file.clone()).version().to_owned(),
                     file_sha256: file_sha,
                     rolled_back_from: None,
+                    dry_run: None,
                     toml: toml::to_string(file).unwrap_or_default(),
                 })?;
                 tracing::info!(version = n, "the policy file is a new policy version");
@@ -779,6 +804,7 @@ impl Engine {
             "policy",
             None,
             Some(file_sha),
+            None,
         )
     }
 
@@ -897,6 +923,37 @@ impl Engine {
         action: &str,
         target: &str,
     ) -> Result<String, ActionError> {
+        self.set_policy_after(config, who, credential, action, target, None)
+    }
+
+    /// [`Engine::set_policy`], applied on dry-run `dry_run` (an id a dry-run of this
+    /// engine answered): the version records it, and a policy other than the one the
+    /// dry-run replayed is refused ([`ActionError::Conflict`]), as is an unknown id.
+    pub fn set_policy_after(
+        &self,
+        config: PolicyConfig,
+        who: &str,
+        credential: &str,
+        action: &str,
+        target: &str,
+        dry_run: Option<&str>,
+    ) -> Result<String, ActionError> {
+        let record = match dry_run {
+            None => None,
+            Some(id) => {
+                let Some(r) = self.dry_run_record(id) else {
+                    return Err(ActionError::Conflict(format!(
+                        "no dry-run {id:?} (unknown, or too old: run it again)"
+                    )));
+                };
+                if r.proposed_sha256 != versions::policy_sha256(&config) {
+                    return Err(ActionError::Conflict(format!(
+                        "dry-run {id:?} replayed another policy than this one"
+                    )));
+                }
+                Some(r)
+            }
+        };
         let mut guard = lock(&self.versions);
         self.change_policy(
             guard.as_mut(),
@@ -907,7 +964,23 @@ impl Engine {
             target,
             None,
             None,
+            record,
         )
+    }
+
+    /// Remembers a dry-run's record, for a change applied on it (the latest
+    /// [`DRY_RUNS_KEPT`]).
+    pub fn remember_dry_run(&self, record: versions::DryRunRecord) {
+        let mut runs = lock(&self.dry_runs);
+        runs.retain(|r| r.id != record.id);
+        runs.push_back(record);
+        while runs.len() > DRY_RUNS_KEPT {
+            runs.pop_front();
+        }
+    }
+
+    fn dry_run_record(&self, id: &str) -> Option<versions::DryRunRecord> {
+        lock(&self.dry_runs).iter().find(|r| r.id == id).cloned()
     }
 
     /// Rolls the policy back to stored version `number` (a new version with its
@@ -936,6 +1009,7 @@ impl Engine {
             "policy.rollback",
             &format!("version {number}"),
             Some(number),
+            None,
             None,
         )
     }
@@ -968,6 +1042,7 @@ impl Engine {
         target: &str,
         rolled_back_from: Option<u64>,
         file_sha256: Option<String>,
+        dry_run: Option<versions::DryRunRecord>,
     ) -> Result<String, ActionError> {
         let new = Arc::new(Policy::new(config));
         let old = self.policy();
@@ -979,7 +1054,7 @@ impl Engine {
             action,
             target,
             json!({"version": old.version(), "toml": old_v}),
-            json!({"version": new.version(), "toml": new_v.clone()}),
+            json!({"version": new.version(), "toml": new_v.clone(), "dry_run": dry_run}),
         )?;
         let mut number = None;
         if let Some(v) = versions {
@@ -997,6 +1072,7 @@ impl Engine {
                     policy_version: new.version().to_owned(),
                     file_sha256,
                     rolled_back_from,
+                    dry_run: dry_run.clone(),
                     toml: new_v,
                 })
                 .map_err(|e| {
@@ -1055,6 +1131,7 @@ impl Engine {
         patch: &Value,
         who: &str,
         credential: &str,
+        dry_run: Option<&str>,
     ) -> Result<String, ActionError> {
         let mut config = self.policy().config().clone();
         let rule = config
@@ -1113,7 +1190,7 @@ impl Engine {
         if !issues.is_empty() {
             return Err(ActionError::Invalid(issues));
         }
-        self.set_policy(config, who, credential, "policy.rule", name)
+        self.set_policy_after(config, who, credential, "policy.rule", name, dry_run)
     }
 
     /// The detectors in use (the matcher takes live bank updates, see [`feeds`]).

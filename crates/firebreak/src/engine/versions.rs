@@ -50,8 +50,31 @@ pub struct StoredPolicy {
     /// For a rollback: the version rolled back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<u64>,
+    /// The dry-run this version was applied on (`POST /v1/policy/dry-run`, then the
+    /// change with `?dry_run=ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunRecord>,
     /// The policy (TOML).
     pub toml: String,
+}
+
+/// What a policy version records of the dry-run it was applied on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DryRunRecord {
+    /// The dry-run's id.
+    pub id: String,
+    /// The canonical sha256 of the policy it proposed ([`policy_sha256`]).
+    pub proposed_sha256: String,
+    /// The active policy's version then.
+    pub active_version: String,
+    /// The window replayed, Unix ms (from inclusive, to exclusive).
+    pub from_ms: u64,
+    /// End of the window.
+    pub to_ms: u64,
+    /// Escalations it would add, and remove, over the window.
+    pub added: u64,
+    /// See `added`.
+    pub removed: u64,
 }
 
 /// The canonical sha256 of a policy (hex): its TOML as this build writes it.

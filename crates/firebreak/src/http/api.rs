@@ -381,6 +381,11 @@ pub fn api() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(reload))
         .routes(routes!(crate::http::policy_versions::versions))
         .routes(routes!(crate::http::policy_versions::rollback))
+        .routes(routes!(crate::http::dry_run::dry_run))
+        .routes(routes!(
+            crate::http::labels::add_label,
+            crate::http::labels::list_labels
+        ))
 }
 
 /// The routes.
@@ -816,6 +821,15 @@ async fn policy(
     })
 }
 
+/// `?dry_run=ID` of a policy change: the dry-run it is applied on (recorded with the
+/// version; the change must be the policy that dry-run replayed).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DryRunParam {
+    /// The id a `POST /v1/policy/dry-run` answered.
+    pub dry_run: Option<String>,
+}
+
 /// Replace the policy.
 ///
 /// Replaces the whole policy (streams adopt it at their next frame, keeping their
@@ -825,10 +839,12 @@ async fn policy(
     path = "/v1/policy",
     tag = "policy",
     operation_id = "put_policy",
+    params(DryRunParam),
     request_body(content = String, description = "A whole policy, TOML (as the policy file).", content_type = "application/toml"),
     responses(
         (status = 200, description = "In force.", body = PolicyVersion),
         (status = 400, description = "The body is not UTF-8.", body = ErrorBody),
+        (status = 409, description = "`dry_run` names no recent dry-run, or one of another policy.", body = ErrorBody),
         (status = 422, description = "The policy has problems (nothing changed).", body = InvalidBody),
         (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
@@ -836,6 +852,7 @@ async fn policy(
 async fn put_policy(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
+    axum::extract::Query(q): axum::extract::Query<DryRunParam>,
     body: Bytes,
 ) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -846,7 +863,14 @@ async fn put_policy(
             let engine = s.engine.clone();
             let (who, credential) = (caller.tenant.clone(), caller.credential.clone());
             let version = tokio::task::spawn_blocking(move || {
-                engine.set_policy(config, &who, &credential, "policy.update", "policy")
+                engine.set_policy_after(
+                    config,
+                    &who,
+                    &credential,
+                    "policy.update",
+                    "policy",
+                    q.dry_run.as_deref(),
+                )
             })
             .await
             .expect("policy task");
@@ -867,12 +891,13 @@ async fn put_policy(
     path = "/v1/policy/rules/{name}",
     tag = "policy",
     operation_id = "patch_rule",
-    params(("name" = String, Path, description = "The rule's name.")),
+    params(("name" = String, Path, description = "The rule's name."), DryRunParam),
     request_body(content = RulePatch, description = "Any of the rule's thresholds."),
     responses(
         (status = 200, description = "In force.", body = PolicyVersion),
         (status = 400, description = "The body is not JSON.", body = ErrorBody),
         (status = 404, description = "No such rule.", body = ErrorBody),
+        (status = 409, description = "`dry_run` names no recent dry-run, or one of another policy.", body = ErrorBody),
         (status = 422, description = "An unknown field, a non-number, or a resulting policy with problems (nothing changed).", body = InvalidBody),
         (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
@@ -881,6 +906,7 @@ async fn patch_rule(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DryRunParam>,
     body: Bytes,
 ) -> Response {
     let patch: serde_json::Value = match serde_json::from_slice(&body) {
@@ -889,7 +915,13 @@ async fn patch_rule(
     };
     let engine = s.engine.clone();
     let r = tokio::task::spawn_blocking(move || {
-        engine.patch_rule(&name, &patch, &caller.tenant, &caller.credential)
+        engine.patch_rule(
+            &name,
+            &patch,
+            &caller.tenant,
+            &caller.credential,
+            q.dry_run.as_deref(),
+        )
     })
     .await
     .expect("patch task");

@@ -10,7 +10,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod dry_run;
 pub mod ingest;
+pub mod labels;
 pub mod limits;
 pub mod openapi;
 pub mod policy_versions;

@@ -33,6 +33,9 @@ pub struct StoredVersion {
     pub policy_version: String,
     /// The version it restores, for a rollback.
     pub rolled_back_from: Option<u64>,
+    /// The dry-run it was applied on (`null` if none).
+    #[schema(required = true)]
+    pub dry_run: Option<crate::engine::versions::DryRunRecord>,
 }
 
 /// `GET /v1/policy/versions`.
@@ -90,6 +93,7 @@ pub(crate) async fn versions(State(s): State<Arc<ApiState>>) -> Response {
                     source: v.source,
                     policy_version: v.policy_version,
                     rolled_back_from: v.rolled_back_from,
+                    dry_run: v.dry_run,
                 })
                 .collect(),
         })

@@ -53,6 +53,10 @@ pub struct SignalLogConfig {
     pub flush_ms: u64,
     /// Records waiting for the log's thread at most (beyond: dropped and counted).
     pub queue: usize,
+    /// Shadow policy files: evaluated live on the same signals, their decisions
+    /// written to `shadow.jsonl` here and shown as "would have escalated", never
+    /// delivered.
+    pub shadow: Vec<PathBuf>,
 }
 
 impl Default for SignalLogConfig {
@@ -65,6 +69,7 @@ impl Default for SignalLogConfig {
             retention_hours: 168.0,
             flush_ms: 1000,
             queue: 1 << 16,
+            shadow: Vec::new(),
         }
     }
 }

@@ -14,7 +14,10 @@
 //! - [`sweep`]: parameter grids and a recommendation for a target precision.
 //! - [`report`]: the self-contained HTML report.
 //! - [`synth`]: synthetic labelled logs (tests, speed measurements).
+//! - [`shadow`]: shadow policies evaluated live, their decisions kept apart.
+//! - [`dryrun`]: a proposed policy against the active one over recent signals.
 
+pub mod dryrun;
 pub mod eval;
 pub mod fleet;
 pub mod labels;
@@ -22,6 +25,7 @@ pub mod log;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod shadow;
 pub mod sweep;
 pub mod synth;
 
@@ -59,4 +63,56 @@ impl SignalSink for Tee {
             s.flush();
         }
     }
+}
+
+/// Attaches the configured sinks to `engine`: the local log (if enabled), the shadow
+/// policies (each file loaded and validated; an error names it) and, in fleet mode,
+/// `fleet` (the `firebreak.signals` producer).
+pub fn attach(
+    engine: &std::sync::Arc<crate::engine::Engine>,
+    config: &log::SignalLogConfig,
+    data_dir: &std::path::Path,
+    fleet: Option<std::sync::Arc<dyn SignalSink>>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::sync::Arc;
+    let dir = config
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("signals"));
+    let mut sinks: Vec<Arc<dyn SignalSink>> = Vec::new();
+    if config.enabled {
+        let log = log::SignalLog::open(&dir, config)
+            .with_context(|| format!("opening the signal log in {}", dir.display()))?;
+        sinks.push(log);
+        engine.set_signal_dir(dir.clone());
+    }
+    if !config.shadow.is_empty() {
+        let mut policies = Vec::new();
+        for (i, path) in config.shadow.iter().enumerate() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("signals.shadow[{i}]: {}", path.display()))?;
+            let policy = firebreak_policy::PolicyConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("signals.shadow[{i}]: {}: {e}", path.display()))?;
+            policies.push(Arc::new(firebreak_policy::Policy::new(policy)));
+        }
+        let weak = Arc::downgrade(engine);
+        let shadow = shadow::ShadowSink::new(policies, &dir, move |v| {
+            if let Some(e) = weak.upgrade() {
+                e.publish("shadow", v);
+            }
+        })?;
+        sinks.push(Arc::new(shadow));
+    }
+    sinks.extend(fleet);
+    match sinks.len() {
+        0 => {}
+        1 => {
+            engine.set_signal_sink(sinks.pop().expect("one sink"));
+        }
+        _ => {
+            engine.set_signal_sink(Arc::new(Tee(sinks)));
+        }
+    }
+    Ok(())
 }
