@@ -118,3 +118,55 @@ fn a_new_escalation_appears_live_and_is_acknowledged_from_the_page() {
     browser.click(&reveal);
     assert_eq!(browser.eval(filter), serde_json::Value::from("none"));
 }
+
+/// A shadow policy's decisions show in the dashboard as "would have escalated", apart
+/// from the escalations (which hold only the active policy's).
+#[test]
+fn shadow_decisions_show_as_would_have_escalated() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = support::programme_with_banked_clip(dir.path());
+    let shadow = dir.path().join("shadow.toml");
+    std::fs::write(
+        &shadow,
+        "version = \"shadow-1\"\ntiers = [\"shadow-crisis\"]\ncooldown_secs = 5\n\
+         [[rule]]\nname = \"any-video\"\nkind = \"video_match\"\nenter = 0.3\n\
+         exit = 0.1\ntier = \"shadow-crisis\"\n",
+    )
+    .unwrap();
+    let d = support::start_in(
+        dir,
+        &format!(
+            "[ingest]\nsampling = \"2/s\"\n[signals]\nshadow = [{:?}]\n",
+            shadow.to_str().unwrap()
+        ),
+    );
+    let browser = Driver::start(&d);
+    browser.go(&format!("{}/#token={READ}", d.base));
+    d.wait("the page to connect", 30, || {
+        let status = browser.find("#live-status")?;
+        browser.text(&status).contains("live").then_some(())
+    });
+    assert!(browser.find("#shadow-list li").is_none());
+    let bytes = std::fs::read(&prog).unwrap();
+    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
+        let path = format!("/v1/streams/shadowed/segments/{i}");
+        assert_eq!(d.call("PUT", &path, Some(INGEST), part).0, 200);
+    }
+    let item = d.wait("the shadow decision in the page", 60, || {
+        browser.find("#shadow-list li[data-stream=\"shadowed\"][data-tier=\"shadow-crisis\"]")
+    });
+    assert!(
+        browser.text(&item).contains("shadow-1"),
+        "{}",
+        browser.text(&item)
+    );
+    // The escalations table holds the active policy's decision only.
+    d.wait("the active policy's escalation", 60, || {
+        browser.find("#escalations tbody tr[data-id][data-tier=\"crisis\"]")
+    });
+    assert!(
+        browser
+            .find("#escalations tbody tr[data-tier=\"shadow-crisis\"]")
+            .is_none()
+    );
+}
