@@ -559,25 +559,7 @@ async fn thumbnail(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(store) = c.evidence.clone() else {
-        return error(StatusCode::NOT_FOUND, "no such thumbnail");
-    };
-    let tenant = caller.tenant_filter().map(str::to_owned);
-    match tokio::task::spawn_blocking(move || store.get(tenant.as_deref(), &id)).await {
-        Ok(Ok(Some(jpeg))) => crate::http::api::jpeg_response(jpeg),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such thumbnail"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "coordinator: reading an evidence thumbnail");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the thumbnail could not be read",
-            )
-        }
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the thumbnail could not be read",
-        ),
-    }
+    crate::http::api::thumbnail_answer(c.evidence.clone(), &caller, id).await
 }
 
 fn conflict(state: IncState, action: &str) -> Response {

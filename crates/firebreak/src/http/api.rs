@@ -751,12 +751,22 @@ async fn thumbnail(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(rec) = s.engine.evidence().cloned() else {
+    let store = s.engine.evidence().map(|r| r.store().clone());
+    thumbnail_answer(store, &caller, id).await
+}
+
+/// `GET /v1/thumbnails/{id}` on a worker or the coordinator: thumbnail `id` from
+/// `store` (`None`: none are kept), if the caller's tenant has it (an admin: any).
+pub async fn thumbnail_answer(
+    store: Option<crate::evidence::EvidenceStore>,
+    caller: &Caller,
+    id: String,
+) -> Response {
+    let Some(store) = store else {
         return error(StatusCode::NOT_FOUND, "no such thumbnail");
     };
     let tenant = caller.tenant_filter().map(str::to_owned);
-    let found = tokio::task::spawn_blocking(move || rec.store().get(tenant.as_deref(), &id)).await;
-    match found {
+    match tokio::task::spawn_blocking(move || store.get(tenant.as_deref(), &id)).await {
         Ok(Ok(Some(jpeg))) => jpeg_response(jpeg),
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such thumbnail"),
         Ok(Err(e)) => {
