@@ -147,11 +147,7 @@ fn shadow_decisions_show_as_would_have_escalated() {
         browser.text(&status).contains("live").then_some(())
     });
     assert!(browser.find("#shadow-list li").is_none());
-    let bytes = std::fs::read(&prog).unwrap();
-    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
-        let path = format!("/v1/streams/shadowed/segments/{i}");
-        assert_eq!(d.call("PUT", &path, Some(INGEST), part).0, 200);
-    }
+    support::push_file(&d, "shadowed", &prog);
     let item = d.wait("the shadow decision in the page", 60, || {
         browser.find("#shadow-list li[data-stream=\"shadowed\"][data-tier=\"shadow-crisis\"]")
     });

@@ -52,16 +52,7 @@ fn a_daemon_run_replays_to_the_decisions_it_made() {
     let dir = tempfile::tempdir().unwrap();
     let prog = support::programme_with_banked_clip(dir.path());
     let mut d = support::start_in(dir, "[ingest]\nsampling = \"2/s\"\n");
-    let bytes = std::fs::read(&prog).unwrap();
-    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
-        let (status, body) = d.call(
-            "PUT",
-            &format!("/v1/streams/prog/segments/{i}"),
-            Some(INGEST),
-            part,
-        );
-        assert_eq!(status, 200, "{body}");
-    }
+    support::push_file(&d, "prog", &prog);
     d.wait("a crisis escalation", 120, || {
         d.get("/v1/escalations", READ)["escalations"]
             .as_array()
@@ -586,16 +577,7 @@ fn shadow_decisions_stay_out_of_the_sink_and_a_dry_run_matches_replay() {
             shadow.to_str().unwrap()
         ),
     );
-    let bytes = std::fs::read(&prog).unwrap();
-    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
-        let (status, body) = d.call(
-            "PUT",
-            &format!("/v1/streams/prog/segments/{i}"),
-            Some(INGEST),
-            part,
-        );
-        assert_eq!(status, 200, "{body}");
-    }
+    support::push_file(&d, "prog", &prog);
     assert_eq!(
         d.call("POST", "/v1/streams/prog/end", Some(INGEST), b"").0,
         200

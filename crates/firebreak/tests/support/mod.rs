@@ -88,6 +88,21 @@ pub fn programme_with_tail(dir: &Path, tail: u32) -> (std::path::PathBuf, std::p
 
 /// [`programme`], with the clip's vPDQ hashes imported into bank `crisis` (entry
 /// `known-clip`) in `dir/data`. Returns the programme.
+/// Pushes `file` as stream `id` (segments of 64 KiB with the ingest token), each
+/// answered 200.
+pub fn push_file(d: &Daemon, id: &str, file: &Path) {
+    let bytes = std::fs::read(file).unwrap();
+    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
+        let (status, body) = d.call(
+            "PUT",
+            &format!("/v1/streams/{id}/segments/{i}"),
+            Some(INGEST),
+            part,
+        );
+        assert_eq!(status, 200, "{id}/{i}: {body}");
+    }
+}
+
 pub fn programme_with_banked_clip(dir: &Path) -> PathBuf {
     programme_with_banked_clip_and_tail(dir, 4)
 }
