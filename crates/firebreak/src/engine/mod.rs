@@ -145,6 +145,73 @@ impl Slot {
     }
 }
 
+/// `config` with rule `name`'s thresholds changed by `patch` (a JSON object of enter,
+/// exit, smoothing, k, n, within_secs, hold_secs; k and n whole numbers), validated:
+/// what `PATCH /v1/policy/rules/{name}` applies and a rule-patch dry-run replays.
+/// [`ActionError::NotFound`] for an unknown rule, [`ActionError::Invalid`] with every
+/// problem.
+pub fn patched(
+    config: &PolicyConfig,
+    name: &str,
+    patch: &Value,
+) -> Result<PolicyConfig, ActionError> {
+    let mut config = config.clone();
+    let rule = config
+        .rules
+        .iter_mut()
+        .find(|r| r.name == name)
+        .ok_or(ActionError::NotFound)?;
+    let Some(fields) = patch.as_object() else {
+        return Err(invalid("body", "expected a JSON object"));
+    };
+    let mut issues = Vec::new();
+    for (k, v) in fields {
+        let ok = match (k.as_str(), v.as_f64(), v.as_u64()) {
+            ("enter", Some(x), _) => {
+                rule.enter = x;
+                true
+            }
+            ("exit", Some(x), _) => {
+                rule.exit = x;
+                true
+            }
+            ("smoothing", Some(x), _) => {
+                rule.smoothing = x;
+                true
+            }
+            ("within_secs", Some(x), _) => {
+                rule.within_secs = x;
+                true
+            }
+            ("hold_secs", Some(x), _) => {
+                rule.hold_secs = x;
+                true
+            }
+            ("k", _, Some(x)) => {
+                rule.k = x as usize;
+                true
+            }
+            ("n", _, Some(x)) => {
+                rule.n = x as usize;
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            issues.push(Issue::new(
+                k.clone(),
+                "unknown field or not a number (enter, exit, smoothing, k, n, within_secs, hold_secs)",
+            ));
+        }
+    }
+    issues.extend(config.validate());
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(ActionError::Invalid(issues))
+    }
+}
+
 /// Dry-runs remembered for changes applied on them.
 pub const DRY_RUNS_KEPT: usize = 64;
 
@@ -1133,63 +1200,7 @@ impl Engine {
         credential: &str,
         dry_run: Option<&str>,
     ) -> Result<String, ActionError> {
-        let mut config = self.policy().config().clone();
-        let rule = config
-            .rules
-            .iter_mut()
-            .find(|r| r.name == name)
-            .ok_or(ActionError::NotFound)?;
-        let Some(fields) = patch.as_object() else {
-            return Err(invalid("body", "expected a JSON object"));
-        };
-        let mut issues = Vec::new();
-        for (k, v) in fields {
-            let num = v.as_f64();
-            let ok = match (k.as_str(), num) {
-                ("enter", Some(x)) => {
-                    rule.enter = x;
-                    true
-                }
-                ("exit", Some(x)) => {
-                    rule.exit = x;
-                    true
-                }
-                ("smoothing", Some(x)) => {
-                    rule.smoothing = x;
-                    true
-                }
-                ("within_secs", Some(x)) => {
-                    rule.within_secs = x;
-                    true
-                }
-                ("hold_secs", Some(x)) => {
-                    rule.hold_secs = x;
-                    true
-                }
-                ("k", Some(_)) | ("n", Some(_)) => match v.as_u64() {
-                    Some(x) if k == "k" => {
-                        rule.k = x as usize;
-                        true
-                    }
-                    Some(x) => {
-                        rule.n = x as usize;
-                        true
-                    }
-                    None => false,
-                },
-                _ => false,
-            };
-            if !ok {
-                issues.push(Issue::new(
-                    k.clone(),
-                    "unknown field or not a number (enter, exit, smoothing, k, n, within_secs, hold_secs)",
-                ));
-            }
-        }
-        issues.extend(config.validate());
-        if !issues.is_empty() {
-            return Err(ActionError::Invalid(issues));
-        }
+        let config = patched(self.policy().config(), name, patch)?;
         self.set_policy_after(config, who, credential, "policy.rule", name, dry_run)
     }
 

@@ -16,7 +16,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::replay::{ReplayOptions, replay};
-use super::sweep::{Axis, apply};
 
 /// The body of `POST /v1/policy/dry-run`: `toml`, or `rule` and `patch`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -98,47 +97,15 @@ pub fn proposed(active: &PolicyConfig, r: &DryRunRequest) -> Result<PolicyConfig
             firebreak_policy::PolicyError::Invalid(issues) => issues,
             other => vec![Issue::new("toml", other.to_string())],
         }),
+        // The same patch `PATCH /v1/policy/rules/{name}` applies.
         (None, Some(rule), Some(patch)) => {
-            if !active.rules.iter().any(|x| &x.name == rule) {
-                return Err(vec![Issue::new("rule", format!("no rule {rule:?}"))]);
-            }
-            let Some(fields) = patch.as_object() else {
-                return Err(vec![Issue::new("patch", "expected a JSON object")]);
-            };
-            let mut config = active.clone();
-            let mut issues = Vec::new();
-            for (k, v) in fields {
-                const FIELDS: &[&str] = &[
-                    "enter",
-                    "exit",
-                    "smoothing",
-                    "k",
-                    "n",
-                    "within_secs",
-                    "hold_secs",
-                ];
-                match v.as_f64() {
-                    Some(x) if FIELDS.contains(&k.as_str()) => apply(
-                        &mut config,
-                        &Axis {
-                            rule: Some(rule.clone()),
-                            field: k.clone(),
-                            values: Vec::new(),
-                        },
-                        x,
-                    ),
-                    _ => issues.push(Issue::new(
-                        format!("patch.{k}"),
-                        "unknown field or not a number (enter, exit, smoothing, k, n, within_secs, hold_secs)",
-                    )),
+            crate::engine::patched(active, rule, patch).map_err(|e| match e {
+                crate::engine::ActionError::NotFound => {
+                    vec![Issue::new("rule", format!("no rule {rule:?}"))]
                 }
-            }
-            issues.extend(config.validate());
-            if issues.is_empty() {
-                Ok(config)
-            } else {
-                Err(issues)
-            }
+                crate::engine::ActionError::Invalid(issues) => issues,
+                other => vec![Issue::new("patch", format!("{other:?}"))],
+            })
         }
         _ => Err(vec![Issue::new(
             "body",
