@@ -521,10 +521,9 @@ async fn export(
     let signals: Vec<(String, firebreak_matching::lists::Signal)> = published
         .entries
         .iter()
-        .zip(&published.hashes)
-        .filter_map(|(key, hex)| {
-            let entry = key.rsplit_once('/').map_or(key.as_str(), |(_, e)| e);
-            let hash = hex.parse().ok()?;
+        .filter_map(|e| {
+            let entry = e.key.rsplit_once('/').map_or(e.key.as_str(), |(_, id)| id);
+            let hash = e.hash.parse().ok()?;
             Some((
                 entry.to_owned(),
                 firebreak_matching::lists::Signal::Pdq {
@@ -560,6 +559,19 @@ async fn thumbnail(
     Path(id): Path<String>,
 ) -> Response {
     crate::http::api::thumbnail_answer(c.evidence.clone(), &caller, id).await
+}
+
+/// Writes `records` to the bank topic, all acknowledged or an error.
+async fn put_all(
+    c: &Arc<Coordinator>,
+    records: &[BankRecord],
+) -> Result<(), firebreak_delivery::compacted::KafkaError> {
+    let puts = records.iter().map(|r| {
+        let value = serde_json::to_vec(r).expect("serializable");
+        let (c, key) = (c.clone(), r.key());
+        async move { c.banks.put(&key, BANK_SCHEMA, &value).await }
+    });
+    futures_util::future::try_join_all(puts).await.map(|_| ())
 }
 
 fn conflict(state: IncState, action: &str) -> Response {
@@ -615,6 +627,23 @@ async fn act(
         // A tenant's responders act for their platform; a platform admin for all.
         scope: (!caller.is_admin()).then(|| caller.tenant.clone()),
     };
+    // Every entry of an incident carries its activation type and the incident's id;
+    // its metadata says which incident and who.
+    let labels: Vec<String> = inc.activation.iter().cloned().chain([id.clone()]).collect();
+    let who_key = if action == Action::Promote {
+        "promoted_by"
+    } else {
+        "by"
+    };
+    let metadata = |extra: &[(&str, serde_json::Value)]| {
+        let mut m = serde_json::Map::new();
+        m.insert("incident".into(), json!(id));
+        m.insert(who_key.into(), json!(record.who));
+        for (k, v) in extra {
+            m.insert((*k).into(), v.clone());
+        }
+        m
+    };
     // Bank changes first: a record on the log always has its entries published.
     let bank_result = match action {
         Action::Confirm | Action::Reject => {
@@ -639,24 +668,20 @@ async fn act(
             let records: Vec<BankRecord> = p
                 .entries
                 .iter()
-                .map(|e| {
-                    let mut metadata = serde_json::Map::new();
-                    metadata.insert("incident".into(), json!(id));
-                    metadata.insert("by".into(), json!(record.who));
-                    metadata.insert("stream".into(), json!(e.stream.to_string()));
-                    metadata.insert("media_ms".into(), json!(e.media_ms));
-                    BankRecord {
-                        bank: bank.clone(),
-                        negative,
-                        id: confirm::entry_id(&id, &e.hash),
-                        signal: WireSignal::Pdq {
-                            hash: e.hash.to_hex(),
-                            quality: Some(e.quality),
-                        },
-                        labels: inc.activation.iter().cloned().chain([id.clone()]).collect(),
-                        tenant: record.scope.clone(),
-                        metadata,
-                    }
+                .map(|e| BankRecord {
+                    bank: bank.clone(),
+                    negative,
+                    id: confirm::entry_id(&id, &e.hash),
+                    signal: WireSignal::Pdq {
+                        hash: e.hash.to_hex(),
+                        quality: Some(e.quality),
+                    },
+                    labels: labels.clone(),
+                    tenant: record.scope.clone(),
+                    metadata: metadata(&[
+                        ("stream", json!(e.stream.to_string())),
+                        ("media_ms", json!(e.media_ms)),
+                    ]),
                 })
                 .collect();
             record.entries = records.iter().map(BankRecord::key).collect();
@@ -677,31 +702,25 @@ async fn act(
                             .map(|f| (f.media_ms, f.hash.to_hex(), f.quality))
                             .collect(),
                     };
-                    let mut metadata = serde_json::Map::new();
-                    metadata.insert("incident".into(), json!(id));
-                    metadata.insert("by".into(), json!(record.who));
-                    metadata.insert("stream".into(), json!(video.stream));
-                    let labels = inc.activation.iter().cloned().chain([id.clone()]).collect();
+                    let meta = metadata(&[("stream", json!(video.stream))]);
                     if let Some(r) =
-                        video_bank_record(&video, labels, record.scope.clone(), metadata)
+                        video_bank_record(&video, labels.clone(), record.scope.clone(), meta)
                     {
                         records.push(r);
                         record.videos.push(video);
                     }
                 }
             }
-            let puts = records.iter().map(|r| {
-                let value = serde_json::to_vec(r).expect("serializable");
-                let (c, key) = (c.clone(), r.key());
-                async move { c.banks.put(&key, BANK_SCHEMA, &value).await }
-            });
-            futures_util::future::try_join_all(puts).await.map(|_| ())
+            put_all(&c, &records).await
         }
         Action::Retract => {
             let (keys, videos) = c
                 .hub()
                 .published(&id)
-                .map(|p| (p.entries.clone(), p.videos.clone()))
+                .map(|p| {
+                    let keys: Vec<String> = p.entries.iter().map(|e| e.key.clone()).collect();
+                    (keys, p.videos.clone())
+                })
                 .unwrap_or_default();
             record.entries = keys.clone();
             let keys: Vec<String> = keys
@@ -723,46 +742,37 @@ async fn act(
                     "the incident has no confirmed entries",
                 );
             };
-            let mut records = Vec::new();
-            for (key, hex) in published.entries.iter().zip(&published.hashes) {
-                let Some((bank, entry)) = key.split_once('/') else {
-                    continue;
-                };
-                let mut metadata = serde_json::Map::new();
-                metadata.insert("incident".into(), json!(id));
-                metadata.insert("promoted_by".into(), json!(record.who));
-                records.push(BankRecord {
-                    bank: bank.to_owned(),
-                    negative: false,
-                    id: entry.to_owned(),
-                    signal: WireSignal::Pdq {
-                        hash: hex.clone(),
-                        quality: None,
-                    },
-                    labels: inc.activation.iter().cloned().chain([id.clone()]).collect(),
-                    tenant: None,
-                    metadata,
-                });
-            }
+            // The same entries, without the tenant's scope (their quality was
+            // applied when they were first published).
+            let mut records: Vec<BankRecord> = published
+                .entries
+                .iter()
+                .filter_map(|e| {
+                    let (bank, entry) = e.key.split_once('/')?;
+                    Some(BankRecord {
+                        bank: bank.to_owned(),
+                        negative: false,
+                        id: entry.to_owned(),
+                        signal: WireSignal::Pdq {
+                            hash: e.hash.clone(),
+                            quality: None,
+                        },
+                        labels: labels.clone(),
+                        tenant: None,
+                        metadata: metadata(&[]),
+                    })
+                })
+                .collect();
             record.entries = records.iter().map(BankRecord::key).collect();
-            record.hashes = published.hashes.clone();
+            record.hashes = published.entries.iter().map(|e| e.hash.clone()).collect();
             for v in &published.videos {
-                let mut metadata = serde_json::Map::new();
-                metadata.insert("incident".into(), json!(id));
-                metadata.insert("promoted_by".into(), json!(record.who));
-                metadata.insert("stream".into(), json!(v.stream));
-                let labels = inc.activation.iter().cloned().chain([id.clone()]).collect();
-                if let Some(r) = video_bank_record(v, labels, None, metadata) {
+                let meta = metadata(&[("stream", json!(v.stream))]);
+                if let Some(r) = video_bank_record(v, labels.clone(), None, meta) {
                     records.push(r);
                 }
             }
             record.videos = published.videos.clone();
-            let puts = records.iter().map(|r| {
-                let value = serde_json::to_vec(r).expect("serializable");
-                let (c, key) = (c.clone(), r.key());
-                async move { c.banks.put(&key, BANK_SCHEMA, &value).await }
-            });
-            futures_util::future::try_join_all(puts).await.map(|_| ())
+            put_all(&c, &records).await
         }
         Action::Acknowledge | Action::Resolve => Ok(()),
     };

@@ -123,13 +123,20 @@ pub struct VideoRecord {
     pub frames: Vec<(u64, String, u8)>,
 }
 
+/// A frame entry a confirmation published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedEntry {
+    /// Its bank key (`bank/id`).
+    pub key: String,
+    /// Its PDQ hash, hex.
+    pub hash: String,
+}
+
 /// What a confirmation published.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Published {
-    /// Bank keys (`bank/id`).
-    pub entries: Vec<String>,
-    /// Their hashes.
-    pub hashes: Vec<String>,
+    /// Frame entries.
+    pub entries: Vec<PublishedEntry>,
     /// Video entries.
     pub videos: Vec<VideoRecord>,
     /// The tenant whose streams they match (`None`: every tenant's).
@@ -189,6 +196,8 @@ pub struct Hub {
     audit: VecDeque<AuditRow>,
     /// Each stream's risk timeline, kept as long as its frames.
     risk: HashMap<StreamKey, VecDeque<RiskPoint>>,
+    /// When per-stream state of streams in no incident was last dropped (wall ms).
+    pruned_ms: u64,
 }
 
 fn kind_of(s: &str) -> Option<DecisionKind> {
@@ -366,6 +375,7 @@ impl Hub {
             confirmed_thumbs: HashMap::new(),
             audit: VecDeque::new(),
             risk: HashMap::new(),
+            pruned_ms: 0,
         }
     }
 
@@ -520,6 +530,22 @@ impl Hub {
             r.back()
                 .is_some_and(|p| now.saturating_sub(p.wall_ms) <= keep_ms)
         });
+        // Once a minute: what is kept per stream for its incident (evidence, first
+        // escalation) goes with the incident (resolved ones are bounded by the
+        // incidents' own limit), so memory follows the incidents, not every stream
+        // that ever escalated.
+        if now.saturating_sub(self.pruned_ms) >= 60_000 {
+            self.pruned_ms = now;
+            let members: HashSet<&StreamKey> = self
+                .incidents
+                .list()
+                .into_iter()
+                .flat_map(|i| i.streams.keys())
+                .collect();
+            self.thumbs.retain(|s, _| members.contains(s));
+            self.escalated.retain(|s| members.contains(s));
+            self.media_start.retain(|s, _| members.contains(s));
+        }
     }
 
     /// `stream`'s risk timeline, at most [`TIMELINE_POINTS`] points: runs of frames
@@ -648,8 +674,12 @@ impl Hub {
         if self.applied.contains(&record.id) {
             return;
         }
-        let Some(action) = parse_action(&record.action) else {
-            tracing::warn!(action = %record.action, "coordinator: unknown action in the log");
+        // A confirmation's keys and hashes go pairwise: a record where they do not
+        // is refused whole (never written by a coordinator).
+        let action = parse_action(&record.action)
+            .filter(|a| *a != Action::Confirm || record.entries.len() == record.hashes.len());
+        let Some(action) = action else {
+            tracing::warn!(action = %record.action, "coordinator: unknown or malformed action in the log");
             self.audit_row(&record, "refused");
             self.applied.insert(record.id);
             self.counts.refused_actions += 1;
@@ -702,8 +732,15 @@ impl Hub {
                         self.published.insert(
                             record.incident.clone(),
                             Published {
-                                entries: record.entries.clone(),
-                                hashes: record.hashes.clone(),
+                                entries: record
+                                    .entries
+                                    .iter()
+                                    .zip(&record.hashes)
+                                    .map(|(key, hash)| PublishedEntry {
+                                        key: key.clone(),
+                                        hash: hash.clone(),
+                                    })
+                                    .collect(),
                                 videos: record.videos.clone(),
                                 scope: record.scope.clone(),
                             },
@@ -713,7 +750,12 @@ impl Hub {
                         // Its evidence stays preserved: a retraction is itself on
                         // the record.
                         if let Some(p) = self.published.remove(&record.incident) {
-                            for k in p.entries.iter().chain(p.videos.iter().map(|v| &v.key)) {
+                            for k in p
+                                .entries
+                                .iter()
+                                .map(|e| &e.key)
+                                .chain(p.videos.iter().map(|v| &v.key))
+                            {
                                 self.entry_owner.remove(k);
                             }
                         }
