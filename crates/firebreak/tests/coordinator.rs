@@ -1425,3 +1425,153 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
         count
     );
 }
+
+/// The test policy without its classifier rule: proposed in a dry-run, it removes
+/// exactly the escalations the classifier rule made.
+fn policy_without_red() -> String {
+    let (head, _) = POLICY
+        .split_once("[[rule]]\nname = \"mostly-red\"")
+        .unwrap();
+    head.replace("coordinator-test", "coordinator-test-no-red")
+}
+
+/// In fleet mode the coordinator serves the dry-run over the fleet's signals (its copy
+/// of `firebreak.signals`): a proposal without the classifier rule removes the red
+/// stream's review escalation. The answer equals the worker's own dry-run over its
+/// local signal log (the same frames, the same per-stream differences), and the
+/// removed escalations are the ones the topic carries. Another tenant sees none of the
+/// stream. An admin applies the change with `?dry_run=ID` (an operator is refused, a
+/// different policy or an unknown id get 409): the version on `firebreak.policy`
+/// records the dry-run, the worker runs it, and the same red content no longer reaches
+/// review there.
+#[test]
+fn the_coordinator_dry_runs_a_change_on_the_fleets_signals_and_applies_it_to_the_fleet() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crisis = programme(dir.path(), "crisis", RED, "320:180");
+    let w = worker("pw", &broker.bootstrap, dir.path());
+    let coord = coordinator(&broker.bootstrap, dir.path());
+    let all = [&w, &coord];
+    wait_ready(&all);
+    push_all(&w, "red", &crisis);
+    wait("the stream ended", 120, || ended(&w, "red"), &all);
+    let escalated: Vec<String> = wait(
+        "the review escalation on the topic",
+        60,
+        || {
+            let tiers: Vec<String> = of_stream(&events(&broker.bootstrap), "red")
+                .iter()
+                .filter(|e| e["data"]["kind"] == "escalated")
+                .map(|e| e["data"]["tier"].as_str().unwrap().to_owned())
+                .collect();
+            (!tiers.is_empty()).then_some(tiers)
+        },
+        &all,
+    );
+    assert!(escalated.iter().all(|t| t == "review"), "{escalated:?}");
+
+    let proposal = policy_without_red();
+    let request = serde_json::json!({"toml": proposal, "hours": 1}).to_string();
+    let path = "/v1/policy/dry-run";
+    // The worker's answer over its own log (flushed by the request).
+    let (status, local) = w.call("POST", path, Some(OPERATOR), request.as_bytes());
+    assert_eq!(status, 200, "{local}");
+    let frames = local["frames"].as_u64().unwrap();
+    assert!(frames >= 20, "{local}");
+    assert_eq!(
+        coord.call("POST", path, Some(READ), request.as_bytes()).0,
+        403
+    );
+    let dry = wait(
+        "the coordinator's copy of the stream's signals",
+        60,
+        || {
+            let (status, v) = coord.call("POST", path, Some(OPERATOR), request.as_bytes());
+            assert_eq!(status, 200, "{v}");
+            (v["frames"].as_u64() == Some(frames)).then_some(v)
+        },
+        &all,
+    );
+    for field in [
+        "active_escalations",
+        "proposed_escalations",
+        "streams",
+        "active_version",
+        "proposed_version",
+        "proposed_sha256",
+    ] {
+        assert_eq!(dry[field], local[field], "{field}: {dry}\n{local}");
+    }
+    let streams = dry["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{dry}");
+    assert_eq!(streams[0]["stream"], "red");
+    assert_eq!(streams[0]["tenant"], "platform");
+    let removed: Vec<&str> = streams[0]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tier"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, escalated, "{dry}");
+    assert_eq!(streams[0]["added"], serde_json::json!([]));
+    assert_eq!(dry["proposed_escalations"], 0, "{dry}");
+    // Another tenant's dry-run replays none of this tenant's frames.
+    let (status, other) = coord.call("POST", path, Some(OTHER), request.as_bytes());
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(other["frames"], 0, "{other}");
+    assert_eq!(other["streams"], serde_json::json!([]));
+
+    // Applying it, on the dry-run.
+    let id = dry["id"].as_str().unwrap().to_owned();
+    let put = |token: &str, query: &str, body: &str| {
+        coord.call(
+            "PUT",
+            &format!("/v1/policy{query}"),
+            Some(token),
+            body.as_bytes(),
+        )
+    };
+    assert_eq!(put(OPERATOR, &format!("?dry_run={id}"), &proposal).0, 403);
+    assert_eq!(put(ADMIN, &format!("?dry_run={id}"), POLICY).0, 409);
+    assert_eq!(put(ADMIN, "?dry_run=0000000000000000", &proposal).0, 409);
+    let (status, applied) = put(ADMIN, &format!("?dry_run={id}"), &proposal);
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["version"], dry["proposed_version"], "{applied}");
+    let shown = coord.get("/v1/policy", READ);
+    assert_eq!(shown["version"], dry["proposed_version"], "{shown}");
+    let latest = shown["versions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(latest["number"], applied["number"]);
+    assert_eq!(latest["who"], "ops", "the admin token's tenant: {latest}");
+    assert_eq!(latest["dry_run"]["id"], id.as_str(), "{latest}");
+    assert_eq!(latest["dry_run"]["removed"], escalated.len(), "{latest}");
+    assert_eq!(latest["dry_run"]["proposed_sha256"], dry["proposed_sha256"]);
+    wait(
+        "the worker running the new version",
+        60,
+        || (w.get("/v1/policy", READ)["version"] == dry["proposed_version"]).then_some(()),
+        &all,
+    );
+    // The same red content on the worker now: no classifier rule, no escalation.
+    push_all(&w, "red-again", &crisis);
+    let again = wait(
+        "the second stream ended",
+        120,
+        || ended(&w, "red-again"),
+        &all,
+    );
+    assert!(again["frames_sampled"].as_u64() >= Some(20), "{again}");
+    let listed = w.get("/v1/escalations", READ);
+    assert!(
+        listed["escalations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["stream_id"] != "red-again"),
+        "{listed}"
+    );
+}

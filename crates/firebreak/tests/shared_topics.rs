@@ -193,8 +193,9 @@ fn an_entry_and_a_policy_version_published_reach_both_workers_and_a_tombstone_re
     .unwrap();
     let pw = Writer::new(&s.shared(), &s.policy_topic).unwrap();
     let record = rt
-        .block_on(feeds::publish_policy_version(
-            &pw, None, "default", &policy, "op", 1, true,
+        .block_on(feeds::publish_policy_record(
+            &pw,
+            feeds::next_policy_record(None, "default", &policy, "op", 1, true, None),
         ))
         .unwrap();
     eventually("both run fleet-v2", || {
@@ -204,14 +205,9 @@ fn an_entry_and_a_policy_version_published_reach_both_workers_and_a_tombstone_re
     // A shadow version does not change what runs; the record is seen by both.
     let builtin = PolicyConfig::builtin();
     let shadow = rt
-        .block_on(feeds::publish_policy_version(
+        .block_on(feeds::publish_policy_record(
             &pw,
-            Some(&record),
-            "default",
-            &builtin,
-            "op",
-            2,
-            false,
+            feeds::next_policy_record(Some(&record), "default", &builtin, "op", 2, false, None),
         ))
         .unwrap();
     eventually("both saw the shadow", || {

@@ -15,7 +15,9 @@
 //!   rejection) publishes entries scoped to that tenant's streams; an admin's is
 //!   fleet-wide;
 //! - `POST /v1/incidents/{id}/promote` (`admin`): a confirmation's entries made
-//!   fleet-wide.
+//!   fleet-wide;
+//! - `GET`/`PUT /v1/policy`, `PATCH /v1/policy/rules/{name}`, `POST
+//!   /v1/policy/dry-run`: the fleet's policy ([`super::policy`]).
 //!
 //! A tenant sees an incident only if one of its streams is the tenant's, and then only
 //! its own streams; an admin sees all.
@@ -86,6 +88,15 @@ pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
         .route("/v1/incidents/{id}/{action}", post(act))
         .route("/v1/thumbnails/{id}", get(thumbnail))
         .route("/v1/audit", get(audit))
+        .route(
+            "/v1/policy",
+            get(super::policy::show).put(super::policy::put),
+        )
+        .route("/v1/policy/dry-run", post(super::policy::dry_run))
+        .route(
+            "/v1/policy/rules/{name}",
+            axum::routing::patch(super::policy::patch_rule),
+        )
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::http::auth::layer,

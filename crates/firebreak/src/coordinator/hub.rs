@@ -467,14 +467,20 @@ impl Hub {
 
     /// A block of signal records from `firebreak.signals`.
     pub fn on_signals(&mut self, payload: &[u8]) {
-        let records = match decode_block(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                self.counts.bad_signals += 1;
-                tracing::warn!(error = %e, "coordinator: unreadable signal block");
-                return;
-            }
-        };
+        match decode_block(payload) {
+            Ok(records) => self.on_signal_records(records),
+            Err(e) => self.unreadable_signals(&e),
+        }
+    }
+
+    /// Counts a signal block that could not be decoded.
+    pub fn unreadable_signals(&mut self, e: &dyn std::fmt::Display) {
+        self.counts.bad_signals += 1;
+        tracing::warn!(error = %e, "coordinator: unreadable signal block");
+    }
+
+    /// The records of one block of the signals topic, decoded.
+    pub fn on_signal_records(&mut self, records: Vec<SignalRecord>) {
         for r in records {
             match r {
                 SignalRecord::Frame(f) => {

@@ -3,9 +3,12 @@
 //! ```text
 //! firebreak.escalations ─┐                          ┌─▶ HTTP: incidents, preview, actions
 //! firebreak.signals ─────┼─▶ tail thread ─▶ Hub ────┤
-//! firebreak.incidents ───┘   (every partition,      └─ confirm ─▶ firebreak.banks (crisis)
-//!        ▲                    no group)                reject  ─▶ firebreak.banks (negative)
-//!        └──────────── action records (the log) ◀───── retract ─▶ tombstones
+//! firebreak.incidents ───┤   (every partition,      └─ confirm ─▶ firebreak.banks (crisis)
+//! firebreak.policy ──────┘    no group)                reject  ─▶ firebreak.banks (negative)
+//!        ▲                        │                    retract ─▶ tombstones
+//!        │                        └─▶ signal log (copy) ─▶ dry-run ─┐
+//!        ├──────────── action records (the log) ◀──── actions      │
+//!        └──────────── policy versions ◀───────────── PUT/PATCH ◀───┘ (admin)
 //! ```
 //!
 //! Every coordinator reads every partition of the three topics from the beginning, so
@@ -19,6 +22,7 @@
 
 pub mod api;
 pub mod hub;
+pub mod policy;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -187,6 +191,64 @@ pub struct Coordinator {
     pub negative_bank: String,
     /// Evidence thumbnails, copied from the evidence topic (`None`: not kept).
     pub evidence: Option<crate::evidence::EvidenceStore>,
+    /// The fleet's policy: the latest record of `firebreak.policy` read, its writer,
+    /// the policy's name there and the configured policy (in force until a record
+    /// exists).
+    pub policy: FleetPolicy,
+    /// The fleet's signals, copied from `firebreak.signals` into a local signal log
+    /// (rebuilt at each start) for dry-runs (`None`: `[signals] enabled = false`).
+    pub signal_log: Option<Arc<crate::signals::log::SignalLog>>,
+}
+
+/// The fleet's policy as the coordinator sees it and changes it.
+#[derive(Debug)]
+pub struct FleetPolicy {
+    /// The latest record of this policy on the topic.
+    pub record: Mutex<Option<crate::engine::feeds::PolicyRecord>>,
+    /// Writes the next version.
+    pub writer: Writer,
+    /// The policy's name (the record's key).
+    pub name: String,
+    /// The configured policy: active while the topic holds no version.
+    pub configured: firebreak_policy::config::PolicyConfig,
+    /// Recent dry-runs, for a change applied on one.
+    pub dry_runs: crate::engine::versions::DryRuns,
+}
+
+impl FleetPolicy {
+    /// The latest record read.
+    pub fn record(&self) -> Option<crate::engine::feeds::PolicyRecord> {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The active policy: the record's active version, else the configured policy.
+    pub fn active(&self) -> Arc<firebreak_policy::policy::Policy> {
+        let from_topic = self.record().and_then(|r| {
+            let v = r.active_version()?;
+            crate::config::policy_from_toml(&v.toml, "fleet").ok()
+        });
+        Arc::new(firebreak_policy::policy::Policy::new(
+            from_topic.unwrap_or_else(|| self.configured.clone()),
+        ))
+    }
+
+    /// Takes a record of the policy topic (key, value; an empty value is a
+    /// tombstone, which changes nothing).
+    fn on_record(&self, key: Option<&[u8]>, value: &[u8]) {
+        if key != Some(self.name.as_bytes()) || value.is_empty() {
+            return;
+        }
+        match serde_json::from_slice::<crate::engine::feeds::PolicyRecord>(value) {
+            Ok(r) if r.name == self.name => {
+                *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            }
+            Ok(_) => tracing::warn!("coordinator: a policy record names another policy"),
+            Err(e) => tracing::warn!(error = %e, "coordinator: unreadable policy record"),
+        }
+    }
 }
 
 fn lock(m: &Mutex<Hub>) -> std::sync::MutexGuard<'_, Hub> {
@@ -215,6 +277,8 @@ struct Topics {
     incidents: String,
     /// Evidence thumbnails (`None`: not kept here).
     evidence: Option<String>,
+    /// Policy versions.
+    policy: String,
 }
 
 /// The topics a coordinator reads.
@@ -239,6 +303,7 @@ fn topics(settings: &Settings) -> Result<Topics> {
             .evidence()
             .enabled
             .then(|| shared.evidence_topic.clone()),
+        policy: shared.feeds.policy_topic.clone(),
     })
 }
 
@@ -320,6 +385,22 @@ fn preserve(store: &crate::evidence::EvidenceStore, ids: impl IntoIterator<Item 
     }
 }
 
+/// The coordinator's copy of `firebreak.signals`: the log's segments are removed and
+/// the log opened afresh, since the coordinator reads the topic from its start again
+/// (labels stored beside it stay). Blocking.
+fn open_fleet_log(
+    dir: &Path,
+    config: &crate::signals::log::SignalLogConfig,
+) -> Result<Arc<crate::signals::log::SignalLog>> {
+    if dir.exists() {
+        for segment in crate::signals::log::segments(dir)? {
+            std::fs::remove_file(&segment)
+                .with_context(|| format!("removing {}", segment.display()))?;
+        }
+    }
+    Ok(crate::signals::log::SignalLog::open(dir, config)?)
+}
+
 /// Reads the topics into the hub until `stop`.
 fn tail_loop(
     coord: Arc<Coordinator>,
@@ -334,6 +415,7 @@ fn tail_loop(
         signals,
         incidents,
         evidence: evidence_topic,
+        policy,
     } = names;
     let mut idle_after_assign = false;
     let mut last_sweep = std::time::Instant::now();
@@ -360,14 +442,32 @@ fn tail_loop(
                     store_evidence(&coord, store, &r.payload);
                 }
             }
+            Some(Ok(r)) if r.topic == policy => {
+                coord.policy.on_record(r.key.as_deref(), &r.payload);
+            }
             Some(Ok(r)) => {
+                // Signals are decoded outside the hub's lock, and copied to the local
+                // log for dry-runs.
+                let signal_records = (r.topic == signals).then(|| {
+                    let decoded = crate::signals::record::decode_block(&r.payload);
+                    if let (Ok(records), Some(log)) = (&decoded, &coord.signal_log) {
+                        use crate::signals::SignalSink;
+                        for rec in records {
+                            log.record(rec.clone());
+                        }
+                    }
+                    decoded
+                });
                 let mut hub = coord.hub();
-                if r.topic == escalations {
+                if let Some(decoded) = signal_records {
+                    match decoded {
+                        Ok(records) => hub.on_signal_records(records),
+                        Err(e) => hub.unreadable_signals(&e),
+                    }
+                } else if r.topic == escalations {
                     if !r.payload.is_empty() {
                         hub.on_escalation(&r.payload);
                     }
-                } else if r.topic == signals {
-                    hub.on_signals(&r.payload);
                 } else if r.topic == incidents {
                     match serde_json::from_slice::<ActionRecord>(&r.payload) {
                         Ok(a) => hub.on_action(a),
@@ -440,6 +540,8 @@ pub fn run(path: &Path) -> Result<ExitCode> {
     let tiers = settings.policy.config.tiers.clone();
     let evidence = settings.evidence().clone();
     let evidence_dir = settings.evidence_dir();
+    let signal_log_config = settings.signals().clone();
+    let data_dir = settings.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -483,6 +585,14 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         )
         .await
         .with_context(|| format!("creating {}", names.signals))?;
+        firebreak_delivery::compacted::ensure_topic(
+            &kafka,
+            &names.policy,
+            shared.feeds.partitions,
+            shared.feeds.replication,
+        )
+        .await
+        .with_context(|| format!("creating {}", names.policy))?;
         if let Some(topic) = &names.evidence {
             firebreak_delivery::telemetry::ensure_topic(
                 &kafka,
@@ -501,6 +611,22 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     .with_context(|| format!("opening the evidence store in {}", dir.display()))?,
             ),
         };
+        let signal_log = match signal_log_config.enabled {
+            false => None,
+            true => {
+                let dir = signal_log_config
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("signals"));
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        open_fleet_log(&dir, &signal_log_config)
+                            .with_context(|| format!("opening the signal log in {}", dir.display()))
+                    })
+                    .await??,
+                )
+            }
+        };
         let coord = Arc::new(Coordinator {
             metrics: CoordinatorMetrics::new(),
             hub: Mutex::new(Hub::new(c.clone(), tiers)),
@@ -512,8 +638,21 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             crisis_bank: c.crisis_bank.clone(),
             negative_bank: c.negative_bank.clone(),
             evidence: store,
+            policy: FleetPolicy {
+                record: Mutex::new(None),
+                writer: Writer::new(&kafka, &names.policy)?,
+                name: shared.feeds.policy_name.clone(),
+                configured: settings.policy.config.clone(),
+                dry_runs: Default::default(),
+            },
+            signal_log,
         });
-        let mut read: Vec<&str> = vec![&names.escalations, &names.signals, &names.incidents];
+        let mut read: Vec<&str> = vec![
+            &names.escalations,
+            &names.signals,
+            &names.incidents,
+            &names.policy,
+        ];
         if let Some(t) = &names.evidence {
             read.push(t);
         }
@@ -582,7 +721,14 @@ pub fn run(path: &Path) -> Result<ExitCode> {
         )
         .await?;
         stop.store(true, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let log = coord.signal_log.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = thread.join();
+            if let Some(log) = log {
+                log.close();
+            }
+        })
+        .await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

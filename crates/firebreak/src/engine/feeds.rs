@@ -13,7 +13,7 @@
 //! [`POLICY_SCHEMA`]): the retained numbered versions and which one is active. Every
 //! worker applies the active version of its policy name through
 //! [`Engine::set_policy`] (audit-logged as `policy.fleet`), unless it already runs it.
-//! [`publish_policy_version`] writes the next version (the operator API in fleet
+//! [`publish_policy_record`] writes the next version (the operator API in fleet
 //! mode).
 //!
 //! A record that cannot be decoded, has an unknown schema version or is refused is
@@ -476,7 +476,8 @@ impl PolicyRecord {
 pub const POLICY_VERSIONS_KEPT: usize = 20;
 
 /// The record after adding `config` as the next version of `current` (or the first of
-/// policy `name`), made active when `activate` (else a shadow). Pure.
+/// policy `name`), made active when `activate` (else a shadow), applied on `dry_run`
+/// if given. Pure.
 pub fn next_policy_record(
     current: Option<&PolicyRecord>,
     name: &str,
@@ -484,6 +485,7 @@ pub fn next_policy_record(
     who: &str,
     at_ms: u64,
     activate: bool,
+    dry_run: Option<versions::DryRunRecord>,
 ) -> PolicyRecord {
     let mut record = current.cloned().unwrap_or_else(|| PolicyRecord {
         name: name.to_owned(),
@@ -502,7 +504,7 @@ pub fn next_policy_record(
         policy_version: policy.version().to_owned(),
         file_sha256: String::new(),
         rolled_back_from: None,
-        dry_run: None,
+        dry_run,
         toml: toml::to_string(config).unwrap_or_default(),
     });
     if activate || record.active == 0 {
@@ -521,21 +523,15 @@ pub fn next_policy_record(
     record
 }
 
-/// Writes the next version of the policy (see [`next_policy_record`]) to the policy
-/// topic and returns the record written. `current` is the latest record this worker
-/// read ([`FeedsHandle::policy_record`]); two writers at once: the last one wins.
-pub async fn publish_policy_version(
+/// Writes `record` (the next version, [`next_policy_record`] of the latest record the
+/// writer read, e.g. [`FeedsHandle::policy_record`]) to the policy topic. Two writers
+/// at once: the last one wins.
+pub async fn publish_policy_record(
     writer: &Writer,
-    current: Option<&PolicyRecord>,
-    name: &str,
-    config: &firebreak_policy::config::PolicyConfig,
-    who: &str,
-    at_ms: u64,
-    activate: bool,
+    record: PolicyRecord,
 ) -> Result<PolicyRecord, KafkaError> {
-    let record = next_policy_record(current, name, config, who, at_ms, activate);
     let value = serde_json::to_vec(&record).expect("serializable");
-    writer.put(name, POLICY_SCHEMA, &value).await?;
+    writer.put(&record.name, POLICY_SCHEMA, &value).await?;
     Ok(record)
 }
 
@@ -1157,15 +1153,15 @@ mod tests {
     #[test]
     fn policy_records_keep_the_active_version_and_shadows() {
         let config = firebreak_policy::config::PolicyConfig::builtin();
-        let r1 = next_policy_record(None, "default", &config, "op", 1, false);
+        let r1 = next_policy_record(None, "default", &config, "op", 1, false, None);
         assert_eq!((r1.active, r1.versions.len()), (1, 1));
-        let r2 = next_policy_record(Some(&r1), "default", &config, "op", 2, false);
+        let r2 = next_policy_record(Some(&r1), "default", &config, "op", 2, false, None);
         assert_eq!((r2.active, r2.versions.len()), (1, 2), "a shadow");
-        let r3 = next_policy_record(Some(&r2), "default", &config, "op", 3, true);
+        let r3 = next_policy_record(Some(&r2), "default", &config, "op", 3, true, None);
         assert_eq!(r3.active, 3);
         let mut r = r3;
         for i in 0..30 {
-            r = next_policy_record(Some(&r), "default", &config, "op", i, false);
+            r = next_policy_record(Some(&r), "default", &config, "op", i, false, None);
         }
         assert_eq!(r.versions.len(), POLICY_VERSIONS_KEPT);
         assert_eq!(r.active_version().unwrap().number, 3);

@@ -212,9 +212,6 @@ pub fn patched(
     }
 }
 
-/// Dry-runs remembered for changes applied on them.
-pub const DRY_RUNS_KEPT: usize = 64;
-
 /// An ended stream's state is forgotten this long after it ended.
 const ENDED_KEPT_MS: u64 = 3_600_000;
 
@@ -245,7 +242,7 @@ pub struct Engine {
     /// The local signal log's directory (labels are stored there), when recording.
     signal_dir: std::sync::OnceLock<PathBuf>,
     /// Recent dry-runs, for changes applied on them.
-    dry_runs: Mutex<std::collections::VecDeque<versions::DryRunRecord>>,
+    dry_runs: versions::DryRuns,
 }
 
 impl std::fmt::Debug for Engine {
@@ -285,7 +282,7 @@ impl Engine {
             evidence: std::sync::OnceLock::new(),
             storage_alarms: Mutex::new(Default::default()),
             signal_dir: std::sync::OnceLock::new(),
-            dry_runs: Mutex::new(Default::default()),
+            dry_runs: versions::DryRuns::default(),
         })
     }
 
@@ -1007,19 +1004,11 @@ impl Engine {
     ) -> Result<String, ActionError> {
         let record = match dry_run {
             None => None,
-            Some(id) => {
-                let Some(r) = self.dry_run_record(id) else {
-                    return Err(ActionError::Conflict(format!(
-                        "no dry-run {id:?} (unknown, or too old: run it again)"
-                    )));
-                };
-                if r.proposed_sha256 != versions::policy_sha256(&config) {
-                    return Err(ActionError::Conflict(format!(
-                        "dry-run {id:?} replayed another policy than this one"
-                    )));
-                }
-                Some(r)
-            }
+            Some(id) => Some(
+                self.dry_runs
+                    .check(id, &config)
+                    .map_err(ActionError::Conflict)?,
+            ),
         };
         let mut guard = lock(&self.versions);
         self.change_policy(
@@ -1035,19 +1024,9 @@ impl Engine {
         )
     }
 
-    /// Remembers a dry-run's record, for a change applied on it (the latest
-    /// [`DRY_RUNS_KEPT`]).
+    /// Remembers a dry-run's record, for a change applied on it.
     pub fn remember_dry_run(&self, record: versions::DryRunRecord) {
-        let mut runs = lock(&self.dry_runs);
-        runs.retain(|r| r.id != record.id);
-        runs.push_back(record);
-        while runs.len() > DRY_RUNS_KEPT {
-            runs.pop_front();
-        }
-    }
-
-    fn dry_run_record(&self, id: &str) -> Option<versions::DryRunRecord> {
-        lock(&self.dry_runs).iter().find(|r| r.id == id).cloned()
+        self.dry_runs.remember(record);
     }
 
     /// Rolls the policy back to stored version `number` (a new version with its

@@ -77,6 +77,43 @@ pub struct DryRunRecord {
     pub removed: u64,
 }
 
+/// Dry-runs remembered for changes applied on them.
+pub const DRY_RUNS_KEPT: usize = 64;
+
+/// The latest [`DRY_RUNS_KEPT`] dry-runs, for a change applied with `?dry_run=ID`
+/// (the engine's, and the coordinator's in fleet mode).
+#[derive(Debug, Default)]
+pub struct DryRuns(std::sync::Mutex<std::collections::VecDeque<DryRunRecord>>);
+
+impl DryRuns {
+    /// Remembers a dry-run (the oldest goes beyond [`DRY_RUNS_KEPT`]).
+    pub fn remember(&self, record: DryRunRecord) {
+        let mut runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        runs.retain(|r| r.id != record.id);
+        runs.push_back(record);
+        while runs.len() > DRY_RUNS_KEPT {
+            runs.pop_front();
+        }
+    }
+
+    /// The record of dry-run `id` for applying `config`: refused (the reason) when
+    /// the id is unknown or the dry-run replayed another policy.
+    pub fn check(&self, id: &str, config: &PolicyConfig) -> Result<DryRunRecord, String> {
+        let runs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = runs.iter().find(|r| r.id == id) else {
+            return Err(format!(
+                "no dry-run {id:?} (unknown, or too old: run it again)"
+            ));
+        };
+        if r.proposed_sha256 != policy_sha256(config) {
+            return Err(format!(
+                "dry-run {id:?} replayed another policy than this one"
+            ));
+        }
+        Ok(r.clone())
+    }
+}
+
 /// The canonical sha256 of a policy (hex): its TOML as this build writes it.
 pub fn policy_sha256(config: &PolicyConfig) -> String {
     let text = toml::to_string(config).unwrap_or_default();

@@ -44,31 +44,54 @@ pub async fn dry_run(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    let request: DryRunRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
-    };
+    let engine = s.engine.clone();
+    let answer = answer(
+        &body,
+        s.engine.policy(),
+        s.engine.signal_dir(),
+        caller.tenant_filter().map(str::to_owned),
+        move || {
+            // What the log's thread holds goes to disk first.
+            engine.flush_signals();
+            engine.now_ms()
+        },
+    )
+    .await;
+    match answer {
+        Ok(d) => {
+            s.engine.remember_dry_run(d.record());
+            Json(d).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// A dry-run request (`body`) answered over the signal log in `dir` against
+/// `active`, for `tenant`'s streams (all for `None`): the worker's handler and the
+/// coordinator's. `now` (run off the runtime, before the replay) makes what was
+/// recorded readable and gives the end of the window. An error is the response.
+pub async fn answer(
+    body: &[u8],
+    active: Arc<Policy>,
+    dir: Option<std::path::PathBuf>,
+    tenant: Option<String>,
+    now: impl FnOnce() -> u64 + Send + 'static,
+) -> Result<DryRun, Response> {
+    let request: DryRunRequest = serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("body: {e}")))?;
     let hours = request.hours.unwrap_or(24.0);
     if !(hours.is_finite() && hours > 0.0 && hours <= 168.0) {
-        return action_error(ActionError::Invalid(vec![firebreak_policy::Issue::new(
-            "hours",
-            "must be within (0, 168]",
-        )]));
+        return Err(action_error(ActionError::Invalid(vec![
+            firebreak_policy::Issue::new("hours", "must be within (0, 168]"),
+        ])));
     }
-    let active = s.engine.policy();
-    let config = match proposed(active.config(), &request) {
-        Ok(c) => c,
-        Err(issues) => return action_error(ActionError::Invalid(issues)),
+    let config = proposed(active.config(), &request)
+        .map_err(|issues| action_error(ActionError::Invalid(issues)))?;
+    let Some(dir) = dir else {
+        return Err(error(StatusCode::CONFLICT, "signal recording is off"));
     };
-    let Some(dir) = s.engine.signal_dir() else {
-        return error(StatusCode::CONFLICT, "signal recording is off");
-    };
-    let engine = s.engine.clone();
-    let tenant = caller.tenant_filter().map(str::to_owned);
-    let answer = tokio::task::spawn_blocking(move || {
-        // What the log's thread holds goes to disk first.
-        engine.flush_signals();
-        let to_ms = engine.now_ms() + 1;
+    tokio::task::spawn_blocking(move || {
+        let to_ms = now() + 1;
         let from_ms = to_ms.saturating_sub((hours * 3_600_000.0) as u64);
         run(
             &dir,
@@ -80,21 +103,6 @@ pub async fn dry_run(
         )
     })
     .await
-    .expect("dry-run task");
-    match answer {
-        Ok(d) => {
-            s.engine
-                .remember_dry_run(crate::engine::versions::DryRunRecord {
-                    id: d.id.clone(),
-                    proposed_sha256: d.proposed_sha256.clone(),
-                    active_version: d.active_version.clone(),
-                    from_ms: d.from_ms,
-                    to_ms: d.to_ms,
-                    added: d.streams.iter().map(|s| s.added.len() as u64).sum(),
-                    removed: d.streams.iter().map(|s| s.removed.len() as u64).sum(),
-                });
-            Json(d).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    .expect("dry-run task")
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
 }

@@ -90,6 +90,21 @@ pub struct DryRun {
     pub log_errors: u64,
 }
 
+impl DryRun {
+    /// What a policy version applied on this dry-run records of it.
+    pub fn record(&self) -> crate::engine::versions::DryRunRecord {
+        crate::engine::versions::DryRunRecord {
+            id: self.id.clone(),
+            proposed_sha256: self.proposed_sha256.clone(),
+            active_version: self.active_version.clone(),
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            added: self.streams.iter().map(|s| s.added.len() as u64).sum(),
+            removed: self.streams.iter().map(|s| s.removed.len() as u64).sum(),
+        }
+    }
+}
+
 /// The proposed policy of a request, or every problem.
 pub fn proposed(active: &PolicyConfig, r: &DryRunRequest) -> Result<PolicyConfig, Vec<Issue>> {
     match (&r.toml, &r.rule, &r.patch) {
