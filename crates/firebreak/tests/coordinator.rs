@@ -1424,6 +1424,52 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
         after["published"]["entries"].as_array().unwrap().len() as u64,
         count
     );
+
+    // The tuning panel: a dry-run over the fleet's signals shows what the proposal
+    // would remove from the stream, as the API answers; applying needs admin, and the
+    // page says so.
+    browser.choose("#dryrun-mode", "toml");
+    let proposal = policy_without_red();
+    browser.type_into(&browser.find("#dryrun-toml").unwrap(), &proposal);
+    browser.type_into(&browser.find("#dryrun-hours").unwrap(), "1");
+    browser.click(&browser.find("#dryrun-run").unwrap());
+    let tr = wait(
+        "the dry-run's row for the stream",
+        60,
+        || browser.find(&format!("#dryrun-streams tr[data-stream=\"{id}\"]")),
+        &all,
+    );
+    let request = serde_json::json!({"toml": proposal, "hours": 1}).to_string();
+    let (status, api) = coord.call(
+        "POST",
+        "/v1/policy/dry-run",
+        Some(OPERATOR),
+        request.as_bytes(),
+    );
+    assert_eq!(status, 200, "{api}");
+    let removed = api["streams"][0]["removed"].as_array().unwrap().len();
+    assert!(removed >= 1, "{api}");
+    assert_eq!(api["streams"][0]["stream"], id, "{api}");
+    assert_eq!(
+        browser.eval(&format!(
+            "return document.querySelector('#dryrun-streams tr[data-stream=\"{id}\"]').dataset.removed;"
+        )),
+        Value::from(removed.to_string()),
+        "{}",
+        browser.text(&tr)
+    );
+    browser.click(&browser.find("#dryrun-apply").unwrap());
+    let said = wait(
+        "the refusal shown",
+        30,
+        || browser.find("#dryrun-applied[data-ok=\"false\"]"),
+        &all,
+    );
+    assert!(
+        browser.text(&said).contains("403"),
+        "{}",
+        browser.text(&said)
+    );
 }
 
 /// The test policy without its classifier rule: proposed in a dry-run, it removes

@@ -166,3 +166,138 @@ fn shadow_decisions_show_as_would_have_escalated() {
             .is_none()
     );
 }
+
+/// A proposed policy for the tuning panel: the banked clip's video match raises
+/// another tier, so the dry-run adds its escalations and removes the active policy's.
+const PROPOSAL: &str = "version = \"proposal-1\"\ntiers = [\"proposed-crisis\"]\n\
+cooldown_secs = 5\n[[rule]]\nname = \"any-video\"\nkind = \"video_match\"\nenter = 0.3\n\
+exit = 0.1\ntier = \"proposed-crisis\"\n";
+
+/// The tuning panel. From a stream's risk timeline, "Label range" fills the label form
+/// with the stream and the timeline's range, and the label added from the page is
+/// stored (as `GET /v1/signals/labels` answers) and listed. A dry-run from the page of
+/// a whole proposed policy shows, per stream, as many added and removed escalations as
+/// the API answers for the same request; applying it from the page makes the next
+/// policy version, which records that dry-run.
+#[test]
+fn an_operator_labels_a_stream_dry_runs_a_change_and_applies_it_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = support::programme_with_banked_clip(dir.path());
+    let d = support::start_in(dir, "[ingest]\nsampling = \"2/s\"\n");
+    support::push_file(&d, "prog", &prog);
+    d.wait("the escalation", 60, || {
+        let v = d.get("/v1/escalations", READ);
+        (!v["escalations"].as_array()?.is_empty()).then_some(())
+    });
+    let browser = Driver::start(&d);
+    browser.go(&format!("{}/#token={}", d.base, support::ADMIN));
+    d.wait("the page to connect", 30, || {
+        let status = browser.find("#live-status")?;
+        browser.text(&status).contains("live").then_some(())
+    });
+
+    // Label the stream from its timeline.
+    let cell = d.wait("the escalation row", 30, || {
+        browser.find("#escalations tbody tr[data-id] td")
+    });
+    browser.click(&cell);
+    d.wait("the timeline's points", 30, || {
+        browser.find("#timeline-chart svg path")
+    });
+    let label_button = browser.find("#timeline-label").unwrap();
+    browser.click(&label_button);
+    let value = |css: &str| browser.eval(&format!("return document.querySelector('{css}').value;"));
+    assert_eq!(value("#label-stream"), "prog");
+    browser.choose("#label-verdict", "crisis");
+    let note = browser.find("#label-note").unwrap();
+    browser.type_into(&note, "known clip, checked");
+    browser.click(&browser.find("#label-add").unwrap());
+    let item = d.wait("the label in the list", 30, || {
+        browser.find("#labels-list li[data-stream=\"prog\"][data-verdict=\"crisis\"]")
+    });
+    assert!(browser.text(&item).contains("known clip, checked"));
+    let labels = d.get("/v1/signals/labels", support::OPERATOR);
+    let stored = labels["labels"].as_array().unwrap();
+    assert_eq!(stored.len(), 1, "{labels}");
+    assert_eq!(stored[0]["stream"], "prog");
+    assert_eq!(stored[0]["tenant"], "platform");
+    assert_eq!(stored[0]["verdict"], "crisis");
+    // The range is the timeline's, to the second (the form shows local time to the
+    // second).
+    let timeline = d.get("/v1/streams/prog/timeline", READ);
+    let points = timeline["points"].as_array().unwrap();
+    let first = points.first().unwrap()["wall_ms"].as_u64().unwrap();
+    let last = points.last().unwrap()["wall_ms"].as_u64().unwrap();
+    let start = stored[0]["start_ms"].as_u64().unwrap();
+    let end = stored[0]["end_ms"].as_u64().unwrap();
+    assert!(start <= first && first - start < 1000, "{start} {first}");
+    assert!(
+        end <= last + 1000 && last + 1000 - end < 1000,
+        "{end} {last}"
+    );
+
+    // Dry-run a whole proposed policy from the page.
+    browser.choose("#dryrun-mode", "toml");
+    let toml = browser.find("#dryrun-toml").unwrap();
+    browser.type_into(&toml, PROPOSAL);
+    let hours = browser.find("#dryrun-hours").unwrap();
+    browser.type_into(&hours, "1");
+    browser.click(&browser.find("#dryrun-run").unwrap());
+    d.wait("the dry-run's result", 60, || {
+        browser.find("#dryrun-result[data-id] #dryrun-summary")
+    });
+    let shown = browser.eval(
+        "return Array.from(document.querySelectorAll('#dryrun-streams tbody tr')).map(\
+         r => [r.dataset.stream, Number(r.dataset.added), Number(r.dataset.removed)]);",
+    );
+    let request = serde_json::json!({"toml": PROPOSAL, "hours": 1}).to_string();
+    let (status, api) = d.call(
+        "POST",
+        "/v1/policy/dry-run",
+        Some(support::OPERATOR),
+        request.as_bytes(),
+    );
+    assert_eq!(status, 200, "{api}");
+    let want: Vec<serde_json::Value> = api["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            serde_json::json!([
+                s["stream"],
+                s["added"].as_array().unwrap().len(),
+                s["removed"].as_array().unwrap().len()
+            ])
+        })
+        .collect();
+    assert_eq!(shown, serde_json::Value::Array(want.clone()), "{api}");
+    assert!(
+        want.iter()
+            .any(|w| w[0] == "prog" && w[1].as_u64() > Some(0) && w[2].as_u64() > Some(0)),
+        "the proposal adds and removes escalations of prog: {api}"
+    );
+
+    // Apply it from the page, on that dry-run.
+    let id = browser.eval("return document.getElementById('dryrun-result').dataset.id;");
+    browser.click(&browser.find("#dryrun-apply").unwrap());
+    d.wait("the change applied", 30, || {
+        browser.find("#dryrun-applied[data-ok=\"true\"]")
+    });
+    let policy = d.get("/v1/policy", READ);
+    assert!(
+        policy["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("proposal-1"),
+        "{policy}"
+    );
+    let versions = d.get("/v1/policy/versions", support::ADMIN);
+    let latest = versions["versions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(latest["source"], "policy.update", "{latest}");
+    assert_eq!(latest["dry_run"]["id"], id, "{latest}");
+}

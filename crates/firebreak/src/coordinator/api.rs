@@ -49,11 +49,17 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The responders' dashboard: incidents, their evidence summarised, the actions in
 /// view, a preview before a confirmation publishes.
-pub const DASHBOARD: &str = include_str!("../../assets/coordinator.html");
+const DASHBOARD_TEMPLATE: &str = include_str!("../../assets/coordinator.html");
+
+/// The responders' dashboard (with the shared tuning panel).
+pub fn dashboard() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| crate::http::api::with_tune(DASHBOARD_TEMPLATE))
+}
 
 async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let csp = CSP.get_or_init(|| crate::http::csp_for(DASHBOARD));
+    let csp = CSP.get_or_init(|| crate::http::csp_for(dashboard()));
     let mut response = next.run(req).await;
     let h = response.headers_mut();
     if let Ok(v) = axum::http::HeaderValue::from_str(csp) {
@@ -77,7 +83,7 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
 /// The routes, behind the authentication layer.
 pub fn router(coord: Arc<Coordinator>, auth: Arc<Authenticator>) -> Router {
     Router::new()
-        .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
+        .route("/", get(|| async { axum::response::Html(dashboard()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -26,7 +26,22 @@ use crate::http::auth::Caller;
 use crate::http::{ErrorBody, error};
 
 /// The dashboard page (one self-contained file, no external resources).
-pub const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
+const DASHBOARD_TEMPLATE: &str = include_str!("../../assets/dashboard.html");
+
+/// The tuning panel (labels, dry-run, apply) both dashboards share, put in place of
+/// the line `/*@tune*/` of their inline script.
+pub const TUNE_JS: &str = include_str!("../../assets/tune.js");
+
+/// `template` with [`TUNE_JS`] in place of its `/*@tune*/` line.
+pub fn with_tune(template: &str) -> String {
+    template.replacen("/*@tune*/", TUNE_JS, 1)
+}
+
+/// The live alert dashboard (with [`TUNE_JS`]).
+pub fn dashboard_page() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| with_tune(DASHBOARD_TEMPLATE))
+}
 
 /// Reloads policy and banks from disk (the daemon's SIGHUP path).
 pub type Reloader =
@@ -406,7 +421,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
     responses((status = 200, description = "The dashboard page (one file, no external resources).", body = String, content_type = "text/html"))
 )]
 async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD)
+    Html(dashboard_page())
 }
 
 /// Liveness.

@@ -73,7 +73,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 /// only, and no page may frame it.
 pub fn content_security_policy() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
-    CSP.get_or_init(|| csp_for(api::DASHBOARD))
+    CSP.get_or_init(|| csp_for(api::dashboard_page()))
 }
 
 /// The Content-Security-Policy for a page whose only script and style are its inline

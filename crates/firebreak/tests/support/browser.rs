@@ -106,6 +106,24 @@ impl Driver {
             .take()
     }
 
+    /// Replaces the text of an input or textarea with `text`, typed as a user would
+    /// (WebDriver "Element Clear", then "Element Send Keys").
+    pub fn type_into(&self, element: &str, text: &str) {
+        post(&self.url(&format!("/element/{element}/clear")), json!({}));
+        post(
+            &self.url(&format!("/element/{element}/value")),
+            json!({"text": text}),
+        );
+    }
+
+    /// Chooses the option with value `value` of a `<select>` by clicking it.
+    pub fn choose(&self, select: &str, value: &str) {
+        let option = self
+            .find(&format!("{select} option[value=\"{value}\"]"))
+            .unwrap_or_else(|| panic!("no option {value:?} in {select}"));
+        self.click(&option);
+    }
+
     /// The page's viewport size (`innerWidth`, `innerHeight`).
     pub fn viewport(&self) -> (f64, f64) {
         let v = self.eval("return [window.innerWidth, window.innerHeight];");
