@@ -1577,6 +1577,19 @@ fn the_coordinator_dry_runs_a_change_on_the_fleets_signals_and_applies_it_to_the
             body.as_bytes(),
         )
     };
+    // A worker does not change the fleet's policy on its own.
+    let (status, refused) = w.call("PUT", "/v1/policy", Some(ADMIN), proposal.as_bytes());
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(
+        w.call(
+            "PATCH",
+            "/v1/policy/rules/mostly-red",
+            Some(ADMIN),
+            br#"{"enter":0.95}"#
+        )
+        .0,
+        409
+    );
     assert_eq!(put(OPERATOR, &format!("?dry_run={id}"), &proposal).0, 403);
     assert_eq!(put(ADMIN, &format!("?dry_run={id}"), POLICY).0, 409);
     assert_eq!(put(ADMIN, "?dry_run=0000000000000000", &proposal).0, 409);

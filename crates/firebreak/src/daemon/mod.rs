@@ -489,6 +489,7 @@ impl Daemon {
             reload: reload.clone(),
             ready: true.into(),
             shared_ready: config.fleet_shared.is_none().into(),
+            fleet_policy: config.fleet_shared.is_some(),
             metrics: metrics.clone(),
             closing: tokio::sync::watch::channel(false).0,
         });

@@ -58,6 +58,9 @@ pub struct ApiState {
     /// Fleet mode: the shared bank and policy topics were read up to the end once
     /// (always true outside fleet mode).
     pub shared_ready: AtomicBool,
+    /// Fleet mode: the policy is the fleet's (`firebreak.policy`, changed at the
+    /// coordinator); this worker's API does not change it.
+    pub fleet_policy: bool,
     /// The metrics.
     pub metrics: crate::metrics::Metrics,
     /// Set when shutting down: live feeds end so connections can drain.
@@ -347,6 +350,17 @@ pub struct InvalidBody {
     pub error: String,
     /// Every problem.
     pub errors: Vec<IssueBody>,
+}
+
+/// In fleet mode a worker's policy is the fleet's: changes are refused here.
+pub(crate) fn fleet_policy_refusal(s: &ApiState) -> Option<Response> {
+    s.fleet_policy.then(|| {
+        error(
+            StatusCode::CONFLICT,
+            "fleet mode: the policy is the fleet's (firebreak.policy); change it at the \
+             coordinator, and every worker applies it",
+        )
+    })
 }
 
 pub(crate) fn action_error(e: ActionError) -> Response {
@@ -869,7 +883,7 @@ pub struct DryRunParam {
     responses(
         (status = 200, description = "In force.", body = PolicyVersion),
         (status = 400, description = "The body is not UTF-8.", body = ErrorBody),
-        (status = 409, description = "`dry_run` names no recent dry-run, or one of another policy.", body = ErrorBody),
+        (status = 409, description = "`dry_run` names no recent dry-run, or one of another policy; or fleet mode (the coordinator changes the fleet's policy).", body = ErrorBody),
         (status = 422, description = "The policy has problems (nothing changed).", body = InvalidBody),
         (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
@@ -880,6 +894,9 @@ async fn put_policy(
     axum::extract::Query(q): axum::extract::Query<DryRunParam>,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = fleet_policy_refusal(&s) {
+        return r;
+    }
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "the policy must be UTF-8 TOML");
     };
@@ -922,7 +939,7 @@ async fn put_policy(
         (status = 200, description = "In force.", body = PolicyVersion),
         (status = 400, description = "The body is not JSON.", body = ErrorBody),
         (status = 404, description = "No such rule.", body = ErrorBody),
-        (status = 409, description = "`dry_run` names no recent dry-run, or one of another policy.", body = ErrorBody),
+        (status = 409, description = "`dry_run` names no recent dry-run, or one of another policy; or fleet mode (the coordinator changes the fleet's policy).", body = ErrorBody),
         (status = 422, description = "An unknown field, a non-number, or a resulting policy with problems (nothing changed).", body = InvalidBody),
         (status = 500, description = "Its audit entry or state could not be written: nothing changed.", body = ErrorBody),
     )
@@ -934,6 +951,9 @@ async fn patch_rule(
     axum::extract::Query(q): axum::extract::Query<DryRunParam>,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = fleet_policy_refusal(&s) {
+        return r;
+    }
     let patch: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),

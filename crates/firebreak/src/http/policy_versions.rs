@@ -113,6 +113,7 @@ pub(crate) async fn versions(State(s): State<Arc<ApiState>>) -> Response {
         (status = 200, description = "In force.", body = RolledBack),
         (status = 400, description = "The body is not `{\"version\": N}`.", body = ErrorBody),
         (status = 404, description = "No such version.", body = ErrorBody),
+        (status = 409, description = "Fleet mode: the coordinator changes the fleet's policy.", body = ErrorBody),
         (status = 500, description = "Its audit entry or the version could not be written: nothing changed.", body = ErrorBody),
     )
 )]
@@ -121,6 +122,9 @@ pub(crate) async fn rollback(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
+    if let Some(r) = crate::http::api::fleet_policy_refusal(&s) {
+        return r;
+    }
     let number = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("version").and_then(Value::as_u64));
