@@ -444,17 +444,25 @@ fn signed_requests_are_refused_before_their_body_is_read() {
     assert_eq!(status, 200);
 }
 
-/// Every answer carries the security headers; the dashboard's CSP allows exactly its
-/// own inline script and style (their sha256, computed here with Python's hashlib)
+/// Every answer carries the security headers; the dashboard's CSP allows exactly the
+/// inline script and style of the page served (their sha256, computed here with
+/// Python's hashlib; the script includes the shared tuning panel, `assets/tune.js`)
 /// and nothing else. The browser test (`dashboard.rs`) shows the page still works
 /// under it.
 #[test]
 fn every_answer_carries_security_headers() {
     let d = support::start("");
-    let html = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard.html"),
+    let html = ureq::get(&format!("{}/", d.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let tune = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tune.js"),
     )
     .unwrap();
+    assert!(html.contains(&tune), "the tuning panel's script is in the page");
+    assert!(!html.contains("/*@tune*/"));
     let inner = |open: &str, close: &str| {
         let s = html.find(open).unwrap() + open.len();
         let e = s + html[s..].find(close).unwrap();
