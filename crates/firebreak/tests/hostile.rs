@@ -461,7 +461,10 @@ fn every_answer_carries_security_headers() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tune.js"),
     )
     .unwrap();
-    assert!(html.contains(&tune), "the tuning panel's script is in the page");
+    assert!(
+        html.contains(&tune),
+        "the tuning panel's script is in the page"
+    );
     assert!(!html.contains("/*@tune*/"));
     let inner = |open: &str, close: &str| {
         let s = html.find(open).unwrap() + open.len();

@@ -11,7 +11,8 @@
 //! each costs in proportion to its area; the dihedral transforms cost nothing extra.
 
 use crate::hash::Hash256;
-use crate::hasher::{Dihedral, ImageView, PdqHasher, PixelFormat};
+use crate::hasher::{Dihedral, ImageView, LumaView, PdqHasher, PixelFormat};
+use crate::jarosz::LumaRows;
 
 /// A rectangle in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,60 @@ impl Rect {
     }
 }
 
+impl Rect {
+    /// The sub-rectangle keeping `percent` of each dimension, anchored at `corner`.
+    pub fn corner(&self, corner: Corner, percent: u8) -> Rect {
+        let p = usize::from(percent.min(100));
+        let w = (self.w * p / 100).max(1);
+        let h = (self.h * p / 100).max(1);
+        let (right, bottom) = match corner {
+            Corner::TopLeft => (false, false),
+            Corner::TopRight => (true, false),
+            Corner::BottomLeft => (false, true),
+            Corner::BottomRight => (true, true),
+        };
+        Rect {
+            x: if right { self.x + self.w - w } else { self.x },
+            y: if bottom { self.y + self.h - h } else { self.y },
+            w,
+            h,
+        }
+    }
+}
+
+/// A corner of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Corner {
+    /// Top left (`tl`).
+    TopLeft,
+    /// Top right (`tr`).
+    TopRight,
+    /// Bottom left (`bl`).
+    BottomLeft,
+    /// Bottom right (`br`).
+    BottomRight,
+}
+
+impl Corner {
+    /// The four, in name order.
+    pub const ALL: [Corner; 4] = [
+        Corner::TopLeft,
+        Corner::TopRight,
+        Corner::BottomLeft,
+        Corner::BottomRight,
+    ];
+
+    /// `tl`, `tr`, `bl`, `br`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Corner::TopLeft => "tl",
+            Corner::TopRight => "tr",
+            Corner::BottomLeft => "bl",
+            Corner::BottomRight => "br",
+        }
+    }
+}
+
 /// Which part of the frame a view hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Region {
@@ -50,28 +105,48 @@ pub enum Region {
     Trimmed,
     /// The centred `percent` % of each dimension of the frame without its bars.
     Centre(u8),
+    /// `percent` % of each dimension of the frame without its bars, anchored at a
+    /// corner (the picture an off-centre crop keeps).
+    Corner(Corner, u8),
 }
 
 impl Region {
-    /// A short name: `full`, `trimmed`, `centre90`.
+    /// A short name: `full`, `trimmed`, `centre90`, `tl85`.
     pub fn name(&self) -> String {
         match self {
             Region::Full => "full".into(),
             Region::Trimmed => "trimmed".into(),
             Region::Centre(p) => format!("centre{p}"),
+            Region::Corner(c, p) => format!("{}{p}", c.name()),
         }
     }
 
-    /// Parses [`Region::name`]'s text.
+    /// Parses [`Region::name`]'s text (percentages 10 to 99).
     pub fn parse(text: &str) -> Option<Region> {
+        let percent = |p: &str| p.parse::<u8>().ok().filter(|p| (10..100).contains(p));
         match text {
             "full" => Some(Region::Full),
             "trimmed" => Some(Region::Trimmed),
-            _ => text
-                .strip_prefix("centre")
-                .and_then(|p| p.parse::<u8>().ok())
-                .filter(|p| (10..100).contains(p))
-                .map(Region::Centre),
+            _ => {
+                if let Some(p) = text.strip_prefix("centre") {
+                    return percent(p).map(Region::Centre);
+                }
+                let c = Corner::ALL
+                    .into_iter()
+                    .find(|c| text.starts_with(c.name()))?;
+                percent(&text[2..]).map(|p| Region::Corner(c, p))
+            }
+        }
+    }
+
+    /// This region's rectangle in a frame whose content (bars trimmed) is `content`
+    /// (`None` for the whole frame and the trimmed frame, which are not sub-views of
+    /// the content).
+    fn rect(&self, content: Rect) -> Option<Rect> {
+        match *self {
+            Region::Full | Region::Trimmed => None,
+            Region::Centre(p) => Some(content.centre(p)),
+            Region::Corner(c, p) => Some(content.corner(c, p)),
         }
     }
 }
@@ -84,7 +159,10 @@ pub struct ViewSpec {
     pub trim_bars: bool,
     /// Centre views, by percent of each dimension (for example 90, 80, 60).
     pub centres: Vec<u8>,
-    /// Hash the eight dihedral transforms of every view (mirrored and rotated copies).
+    /// Corner views (for example top left 85 %).
+    pub corners: Vec<(Corner, u8)>,
+    /// Hash the eight dihedral transforms of the whole frame (mirrored and rotated
+    /// copies); sub-views are hashed as they are.
     pub dihedral: bool,
 }
 
@@ -94,6 +172,7 @@ impl ViewSpec {
         ViewSpec {
             trim_bars: false,
             centres: Vec::new(),
+            corners: Vec::new(),
             dihedral: false,
         }
     }
@@ -207,33 +286,22 @@ pub fn content_rect(img: &ImageView<'_>) -> Rect {
     }
 }
 
-/// Hashes the views `spec` asks for: the whole frame first (transform 0 is exactly
-/// [`PdqHasher::hash`]'s hash but at 64x64, where the dihedral path filters), then the
-/// frame without bars (if bars were found), then each centre view.
+/// Frames at least this wide and tall have their sub-views hashed from a
+/// half-resolution copy of their luma (PDQ reduces every view to 64x64 anyway; this
+/// quarters their cost).
+pub const HALF_RES_MIN: usize = 256;
+
+/// Hashes the views `spec` asks for: the whole frame first, exactly as
+/// [`PdqHasher::hash`] (with `dihedral`, its eight transforms, transform 0 exactly the
+/// hash but at 64x64, where the dihedral path filters), then the frame without bars (if
+/// bars were found), then each centre view.
+///
+/// Cost (the detector's budget per sampled frame): the whole frame's luma is computed
+/// once; sub-views are hashed as they are (no dihedral transforms: a mirrored copy is
+/// caught by the whole frame's) and, for frames of at least [`HALF_RES_MIN`] pixels
+/// each way, from a half-resolution copy of that luma (2x2 means), on the bank and the
+/// query side alike, so they cost about a quarter of their area.
 pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) -> Vec<ViewHash> {
-    let mut out = Vec::with_capacity(8 * (2 + spec.centres.len()));
-    let mut one = |hasher: &mut PdqHasher, region: Region, view: &ImageView<'_>| {
-        if spec.dihedral {
-            let d = hasher.dihedral(view);
-            for (t, hash) in d.hashes.iter().enumerate() {
-                out.push(ViewHash {
-                    region,
-                    transform: t as u8,
-                    hash: *hash,
-                    quality: d.quality,
-                });
-            }
-        } else {
-            let p = hasher.hash(view);
-            out.push(ViewHash {
-                region,
-                transform: 0,
-                hash: p.hash,
-                quality: p.quality,
-            });
-        }
-    };
-    one(hasher, Region::Full, img);
     let full = Rect {
         x: 0,
         y: 0,
@@ -245,11 +313,94 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
     } else {
         full
     };
+    let mut regions: Vec<(Region, Rect)> =
+        Vec::with_capacity(1 + spec.centres.len() + spec.corners.len());
     if content != full {
-        one(hasher, Region::Trimmed, &img.sub(content));
+        regions.push((Region::Trimmed, content));
     }
-    for &p in &spec.centres {
-        one(hasher, Region::Centre(p), &img.sub(content.centre(p)));
+    let sub = spec
+        .centres
+        .iter()
+        .map(|&p| Region::Centre(p))
+        .chain(spec.corners.iter().map(|&(c, p)| Region::Corner(c, p)));
+    for region in sub {
+        if let Some(r) = region.rect(content) {
+            regions.push((region, r));
+        }
+    }
+    let mut out = Vec::with_capacity(8 + regions.len());
+    if regions.is_empty() {
+        if spec.dihedral {
+            push_dihedral(&mut out, &hasher.dihedral(img));
+        } else {
+            push_plain(&mut out, Region::Full, hasher.hash(img));
+        }
+        return out;
+    }
+    // The luma once, for the whole frame and every sub-view.
+    let (w, h) = (img.width(), img.height());
+    let mut luma = vec![0.0f32; w * h];
+    for (r, row) in luma.chunks_exact_mut(w).enumerate() {
+        img.luma_row(r, row);
+    }
+    let lv = LumaView::new(&luma, w, h, w).expect("a buffer of the frame's size");
+    if spec.dihedral {
+        push_dihedral(&mut out, &hasher.dihedral_luma(&lv));
+    } else {
+        push_plain(&mut out, Region::Full, hasher.hash_luma(&lv));
+    }
+    let half = w >= HALF_RES_MIN && h >= HALF_RES_MIN;
+    let (src, sw, sh, scale) = if half {
+        let (w2, h2) = (w / 2, h / 2);
+        (half_luma(&luma, w, w2, h2), w2, h2, 2)
+    } else {
+        (luma, w, h, 1)
+    };
+    for (region, r) in regions {
+        let (x, y) = (r.x / scale, r.y / scale);
+        let (rw, rh) = ((r.w / scale).min(sw - x), (r.h / scale).min(sh - y));
+        // An empty view (a degenerate rectangle) hashes like any image too small.
+        let p = match LumaView::new(&src[(y * sw + x).min(src.len())..], rw, rh, sw) {
+            Ok(view) => hasher.hash_luma(&view),
+            Err(_) => crate::hash::PdqHash {
+                hash: Hash256::ZERO,
+                quality: 0,
+            },
+        };
+        push_plain(&mut out, region, p);
+    }
+    out
+}
+
+fn push_dihedral(out: &mut Vec<ViewHash>, d: &Dihedral) {
+    for (t, hash) in d.hashes.iter().enumerate() {
+        out.push(ViewHash {
+            region: Region::Full,
+            transform: t as u8,
+            hash: *hash,
+            quality: d.quality,
+        });
+    }
+}
+
+fn push_plain(out: &mut Vec<ViewHash>, region: Region, p: crate::hash::PdqHash) {
+    out.push(ViewHash {
+        region,
+        transform: 0,
+        hash: p.hash,
+        quality: p.quality,
+    });
+}
+
+/// `luma` (`w` wide) averaged over 2x2 blocks: `w2 x h2` values.
+fn half_luma(luma: &[f32], w: usize, w2: usize, h2: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; w2 * h2];
+    for (y, row) in out.chunks_exact_mut(w2).enumerate() {
+        let a = &luma[2 * y * w..2 * y * w + 2 * w2];
+        let b = &luma[(2 * y + 1) * w..(2 * y + 1) * w + 2 * w2];
+        for ((o, pa), pb) in row.iter_mut().zip(a.chunks_exact(2)).zip(b.chunks_exact(2)) {
+            *o = (pa[0] + pa[1] + pb[0] + pb[1]) * 0.25;
+        }
     }
     out
 }
@@ -397,26 +548,168 @@ mod tests {
         let spec = ViewSpec {
             trim_bars: true,
             centres: vec![60],
+            corners: Vec::new(),
             dihedral: true,
         };
         let views = hash_views(&mut hasher, &img, &spec);
-        assert_eq!(views.len(), 24);
+        // Eight transforms of the whole frame, then each sub-view as it is.
+        assert_eq!(views.len(), 10);
         assert_eq!(views[0].hash, plain.hash);
         assert_eq!(views[0].name(), "full");
         assert_eq!(views[4].name(), "full/flipx");
         assert_eq!(views[8].name(), "trimmed");
-        assert_eq!(views[16].name(), "centre60");
-        // The trimmed view is the hash of the inner picture alone.
+        assert_eq!(views[9].name(), "centre60");
+        // Below 256 px the trimmed view is the hash of the inner picture alone, and
+        // the centre view that of the inner picture's centre.
         let cropped = img.sub(inner);
         assert_eq!(views[8].hash, hasher.hash(&cropped).hash);
+        assert_eq!(views[9].hash, hasher.hash(&img.sub(inner.centre(60))).hash);
+    }
+
+    /// A 640x480 frame with pillarbox bars and smooth content.
+    fn large_pillarboxed() -> (Vec<u8>, Rect) {
+        let inner = Rect {
+            x: 80,
+            y: 0,
+            w: 480,
+            h: 480,
+        };
+        let mut px = vec![0u8; 640 * 480 * 3];
+        for y in 0..480 {
+            for x in 80..560 {
+                let (fx, fy) = (x as f64, y as f64);
+                let v =
+                    128.0 + 60.0 * (fx / 37.0).sin() * (fy / 23.0).cos() + 50.0 * (fy / 91.0).sin();
+                let i = (y * 640 + x) * 3;
+                px[i..i + 3].copy_from_slice(&[v as u8, (v * 0.8) as u8, (255.0 - v) as u8]);
+            }
+        }
+        (px, inner)
+    }
+
+    #[test]
+    fn the_whole_frame_is_hashed_exactly_when_sub_views_share_its_luma() {
+        let (px, _) = large_pillarboxed();
+        let img = ImageView::packed(&px, 640, 480, PixelFormat::Rgb8).unwrap();
+        let mut hasher = PdqHasher::new();
+        let dihedral = hasher.dihedral(&img);
+        let plain = hasher.hash(&img);
+        let spec = ViewSpec {
+            trim_bars: true,
+            centres: vec![60],
+            corners: Vec::new(),
+            dihedral: true,
+        };
+        let views = hash_views(&mut hasher, &img, &spec);
+        assert_eq!(views.len(), 10);
+        for (t, want) in dihedral.hashes.iter().enumerate() {
+            assert_eq!(views[t].hash, *want, "transform {t}");
+            assert_eq!(views[t].quality, dihedral.quality);
+        }
+        let spec = ViewSpec {
+            dihedral: false,
+            ..spec
+        };
+        let views = hash_views(&mut hasher, &img, &spec);
+        assert_eq!(views.len(), 3);
+        assert_eq!(views[0].hash, plain.hash);
+        assert_eq!(views[0].quality, plain.quality);
+    }
+
+    #[test]
+    fn half_resolution_views_stay_near_full_resolution_hashes() {
+        // The trimmed and centre views of a 640x480 frame come from half-resolution
+        // luma: they must stay well inside the match distance (31) of the exact hashes
+        // of the same pictures.
+        let (px, inner) = large_pillarboxed();
+        let img = ImageView::packed(&px, 640, 480, PixelFormat::Rgb8).unwrap();
+        let mut hasher = PdqHasher::new();
+        let spec = ViewSpec {
+            trim_bars: true,
+            centres: vec![60],
+            corners: Vec::new(),
+            dihedral: false,
+        };
+        let views = hash_views(&mut hasher, &img, &spec);
+        assert_eq!(views[1].region, Region::Trimmed);
+        let exact = hasher.hash(&img.sub(inner)).hash;
+        let d = views[1].hash.distance(&exact);
+        assert!(d <= 16, "trimmed: {d} bits from the exact hash");
+        assert_eq!(views[2].region, Region::Centre(60));
+        let exact = hasher.hash(&img.sub(inner.centre(60))).hash;
+        let d = views[2].hash.distance(&exact);
+        assert!(d <= 16, "centre: {d} bits from the exact hash");
     }
 
     #[test]
     fn region_names_round_trip() {
-        for r in [Region::Full, Region::Trimmed, Region::Centre(60)] {
+        for r in [
+            Region::Full,
+            Region::Trimmed,
+            Region::Centre(60),
+            Region::Corner(Corner::TopLeft, 85),
+            Region::Corner(Corner::BottomRight, 40),
+        ] {
             assert_eq!(Region::parse(&r.name()), Some(r));
         }
+        assert_eq!(
+            Region::parse("tr85"),
+            Some(Region::Corner(Corner::TopRight, 85))
+        );
+        assert_eq!(
+            Region::parse("bl10"),
+            Some(Region::Corner(Corner::BottomLeft, 10))
+        );
         assert_eq!(Region::parse("centre100"), None);
+        assert_eq!(Region::parse("br100"), None);
+        assert_eq!(Region::parse("br"), None);
         assert_eq!(Region::parse("middle"), None);
+    }
+
+    #[test]
+    fn corner_rects_keep_the_percentage_at_their_corner() {
+        let r = Rect {
+            x: 10,
+            y: 20,
+            w: 200,
+            h: 100,
+        };
+        let at = |c| {
+            let q = r.corner(c, 85);
+            (q.x, q.y, q.w, q.h)
+        };
+        assert_eq!(at(Corner::TopLeft), (10, 20, 170, 85));
+        assert_eq!(at(Corner::TopRight), (40, 20, 170, 85));
+        assert_eq!(at(Corner::BottomLeft), (10, 35, 170, 85));
+        assert_eq!(at(Corner::BottomRight), (40, 35, 170, 85));
+    }
+
+    #[test]
+    fn a_corner_view_is_the_hash_of_that_corner() {
+        // Below 256 px sub-views are hashed at full resolution: exactly the hash of the
+        // sub-image.
+        let inner = Rect {
+            x: 0,
+            y: 0,
+            w: 240,
+            h: 120,
+        };
+        let px = framed(240, 120, inner, 0);
+        let img = ImageView::packed(&px, 240, 120, PixelFormat::Rgb8).unwrap();
+        let mut hasher = PdqHasher::new();
+        let spec = ViewSpec {
+            corners: vec![(Corner::TopLeft, 85), (Corner::BottomRight, 85)],
+            ..ViewSpec::plain()
+        };
+        let views = hash_views(&mut hasher, &img, &spec);
+        assert_eq!(views.len(), 3);
+        assert_eq!(views[1].name(), "tl85");
+        assert_eq!(views[2].name(), "br85");
+        for (v, c) in views[1..]
+            .iter()
+            .zip([Corner::TopLeft, Corner::BottomRight])
+        {
+            assert_eq!(v.hash, hasher.hash(&img.sub(inner.corner(c, 85))).hash);
+        }
     }
 }

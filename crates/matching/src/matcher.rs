@@ -412,6 +412,12 @@ impl Matcher {
             .collect()
     }
 
+    /// The negative entries within the negative distance of `hash` that a stream of
+    /// `tenant` sees (empty: not a known-benign frame).
+    pub fn negative_hits_for(&self, hash: &Hash256, tenant: Option<&str>) -> Vec<PdqHit> {
+        self.is_negative(hash, tenant)
+    }
+
     /// Matches one PDQ hash against every entry.
     pub fn match_pdq(&self, hash: &Hash256) -> PdqResult {
         self.match_pdq_for(hash, None)

@@ -67,7 +67,12 @@ pub fn parse_regions(text: &str) -> Result<Vec<Region>> {
         .map(|t| {
             Region::parse(t.trim())
                 .filter(|r| *r != Region::Full)
-                .with_context(|| format!("unknown view {t:?} (trimmed, centre10..centre99)"))
+                .with_context(|| {
+                    format!(
+                        "unknown view {t:?} (trimmed, centre10..centre99, \
+                         tl10..tl99, tr.., bl.., br..)"
+                    )
+                })
         })
         .collect()
 }
@@ -95,6 +100,14 @@ pub fn video_records(video: &Path, id: &str, b: &Banking) -> Result<(Vec<Record>
             .iter()
             .filter_map(|r| match r {
                 Region::Centre(p) => Some(*p),
+                _ => None,
+            })
+            .collect(),
+        corners: b
+            .regions
+            .iter()
+            .filter_map(|r| match r {
+                Region::Corner(c, p) => Some((*c, *p)),
                 _ => None,
             })
             .collect(),

@@ -208,7 +208,9 @@ impl StreamDetect {
 /// Matches every view of a frame, keeping per bank entry the closest view that the
 /// entry's bank allows (the whole frame first on ties). Views below the policy's
 /// quality are matched too; the policy's rules filter by quality. With a `tenant`,
-/// entries scoped to another tenant are left out.
+/// entries scoped to another tenant are left out. A frame whose whole view
+/// (`hashes[0]`) is within the negative distance of a negative entry is known benign:
+/// none of its views match (a sub-view must not get round a rejection).
 pub fn match_views(
     matcher: &Matcher,
     views: &super::views::QueryViews,
@@ -241,6 +243,14 @@ pub fn match_views(
                 }),
             }
         }
+    }
+    if !out.is_empty()
+        && hashes.len() > 1
+        && !matcher
+            .negative_hits_for(&hashes[0].hash, tenant)
+            .is_empty()
+    {
+        out.clear();
     }
     out
 }

@@ -52,6 +52,8 @@ impl ViewSet {
                 Region::Full => true,
                 Region::Trimmed => self.trim_bars,
                 Region::Centre(p) => self.centres.contains(&p),
+                // Corner views are banked (off-centre crops), not queried.
+                Region::Corner(..) => false,
             }
     }
 }
@@ -135,6 +137,7 @@ impl ViewsConfig {
         ViewSpec {
             trim_bars: sets().any(|s| s.trim_bars),
             centres,
+            corners: Vec::new(),
             dihedral: sets().any(|s| s.dihedral),
         }
     }
@@ -143,14 +146,7 @@ impl ViewsConfig {
     pub fn allows(&self, bank: &str, v: &ViewHash) -> bool {
         match self.banks.get(bank) {
             Some(set) => set.allows(v),
-            None => {
-                (v.transform == 0 || self.dihedral)
-                    && match v.region {
-                        Region::Full => true,
-                        Region::Trimmed => self.trim_bars,
-                        Region::Centre(p) => self.centres.contains(&p),
-                    }
-            }
+            None => self.default_set().allows(v),
         }
     }
 }
@@ -224,9 +220,64 @@ mod tests {
             ViewSpec {
                 trim_bars: true,
                 centres: vec![60],
+                corners: Vec::new(),
                 dihedral: true
             }
         );
+    }
+
+    fn pdq_bank(
+        name: &str,
+        negative: bool,
+        id: &str,
+        hash: Hash256,
+    ) -> firebreak_matching::bank::Bank {
+        use firebreak_matching::lists::{Record, Signal};
+        let mut b = firebreak_matching::bank::Bank::new(name, negative);
+        b.import(
+            vec![Record {
+                line: 1,
+                id: Some(id.into()),
+                signal: Signal::Pdq {
+                    hash,
+                    quality: Some(100),
+                },
+                labels: Vec::new(),
+                delete: false,
+            }],
+            Vec::new(),
+            firebreak_matching::bank::ImportPolicy::default(),
+        );
+        b
+    }
+
+    /// A centre view matches a banked centre view and names both views; the same
+    /// frame known benign as a whole (its whole view matches a negative entry) matches
+    /// through no view; with views switched off, only the whole frame is matched.
+    #[test]
+    fn a_view_match_names_the_view_unless_the_whole_frame_is_known_benign() {
+        use crate::engine::detect::match_views;
+        use firebreak_matching::matcher::{MatchConfig, Matcher};
+        let (whole, centre) = (
+            Hash256::from_limbs([!0, !0, 0, 0]),
+            Hash256::from_limbs([0, 0, !0, !0]),
+        );
+        let mut frame = vec![view(Region::Full, 0), view(Region::Centre(60), 0)];
+        frame[0].hash = whole;
+        frame[1].hash = centre;
+        let views = QueryViews::default();
+        let positive = pdq_bank("crisis", false, "clip/f3@centre60", centre);
+        let matcher = Matcher::new([&positive], MatchConfig::default(), 1);
+        let hits = match_views(&matcher, &views, &frame, None);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].entry_id, "clip/f3@centre60");
+        assert_eq!(hits[0].view.as_deref(), Some("centre60~centre60"));
+        let negative = pdq_bank("benign", true, "ok", whole);
+        let matcher = Matcher::new([&positive, &negative], MatchConfig::default(), 1);
+        assert!(match_views(&matcher, &views, &frame, None).is_empty());
+        let plain = QueryViews::new(ViewsConfig::plain());
+        let matcher = Matcher::new([&positive], MatchConfig::default(), 1);
+        assert!(match_views(&matcher, &plain, &frame, None).is_empty());
     }
 
     #[test]
