@@ -74,6 +74,19 @@ fn views(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    // Where the levers' time goes: hashing the views, and looking each up.
+    group.bench_function("levers_hashing_only", |b| {
+        b.iter(|| hash_views(&mut hasher, &img, &levers).len())
+    });
+    let hashes = hash_views(&mut hasher, &img, &levers);
+    group.bench_function("levers_lookups_only", |b| {
+        b.iter(|| {
+            hashes
+                .iter()
+                .map(|v| matcher.match_pdq(&v.hash).matches.len())
+                .sum::<usize>()
+        })
+    });
     // The first version of the levers (session 6), for comparison in the same run:
     // the eight dihedral transforms of every view, each view at full resolution.
     group.bench_function("levers_all_dihedral_full_res", |b| {

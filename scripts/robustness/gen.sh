@@ -72,7 +72,7 @@ family() { # id family -> ffmpeg args producing the copy from $in
 if [ "$SET" = full ]; then
   FAMILIES="reencode half color grey fps15 speedup slowdown clip crop5 crop10 crop20 offcrop hflip rot90 logo pillarbox letterbox caption pip inset combo"
 else
-  FAMILIES="reencode hflip crop5 pillarbox logo"
+  FAMILIES="reencode hflip crop5 pillarbox logo offcrop"
 fi
 for o in "$OUT"/originals/*.mp4; do
   id=$(basename "$o" .mp4)

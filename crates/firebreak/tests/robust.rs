@@ -5,7 +5,10 @@
 //! construction are asserted: a re-encode keeps every frame near its original; a
 //! mirrored frame's dihedral `flip` hash is the original's hash (one DCT, transposed
 //! signs), so only the dihedral query finds it; a pillarboxed frame without its bars is
-//! the original frame, so only bar trimming finds it. Negatives never escalate.
+//! the original frame, so only bar trimming finds it; an off-centre crop (85 % from
+//! the top-left corner) is the original's top-left 85 %, so only the banked corner
+//! views find it (the chair has bars of its own: its `+bars` corner view). Negatives
+//! never escalate.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +53,7 @@ fn eval(set: &Path, args: &[&str]) -> (HashMap<String, (u64, u64)>, Value) {
 }
 
 #[test]
-fn levers_catch_mirrored_and_pillarboxed_copies_without_false_matches() {
+fn levers_catch_mirrored_pillarboxed_and_off_centre_copies_without_false_matches() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set");
     let status = Command::new("bash")
@@ -66,12 +69,18 @@ fn levers_catch_mirrored_and_pillarboxed_copies_without_false_matches() {
     assert_eq!(plain["reencode"], (2, 2));
     assert_eq!(plain["hflip"], (0, 2), "no view: a mirrored copy is far");
     assert_eq!(plain["pillarbox"], (0, 2), "no view: bars move the hash");
+    assert_eq!(
+        plain["offcrop"],
+        (0, 2),
+        "no view: an off-centre crop is far"
+    );
     assert_eq!(plain_summary["negative_streams_escalations"], 0);
 
     let (levers, summary) = eval(&set, &[]);
     assert_eq!(levers["reencode"], (2, 2));
     assert_eq!(levers["hflip"], (2, 2));
     assert_eq!(levers["pillarbox"], (2, 2));
+    assert_eq!(levers["offcrop"], (2, 2));
     assert_eq!(summary["negative_streams_escalations"], 0);
     assert!(summary["negative_stream_frames"].as_u64().unwrap() >= 3 * 19);
 }

@@ -327,6 +327,8 @@ fn dct_matrix_t() -> &'static [[f32; 16]; 64] {
 pub struct PdqHasher {
     scratch: Scratch,
     buf64: Box<[f32; 4096]>,
+    /// A frame's luma and its half-resolution copy, for `views::hash_views`.
+    pub(crate) views_luma: (Vec<f32>, Vec<f32>),
 }
 
 impl Default for PdqHasher {
@@ -334,6 +336,7 @@ impl Default for PdqHasher {
         PdqHasher {
             scratch: Scratch::default(),
             buf64: Box::new([0.0; 4096]),
+            views_luma: Default::default(),
         }
     }
 }

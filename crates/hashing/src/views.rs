@@ -337,9 +337,11 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
         }
         return out;
     }
-    // The luma once, for the whole frame and every sub-view.
+    // The luma once, for the whole frame and every sub-view (in buffers the hasher
+    // keeps between frames).
     let (w, h) = (img.width(), img.height());
-    let mut luma = vec![0.0f32; w * h];
+    let (mut luma, mut half_buf) = std::mem::take(&mut hasher.views_luma);
+    luma.resize(w * h, 0.0);
     for (r, row) in luma.chunks_exact_mut(w).enumerate() {
         img.luma_row(r, row);
     }
@@ -352,9 +354,10 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
     let half = w >= HALF_RES_MIN && h >= HALF_RES_MIN;
     let (src, sw, sh, scale) = if half {
         let (w2, h2) = (w / 2, h / 2);
-        (half_luma(&luma, w, w2, h2), w2, h2, 2)
+        half_luma(&luma, w, w2, h2, &mut half_buf);
+        (&half_buf, w2, h2, 2)
     } else {
-        (luma, w, h, 1)
+        (&luma, w, h, 1)
     };
     for (region, r) in regions {
         let (x, y) = (r.x / scale, r.y / scale);
@@ -369,6 +372,7 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
         };
         push_plain(&mut out, region, p);
     }
+    hasher.views_luma = (luma, half_buf);
     out
 }
 
@@ -392,9 +396,9 @@ fn push_plain(out: &mut Vec<ViewHash>, region: Region, p: crate::hash::PdqHash) 
     });
 }
 
-/// `luma` (`w` wide) averaged over 2x2 blocks: `w2 x h2` values.
-fn half_luma(luma: &[f32], w: usize, w2: usize, h2: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; w2 * h2];
+/// `luma` (`w` wide) averaged over 2x2 blocks into `out`: `w2 x h2` values.
+fn half_luma(luma: &[f32], w: usize, w2: usize, h2: usize, out: &mut Vec<f32>) {
+    out.resize(w2 * h2, 0.0);
     for (y, row) in out.chunks_exact_mut(w2).enumerate() {
         let a = &luma[2 * y * w..2 * y * w + 2 * w2];
         let b = &luma[(2 * y + 1) * w..(2 * y + 1) * w + 2 * w2];
@@ -402,7 +406,6 @@ fn half_luma(luma: &[f32], w: usize, w2: usize, h2: usize) -> Vec<f32> {
             *o = (pa[0] + pa[1] + pb[0] + pb[1]) * 0.25;
         }
     }
-    out
 }
 
 /// Luma on the 0..=255 scale, integer-approximated (for bar detection only).

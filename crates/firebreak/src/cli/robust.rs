@@ -27,8 +27,9 @@ use crate::engine::detect::{Detectors, StreamDetect, match_views};
 use crate::engine::views::{QueryViews, ViewSet, ViewsConfig};
 use crate::metrics::Metrics;
 
-/// Bank-side views `add-video` banks by default.
-const DEFAULT_BANK_VIEWS: &str = "trimmed,centre90,centre80,centre60";
+/// Bank-side views `add-video` banks by default: the frame without bars, centre crops
+/// (crops, captions, logos) and corner crops of 85 % (off-centre crops).
+const DEFAULT_BANK_VIEWS: &str = "trimmed,centre90,centre80,centre60,tl85,tr85,bl85,br85";
 
 /// `firebreak lists add-video`.
 #[derive(Debug, Args)]
@@ -43,7 +44,8 @@ pub struct AddVideoArgs {
     #[arg(long)]
     id: Option<String>,
     /// Views banked beside whole frames: `none` or a comma list of `trimmed`
-    /// (without bars) and `centreP` (centre P % of each dimension).
+    /// (without bars), `centreP` (centre P % of each dimension) and `tlP`, `trP`,
+    /// `blP`, `brP` (P % of each dimension from a corner).
     #[arg(long, default_value = DEFAULT_BANK_VIEWS)]
     views: String,
     /// Bank every Nth frame (1: every frame).
@@ -116,9 +118,10 @@ pub fn video_records(video: &Path, id: &str, b: &Banking) -> Result<(Vec<Record>
     let mut hasher = PdqHasher::new();
     let mut features = Vec::new();
     let mut records = Vec::new();
-    // A frame with bars of its own also banks centre views of the whole frame
-    // (`@centreP+bars`): a copy whose bars are hidden on one side (a logo, a caption
-    // over them) is not trimmed, so its centre view includes them.
+    // A frame with bars of its own also banks centre and corner views of the whole
+    // frame (`@centreP+bars`, `@tlP+bars`): a copy whose bars are hidden on one side (a
+    // logo, a caption over them, an off-centre crop) is not trimmed, so its view
+    // includes them.
     let untrimmed = ViewSpec {
         trim_bars: false,
         ..spec.clone()
@@ -133,7 +136,7 @@ pub fn video_records(video: &Path, id: &str, b: &Banking) -> Result<(Vec<Record>
             views.extend(
                 hash_views(&mut hasher, &f.image, &untrimmed)
                     .into_iter()
-                    .filter(|v| matches!(v.region, Region::Centre(_)))
+                    .filter(|v| matches!(v.region, Region::Centre(_) | Region::Corner(..)))
                     .map(|v| (v, true)),
             );
         }
