@@ -549,6 +549,10 @@ pub fn eval(args: &EvalArgs) -> Result<ExitCode> {
         let e = families.entry(family.to_owned()).or_default();
         e.0 += 1;
         if let Some(at) = o.detected_at {
+            eprintln!(
+                "{name}: detected at {at:.2} s of media ({})",
+                o.view.as_deref().unwrap_or("full")
+            );
             e.1 += 1;
             e.2.push(at);
         } else {
