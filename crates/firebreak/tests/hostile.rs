@@ -4,16 +4,6 @@
 
 mod support;
 
-/// The daemon's resident memory in KiB (from `/proc`).
-fn rss_kib(d: &support::Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 /// A far-ahead sequence number once made the sequencer insert every number in between
 /// (12.6 GB of RSS within seconds, the daemon stopped answering). Now a number above
 /// 2^53 - 1 is refused, and a jump to 2^53 - 1 is one counted gap.
@@ -38,7 +28,7 @@ fn a_far_ahead_sequence_number_is_one_gap_not_a_memory_bomb() {
         (200, Some("released")),
         "{v}"
     );
-    let before = rss_kib(&d);
+    let before = support::rss_kib(&d);
 
     let (status, v) = put("18446744073709551615", &bytes);
     assert_eq!(status, 400, "{v}");
@@ -59,7 +49,7 @@ fn a_far_ahead_sequence_number_is_one_gap_not_a_memory_bomb() {
     assert_eq!(s["segments"]["missing"], 9_007_199_254_740_990u64, "{s}");
     let (status, _) = d.call("GET", "/healthz", None, b"");
     assert_eq!(status, 200);
-    let after = rss_kib(&d);
+    let after = support::rss_kib(&d);
     assert!(
         after < before + 64 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
