@@ -291,13 +291,7 @@ fn an_operator_labels_a_stream_dry_runs_a_change_and_applies_it_from_the_page() 
             .starts_with("proposal-1"),
         "{policy}"
     );
-    let versions = d.get("/v1/policy/versions", support::ADMIN);
-    let latest = versions["versions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let latest = support::latest_policy_version(&d);
     assert_eq!(latest["source"], "policy.update", "{latest}");
     assert_eq!(latest["dry_run"]["id"], id, "{latest}");
 }

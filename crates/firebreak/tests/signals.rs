@@ -649,14 +649,8 @@ fn shadow_decisions_stay_out_of_the_sink_and_a_dry_run_matches_replay() {
         );
         assert_eq!(status, want, "{query} {v}");
     }
-    let versions = d.get("/v1/policy/versions", support::ADMIN);
-    let latest = versions["versions"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(latest["source"], "policy.rule", "{versions}");
+    let latest = support::latest_policy_version(&d);
+    assert_eq!(latest["source"], "policy.rule", "{latest}");
     assert_eq!(latest["dry_run"]["id"], id.as_str(), "{latest}");
     assert_eq!(latest["dry_run"]["from_ms"], patched_dry["from_ms"]);
     assert_eq!(latest["dry_run"]["to_ms"], patched_dry["to_ms"]);

@@ -422,6 +422,16 @@ pub(crate) fn luma8(format: PixelFormat, px: &[u8]) -> i32 {
 mod tests {
     use super::*;
 
+    /// Bars trimmed, the centre 60 % and the dihedral transforms.
+    fn every_view() -> ViewSpec {
+        ViewSpec {
+            trim_bars: true,
+            centres: vec![60],
+            corners: Vec::new(),
+            dihedral: true,
+        }
+    }
+
     /// A w x h RGB image: smooth content inside, `bar` value in the margins.
     fn framed(w: usize, h: usize, inner: Rect, bar: u8) -> Vec<u8> {
         let mut v = vec![bar; w * h * 3];
@@ -548,12 +558,7 @@ mod tests {
         let img = ImageView::packed(&px, 240, 120, PixelFormat::Rgb8).unwrap();
         let mut hasher = PdqHasher::new();
         let plain = hasher.hash(&img);
-        let spec = ViewSpec {
-            trim_bars: true,
-            centres: vec![60],
-            corners: Vec::new(),
-            dihedral: true,
-        };
+        let spec = every_view();
         let views = hash_views(&mut hasher, &img, &spec);
         // Eight transforms of the whole frame, then each sub-view as it is.
         assert_eq!(views.len(), 10);
@@ -597,12 +602,7 @@ mod tests {
         let mut hasher = PdqHasher::new();
         let dihedral = hasher.dihedral(&img);
         let plain = hasher.hash(&img);
-        let spec = ViewSpec {
-            trim_bars: true,
-            centres: vec![60],
-            corners: Vec::new(),
-            dihedral: true,
-        };
+        let spec = every_view();
         let views = hash_views(&mut hasher, &img, &spec);
         assert_eq!(views.len(), 10);
         for (t, want) in dihedral.hashes.iter().enumerate() {
@@ -628,10 +628,8 @@ mod tests {
         let img = ImageView::packed(&px, 640, 480, PixelFormat::Rgb8).unwrap();
         let mut hasher = PdqHasher::new();
         let spec = ViewSpec {
-            trim_bars: true,
-            centres: vec![60],
-            corners: Vec::new(),
             dihedral: false,
+            ..every_view()
         };
         let views = hash_views(&mut hasher, &img, &spec);
         assert_eq!(views[1].region, Region::Trimmed);

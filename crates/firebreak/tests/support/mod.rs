@@ -181,3 +181,13 @@ pub fn rss_kib(d: &Daemon) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// The newest stored policy version (`GET /v1/policy/versions`, as admin).
+pub fn latest_policy_version(d: &Daemon) -> serde_json::Value {
+    let versions = d.get("/v1/policy/versions", ADMIN);
+    versions["versions"]
+        .as_array()
+        .and_then(|v| v.last())
+        .cloned()
+        .unwrap_or_else(|| panic!("no policy version in {versions}"))
+}
