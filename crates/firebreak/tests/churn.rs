@@ -1,27 +1,39 @@
 //! Memory under stream churn (issue 15): streams come and go as on a platform's ingest,
 //! each a short 720p clip pushed whole and ended, round after round with new ids. An
 //! ended stream releases its decoder, frames and the hasher's image-sized buffers at
-//! once (keeping only its policy state, forgotten an hour after the end). Before that
-//! fix an ended stream kept about 39 MB (measured with 60 s streams); the bound here is
-//! 6 MiB per ended stream after two warm-up rounds. Not flat yet: this test measured
-//! about 2.5 MiB more resident memory per ended stream (the size of the clip pushed,
-//! steady over 14 rounds, with or without glibc's dynamic mmap threshold; not thread
-//! stacks: the thread count stays put) — issue 15 stays open for it.
+//! once (keeping only its policy state, forgotten an hour after the end), and its
+//! packets are not leaked: the decode loop once reused one `AVPacket` for every
+//! `av_read_frame`, which does not unreference it, so every pushed byte stayed
+//! allocated (found with heaptrack: 59 MB leaked for 24 streams of 2.5 MB; this test
+//! then measured +2.5 to 3 MiB of resident memory per ended stream, steadily).
+//!
+//! The daemon runs with glibc's mmap threshold fixed at its default 128 KiB
+//! (`MALLOC_MMAP_THRESHOLD_`): left dynamic, it grows after the first large free and
+//! 720p frames then come from the heap, whose high-water mark moves resident memory by
+//! tens of MB from round to round whatever is kept. Fixed, the frames are mapped and
+//! unmapped, and the resident memory shows what the daemon keeps. From round 1 to the
+//! last (72 streams) it may grow by at most 256 KiB per stream ended (each keeps its
+//! policy state and timeline for an hour); the packet leak added about 2.5 MiB each.
 
 mod support;
 
 /// Streams per round and rounds.
 const PER_ROUND: usize = 4;
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
 
 #[test]
-fn an_ended_stream_keeps_less_than_6_mib_of_resident_memory() {
+fn resident_memory_stays_flat_as_streams_come_and_go() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.ts");
     support::encode("testsrc2=size=1280x720:rate=25", 3, 25, &clip);
-    let d = support::start(
+    let d = firebreak_testkit::daemon::start_command_env(
+        std::path::Path::new(env!("CARGO_BIN_EXE_firebreak")),
+        tempfile::tempdir().unwrap(),
+        "run",
+        "churn",
         "[server]\ntenant_requests_per_sec = 5000\ntenant_request_burst = 5000\n\
          [ingest]\nsampling = \"2/s\"\n",
+        &[("MALLOC_MMAP_THRESHOLD_", "131072")],
     );
     let mut rss = Vec::new();
     for round in 0..ROUNDS {
@@ -43,21 +55,24 @@ fn an_ended_stream_keeps_less_than_6_mib_of_resident_memory() {
         rss.push(support::rss_kib(&d));
     }
     eprintln!("RSS after each round of {PER_ROUND} streams (KiB): {rss:?}");
-    // Rounds 0 and 1 warm up; the later rounds may add at most 6 MiB per stream
-    // ended, where one kept decoder with its 720p frames is several times that.
-    let (warm, last) = (rss[1], rss[ROUNDS - 1]);
+    let (first, last) = (rss[1], rss[ROUNDS - 1]);
     let streams = (PER_ROUND * (ROUNDS - 2)) as u64;
     assert!(
-        last < warm + streams * 6 * 1024,
-        "RSS grew from {warm} KiB to {last} KiB over {streams} streams: {rss:?}"
+        last < first + streams * 256,
+        "resident memory grew from {first} KiB to {last} KiB over {streams} streams: {rss:?}"
     );
-    // Every stream is listed as ended (a small summary), none still holds a slot.
+    // The last round's streams are listed as ended (a small summary); older ones were
+    // evicted to make room, so the list stays bounded.
     let listed = d.get("/v1/streams", support::READ);
-    let ended = listed["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["state"] == "ended")
-        .count();
-    assert_eq!(ended, PER_ROUND * ROUNDS, "{listed}");
+    let listed = listed["streams"].as_array().unwrap();
+    for i in 0..PER_ROUND {
+        let id = format!("r{}-s{i}", ROUNDS - 1);
+        assert!(
+            listed
+                .iter()
+                .any(|s| s["id"] == id.as_str() && s["state"] == "ended"),
+            "{id} in {listed:?}"
+        );
+    }
+    assert!(listed.len() < PER_ROUND * ROUNDS, "{}", listed.len());
 }

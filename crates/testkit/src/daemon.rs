@@ -109,6 +109,18 @@ pub fn start_command(
     worker_id: &str,
     extra: &str,
 ) -> Daemon {
+    start_command_env(bin, dir, command, worker_id, extra, &[])
+}
+
+/// [`start_command`] with extra environment variables for the daemon.
+pub fn start_command_env(
+    bin: &Path,
+    dir: tempfile::TempDir,
+    command: &str,
+    worker_id: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Daemon {
     let data = dir.path().join("data");
     let config = dir.path().join("firebreak.toml");
     let listen = "[server]\nlisten = \"127.0.0.1:0\"\n";
@@ -127,6 +139,7 @@ pub fn start_command(
         .args([command, "--config"])
         .arg(&config)
         .env("FIREBREAK_TEST_HMAC", HMAC_SECRET)
+        .envs(env.iter().copied())
         // `FIREBREAK_TEST_LOG` (a tracing filter) to debug a test; info by default.
         .env(
             "FIREBREAK_LOG",

@@ -205,9 +205,13 @@ impl Worker {
         }
         cont.timeline.restart();
         let mut frame = ff::frame::Video::empty();
-        let mut packet = ff::Packet::empty();
         let mut end = SessionEnd::Eof;
         loop {
+            // A fresh packet for every read: `av_read_frame` does not unreference the
+            // packet it is given, so a reused packet leaked every buffer it had held
+            // (a pushed stream's whole bytes, kept after it ended). Dropping the packet
+            // unreferences its buffer.
+            let mut packet = ff::Packet::empty();
             match packet.read(&mut input) {
                 Ok(()) => {
                     progress.store(now_ms(), Ordering::Release);
