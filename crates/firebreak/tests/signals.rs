@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -228,25 +228,27 @@ fn a_torn_tail_and_a_corrupt_block_are_counted_not_fatal() {
     );
 }
 
-/// The same log gives byte-identical output, report included, on one thread or two.
-#[test]
-fn replay_output_is_byte_identical_across_runs_and_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
+/// A synthetic labelled signal log (`firebreak signals generate`) in `dir/log`.
+fn generate_log(dir: &Path, streams: u32, hours: u32) -> PathBuf {
+    let log = dir.join("log");
     let generated = bin()
-        .args([
-            "signals",
-            "generate",
-            "--streams",
-            "6",
-            "--hours",
-            "6",
-            "--out",
-        ])
+        .args(["signals", "generate", "--streams"])
+        .arg(streams.to_string())
+        .arg("--hours")
+        .arg(hours.to_string())
+        .arg("--out")
         .arg(&log)
         .output()
         .unwrap();
     assert!(generated.status.success(), "{generated:?}");
+    log
+}
+
+/// The same log gives byte-identical output, report included, on one thread or two.
+#[test]
+fn replay_output_is_byte_identical_across_runs_and_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generate_log(dir.path(), 6, 6);
     let policy = dir.path().join("p.toml");
     std::fs::write(&policy, DEFAULT_POLICY).unwrap();
     let strict = dir.path().join("strict.toml");
@@ -785,21 +787,7 @@ fn the_report_renders_in_headless_chromium_with_its_plots() {
         })
         .expect("Chromium (apt install chromium)");
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let generated = bin()
-        .args([
-            "signals",
-            "generate",
-            "--streams",
-            "3",
-            "--hours",
-            "8",
-            "--out",
-        ])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    let log = generate_log(dir.path(), 3, 8);
     let policy = dir.path().join("p.toml");
     std::fs::write(&policy, DEFAULT_POLICY).unwrap();
     let report = dir.path().join("report.html");

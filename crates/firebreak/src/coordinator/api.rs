@@ -610,9 +610,9 @@ async fn act(
     let note = if body.is_empty() {
         None
     } else {
-        match serde_json::from_slice::<serde_json::Value>(&body) {
+        match crate::http::json_body::<serde_json::Value>(&body) {
             Ok(v) => v["note"].as_str().map(|s| s.chars().take(2000).collect()),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+            Err(r) => return *r,
         }
     };
     let Some(inc) = visible(&c, &caller, &id) else {

@@ -106,9 +106,9 @@ pub async fn patch_rule(
     Query(q): Query<DryRunParam>,
     body: Bytes,
 ) -> Response {
-    let patch: serde_json::Value = match serde_json::from_slice(&body) {
+    let patch: serde_json::Value = match crate::http::json_body(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        Err(r) => return *r,
     };
     let active = c.policy.active();
     match crate::engine::patched(active.config(), &name, &patch) {

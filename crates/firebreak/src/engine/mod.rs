@@ -166,36 +166,27 @@ pub fn patched(
     };
     let mut issues = Vec::new();
     for (k, v) in fields {
-        let ok = match (k.as_str(), v.as_f64(), v.as_u64()) {
-            ("enter", Some(x), _) => {
-                rule.enter = x;
-                true
+        let real = match k.as_str() {
+            "enter" => Some(&mut rule.enter),
+            "exit" => Some(&mut rule.exit),
+            "smoothing" => Some(&mut rule.smoothing),
+            "within_secs" => Some(&mut rule.within_secs),
+            "hold_secs" => Some(&mut rule.hold_secs),
+            _ => None,
+        };
+        let ok = match real {
+            Some(field) => v.as_f64().map(|x| *field = x).is_some(),
+            None => {
+                let whole = match k.as_str() {
+                    "k" => Some(&mut rule.k),
+                    "n" => Some(&mut rule.n),
+                    _ => None,
+                };
+                whole
+                    .zip(v.as_u64())
+                    .map(|(field, x)| *field = x as usize)
+                    .is_some()
             }
-            ("exit", Some(x), _) => {
-                rule.exit = x;
-                true
-            }
-            ("smoothing", Some(x), _) => {
-                rule.smoothing = x;
-                true
-            }
-            ("within_secs", Some(x), _) => {
-                rule.within_secs = x;
-                true
-            }
-            ("hold_secs", Some(x), _) => {
-                rule.hold_secs = x;
-                true
-            }
-            ("k", _, Some(x)) => {
-                rule.k = x as usize;
-                true
-            }
-            ("n", _, Some(x)) => {
-                rule.n = x as usize;
-                true
-            }
-            _ => false,
         };
         if !ok {
             issues.push(Issue::new(
@@ -1285,6 +1276,40 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+
+    /// A rule patch sets exactly the fields it names (k and n only to whole numbers)
+    /// and refuses, with every problem, unknown fields, non-numbers, fractional k and
+    /// an unknown rule.
+    #[test]
+    fn a_rule_patch_sets_the_named_thresholds_and_refuses_anything_else() {
+        let base = PolicyConfig::builtin();
+        let name = base.rules[0].name.clone();
+        let patch = json!({"enter": 0.95, "exit": 0.5, "k": 3, "n": 4, "hold_secs": 12.5});
+        let new = patched(&base, &name, &patch).unwrap();
+        let (r, was) = (&new.rules[0], &base.rules[0]);
+        assert_eq!(
+            (r.enter, r.exit, r.k, r.n, r.hold_secs),
+            (0.95, 0.5, 3, 4, 12.5)
+        );
+        assert_eq!(
+            (r.smoothing, r.within_secs),
+            (was.smoothing, was.within_secs)
+        );
+        assert_eq!(new.rules[1..], base.rules[1..]);
+        let refused = |patch: Value| match patched(&base, &name, &patch) {
+            Err(ActionError::Invalid(issues)) => {
+                issues.into_iter().map(|i| i.path).collect::<Vec<_>>()
+            }
+            other => panic!("{patch} was not refused: {other:?}"),
+        };
+        assert_eq!(refused(json!({"k": 2.5})), ["k"]);
+        assert_eq!(refused(json!({"enter": "high"})), ["enter"]);
+        assert_eq!(refused(json!({"weight": 1, "n": -1})), ["n", "weight"]);
+        assert!(matches!(
+            patched(&base, "no-such-rule", &json!({"enter": 0.9})),
+            Err(ActionError::NotFound)
+        ));
+    }
 
     fn engine(dir: &std::path::Path) -> Arc<Engine> {
         let (metrics, delivery) = Metrics::new();

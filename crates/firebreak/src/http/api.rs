@@ -555,8 +555,7 @@ fn note(body: &Bytes) -> Result<String, Box<Response>> {
     if body.is_empty() {
         return Ok(String::new());
     }
-    let request: NoteRequest = serde_json::from_slice(body)
-        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("body: {e}"))))?;
+    let request: NoteRequest = crate::http::json_body(body)?;
     Ok(request
         .note
         .unwrap_or_default()
@@ -954,9 +953,9 @@ async fn patch_rule(
     if let Some(r) = fleet_policy_refusal(&s) {
         return r;
     }
-    let patch: serde_json::Value = match serde_json::from_slice(&body) {
+    let patch: serde_json::Value = match crate::http::json_body(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        Err(r) => return *r,
     };
     let engine = s.engine.clone();
     let r = tokio::task::spawn_blocking(move || {

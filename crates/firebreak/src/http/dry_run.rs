@@ -77,8 +77,7 @@ pub async fn answer(
     tenant: Option<String>,
     now: impl FnOnce() -> u64 + Send + 'static,
 ) -> Result<DryRun, Response> {
-    let request: DryRunRequest = serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("body: {e}")))?;
+    let request: DryRunRequest = crate::http::json_body(body).map_err(|r| *r)?;
     let hours = request.hours.unwrap_or(24.0);
     if !(hours.is_finite() && hours > 0.0 && hours <= 168.0) {
         return Err(action_error(ActionError::Invalid(vec![

@@ -1151,9 +1151,9 @@ async fn register(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    let spec: StreamSpec = match serde_json::from_slice::<StreamRegistration>(&body) {
+    let spec: StreamSpec = match crate::http::json_body::<StreamRegistration>(&body) {
         Ok(s) => s.into(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        Err(r) => return *r,
     };
     if spec.tenant.as_ref().is_some_and(|t| *t != caller.tenant) {
         return error(

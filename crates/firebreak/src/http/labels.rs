@@ -71,9 +71,9 @@ pub async fn add_label(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Response {
-    let request: LabelRequest = match serde_json::from_slice(&body) {
+    let request: LabelRequest = match crate::http::json_body(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        Err(r) => return *r,
     };
     let tenant = match (&request.tenant, caller.tenant_filter()) {
         (Some(t), Some(own)) if t != own => {

@@ -57,6 +57,12 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// A JSON request body as `T`, or the 400 answer naming what is wrong with it.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("body: {e}"))))
+}
+
 /// `status` with `{"error": message}`.
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (
