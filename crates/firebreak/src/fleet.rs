@@ -6,8 +6,10 @@
 //!   to the streams topic, a pushed stream's end to the segments topic (after its
 //!   segments, so the owner reads it after them). Authentication, tenant, size and
 //!   rate checks happen first, at the receiving worker. `GET /v1/streams` shows the
-//!   whole fleet from the state topic. (Fleet-wide quotas, issue 14, would hook in
-//!   [`put_segment`] and [`register`], before producing.)
+//!   whole fleet from the state topic. The tenant's stream quota
+//!   (`server.max_streams_per_tenant`) is fleet-wide: a new stream is counted against
+//!   the tenant's running streams on the state topic plus the registrations this worker
+//!   produced that the topic does not show yet ([`Quota`]).
 //! - **The owner** of a partition (the consumer group on the streams topic decides)
 //!   runs its streams: registrations start pulled streams, segments go through the
 //!   stream's sequencer to its decoder (duplicates and far-off numbers are counted
@@ -83,6 +85,19 @@ struct StateRecord {
     policy_state: Option<StreamState>,
 }
 
+/// The fields of a state record the quota needs (parsed without the rest).
+#[derive(Debug, Deserialize)]
+struct Brief {
+    v: u32,
+    view: BriefView,
+}
+
+#[derive(Debug, Deserialize)]
+struct BriefView {
+    tenant: String,
+    state: String,
+}
+
 /// A partition's segment position on the state topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Position {
@@ -134,6 +149,67 @@ impl Ranges {
     }
 }
 
+/// How long a registration produced here counts toward its tenant's quota while the
+/// state topic does not show its stream running.
+const PENDING_MS: u64 = 10_000;
+
+/// The fleet-wide stream quota at one worker. Pure: the state view's records and the
+/// time are passed in.
+///
+/// A tenant's running streams are those the state topic shows unfinished, plus the
+/// streams this worker admitted in the last [`PENDING_MS`] that the topic does not
+/// show running yet (their owner publishes a record as it starts them). Two workers
+/// admitting a tenant's streams within that propagation delay of each other can each
+/// admit up to the quota; a worker's own bursts are counted exactly.
+#[derive(Debug, Default)]
+pub struct Quota {
+    /// Stream id → (tenant, admitted at ms).
+    pending: HashMap<String, (String, u64)>,
+}
+
+impl Quota {
+    /// Whether `tenant` may run stream `id`, given every stream record of the state
+    /// view as (id, tenant, finished) and the tenant's `limit`; an admitted new
+    /// stream is counted from now on.
+    pub fn admit(
+        &mut self,
+        view: &[(String, String, bool)],
+        tenant: &str,
+        id: &str,
+        limit: usize,
+        now_ms: u64,
+    ) -> bool {
+        let shown: HashSet<&str> = view
+            .iter()
+            .filter(|(_, _, finished)| !finished)
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        self.pending.retain(|p, (_, at)| {
+            !shown.contains(p.as_str()) && now_ms.saturating_sub(*at) < PENDING_MS
+        });
+        let running = view
+            .iter()
+            .filter(|(_, t, finished)| !finished && t == tenant)
+            .map(|(id, _, _)| id.as_str())
+            .chain(
+                self.pending
+                    .iter()
+                    .filter(|(_, (t, _))| t == tenant)
+                    .map(|(id, _)| id.as_str()),
+            )
+            .collect::<HashSet<&str>>();
+        if running.contains(id) {
+            return true;
+        }
+        if running.len() >= limit {
+            return false;
+        }
+        self.pending
+            .insert(id.to_owned(), (tenant.to_owned(), now_ms));
+        true
+    }
+}
+
 struct Local {
     partition: i32,
     tenant: String,
@@ -154,6 +230,7 @@ struct Worker {
     revoking: AtomicUsize,
     ready: Arc<dyn Fn(bool) + Send + Sync>,
     markers: AtomicU64,
+    quota: Mutex<Quota>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -281,7 +358,16 @@ impl Worker {
                 consumed,
             },
         );
+        self.announce(id);
         true
+    }
+
+    /// Publishes `id`'s state at once (a stream that starts here), so every worker's
+    /// view, and so the fleet-wide quota, shows it before the next checkpoint.
+    fn announce(&self, id: &str) {
+        if let Some(r) = self.record(id) {
+            self.publish(vec![(id.to_owned(), r)], None);
+        }
     }
 
     fn marker(&self, p: i32) -> bool {
@@ -468,6 +554,7 @@ impl FleetHandler for Worker {
                         consumed: Ranges::default(),
                     },
                 );
+                self.announce(stream);
             }
             Err(e) => tracing::warn!(%stream, error = %e, "fleet: registration not started"),
         }
@@ -586,6 +673,7 @@ impl Fleet {
             revoking: AtomicUsize::new(0),
             ready,
             markers: AtomicU64::new(0),
+            quota: Mutex::new(Quota::default()),
         });
         let reader = Arc::new(SegmentReader::start(&cfg, worker.clone())?);
         let _ = worker.reader.set(reader);
@@ -644,6 +732,42 @@ impl Fleet {
     /// The tenant of stream `id`, if the fleet knows it.
     fn tenant_of(&self, id: &str) -> Option<String> {
         self.worker.previous(id).map(|r| r.view.tenant)
+    }
+
+    /// Whether `tenant` may run stream `id` under its fleet-wide quota (blocking: it
+    /// reads every record of the state view). A stream the view shows running for
+    /// `tenant` is admitted without counting.
+    fn admit(&self, tenant: &str, id: &str) -> bool {
+        let w = &self.worker;
+        if let Some(r) = w.previous(id)
+            && r.view.tenant == tenant
+            && !finished(&r.view.state)
+        {
+            return true;
+        }
+        let view: Vec<(String, String, bool)> = w
+            .view
+            .streams()
+            .into_iter()
+            .filter_map(|(id, e)| {
+                let b = serde_json::from_slice::<Brief>(&e.value).ok()?;
+                (b.v == VERSION).then(|| (id, b.view.tenant, finished(&b.view.state)))
+            })
+            .collect();
+        let limit = w.ingest.max_streams_per_tenant();
+        let admitted = lock(&w.quota).admit(&view, tenant, id, limit, w.engine.now_ms());
+        if !admitted {
+            tracing::info!(%tenant, stream = %id, limit, "fleet: stream refused, the tenant's fleet-wide quota is reached");
+        }
+        admitted
+    }
+
+    /// [`Fleet::admit`] off the async runtime.
+    async fn admit_async(self: &Arc<Self>, tenant: &str, id: &str) -> bool {
+        let (f, t, i) = (self.clone(), tenant.to_owned(), id.to_owned());
+        tokio::task::spawn_blocking(move || f.admit(&t, &i))
+            .await
+            .unwrap_or(false)
     }
 
     /// Leaves the group (blocking): the owned streams are handed off first.
@@ -705,6 +829,9 @@ pub async fn put_segment(
 ) -> Response {
     if fleet.tenant_of(&id).is_some_and(|t| t != caller.tenant) {
         return error(StatusCode::NOT_FOUND, "no such stream");
+    }
+    if !fleet.admit_async(&caller.tenant, &id).await {
+        return crate::http::ingest::quota_exceeded();
     }
     let w = &fleet.worker;
     if seq == 0 {
@@ -785,6 +912,9 @@ pub async fn register(
         );
     }
     let id = spec.id.clone();
+    if !fleet.admit_async(&tenant, &id).await {
+        return crate::http::ingest::quota_exceeded();
+    }
     let reg = Registration {
         v: VERSION,
         tenant,

@@ -8,7 +8,9 @@
 //!   operator fixes the log and reloads, everything is delivered, in order;
 //! - the outbox's disk is full (an injected `Syncer` failing with ENOSPC): readiness
 //!   turns false with a disk alarm and segments are refused until a write succeeds;
-//!   the decision is written then, not lost;
+//!   the decision is written then, not lost; new pulled streams are refused too;
+//! - the incident journal's and audit log's disk is full: no incident is lost (the
+//!   journal catches up once there is space) and no unaudited change is applied;
 //! - incidents: new evidence reopens a resolved incident (audited, journaled, shown by
 //!   the API and the live feed); the store is bounded (`[incidents] max_kept`, oldest
 //!   resolved dropped first) and the list paginated.
@@ -282,6 +284,10 @@ fn a_full_outbox_holds_back_ingest_and_no_decision_is_dropped() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(retry.as_deref(), Some("5"));
     assert_eq!(d.call("GET", "/v1/streams/cold", Some(READ), b"").0, 404);
+    // So is a new pulled stream.
+    let (status, retry, body) = d.call("POST", "/v1/streams", Some(INGEST), PULLED);
+    assert_eq!((status, retry.as_deref()), (503, Some("5")), "{body}");
+    assert_eq!(d.call("GET", "/v1/streams/pulled", Some(READ), b"").0, 404);
 
     // The stream ends during its incident: that decision finds the outbox full and
     // waits for room (counted), rather than being dropped.
@@ -322,7 +328,10 @@ fn a_full_outbox_holds_back_ingest_and_no_decision_is_dropped() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Every `fdatasync` fails with ENOSPC while armed.
+/// A pulled stream's registration (refused before its source is looked at).
+const PULLED: &[u8] = br#"{"id":"pulled","url":"rtmp://127.0.0.1:9/live/x"}"#;
+
+/// Every `fdatasync` and `fsync` fails with ENOSPC while armed.
 #[derive(Debug, Default)]
 struct FullDisk(AtomicBool);
 
@@ -332,6 +341,13 @@ impl Syncer for FullDisk {
             return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
         }
         file.sync_data()
+    }
+
+    fn sync_all(&self, file: &File) -> std::io::Result<()> {
+        if self.0.load(Ordering::Acquire) {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        file.sync_all()
     }
 }
 
@@ -361,6 +377,8 @@ fn a_full_disk_turns_readiness_false_and_the_decision_is_written_once_it_clears(
     let (status, retry, body) =
         d.call("PUT", "/v1/streams/cold/segments/0", Some(INGEST), &segment);
     assert_eq!((status, retry.as_deref()), (503, Some("5")), "{body}");
+    let (status, retry, body) = d.call("POST", "/v1/streams", Some(INGEST), PULLED);
+    assert_eq!((status, retry.as_deref()), (503, Some("5")), "{body}");
 
     // Space again: the waiting escalation is written and delivered, readiness returns.
     disk.0.store(false, Ordering::Release);
@@ -373,6 +391,97 @@ fn a_full_disk_turns_readiness_false_and_the_decision_is_written_once_it_clears(
     });
     wait("readiness back", || (d.readyz().0 == 200).then_some(()));
     assert_eq!(d.metric("firebreak_escalation_accept_errors_total"), 0.0);
+}
+
+/// The incident journal and the audit log on a full disk (ENOSPC on every sync): a
+/// decision is still made and delivered, readiness turns false with a disk alarm
+/// naming the journal, an acknowledgement (whose audit entry cannot be written) is
+/// refused and not applied; once there is space the journal catches up without any
+/// further change, and the incident survives a restart.
+#[test]
+fn a_full_disk_under_the_journal_and_audit_loses_no_incident_and_applies_no_unaudited_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(FullDisk::default());
+    let deps = || Dependencies {
+        state_sync: disk.clone(),
+        ..Dependencies::default()
+    };
+    let d = serve(dir.path(), "", deps());
+    assert_eq!(d.readyz().0, 200);
+    disk.0.store(true, Ordering::Release);
+
+    let segment = clip(dir.path());
+    let (status, _, body) = d.call("PUT", "/v1/streams/hot/segments/0", Some(INGEST), &segment);
+    assert_eq!(status, 200, "{body}");
+    let ready = wait("readiness to turn false with a disk alarm", || {
+        let (status, v) = d.readyz();
+        (status == 503 && alarm_kinds(&v).contains(&"disk".to_owned())).then_some(v)
+    });
+    let detail = ready["checks"]["alarms"][0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("journal:"), "{ready}");
+    // The decision was made and delivered all the same.
+    let log = dir.path().join("data/events.jsonl");
+    wait("the escalation delivered", || {
+        logged(&log)
+            .iter()
+            .any(|(k, s)| k == "escalated" && s == "hot")
+            .then_some(())
+    });
+    let incident = incident_of(&d, "hot").expect("the incident");
+    let id = incident["id"].as_str().unwrap().to_owned();
+    let journal = dir.path().join("data/incidents.jsonl");
+    assert!(
+        !std::fs::read_to_string(&journal).unwrap().contains(&id),
+        "the incident reached the journal on a full disk"
+    );
+
+    // An acknowledgement whose audit entry cannot be written: refused, not applied.
+    let (status, _, body) = d.call(
+        "POST",
+        &format!("/v1/escalations/{id}/ack"),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(incident_of(&d, "hot").unwrap()["state"], "open");
+    let audit = dir.path().join("data/audit.jsonl");
+    assert!(
+        !std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .contains(&id)
+    );
+
+    // Space again: the journal catches up by itself (no further change needed).
+    disk.0.store(false, Ordering::Release);
+    wait("the incident in the journal", || {
+        std::fs::read_to_string(&journal)
+            .unwrap()
+            .contains(&id)
+            .then_some(())
+    });
+    let (status, _, body) = d.call(
+        "POST",
+        &format!("/v1/escalations/{id}/ack"),
+        Some(ADMIN),
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    wait("readiness back", || (d.readyz().0 == 200).then_some(()));
+    let (_, _, ready) = d.call("GET", "/readyz", None, b"");
+    assert_eq!(ready["checks"]["alarms"], serde_json::json!([]), "{ready}");
+
+    // After a restart the incident is there, acknowledged once.
+    drop(d);
+    let d = serve(dir.path(), "", deps());
+    let after = incident_of(&d, "hot").expect("the incident after a restart");
+    assert_eq!(after["id"], id.as_str());
+    assert_eq!(after["state"], "acknowledged");
+    let acks = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&id) && l.contains("escalation.ack"))
+        .count();
+    assert_eq!(acks, 1);
 }
 
 fn escalations(d: &Served, query: &str, token: &str) -> Value {

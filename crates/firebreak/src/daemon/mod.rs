@@ -170,6 +170,8 @@ pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
     /// How the outbox makes its writes durable.
     pub outbox_sync: Arc<dyn Syncer>,
+    /// How the incident journal and the audit log make their writes durable.
+    pub state_sync: Arc<dyn Syncer>,
     /// Frame models run beside the configured ONNX models.
     pub frame_models: Vec<Arc<dyn FrameModel>>,
 }
@@ -179,6 +181,7 @@ impl Default for Dependencies {
         Dependencies {
             clock: clock::system(),
             outbox_sync: Arc::new(FileSync),
+            state_sync: Arc::new(FileSync),
             frame_models: Vec::new(),
         }
     }
@@ -188,6 +191,7 @@ impl std::fmt::Debug for Dependencies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dependencies")
             .field("outbox_sync", &self.outbox_sync)
+            .field("state_sync", &self.state_sync)
             .field("frame_models", &self.frame_models)
             .finish_non_exhaustive()
     }
@@ -244,6 +248,7 @@ impl Daemon {
         let Dependencies {
             clock,
             outbox_sync,
+            state_sync,
             frame_models,
         } = deps;
         let data = config.data_dir.clone();
@@ -296,6 +301,7 @@ impl Daemon {
                 video_window_max_frames: config.detectors.video_window_max_frames,
                 max_incidents: config.max_incidents,
                 audit_path: data.join("audit.jsonl"),
+                state_sync,
                 producer: Producer {
                     worker_id: producer_worker_id,
                     tenant: default_tenant.clone(),

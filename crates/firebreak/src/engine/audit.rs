@@ -15,8 +15,9 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use firebreak_delivery::{FileSync, Syncer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -82,6 +83,8 @@ pub type HeadHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 /// See the module doc.
 pub struct AuditLog {
     path: PathBuf,
+    /// How writes are made durable.
+    sync: Arc<dyn Syncer>,
     /// The chain's head, held across each append (its write and sync) so entries chain
     /// in order; readers use `recent` and `head` instead.
     writer: Mutex<String>,
@@ -133,6 +136,11 @@ fn tail_lines(path: &Path, max: usize) -> io::Result<Vec<String>> {
 impl AuditLog {
     /// A log appending to `path` (its head and last entries read from what is there).
     pub fn new(path: PathBuf) -> AuditLog {
+        AuditLog::with_sync(path, Arc::new(FileSync))
+    }
+
+    /// [`AuditLog::new`], making writes durable through `sync`.
+    pub fn with_sync(path: PathBuf, sync: Arc<dyn Syncer>) -> AuditLog {
         let (head, recent) = match tail_lines(&path, KEPT) {
             Ok(lines) => (
                 lines
@@ -150,6 +158,7 @@ impl AuditLog {
         };
         AuditLog {
             path,
+            sync,
             writer: Mutex::new(head.clone()),
             recent: Mutex::new(recent),
             head: Mutex::new(head),
@@ -210,7 +219,7 @@ impl AuditLog {
                 // One write per line, then fdatasync; a failed one is cut off again.
                 let r = f
                     .write_all(format!("{line}\n").as_bytes())
-                    .and_then(|()| f.sync_data());
+                    .and_then(|()| self.sync.sync_data(&f));
                 if r.is_err() {
                     let _ = f.set_len(len);
                 }

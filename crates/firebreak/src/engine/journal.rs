@@ -17,7 +17,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use firebreak_delivery::Syncer;
 use serde::{Deserialize, Serialize};
 
 use super::incidents::Incident;
@@ -47,6 +49,8 @@ struct Line {
 pub(crate) struct Journal {
     path: PathBuf,
     file: File,
+    /// How writes are made durable.
+    sync: Arc<dyn Syncer>,
     /// Incident lines in the file (not counting the header).
     lines: usize,
     /// Bytes in the file after its last complete line.
@@ -118,21 +122,30 @@ pub(crate) fn replay(path: &Path) -> io::Result<Vec<(String, Incident)>> {
 /// Writes `bytes` to `path` atomically: a synced temporary file renamed over it, then
 /// the directory synced.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, bytes, &firebreak_delivery::FileSync)
+}
+
+/// [`write_atomic`], syncing through `sync`.
+fn write_atomic_with(path: &Path, bytes: &[u8], sync: &dyn Syncer) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        sync.sync_all(&f)?;
     }
     std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    sync.sync_all(&File::open(dir)?)
 }
 
 impl Journal {
     /// Writes a compacted journal holding `incidents` at `path` (replacing what is
     /// there) and opens it for appending.
-    pub(crate) fn create(path: &Path, incidents: &[(String, Incident)]) -> io::Result<Journal> {
+    pub(crate) fn create(
+        path: &Path,
+        incidents: &[(String, Incident)],
+        sync: Arc<dyn Syncer>,
+    ) -> io::Result<Journal> {
         let mut text = serde_json::to_string(&Header {
             format: FORMAT.into(),
             version: VERSION,
@@ -142,11 +155,12 @@ impl Journal {
             text.push_str(&serde_json::to_string(&LineRef { id, incident })?);
             text.push('\n');
         }
-        write_atomic(path, text.as_bytes())?;
+        write_atomic_with(path, text.as_bytes(), &*sync)?;
         let file = OpenOptions::new().append(true).open(path)?;
         Ok(Journal {
             path: path.to_owned(),
             file,
+            sync,
             lines: incidents.len(),
             len: text.len() as u64,
         })
@@ -167,7 +181,7 @@ impl Journal {
         if let Err(e) = self
             .file
             .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.sync.sync_data(&self.file))
         {
             let _ = self.file.set_len(self.len);
             return Err(e);
@@ -179,7 +193,7 @@ impl Journal {
 
     /// Rewrites the journal as `incidents` (compaction).
     pub(crate) fn compact(&mut self, incidents: &[(String, Incident)]) -> io::Result<()> {
-        *self = Journal::create(&self.path, incidents)?;
+        *self = Journal::create(&self.path, incidents, self.sync.clone())?;
         Ok(())
     }
 }
@@ -229,7 +243,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("incidents.jsonl");
         let mut s = store();
-        let mut j = Journal::create(&path, &s.export()).unwrap();
+        let mut j =
+            Journal::create(&path, &s.export(), Arc::new(firebreak_delivery::FileSync)).unwrap();
         let mark = Mark {
             by: "op".into(),
             at_ms: 20,
@@ -269,7 +284,12 @@ mod tests {
         let err = replay(&path).unwrap_err();
         assert!(err.to_string().contains("version 2"), "{err}");
         // A damaged line that is not the last one is corruption, not a torn write.
-        let mut j = Journal::create(&path, &store().export()).unwrap();
+        let mut j = Journal::create(
+            &path,
+            &store().export(),
+            Arc::new(firebreak_delivery::FileSync),
+        )
+        .unwrap();
         j.append("a", store().incident("a").unwrap(), 2).unwrap();
         let text = std::fs::read_to_string(&path)
             .unwrap()

@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub max_incidents: usize,
     /// Where the audit log is appended.
     pub audit_path: PathBuf,
+    /// How the audit log and the incident journal make their writes durable.
+    pub state_sync: Arc<dyn firebreak_delivery::Syncer>,
     /// Event producer (worker id, tenant).
     pub producer: Producer,
 }
@@ -217,6 +219,9 @@ pub struct Engine {
     /// The incident journal (after [`Engine::restore`]); its lock orders incident
     /// changes and is held across their writes.
     journal: Mutex<Option<Journal>>,
+    /// A journal write failed: the next chance (a write, a tick) rewrites the whole
+    /// journal from the store, so the incidents changed meanwhile reach the disk.
+    journal_behind: std::sync::atomic::AtomicBool,
     /// The policy versions (after [`Engine::restore`]); its lock orders policy changes.
     versions: Mutex<Option<PolicyVersions>>,
     audit: AuditLog,
@@ -254,11 +259,12 @@ impl Engine {
     ) -> Arc<Engine> {
         let (events, _) = broadcast::channel(1024);
         let max_incidents = config.max_incidents;
-        let audit = AuditLog::new(config.audit_path.clone());
+        let audit = AuditLog::with_sync(config.audit_path.clone(), config.state_sync.clone());
         publish_audit_head(&audit, &metrics);
         Arc::new(Engine {
             audit,
             journal: Mutex::new(None),
+            journal_behind: std::sync::atomic::AtomicBool::new(false),
             versions: Mutex::new(None),
             config,
             clock,
@@ -583,6 +589,7 @@ impl Engine {
     /// Lets quiet streams cool down (call every second or so), and forgets streams
     /// that ended more than an hour ago.
     pub fn tick(&self) {
+        self.journal_catch_up();
         let now = self.now_ms();
         if let Some(sink) = self.signal_sink.get() {
             sink.record(crate::signals::SignalRecord::Tick { wall_ms: now });
@@ -743,21 +750,60 @@ impl Engine {
         kept: usize,
     ) -> bool {
         let appended = j.append(id, incident, kept);
-        self.storage("journal", &appended);
         match appended {
             Ok(due) => {
-                if due {
-                    let all = lock(&self.incidents).export();
-                    if let Err(e) = j.compact(&all) {
-                        tracing::error!(error = %e, "ALARM: could not compact the incident journal");
-                    }
+                if due || self.journal_behind.load(Ordering::Acquire) {
+                    return self.journal_rewrite(j, Some((id, incident)));
                 }
+                self.storage("journal", &appended);
                 true
             }
             Err(e) => {
                 tracing::error!(incident = id, error = %e, "ALARM: could not write the incident journal");
+                self.journal_behind.store(true, Ordering::Release);
+                self.storage("journal", &Err::<(), _>(e));
                 false
             }
+        }
+    }
+
+    /// Rewrites the journal from the store (compaction, or catching up after a failed
+    /// write), with `change` (an incident as it is about to be stored) in place of the
+    /// store's; a failure keeps the alarm and the journal behind.
+    fn journal_rewrite(
+        &self,
+        j: &mut Journal,
+        change: Option<(&str, &incidents::Incident)>,
+    ) -> bool {
+        let mut all = lock(&self.incidents).export();
+        if let Some((id, incident)) = change {
+            match all.iter_mut().find(|(i, _)| i == id) {
+                Some(e) => e.1 = incident.clone(),
+                None => all.push((id.to_owned(), incident.clone())),
+            }
+        }
+        let r = j.compact(&all);
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "ALARM: could not rewrite the incident journal");
+        }
+        self.journal_behind.store(r.is_err(), Ordering::Release);
+        self.storage("journal", &r);
+        r.is_ok()
+    }
+
+    /// After a failed journal write: tries to write the whole store again (blocking;
+    /// called by [`Engine::tick`]), so an incident that changes no more is not left out
+    /// of the journal once the disk has room.
+    fn journal_catch_up(&self) {
+        if !self.journal_behind.load(Ordering::Acquire) {
+            return;
+        }
+        let mut journal = lock(&self.journal);
+        if let Some(j) = journal.as_mut()
+            && self.journal_behind.load(Ordering::Acquire)
+            && self.journal_rewrite(j, None)
+        {
+            tracing::warn!("the incident journal caught up after failed writes");
         }
     }
 
@@ -771,7 +817,7 @@ impl Engine {
         let incidents = journal::replay(&path)?;
         let store = IncidentStore::restored(incidents, self.config.max_incidents);
         let restored = store.len();
-        let j = Journal::create(&path, &store.export())?;
+        let j = Journal::create(&path, &store.export(), self.config.state_sync.clone())?;
         {
             let mut journal = lock(&self.journal);
             *lock(&self.incidents) = store;
@@ -1321,6 +1367,7 @@ mod tests {
                 video_window_max_frames: firebreak_matching::window::DEFAULT_MAX_FRAMES,
                 max_incidents: incidents::KEPT,
                 audit_path: dir.join("audit.jsonl"),
+                state_sync: Arc::new(firebreak_delivery::FileSync),
                 producer: Producer {
                     worker_id: "w".into(),
                     tenant: "t".into(),

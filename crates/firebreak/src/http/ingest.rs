@@ -212,6 +212,11 @@ impl IngestState {
         &self.config.net
     }
 
+    /// Running streams a tenant may have (fleet-wide in fleet mode).
+    pub fn max_streams_per_tenant(&self) -> usize {
+        self.config.max_streams_per_tenant
+    }
+
     /// The largest accepted segment, bytes.
     pub fn max_segment_bytes(&self) -> usize {
         self.config.max_segment_bytes
@@ -1143,7 +1148,7 @@ async fn show(
         (status = 409, description = "The id is taken (by a running stream, or by another tenant's).", body = ErrorBody),
         (status = 429, description = "The tenant runs as many streams as it may (`server.max_streams_per_tenant`).", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds (10)."))),
-        (status = 503, description = "Over the stream limit (`server.max_streams`), or shutting down.", body = ErrorBody),
+        (status = 503, description = "Over the stream limit (`server.max_streams`), shutting down, or holding back ingest (the outbox above its high-water mark, a full disk: `Retry-After` 5).", body = ErrorBody),
     )
 )]
 async fn register(
@@ -1160,6 +1165,9 @@ async fn register(
             StatusCode::BAD_REQUEST,
             "tenant: a stream belongs to the credential's tenant",
         );
+    }
+    if let Some(r) = state.held_back("new streams") {
+        return r;
     }
     if let Some(f) = state.fleet.get() {
         return crate::fleet::register(f.clone(), state.clone(), spec, caller.tenant.clone()).await;
@@ -1298,16 +1306,7 @@ async fn put_segment_in_span(
     if seq > MAX_SEQUENCE {
         return sequence_out_of_range();
     }
-    if let Some(why) = state.config.refuse.as_ref().and_then(|f| f()) {
-        tracing::warn!(reason = %why, "segment refused: the daemon holds back its ingest");
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("not taking segments now: {why}; retry"),
-        );
-        r.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("5"),
-        );
+    if let Some(r) = state.held_back("segments") {
         return r;
     }
     if let Some(f) = state.fleet.get() {
@@ -1385,8 +1384,27 @@ async fn put_segment_in_span(
     .into_response()
 }
 
+impl IngestState {
+    /// 503 with `Retry-After` while the daemon holds back its ingest (the outbox above
+    /// its high-water mark, a full disk): no new `what` is taken, so no decision is
+    /// dropped.
+    fn held_back(&self, what: &str) -> Option<Response> {
+        let why = self.config.refuse.as_ref().and_then(|f| f())?;
+        tracing::warn!(reason = %why, "{what} refused: the daemon holds back its ingest");
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not taking {what} now: {why}; retry"),
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        Some(r)
+    }
+}
+
 /// 429 with `Retry-After`: the tenant runs as many streams as it may.
-fn quota_exceeded() -> Response {
+pub(crate) fn quota_exceeded() -> Response {
     let mut r = error(
         StatusCode::TOO_MANY_REQUESTS,
         "this tenant runs as many streams as it may (server.max_streams_per_tenant)",
