@@ -425,7 +425,7 @@ pub struct Server {
     /// At most this many streams at once.
     pub max_streams: usize,
     /// At most this many running streams per tenant (default: `max_streams`), so one
-    /// tenant cannot take every slot.
+    /// tenant cannot take every slot. In fleet mode the count is fleet-wide.
     pub max_streams_per_tenant: Option<usize>,
     /// Open connections at most; one more is closed at once.
     pub max_connections: usize,

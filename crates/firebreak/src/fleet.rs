@@ -975,6 +975,46 @@ mod tests {
         assert_eq!(Ranges::from_api(&r.to_api()), r);
     }
 
+    fn rec(id: &str, tenant: &str, finished: bool) -> (String, String, bool) {
+        (id.into(), tenant.into(), finished)
+    }
+
+    #[test]
+    fn the_quota_counts_the_view_and_this_workers_recent_admissions() {
+        let mut q = Quota::default();
+        // The view: a1 runs for tenant a, a0 ended, b1 runs for tenant b.
+        let view = vec![
+            rec("a0", "a", true),
+            rec("a1", "a", false),
+            rec("b1", "b", false),
+        ];
+        // Limit 3 for a: a1 counts, a0 does not; two more fit, the third does not.
+        assert!(q.admit(&view, "a", "a2", 3, 1_000));
+        assert!(q.admit(&view, "a", "a3", 3, 1_001));
+        assert!(!q.admit(&view, "a", "a4", 3, 1_002));
+        // A stream already counted is admitted again (its next segments).
+        assert!(q.admit(&view, "a", "a1", 3, 1_003));
+        assert!(q.admit(&view, "a", "a3", 3, 1_003));
+        // Tenant b has its own count.
+        assert!(q.admit(&view, "b", "b2", 2, 1_004));
+        assert!(!q.admit(&view, "b", "b3", 2, 1_004));
+        // The view now shows a2 running and a1 ended: a2 is counted once (the view's
+        // record replaces the pending one), a1 not at all, so a4 fits.
+        let view = vec![
+            rec("a1", "a", true),
+            rec("a2", "a", false),
+            rec("b1", "b", false),
+        ];
+        assert!(q.admit(&view, "a", "a4", 3, 2_000));
+        assert!(!q.admit(&view, "a", "a5", 3, 2_000));
+        // A pending admission the view never shows stops counting after PENDING_MS:
+        // a3 and a4 drop out, a2 still runs.
+        let later = 2_000 + PENDING_MS;
+        assert!(q.admit(&view, "a", "a5", 3, later));
+        assert!(q.admit(&view, "a", "a6", 3, later));
+        assert!(!q.admit(&view, "a", "a7", 3, later));
+    }
+
     #[test]
     fn an_fmp4_init_section_is_recognised() {
         assert!(is_fmp4_init(b"\0\0\0\x18ftypiso5"));

@@ -11,6 +11,7 @@
 //!   live and every stream escalates on it.
 //! - `a_third_worker_takes_a_share_and_unmoved_streams_keep_running`: scale-up under
 //!   cooperative-sticky assignment.
+//! - `the_stream_quota_is_fleet_wide`: two workers, a quota of two streams per tenant.
 //! - `failover_moves_streams_and_keeps_everything_accepted`: 3 workers, 30 streams
 //!   (27 pushed through any worker, 3 HLS-pulled from a loopback origin): every stream
 //!   runs on exactly one worker; a SIGKILLed worker's streams move to the others; the
@@ -46,8 +47,14 @@ fn bin() -> &'static Path {
 
 /// A worker of the fleet on `broker`, with the banks in `banks`.
 fn worker(name: &str, broker: &str, banks: &Path) -> Daemon {
+    worker_with(name, broker, banks, "")
+}
+
+/// [`worker`] with more `[server]` settings.
+fn worker_with(name: &str, broker: &str, banks: &Path, server: &str) -> Daemon {
     let extra = format!(
         r#"[server]
+{server}
 max_streams = 200
 tenant_requests_per_sec = 5000
 tenant_request_burst = 5000
@@ -72,6 +79,96 @@ max_message_bytes = 32768
         banks = banks.display(),
     );
     firebreak_testkit::daemon::start_named(bin(), tempfile::tempdir().unwrap(), name, &extra)
+}
+
+/// A tenant's stream quota holds across the fleet: streams admitted at one worker
+/// count at another (once the state topic shows them), a worker's own burst is
+/// counted at once, another tenant has its own quota, and an ended stream frees its
+/// place.
+#[test]
+fn the_stream_quota_is_fleet_wide() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (prog, banks) = banked_programme(dir.path());
+    let quota = "max_streams_per_tenant = 2";
+    let a = worker_with("quota-a", &broker.bootstrap, &banks, quota);
+    let b = worker_with("quota-b", &broker.bootstrap, &banks, quota);
+    wait_ready(&[&a, &b]);
+    let first = Pusher::new(&prog).parts.swap_remove(0);
+    let push = |d: &Daemon, token: &str, id: &str| {
+        d.call(
+            "PUT",
+            &format!("/v1/streams/{id}/segments/0"),
+            Some(token),
+            &first,
+        )
+    };
+    // Two streams of tenant `platform` through worker a, back to back: the third is
+    // refused there at once, before the state topic shows either.
+    for id in ["q-1", "q-2"] {
+        let (status, body) = push(&a, INGEST, id);
+        assert_eq!(status, 202, "{id}: {body}");
+    }
+    let (status, body) = push(&a, INGEST, "q-3");
+    assert_eq!(status, 429, "{body}");
+    // Once worker b's view shows both running, b refuses the third too, for a pulled
+    // registration as well; another tenant is not affected.
+    wait(
+        "worker b's view to show q-1 and q-2",
+        60,
+        || {
+            let v = fleet_view(&b);
+            ["q-1", "q-2"]
+                .iter()
+                .all(|id| {
+                    v.get(*id)
+                        .is_some_and(|s| s["state"] != "ended" && s["state"] != "failed")
+                })
+                .then_some(())
+        },
+        &[&a, &b],
+    );
+    let (status, body) = push(&b, INGEST, "q-3");
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = b.call(
+        "POST",
+        "/v1/streams",
+        Some(INGEST),
+        br#"{"id":"q-pulled","url":"rtmp://127.0.0.1:9/live/x"}"#,
+    );
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = push(&b, support::OTHER, "o-1");
+    assert_eq!(status, 202, "{body}");
+    // q-1 ends: once the view shows it ended, q-3 fits at either worker.
+    let (status, body) = b.call("POST", "/v1/streams/q-1/end", Some(INGEST), b"");
+    assert_eq!(status, 202, "{body}");
+    wait(
+        "q-1 ended in worker b's view",
+        60,
+        || {
+            let v = fleet_view(&b);
+            v.get("q-1")
+                .is_some_and(|s| s["state"] == "ended" || s["state"] == "failed")
+                .then_some(())
+        },
+        &[&a, &b],
+    );
+    let (status, body) = push(&b, INGEST, "q-3");
+    assert_eq!(status, 202, "{body}");
+    // Worker a counts q-3 once its view shows it: q-2 and q-3 fill the quota.
+    wait(
+        "worker a's view to show q-3",
+        60,
+        || {
+            fleet_view(&a)
+                .get("q-3")
+                .is_some_and(|s| s["state"] != "ended" && s["state"] != "failed")
+                .then_some(())
+        },
+        &[&a, &b],
+    );
+    let (status, body) = push(&a, INGEST, "q-4");
+    assert_eq!(status, 429, "{body}");
 }
 
 /// Waits until every one of `ws` answers `/readyz` with 200 (group joined, shared
