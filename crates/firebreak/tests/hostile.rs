@@ -96,6 +96,42 @@ fn an_oversized_pushed_stream_is_refused_before_decoding() {
     assert_eq!(status, 200);
 }
 
+/// A pushed stream whose frames have more pixels than the maximum input (8192x4320,
+/// 35.4 M pixels, against 7680x4320, 33.2 M) is refused without one frame of its size
+/// ever being allocated, during FFmpeg's probe too (which decodes up to 7 H.264 frames
+/// to learn the decode delay): the daemon's peak resident memory grows by less than
+/// one such frame (8192 x 4320 x 1.5 bytes = 51.8 MiB in 4:2:0).
+#[test]
+fn an_oversized_stream_allocates_no_frame_of_its_size() {
+    let d = support::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("huge.ts");
+    support::encode("color=c=black:size=8192x4320:rate=8", 1, 8, &clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let before = support::peak_rss_kib(&d);
+    let (status, v) = d.call(
+        "PUT",
+        "/v1/streams/huge/segments/0",
+        Some(support::INGEST),
+        &bytes,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = d.call("POST", "/v1/streams/huge/end", Some(support::INGEST), b"");
+    assert_eq!(status, 200, "{v}");
+    let s = d.wait_state("huge", "failed");
+    assert_eq!(
+        s["error"], "resolution 8192x4320 above the maximum 7680x4320",
+        "{s}"
+    );
+    let grown = support::peak_rss_kib(&d).saturating_sub(before);
+    let frame_kib = 8192 * 4320 * 3 / 2 / 1024;
+    eprintln!("peak RSS grew by {grown} KiB (one frame: {frame_kib} KiB)");
+    assert!(
+        grown < frame_kib,
+        "peak RSS grew by {grown} KiB, one frame is {frame_kib} KiB"
+    );
+}
+
 /// A loopback listener that must see no connection: it accepts without blocking and
 /// counts.
 struct Victim {

@@ -174,12 +174,21 @@ pub fn bank_records_applied(d: &Daemon) -> u64 {
 
 /// The daemon's resident memory in KiB (from `/proc`).
 pub fn rss_kib(d: &Daemon) -> u64 {
+    proc_status_kib(d, "VmRSS:")
+}
+
+/// The daemon's peak resident memory in KiB (from `/proc`).
+pub fn peak_rss_kib(d: &Daemon) -> u64 {
+    proc_status_kib(d, "VmHWM:")
+}
+
+fn proc_status_kib(d: &Daemon, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
 }
 
 /// The newest stored policy version (`GET /v1/policy/versions`, as admin).

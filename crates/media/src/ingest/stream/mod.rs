@@ -20,6 +20,8 @@
 //! - Size cap: a video stream whose declared size exceeds `max_input` is refused before
 //!   its decoder opens, and the decoder itself refuses frames of more than
 //!   `max_input`'s pixels (FFmpeg's `max_pixels`), whatever the stream declares later.
+//!   FFmpeg's probe, which decodes a few frames before the size is known, runs with the
+//!   same cap (`open`), so no frame above it is ever allocated.
 //! - The FFmpeg session (`session`): opening with a protocol whitelist, demuxing,
 //!   decoding, and conversion through the crate's shared RGB converter.
 //! - Cancellation: [`LiveStream::stop`] sets a flag that FFmpeg's interrupt callback
@@ -27,6 +29,7 @@
 
 mod backoff;
 mod error;
+mod open;
 pub mod sampling;
 mod session;
 mod worker;

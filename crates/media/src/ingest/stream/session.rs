@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next as ff;
 
+use super::open::{self, Source};
 use super::sampling::{Sampler, Timeline};
 use super::worker::{SessionEnd, Worker};
 use super::{
@@ -81,6 +82,13 @@ impl Worker {
         }
     }
 
+    /// The most pixels a decoded frame may have (the maximum input's), for the probe's
+    /// decoders and the stream's.
+    fn max_pixels(&self) -> u64 {
+        let (w, h) = self.config.max_input;
+        u64::from(w) * u64::from(h)
+    }
+
     pub(super) fn session_url(&self, url: &str, cont: &mut Continuity) -> SessionEnd {
         let progress = Arc::new(AtomicU64::new(now_ms()));
         let Some(protocols) = protocol_whitelist(url) else {
@@ -96,10 +104,11 @@ impl Worker {
             "rw_timeout",
             &(self.config.read_timeout.as_micros()).to_string(),
         );
-        let input = ff::format::input_with_interrupt_and_dictionary(
-            &url,
-            self.interrupt(progress.clone()),
+        let input = open::open(
+            Source::Url(url.to_owned()),
             opts,
+            self.max_pixels(),
+            self.interrupt(progress.clone()),
         );
         match input {
             Ok(input) => self.decode(input, cont, &progress),
@@ -125,20 +134,24 @@ impl Worker {
         cont: &mut Continuity,
     ) -> SessionEnd {
         let progress = Arc::new(AtomicU64::new(now_ms()));
-        let shared = SharedReader(reader.clone());
+        // Pushed segments wait for the platform, not a socket: only cancellation
+        // interrupts them (the watchdog reports the stall). The reader checks it
+        // between its waits, FFmpeg between its reads.
+        let cancel = self.cancel.clone();
+        let shared = SharedReader {
+            reader: reader.clone(),
+            cancel: cancel.clone(),
+        };
         let io = match ff::format::context::StreamIo::from_read(shared) {
             Ok(io) => io,
             Err(e) => return SessionEnd::Fatal(StreamError::CustomIo(e)),
         };
-        // Pushed segments wait for the platform, not a socket: only cancellation
-        // interrupts them (the watchdog reports the stall).
-        let cancel = self.cancel.clone();
         // The bytes come from the platform: no demuxer may open anything else (an
         // HLS or concat manifest pushed as a segment would otherwise name files or
         // URLs for FFmpeg to open).
         let mut opts = ff::Dictionary::new();
         opts.set("protocol_whitelist", NO_PROTOCOLS);
-        match ff::format::input_from_stream_with_interrupt(io, None, Some(opts), move || {
+        match open::open(Source::Io(io), opts, self.max_pixels(), move || {
             cancel.load(Ordering::Acquire)
         }) {
             Ok(input) => self.decode(input, cont, &progress),
@@ -167,9 +180,8 @@ impl Worker {
         });
         // Whatever the stream says later (a new sequence header mid-stream), the decoder
         // allocates no frame of more pixels than the maximum input.
-        let (mw, mh) = self.config.max_input;
         let mut opts = ff::Dictionary::new();
-        opts.set("max_pixels", &(u64::from(mw) * u64::from(mh)).to_string());
+        opts.set("max_pixels", &self.max_pixels().to_string());
         ctx.decoder()
             .open_as_with(codec, opts)
             .and_then(|d| d.video())
@@ -347,11 +359,22 @@ impl Worker {
 
 /// A [`SegmentReader`] shared across demuxer sessions (each session's custom I/O
 /// owns one of these; the reader itself outlives them).
-struct SharedReader(Arc<Mutex<SegmentReader>>);
+struct SharedReader {
+    reader: Arc<Mutex<SegmentReader>>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl std::io::Read for SharedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).read(buf)
+        // The reader returns `Interrupted` between its waits, and the custom I/O
+        // retries: cancellation ends the retries here.
+        if self.cancel.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        self.reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(buf)
     }
 }
 

@@ -120,6 +120,9 @@ impl Worker {
             let mut r = reader.lock().unwrap_or_else(|e| e.into_inner());
             match end {
                 SessionEnd::Cancelled => return self.finish(end),
+                // A fatal reason (an oversized stream) is the reason, even when the
+                // stream's bytes have all arrived meanwhile.
+                SessionEnd::Fatal(why) => return self.fail(why),
                 _ if r.finished() => {
                     let received = r.received();
                     drop(r);
@@ -134,7 +137,6 @@ impl Worker {
                     }
                     return self.finish(SessionEnd::Eof);
                 }
-                SessionEnd::Fatal(why) => return self.fail(why),
                 SessionEnd::Eof => {
                     self.counters
                         .discontinuities
