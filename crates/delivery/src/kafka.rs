@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 
 use crate::{DeliveryError, Record, Sink};
 
@@ -78,11 +78,18 @@ impl KafkaSink {
     }
 
     /// Replaces the producer with one built from `config` (its topic is kept): new
-    /// credentials take effect at the next attempt. On an error the old one stays.
+    /// credentials take effect at once. Messages the old producer still queues (never
+    /// sent, for example while its credentials were refused) fail now, so the outbox
+    /// sends them again through the new one; messages in flight finish on the old one.
+    /// On an error the old producer stays.
     pub fn reconfigure(&self, config: &KafkaConfig) -> Result<(), KafkaError> {
         let cc = client_config(config);
         let producer: FutureProducer = cc.create()?;
-        *self.producer.lock().unwrap_or_else(|e| e.into_inner()) = producer;
+        let old = std::mem::replace(
+            &mut *self.producer.lock().unwrap_or_else(|e| e.into_inner()),
+            producer,
+        );
+        old.purge(PurgeConfig::default().queue());
         *self.client.lock().unwrap_or_else(|e| e.into_inner()) = cc;
         self.broken
             .store(false, std::sync::atomic::Ordering::Release);

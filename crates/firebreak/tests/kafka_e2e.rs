@@ -1,7 +1,8 @@
 //! The whole path against a real Kafka-protocol broker (tansu, started by
 //! `scripts/tansu.sh`): a known clip inside pushed live streams escalates, and the
 //! escalation arrives on the topic keyed by the stream id. Prints the end-to-end
-//! latency (segment arrival to the broker's ack) as measured by the daemon.
+//! latency (segment arrival to the broker's ack) as measured by the daemon. Kafka
+//! settings fixed in the config file take effect on SIGHUP.
 
 mod support;
 
@@ -103,4 +104,66 @@ fn escalations_reach_the_topic_keyed_by_stream() {
         percentile(&latencies, 0.99),
         latencies[latencies.len() - 1]
     );
+}
+
+/// Credentials the broker refuses: nothing is delivered (the escalation waits in the
+/// outbox). The operator fixes `[sink] properties` in the config file and sends SIGHUP:
+/// the sink takes the new settings without a restart, and the waiting escalation
+/// arrives.
+#[test]
+fn kafka_settings_fixed_in_the_config_file_take_effect_on_sighup() {
+    let broker = firebreak_testkit::tansu::TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prog = support::programme_with_banked_clip(dir.path());
+    let topic = "firebreak.escalations";
+    let sink = |properties: &str| {
+        format!(
+            "[ingest]\nsampling = \"2/s\"\n[sink]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\nproperties = {properties}\n",
+            broker.bootstrap
+        )
+    };
+    let refused = r#"{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "PLAIN", "sasl.username" = "firebreak", "sasl.password" = "wrong" }"#;
+    let d = support::start_in(dir, &sink(refused));
+    let bytes = std::fs::read(&prog).unwrap();
+    for (i, part) in bytes.chunks(64 * 1024).enumerate() {
+        let path = format!("/v1/streams/cam/segments/{i}");
+        let (status, body) = d.call("PUT", &path, Some(INGEST), part);
+        assert_eq!(status, 200, "{body}");
+    }
+    d.wait("the escalation waiting in the outbox", 60, || {
+        let (_, ready) = d.call("GET", "/readyz", None, b"");
+        (ready["checks"]["outbox_depth"] == 1).then_some(())
+    });
+    // Nothing reached the broker (the topic, created by the first message, does not
+    // exist yet).
+    match firebreak_testkit::kafka::read_topic(&broker.bootstrap, topic, 1, Duration::from_secs(3))
+    {
+        Ok(none) => assert!(
+            none.is_empty(),
+            "delivered with refused credentials: {none:?}"
+        ),
+        Err(e) => assert!(e.to_string().contains("UnknownTopicOrPartition"), "{e}"),
+    }
+
+    // The operator fixes the properties and sends SIGHUP.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    assert!(text.contains(refused));
+    std::fs::write(&d.config, text.replace(refused, "{}")).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // Delivered (the outbox empties), then read back from the topic.
+    d.wait("the outbox empty", 90, || {
+        let (_, ready) = d.call("GET", "/readyz", None, b"");
+        (ready["checks"]["outbox_depth"] == 0).then_some(())
+    });
+    let got =
+        firebreak_testkit::kafka::read_topic(&broker.bootstrap, topic, 1, Duration::from_secs(60))
+            .unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let event: Value = serde_json::from_slice(&got[0].payload).unwrap();
+    assert_eq!(event["subject"], "cam", "{event}");
+    assert_eq!(event["data"]["kind"], "escalated", "{event}");
 }

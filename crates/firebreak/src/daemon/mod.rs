@@ -7,7 +7,8 @@
 //! build and drive a daemon in-process, on an injected [`Clock`].
 //!
 //! [`run`] adds the process around it: config file, logging, signals. SIGHUP (or
-//! `POST /v1/reload`) reloads the policy file and the banks without touching the
+//! `POST /v1/reload`) reloads the credentials, the TLS certificate, the Kafka sink's
+//! brokers and properties, the policy file and the banks without touching the
 //! streams; a bad file is reported and the old ones stay. SIGTERM stops intake, lets
 //! every stream drain through the detectors, waits for the outbox to empty (up to
 //! 20 s; anything left stays on disk for the next start) and exits.
@@ -158,7 +159,24 @@ fn joined(issues: Vec<Issue>) -> anyhow::Error {
 #[derive(Debug)]
 enum AnySink {
     Jsonl(JsonlSink),
-    Kafka(KafkaSink),
+    /// Shared with the reloader, which gives it new credentials.
+    Kafka(Arc<KafkaSink>),
+}
+
+/// The Kafka sink's settings from `[sink]` (`None` for another kind).
+fn kafka_config(sink: &SinkSettings) -> Option<KafkaConfig> {
+    match sink {
+        SinkSettings::Kafka {
+            brokers,
+            topic,
+            properties,
+        } => {
+            let mut k = KafkaConfig::new(brokers.clone(), topic.clone());
+            k.properties = properties.clone();
+            Some(k)
+        }
+        SinkSettings::Jsonl { .. } => None,
+    }
 }
 
 /// What a daemon takes from outside besides its config. The default is production's:
@@ -269,14 +287,11 @@ impl Daemon {
         tracing::info!(?recovery, "outbox opened");
         let pipeline = Pipeline::new(outbox, &outbox_dir, delivery_metrics);
         let sink = match &config.sink {
-            SinkSettings::Kafka {
-                brokers,
-                topic,
-                properties,
-            } => {
-                let mut k = KafkaConfig::new(brokers.clone(), topic.clone());
-                k.properties = properties.clone();
-                AnySink::Kafka(KafkaSink::new(&k).map_err(|e| anyhow!("kafka sink: {e}"))?)
+            kafka @ SinkSettings::Kafka { .. } => {
+                let k = kafka_config(kafka).expect("a Kafka sink");
+                AnySink::Kafka(Arc::new(
+                    KafkaSink::new(&k).map_err(|e| anyhow!("kafka sink: {e}"))?,
+                ))
             }
             SinkSettings::Jsonl { path } => AnySink::Jsonl(
                 JsonlSink::open(path).with_context(|| format!("{}", path.display()))?,
@@ -446,6 +461,12 @@ impl Daemon {
         let reload_engine = engine.clone();
         let reload_pipeline = pipeline.clone();
         let (reload_auth, reload_tls) = (auth.clone(), tls.clone());
+        let reload_kafka = match &sink {
+            AnySink::Kafka(k) => {
+                Some((k.clone(), std::sync::Mutex::new(kafka_config(&config.sink))))
+            }
+            AnySink::Jsonl(_) => None,
+        };
         let reload: Reloader = Arc::new(move |who: &str| {
             // The config file again (credentials, certificate, policy and bank paths);
             // everything else in it takes effect at the next start.
@@ -461,6 +482,23 @@ impl Daemon {
                 .map_err(|e| vec![Issue::new("auth", e)])?;
             if let (Some(swap), Some(acceptor)) = (&reload_tls, acceptor) {
                 swap.store(Arc::new(acceptor));
+            }
+            // The Kafka sink's brokers and properties (credentials): a new producer
+            // when they changed. Its topic needs a restart.
+            if let Some((sink, current)) = &reload_kafka
+                && let Some(next) = kafka_config(&config.sink)
+            {
+                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+                if current.as_ref().is_some_and(|c| c.topic != next.topic) {
+                    tracing::warn!("sink.topic changed: it takes effect at the next start");
+                }
+                if current.as_ref() != Some(&next) {
+                    sink.reconfigure(&next).map_err(|e| {
+                        vec![Issue::new("sink", format!("the Kafka producer: {e}"))]
+                    })?;
+                    tracing::warn!(brokers = %next.bootstrap_servers, "kafka sink reconfigured");
+                    *current = Some(next);
+                }
             }
             let banks = detectors.banks.iter().cloned().map(Into::into).collect();
             reload_engine.set_detectors(detectors, who);
@@ -667,7 +705,7 @@ impl Daemon {
                 };
                 match &sink {
                     AnySink::Jsonl(s) => pipeline.run(s, 64, stop).await,
-                    AnySink::Kafka(s) => pipeline.run(s, 64, stop).await,
+                    AnySink::Kafka(s) => pipeline.run(&**s, 64, stop).await,
                 }
             })
         };
