@@ -98,6 +98,31 @@ struct BriefView {
     state: String,
 }
 
+/// Keys of the workers' heartbeats on the state topic (then the worker id).
+const WORKER_KEY: &str = "__worker/";
+
+/// A worker's heartbeat on the state topic, every checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Heartbeat {
+    v: u32,
+    at_ms: u64,
+}
+
+/// How many workers are alive: those whose latest heartbeat in `beats` is at most
+/// `window_ms` old at `now_ms`; at least one (the caller). Pure.
+fn alive(
+    beats: &[(String, firebreak_delivery::fleet::StateEntry)],
+    now_ms: u64,
+    window_ms: u64,
+) -> usize {
+    beats
+        .iter()
+        .filter_map(|(_, e)| serde_json::from_slice::<Heartbeat>(&e.value).ok())
+        .filter(|h| h.v == VERSION && now_ms.saturating_sub(h.at_ms) <= window_ms)
+        .count()
+        .max(1)
+}
+
 /// A partition's segment position on the state topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Position {
@@ -629,6 +654,8 @@ impl FleetHandler for Worker {
 pub struct Fleet {
     worker: Arc<Worker>,
     membership: Mutex<Option<Membership>>,
+    /// The heartbeat task.
+    heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -640,8 +667,9 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// Creates the topics if needed, reads the state topic, joins the group and
-    /// registers the config file's streams (trusted).
+    /// Creates the topics if needed, reads the state topic, joins the group,
+    /// registers the config file's streams (trusted) and publishes a heartbeat every
+    /// checkpoint, telling `on_workers` how many workers are alive after each.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         cfg: FleetConfig,
@@ -649,6 +677,7 @@ impl Fleet {
         engine: Arc<Engine>,
         handoff: Arc<Mutex<HashSet<String>>>,
         ready: Arc<dyn Fn(bool) + Send + Sync>,
+        on_workers: Arc<dyn Fn(usize) + Send + Sync>,
         config_streams: &[StreamSettings],
         default_tenant: &str,
     ) -> anyhow::Result<Arc<Fleet>> {
@@ -710,9 +739,11 @@ impl Fleet {
             let bytes = serde_json::to_vec(&reg)?;
             worker.producer.registration(&s.id, Some(&bytes)).await?;
         }
+        let heartbeat = tokio::spawn(heartbeats(worker.clone(), on_workers));
         Ok(Arc::new(Fleet {
             worker,
             membership: Mutex::new(Some(membership)),
+            heartbeat: Mutex::new(Some(heartbeat)),
         }))
     }
 
@@ -770,14 +801,46 @@ impl Fleet {
             .unwrap_or(false)
     }
 
-    /// Leaves the group (blocking): the owned streams are handed off first.
+    /// Leaves the group (blocking): the owned streams are handed off first, and the
+    /// heartbeat is withdrawn (the others count one worker less at once).
     pub fn leave(&self) {
+        if let Some(h) = lock(&self.heartbeat).take() {
+            h.abort();
+            let w = &self.worker;
+            let key = format!("{WORKER_KEY}{}", w.cfg.worker_id);
+            if let Err(e) = block_on(w.producer.state(&key, None, None)) {
+                tracing::warn!(error = %e, "fleet: withdrawing the heartbeat failed");
+            }
+        }
         if let Some(mut m) = lock(&self.membership).take() {
             m.leave();
         }
         if let Some(r) = self.worker.reader.get() {
             r.stop();
         }
+    }
+}
+
+/// Publishes `w`'s heartbeat every checkpoint, then tells `on_workers` how many
+/// workers are alive (a heartbeat within the last 5 checkpoints, 3 s at least).
+async fn heartbeats(w: Arc<Worker>, on_workers: Arc<dyn Fn(usize) + Send + Sync>) {
+    let every = w.cfg.checkpoint_every.max(Duration::from_millis(100));
+    let window_ms = (every * 5).max(Duration::from_secs(3)).as_millis() as u64;
+    let key = format!("{WORKER_KEY}{}", w.cfg.worker_id);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = w.engine.now_ms();
+        let beat = serde_json::to_vec(&Heartbeat {
+            v: VERSION,
+            at_ms: now,
+        })
+        .expect("JSON");
+        if let Err(e) = w.producer.state(&key, Some(&beat), None).await {
+            tracing::warn!(error = %e, "fleet: heartbeat not published");
+        }
+        on_workers(alive(&w.view.with_prefix(WORKER_KEY), now, window_ms));
     }
 }
 
@@ -1013,6 +1076,38 @@ mod tests {
         assert!(q.admit(&view, "a", "a5", 3, later));
         assert!(q.admit(&view, "a", "a6", 3, later));
         assert!(!q.admit(&view, "a", "a7", 3, later));
+    }
+
+    #[test]
+    fn workers_alive_are_those_with_a_recent_heartbeat() {
+        let beat = |id: &str, v: u32, at_ms: u64| {
+            (
+                format!("{WORKER_KEY}{id}"),
+                firebreak_delivery::fleet::StateEntry {
+                    partition: 0,
+                    value: serde_json::to_vec(&Heartbeat { v, at_ms }).unwrap(),
+                },
+            )
+        };
+        let beats = vec![
+            beat("a", VERSION, 10_000),
+            beat("b", VERSION, 7_000),
+            beat("c", VERSION, 6_999),
+            beat("d", VERSION + 1, 10_000),
+            (
+                format!("{WORKER_KEY}e"),
+                firebreak_delivery::fleet::StateEntry {
+                    partition: 0,
+                    value: b"not JSON".to_vec(),
+                },
+            ),
+        ];
+        // Within 3 s of 10 s: a and b (c is 1 ms too old, d of another version, e
+        // unreadable).
+        assert_eq!(alive(&beats, 10_000, 3_000), 2);
+        // None recent: this worker still counts itself.
+        assert_eq!(alive(&beats, 60_000, 3_000), 1);
+        assert_eq!(alive(&[], 0, 3_000), 1);
     }
 
     #[test]

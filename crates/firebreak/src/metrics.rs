@@ -456,6 +456,8 @@ pub struct Metrics {
     fleet_segment_lag: IntGaugeVec,
     /// Fleet mode: the same delay for every segment, seconds.
     fleet_segment_delay: prometheus::Histogram,
+    /// Fleet mode: workers alive (heartbeats on the state topic), this one included.
+    pub fleet_workers: prometheus::IntGauge,
     /// Shared topics: records behind the reader's last catch-up markers.
     shared_lag: IntGaugeVec,
     /// Shared topics: 1 once caught up.
@@ -567,6 +569,11 @@ impl Metrics {
                 &["partition"],
             )
             .unwrap(),
+            fleet_workers: prometheus::IntGauge::new(
+                "firebreak_fleet_workers",
+                "Fleet mode: workers alive (a heartbeat on the state topic within the last 5 checkpoints), this one included; each takes one over this of the tenants' request rates.",
+            )
+            .unwrap(),
             fleet_segment_delay: prometheus::Histogram::with_opts(
                 HistogramOpts::new(
                     "firebreak_fleet_segment_delay_seconds",
@@ -625,6 +632,7 @@ impl Metrics {
         let r = &m.registry;
         r.register(Box::new(m.fleet_segment_lag.clone())).unwrap();
         r.register(Box::new(m.fleet_segment_delay.clone())).unwrap();
+        r.register(Box::new(m.fleet_workers.clone())).unwrap();
         r.register(Box::new(m.shared_lag.clone())).unwrap();
         r.register(Box::new(m.shared_caught_up.clone())).unwrap();
         r.register(Box::new(m.shared_applied.clone())).unwrap();

@@ -12,6 +12,7 @@
 //! - `a_third_worker_takes_a_share_and_unmoved_streams_keep_running`: scale-up under
 //!   cooperative-sticky assignment.
 //! - `the_stream_quota_is_fleet_wide`: two workers, a quota of two streams per tenant.
+//! - `the_request_rate_is_shared_by_the_workers_alive`: two workers, one burst.
 //! - `failover_moves_streams_and_keeps_everything_accepted`: 3 workers, 30 streams
 //!   (27 pushed through any worker, 3 HLS-pulled from a loopback origin): every stream
 //!   runs on exactly one worker; a SIGKILLed worker's streams move to the others; the
@@ -50,15 +51,25 @@ fn worker(name: &str, broker: &str, banks: &Path) -> Daemon {
     worker_with(name, broker, banks, "")
 }
 
-/// [`worker`] with more `[server]` settings.
+/// [`worker`] with more `[server]` settings (which replace the defaults of the same
+/// name).
 fn worker_with(name: &str, broker: &str, banks: &Path, server: &str) -> Daemon {
+    let defaults: String = [
+        "max_streams = 200",
+        "tenant_requests_per_sec = 5000",
+        "tenant_request_burst = 5000",
+    ]
+    .iter()
+    .filter(|line| {
+        let key = line.split(' ').next().unwrap();
+        !server.lines().any(|l| l.starts_with(&format!("{key} ")))
+    })
+    .map(|line| format!("{line}\n"))
+    .collect();
     let extra = format!(
         r#"[server]
 {server}
-max_streams = 200
-tenant_requests_per_sec = 5000
-tenant_request_burst = 5000
-[ingest]
+{defaults}[ingest]
 sampling = "2/s"
 idle_timeout_secs = 600
 source_allowlist = ["127.0.0.1/32"]
@@ -169,6 +180,62 @@ fn the_stream_quota_is_fleet_wide() {
     );
     let (status, body) = push(&a, INGEST, "q-4");
     assert_eq!(status, 429, "{body}");
+}
+
+/// The value of the unlabelled metric `name` on `d` (0 when absent).
+fn metric(d: &Daemon, name: &str) -> f64 {
+    d.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Statuses of `n` requests of `token` to `d`, as (not 429, 429).
+fn hammer(d: &Daemon, token: &str, n: usize) -> (usize, usize) {
+    let limited = (0..n)
+        .filter(|_| d.call("GET", "/v1/escalations", Some(token), b"").0 == 429)
+        .count();
+    (n - limited, limited)
+}
+
+/// A tenant's request rate holds for the fleet: each worker grants one over the
+/// workers alive (their heartbeats on the state topic) of the rate and the burst.
+/// The rate is 0.001/s, so no token refills during the test: alone, a worker grants
+/// the whole burst of 20; with two alive, each grants 10, 20 from the fleet.
+#[test]
+fn the_request_rate_is_shared_by_the_workers_alive() {
+    let broker = TansuBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let banks = dir.path().join("no-banks");
+    std::fs::create_dir_all(&banks).unwrap();
+    let server = "metrics_listen = \"127.0.0.1:0\"\ntenant_requests_per_sec = 0.001\ntenant_request_burst = 20";
+    let a = worker_with("rate-a", &broker.bootstrap, &banks, server);
+    wait_ready(&[&a]);
+    wait(
+        "worker a to count itself",
+        60,
+        || (metric(&a, "firebreak_fleet_workers") == 1.0).then_some(()),
+        &[&a],
+    );
+    // Tenant `other` alone on worker a: the whole burst.
+    assert_eq!(hammer(&a, support::OTHER, 25), (20, 5));
+
+    let b = worker_with("rate-b", &broker.bootstrap, &banks, server);
+    wait_ready(&[&a, &b]);
+    wait(
+        "both workers to count two",
+        60,
+        || {
+            [&a, &b]
+                .iter()
+                .all(|d| metric(d, "firebreak_fleet_workers") == 2.0)
+                .then_some(())
+        },
+        &[&a, &b],
+    );
+    // Tenant `ops`, new on both: half the burst at each, the whole from the fleet.
+    assert_eq!(hammer(&a, support::ADMIN, 15), (10, 5));
+    assert_eq!(hammer(&b, support::ADMIN, 15), (10, 5));
 }
 
 /// Waits until every one of `ws` answers `/readyz` with 200 (group joined, shared

@@ -187,13 +187,15 @@ impl Daemon {
     }
 
     /// `/metrics` of the main listener, scraped with the read token.
+    /// Its metrics: from the internal listener when it has one (no credential, no
+    /// request limit), else from the API with [`READ`].
     pub fn metrics(&self) -> String {
-        ureq::get(&format!("{}/metrics", self.base))
-            .set("Authorization", &format!("Bearer {READ}"))
-            .call()
-            .unwrap()
-            .into_string()
-            .unwrap()
+        let r = match &self.metrics_url {
+            Some(url) => ureq::get(url),
+            None => ureq::get(&format!("{}/metrics", self.base))
+                .set("Authorization", &format!("Bearer {READ}")),
+        };
+        r.call().unwrap().into_string().unwrap()
     }
 
     /// What it logged so far.

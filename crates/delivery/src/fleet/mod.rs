@@ -866,6 +866,16 @@ impl StateView {
         v.latest.get(key).cloned()
     }
 
+    /// The latest record of every key that starts with `prefix`.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, StateEntry)> {
+        let v = self.inner.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.latest
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect()
+    }
+
     /// Every stream's latest record (internal keys left out), by key.
     pub fn streams(&self) -> Vec<(String, StateEntry)> {
         let v = self.inner.0.lock().unwrap_or_else(|e| e.into_inner());

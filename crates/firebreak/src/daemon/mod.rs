@@ -233,6 +233,8 @@ pub struct Daemon {
     /// Fleet mode: streams being handed to another worker (their end is not an
     /// `ended` decision).
     handoff: Arc<std::sync::Mutex<HashSet<String>>>,
+    /// The credentials and request limits (fleet mode sets this worker's share).
+    auth: Arc<Authenticator>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -540,7 +542,8 @@ impl Daemon {
         if config.auth.tokens.is_empty() && config.auth.hmac.is_empty() {
             tracing::warn!("no credentials configured: every /v1 route will answer 401");
         }
-        let router = crate::http::router(ingest.clone(), api.clone(), auth, metrics.clone());
+        let router =
+            crate::http::router(ingest.clone(), api.clone(), auth.clone(), metrics.clone());
         Ok(Daemon {
             config,
             engine,
@@ -555,6 +558,7 @@ impl Daemon {
             metrics_listener: None,
             worker_id,
             handoff,
+            auth,
         })
     }
 
@@ -615,6 +619,7 @@ impl Daemon {
             metrics_listener,
             worker_id,
             handoff,
+            auth,
             ..
         } = self;
         let limits = config.server.limits();
@@ -646,6 +651,7 @@ impl Daemon {
                 let mut f = f.clone();
                 f.worker_id = worker_id.clone();
                 let ready_api = api.clone();
+                let workers_metrics = metrics.clone();
                 let fleet = crate::fleet::Fleet::start(
                     f,
                     ingest.clone(),
@@ -654,6 +660,11 @@ impl Daemon {
                     Arc::new(move |r: bool| {
                         let closing = *ready_api.closing.borrow();
                         ready_api.ready.store(r && !closing, Ordering::Release)
+                    }),
+                    // Each worker grants its share of the tenants' request rates.
+                    Arc::new(move |workers: usize| {
+                        auth.set_rate_share(1.0 / workers.max(1) as f64);
+                        workers_metrics.fleet_workers.set(workers as i64);
                     }),
                     &config.streams,
                     &config.default_tenant(),

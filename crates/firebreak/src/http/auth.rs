@@ -279,6 +279,15 @@ fn credentials(config: &AuthSettings) -> Result<Credentials, String> {
 }
 
 impl Authenticator {
+    /// Grants `share` (0 to 1) of the tenants' request rate and burst from now on
+    /// (fleet mode: one over the workers alive).
+    pub fn set_rate_share(&self, share: f64) {
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_share(share);
+    }
+
     /// From the config (see [`Authenticator::reload`] for the credentials).
     pub fn new(
         config: &AuthSettings,

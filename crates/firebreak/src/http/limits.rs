@@ -2,7 +2,9 @@
 //!
 //! - [`TokenBuckets`]: each tenant may make `rate` requests per second sustained and
 //!   `burst` at once; beyond that a request is refused with the seconds until the
-//!   next one would be allowed (the `Retry-After`).
+//!   next one would be allowed (the `Retry-After`). In fleet mode a worker takes its
+//!   share of both ([`TokenBuckets::set_share`]: one over the workers alive), so the
+//!   limits hold for the fleet when requests are spread over the workers.
 //! - [`FailureThrottle`]: a client address that fails authentication `limit` times
 //!   within a minute is refused, without checking, until a minute after its first
 //!   failure of that window.
@@ -22,6 +24,8 @@ pub const MAX_KEYS: usize = 65_536;
 pub struct TokenBuckets<K> {
     rate: f64,
     burst: f64,
+    /// The part of `rate` and `burst` this process grants (1 alone).
+    share: f64,
     buckets: HashMap<K, (f64, Instant)>,
 }
 
@@ -31,15 +35,29 @@ impl<K: Hash + Eq + Clone> TokenBuckets<K> {
         TokenBuckets {
             rate,
             burst: f64::from(burst),
+            share: 1.0,
             buckets: HashMap::new(),
         }
+    }
+
+    /// Grants `share` (0 to 1) of the rate and the burst from now on (at least one
+    /// request of burst).
+    pub fn set_share(&mut self, share: f64) {
+        if share.is_finite() && share > 0.0 {
+            self.share = share.min(1.0);
+        }
+    }
+
+    /// The rate and the burst granted: the configured ones times the share.
+    fn granted(&self) -> (f64, f64) {
+        (self.rate * self.share, (self.burst * self.share).max(1.0))
     }
 
     /// Takes one token for `key` at `now`: `Ok(())`, or `Err(seconds)` until one is
     /// available (at least 1).
     pub fn take(&mut self, key: &K, now: Instant) -> Result<(), u64> {
+        let (rate, burst) = self.granted();
         if !self.buckets.contains_key(key) && self.buckets.len() >= MAX_KEYS {
-            let (rate, burst) = (self.rate, self.burst);
             // A bucket that has refilled restricts nothing.
             self.buckets.retain(|_, (tokens, at)| {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
@@ -54,15 +72,15 @@ impl<K: Hash + Eq + Clone> TokenBuckets<K> {
                 self.buckets.remove(&oldest);
             }
         }
-        let (tokens, at) = self.buckets.entry(key.clone()).or_insert((self.burst, now));
+        let (tokens, at) = self.buckets.entry(key.clone()).or_insert((burst, now));
         let elapsed = now.saturating_duration_since(*at).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.rate).min(self.burst);
+        *tokens = (*tokens + elapsed * rate).min(burst);
         *at = now.max(*at);
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
         } else {
-            let wait = (1.0 - *tokens) / self.rate;
+            let wait = (1.0 - *tokens) / rate;
             Err((wait.ceil() as u64).max(1))
         }
     }
@@ -152,6 +170,37 @@ mod tests {
             assert_eq!(b.take(&"a", later), Ok(()));
         }
         assert_eq!(b.take(&"a", later), Err(1));
+    }
+
+    #[test]
+    fn a_share_grants_that_part_of_the_rate_and_the_burst() {
+        let t0 = Instant::now();
+        // 4 per second, burst 10, a third of it here: 4/3 per second, burst 3.33.
+        let mut b = TokenBuckets::new(4.0, 10);
+        b.set_share(1.0 / 3.0);
+        for _ in 0..3 {
+            assert_eq!(b.take(&"a", t0), Ok(()));
+        }
+        assert_eq!(b.take(&"a", t0), Err(1));
+        // 0.33 tokens left; one more after (1 - 0.33) / (4/3) = 0.5 s.
+        assert_eq!(b.take(&"a", at(t0, 490)), Err(1));
+        assert_eq!(b.take(&"a", at(t0, 510)), Ok(()));
+        // A bucket holding more than the new burst is cut to it: the share drops to
+        // a tenth (burst 1, 0.4 per second).
+        let mut b = TokenBuckets::new(4.0, 10);
+        assert_eq!(b.take(&"a", t0), Ok(()));
+        b.set_share(0.1);
+        assert_eq!(b.take(&"a", t0), Ok(()));
+        assert_eq!(b.take(&"a", t0), Err(3));
+        // Nonsense is ignored; the whole again.
+        b.set_share(f64::NAN);
+        b.set_share(0.0);
+        assert_eq!(b.take(&"a", at(t0, 2_500)), Ok(()));
+        b.set_share(5.0);
+        for _ in 0..10 {
+            assert_eq!(b.take(&"b", t0), Ok(()));
+        }
+        assert_eq!(b.take(&"b", t0), Err(1));
     }
 
     #[test]
