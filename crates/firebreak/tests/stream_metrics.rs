@@ -1,8 +1,8 @@
 //! The streams' metrics are read when `/metrics` is scraped: a stream that ended loses
 //! its last-frame age, once forgotten (evicted to make room) it is no longer counted
 //! by state, and the dropped-frame counters, which include its drops, do not go down.
-//! (`firebreak_stream_tier` is the engine's, kept as long as the engine keeps the
-//! stream's detection state.) In-process: the real router,
+//! (`firebreak_stream_tier` is the engine's, removed when the stream ends: the churn
+//! test checks that no series names an ended stream.) In-process: the real router,
 //! ingest and collector of a daemon built with `Daemon::build_with`; the stream's
 //! frames are dropped deterministically by holding its detectors (an injected
 //! `FrameModel`).

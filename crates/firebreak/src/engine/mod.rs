@@ -583,6 +583,10 @@ impl Engine {
         let decisions = s.state.on_event(&policy, event, now);
         stream.publish(&s, &policy);
         drop(s);
+        if event == StreamEvent::Ended {
+            // An ended stream's series goes with it (its state stays, for an hour).
+            self.metrics.stream_tier.remove_label_values(&[id]).ok();
+        }
         self.emit(&policy, decisions, None, &stream.owner(), &HashMap::new());
     }
 
