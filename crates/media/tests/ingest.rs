@@ -122,6 +122,70 @@ fn file_sampling_modes() {
     );
 }
 
+/// Per-second sampling skips decoding the frames nothing refers to (B-frames here) when
+/// they come before the next sampling time, and samples exactly the frames, with the
+/// same pixels, that decoding everything would: for each half second, the first frame
+/// at or after it (the sampling rule, applied to the full decode).
+#[test]
+fn per_second_sampling_skips_unreferenced_frames_with_the_same_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bframes.ts");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=25:duration=4")
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"])
+        .args(["-x264-params", "b-pyramid=none:b-adapt=0", "-g", "25"])
+        .args(["-pix_fmt", "yuv420p", "-f", "mpegts"])
+        .arg(&file)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ffmpeg CLI");
+    // ffprobe's picture types: B-frames are not references without a B-pyramid.
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+        .args(["frame=pict_type", "-of", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let types: Vec<&str> = probe["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["pict_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 100);
+    let references = types.iter().filter(|t| **t != "B").count();
+    assert!(references < 50, "{types:?}");
+
+    let (all, st) = run_to_end(config("all", Sampling::Every), Source::File(file.clone()));
+    assert_eq!(st.decoded, 100);
+    let mut want = Vec::new();
+    for k in 0..8 {
+        let at = f64::from(k) * 0.5;
+        let first = all.iter().find(|f| f.pts + 1e-6 >= at).unwrap();
+        if want
+            .last()
+            .is_none_or(|w: &&SampledFrame| w.index != first.index)
+        {
+            want.push(first);
+        }
+    }
+    let (sampled, st) = run_to_end(config("2/s", Sampling::PerSecond(2.0)), Source::File(file));
+    assert_eq!(st.state, StreamState::Ended, "{st:?}");
+    assert_eq!(sampled.len(), want.len());
+    for (got, want) in sampled.iter().zip(&want) {
+        assert_eq!((got.pts * 1e3).round(), (want.pts * 1e3).round());
+        assert!(got.rgb == want.rgb, "frame at {} differs", got.pts);
+    }
+    assert!(
+        st.decoded >= references as u64 && st.decoded < 100,
+        "decoded {} of 100 frames ({references} references)",
+        st.decoded
+    );
+}
+
 /// The clip's bytes cut at arbitrary offsets (not at keyframes), so GOPs span segments.
 fn cut(file: &Path, size: usize) -> Vec<Vec<u8>> {
     std::fs::read(file)

@@ -74,6 +74,16 @@ impl Timeline {
         self.synthesizing = false;
     }
 
+    /// The media time a frame of stream time `raw` will most likely be placed at, before
+    /// it is decoded: `None` unless timestamps run normally (the session has had one,
+    /// none is being synthesized) and `raw` is within `max_step` of the last one
+    /// (packets come in decode order, so a frame may precede the last one a little).
+    pub fn predict(&self, raw: f64) -> Option<f64> {
+        let last = self.last_raw?;
+        (raw.is_finite() && !self.synthesizing && (raw - last).abs() <= self.max_step)
+            .then_some(self.shift + raw)
+    }
+
     /// Places a frame whose stream time (seconds from its session's start) is `raw`
     /// (`None`: no timestamp). Returns its media time, and the jump when the timestamp
     /// was not used as it came.
@@ -174,6 +184,13 @@ impl Sampler {
         }
     }
 
+    /// Whether a frame at media time `t` will certainly not be sampled (per-second
+    /// mode: it comes before the next sampling time), so a decoder need not produce it
+    /// if no other frame refers to it.
+    pub fn skips(&self, t: f64) -> bool {
+        matches!(self.mode, Sampling::PerSecond(_)) && !self.degraded && t + 1e-3 < self.next
+    }
+
     /// A sampled frame was dropped because the queue was full. True when this drop
     /// degrades the stream to keyframes only (once: it never un-degrades).
     pub fn dropped(&mut self) -> bool {
@@ -197,6 +214,50 @@ mod tests {
                 ((m * 1e6).round() / 1e6, j)
             })
             .collect()
+    }
+
+    #[test]
+    fn frames_before_the_next_sampling_time_are_skippable() {
+        let mut s = Sampler::new(Sampling::PerSecond(2.0), 3);
+        // Nothing sampled yet: the next sampling time is 0, nothing is skipped.
+        assert!(!s.skips(0.0));
+        assert!(s.take(0.0));
+        // Next at 0.5: a frame at 0.46 is skipped, 0.4995 (within 1 ms) and 0.5 are not.
+        assert!(s.skips(0.46));
+        assert!(!s.skips(0.4995));
+        assert!(!s.skips(0.5));
+        // Every frame is sampled in the other modes, and once degraded.
+        assert!(!Sampler::new(Sampling::Every, 3).skips(0.0));
+        assert!(!Sampler::new(Sampling::Keyframes, 3).skips(0.0));
+        for _ in 0..3 {
+            s.dropped();
+        }
+        assert!(!s.skips(0.46));
+    }
+
+    #[test]
+    fn a_frame_is_predicted_only_while_timestamps_run_normally() {
+        let mut t = Timeline::new(60.0);
+        // No frame in the session yet.
+        assert_eq!(t.predict(0.0), None);
+        t.place(Some(0.0));
+        t.place(Some(0.04));
+        // Ahead and (decode order) a little behind: where `place` would put them.
+        assert_eq!(t.predict(0.12), Some(0.12));
+        assert_eq!(t.predict(0.02), Some(0.02));
+        assert_eq!(t.predict(f64::NAN), None);
+        // Beyond the maximum step: a jump, not predicted.
+        assert_eq!(t.predict(61.0), None);
+        // A new session continues one step after the last frame; predicted once it
+        // has a timestamp of its own.
+        t.restart();
+        assert_eq!(t.predict(0.0), None);
+        let (m, _) = t.place(Some(0.0));
+        assert!((m - 0.08).abs() < 1e-9, "{m}");
+        assert!((t.predict(0.04).unwrap() - 0.12).abs() < 1e-9);
+        // While timestamps are missing: nothing is predicted.
+        t.place(None);
+        assert_eq!(t.predict(0.08), None);
     }
 
     #[test]

@@ -212,9 +212,14 @@ impl Worker {
             Ok(d) => d,
             Err(why) => return SessionEnd::Fatal(why),
         };
-        if cont.sampler.keyframes_only() {
+        let keyframes_only = cont.sampler.keyframes_only();
+        if keyframes_only {
             decoder.skip_frame(ff::Discard::NonKey);
         }
+        // Per-second sampling: a frame that comes before the next sampling time and that
+        // no other frame refers to is not decoded (`skip_frame = NONREF` for its
+        // packet). Reference frames are always decoded, so sampled pixels are unchanged.
+        let mut skipping = false;
         cont.timeline.restart();
         let mut frame = ff::frame::Video::empty();
         let mut end = SessionEnd::Eof;
@@ -229,6 +234,23 @@ impl Worker {
                     progress.store(now_ms(), Ordering::Release);
                     if packet.stream() != index {
                         continue;
+                    }
+                    if !keyframes_only && !cont.sampler.keyframes_only() {
+                        let skip = packet
+                            .pts()
+                            .and_then(|p| {
+                                cont.timeline
+                                    .predict(p as f64 * clock.time_base - clock.start)
+                            })
+                            .is_some_and(|t| cont.sampler.skips(t));
+                        if skip != skipping {
+                            skipping = skip;
+                            decoder.skip_frame(if skip {
+                                ff::Discard::NonReference
+                            } else {
+                                ff::Discard::Default
+                            });
+                        }
                     }
                     if decoder.send_packet(&packet).is_err() {
                         self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
