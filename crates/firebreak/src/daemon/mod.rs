@@ -923,10 +923,36 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What the once-a-second pass remembers between passes: which streams are stalled.
+/// Gives the allocator's free pages back to the system (glibc's `malloc_trim`). Set
+/// once by the binary, which holds the unsafe call; unset, nothing is trimmed.
+pub static HEAP_TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Trimming the heap costs a walk of every arena under its lock: at most this often.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether to trim the heap now: streams ended since the last pass (`running` fell
+/// below `before`) or since the last trim, and the last trim is [`TRIM_EVERY`] old.
+/// Pure. Returns (trim now, ended streams still owed a trim).
+fn trim_due(
+    before: usize,
+    running: usize,
+    owed: bool,
+    last: Option<Instant>,
+    now: Instant,
+) -> (bool, bool) {
+    let owed = owed || running < before;
+    let due = owed && last.is_none_or(|t| now.saturating_duration_since(t) >= TRIM_EVERY);
+    (due, owed && !due)
+}
+
+/// What the once-a-second pass remembers between passes: which streams are stalled,
+/// how many ran, when the heap was last trimmed.
 #[derive(Debug, Default)]
 pub struct StreamTracker {
     stalled: HashSet<String>,
+    running: usize,
+    trim_owed: bool,
+    trimmed: Option<Instant>,
 }
 
 impl StreamTracker {
@@ -934,6 +960,21 @@ impl StreamTracker {
     /// once per stall.
     pub fn update(&mut self, ingest: &IngestState, engine: &Engine) {
         let stats = ingest.stats();
+        // Streams that ended freed their decoders' frames: the pages go back to the
+        // system, so resident memory follows the streams running (glibc otherwise
+        // keeps them inside its arenas).
+        let running = stats
+            .iter()
+            .filter(|(_, st)| !matches!(st.state, MediaState::Ended | MediaState::Failed))
+            .count();
+        let now = Instant::now();
+        let (due, owed) = trim_due(self.running, running, self.trim_owed, self.trimmed, now);
+        (self.running, self.trim_owed) = (running, owed);
+        if due && let Some(trim) = HEAP_TRIM.get() {
+            trim();
+            self.trimmed = Some(now);
+            tracing::debug!(ms = now.elapsed().as_millis() as u64, "heap trimmed");
+        }
         let present: HashSet<&str> = stats.iter().map(|(id, _)| id.as_str()).collect();
         self.stalled.retain(|id| present.contains(id.as_str()));
         for (id, st) in &stats {
@@ -945,5 +986,26 @@ impl StreamTracker {
                 self.stalled.remove(id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heap_is_trimmed_after_streams_end_at_most_every_ten_seconds() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Streams start: nothing to trim.
+        assert_eq!(trim_due(0, 3, false, None, t0), (false, false));
+        // One ends, never trimmed before: now.
+        assert_eq!(trim_due(3, 2, false, None, at(1)), (true, false));
+        // Another ends 4 s after that trim: owed until 10 s have passed.
+        assert_eq!(trim_due(2, 1, false, Some(at(1)), at(5)), (false, true));
+        assert_eq!(trim_due(1, 1, true, Some(at(1)), at(10)), (false, true));
+        assert_eq!(trim_due(1, 1, true, Some(at(1)), at(11)), (true, false));
+        // Nothing ended since: no trim, however long ago the last one was.
+        assert_eq!(trim_due(1, 2, false, Some(at(11)), at(100)), (false, false));
     }
 }
