@@ -741,14 +741,19 @@ impl IngestState {
     /// limit. Their final drop counts are retained for the metrics; their detection
     /// state stays in the engine, and an id can then be used again.
     fn evict_finished(&self, streams: &mut HashMap<String, Arc<Entry>>) {
-        streams.retain(|id, e| {
-            let done = e.stream.is_finished();
-            if done {
-                tracing::info!(stream = %id, "forgetting a finished stream to make room");
-                self.retire(e);
-            }
-            !done
-        });
+        // One: the finished stream whose last frame is oldest (one that never had a
+        // frame first), so a stream that just ended stays listed for its platform.
+        let oldest = streams
+            .iter()
+            .filter(|(_, e)| e.stream.is_finished())
+            .max_by_key(|(_, e)| e.stream.stats().since_last_frame_ms.unwrap_or(u64::MAX))
+            .map(|(id, _)| id.clone());
+        if let Some(id) = oldest
+            && let Some(e) = streams.remove(&id)
+        {
+            tracing::info!(stream = %id, "forgetting a finished stream to make room");
+            self.retire(&e);
+        }
     }
 
     /// Keeps the drop counts of a stream just taken out of the map (call with the
