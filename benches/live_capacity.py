@@ -50,18 +50,8 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="live-capacity-")
-    seg_dir = os.path.join(work, "segments")
-    os.makedirs(seg_dir)
-    subprocess.run([
-        "ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-        "-i", f"testsrc2=size=1280x720:rate=30:duration={args.seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M", "-maxrate", "4M",
-        "-bufsize", "8M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-        "-pix_fmt", "yuv420p", "-f", "segment", "-segment_time", "2",
-        "-segment_format", "mpegts", os.path.join(seg_dir, "seg%03d.ts"),
-    ], check=True)
-    names = sorted(os.listdir(seg_dir))
-    segments = [open(os.path.join(seg_dir, n), "rb").read() for n in names]
+    segments = mix.encode_segments(os.path.join(work, "segments"), args.seconds,
+                                   ("-b:v", "4M", "-maxrate", "4M", "-bufsize", "8M"))
     whole = os.path.join(work, "whole.ts")
     with open(whole, "wb") as f:
         for s in segments:
@@ -79,20 +69,14 @@ def main():
                       "video_s": media, "streams_per_core": round(media / wall, 1)}), flush=True)
 
     token = "capacity-ingest"
-    config = os.path.join(work, "firebreak.toml")
     sampling = "2/s" if args.mode == "2/s" else "keyframes"
-    with open(config, "w") as f:
-        f.write(f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\n'
-                f'max_streams = {args.streams + 8}\nmax_streams_per_tenant = {args.streams + 8}\n'
-                f'tenant_requests_per_sec = 10000\ntenant_request_burst = 10000\n'
-                f'[ingest]\nsampling = "{sampling}"\n'
-                f'[[auth.tokens]]\ntenant = "platform"\ntoken_sha256 = "{mix.sha(token)}"\n'
-                f'scopes = ["ingest", "read"]\n')
-    log = open(os.path.join(work, "daemon.log"), "w")
-    daemon = subprocess.Popen([args.bin, "run", "--config", config], stdout=subprocess.PIPE,
-                              stderr=log, text=True)
-    port = int(daemon.stdout.readline().strip().rsplit(":", 1)[1])
-    threading.Thread(target=lambda: daemon.stdout.read(), daemon=True).start()
+    daemon, port = mix.start_daemon(args.bin, work, (
+        f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\n'
+        f'max_streams = {args.streams + 8}\nmax_streams_per_tenant = {args.streams + 8}\n'
+        f'tenant_requests_per_sec = 10000\ntenant_request_burst = 10000\n'
+        f'[ingest]\nsampling = "{sampling}"\n'
+        f'[[auth.tokens]]\ntenant = "platform"\ntoken_sha256 = "{mix.sha(token)}"\n'
+        f'scopes = ["ingest", "read"]\n'))
 
     statuses = [dict() for _ in range(args.streams)]
     t0 = time.monotonic() + 1.0

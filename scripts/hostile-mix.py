@@ -66,6 +66,36 @@ def rss_mib(pid):
     return 0.0
 
 
+def encode_segments(seg_dir, seconds, rate=()):
+    """`seconds` of 720p30 H.264 (veryfast, keyframe every 2 s, `rate` options such as
+    a bitrate) as 2 s MPEG-TS segments in `seg_dir`; returns their bytes in order."""
+    os.makedirs(seg_dir, exist_ok=True)
+    subprocess.run([
+        "ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+        "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+        "-c:v", "libx264", "-preset", "veryfast", *rate, "-g", "60", "-keyint_min", "60",
+        "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+        "-f", "segment", "-segment_time", "2", "-segment_format", "mpegts",
+        os.path.join(seg_dir, "seg%03d.ts"),
+    ], check=True)
+    return [open(os.path.join(seg_dir, f), "rb").read() for f in sorted(os.listdir(seg_dir))]
+
+
+def start_daemon(binary, work, config_text):
+    """`binary run` on `work/firebreak.toml` holding `config_text` (stderr in
+    `work/daemon.log`); returns the process and its port."""
+    config = os.path.join(work, "firebreak.toml")
+    with open(config, "w") as f:
+        f.write(config_text)
+    log = open(os.path.join(work, "daemon.log"), "w")
+    daemon = subprocess.Popen([binary, "run", "--config", config], stdout=subprocess.PIPE,
+                              stderr=log, text=True)
+    port = int(daemon.stdout.readline().strip().rsplit(":", 1)[1])
+    threading.Thread(target=lambda: daemon.stdout.read(), daemon=True).start()
+    print(f"daemon pid {daemon.pid} on port {port}; log {log.name}", flush=True)
+    return daemon, port
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=20)
@@ -75,32 +105,13 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="hostile-mix-")
-    seg_dir = os.path.join(work, "segments")
-    os.makedirs(seg_dir)
-    print(f"encoding {args.seconds} s of 720p30 into 2 s segments in {seg_dir}", flush=True)
-    subprocess.run([
-        "ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-        "-i", f"testsrc2=size=1280x720:rate=30:duration={args.seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-keyint_min", "60",
-        "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-        "-f", "segment", "-segment_time", "2", "-segment_format", "mpegts",
-        os.path.join(seg_dir, "seg%03d.ts"),
-    ], check=True)
-    segments = [open(os.path.join(seg_dir, f), "rb").read() for f in sorted(os.listdir(seg_dir))]
-
-    config = os.path.join(work, "firebreak.toml")
-    with open(config, "w") as f:
-        f.write(f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\nmax_streams = 64\n'
-                f'max_streams_per_tenant = 40\n[ingest]\nsampling = "2/s"\n')
-        for tenant, token, scopes in TOKENS.values():
-            f.write(f'[[auth.tokens]]\ntenant = "{tenant}"\ntoken_sha256 = "{sha(token)}"\nscopes = {scopes}\n')
-    log = open(os.path.join(work, "daemon.log"), "w")
-    daemon = subprocess.Popen([args.bin, "run", "--config", config], stdout=subprocess.PIPE,
-                              stderr=log, text=True)
-    first = daemon.stdout.readline().strip()
-    port = int(first.rsplit(":", 1)[1])
-    threading.Thread(target=lambda: daemon.stdout.read(), daemon=True).start()
-    print(f"daemon pid {daemon.pid} on port {port}; log {log.name}", flush=True)
+    print(f"encoding {args.seconds} s of 720p30 into 2 s segments", flush=True)
+    segments = encode_segments(os.path.join(work, "segments"), args.seconds)
+    text = (f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\nmax_streams = 64\n'
+            f'max_streams_per_tenant = 40\n[ingest]\nsampling = "2/s"\n')
+    for tenant, token, scopes in TOKENS.values():
+        text += f'[[auth.tokens]]\ntenant = "{tenant}"\ntoken_sha256 = "{sha(token)}"\nscopes = {scopes}\n'
+    daemon, port = start_daemon(args.bin, work, text)
 
     ingest, other = TOKENS["ingest"][1], TOKENS["other"][1]
     stop = threading.Event()

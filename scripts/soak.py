@@ -20,7 +20,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,35 +52,17 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="soak-")
-    seg_dir = os.path.join(work, "segments")
-    os.makedirs(seg_dir)
     print(f"encoding {args.stream_seconds} s of 720p30 into 2 s segments", flush=True)
-    subprocess.run([
-        "ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-        "-i", f"testsrc2=size=1280x720:rate=30:duration={args.stream_seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-keyint_min", "60",
-        "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-        "-f", "segment", "-segment_time", "2", "-segment_format", "mpegts",
-        os.path.join(seg_dir, "seg%03d.ts"),
-    ], check=True)
-    segments = [open(os.path.join(seg_dir, f), "rb").read() for f in sorted(os.listdir(seg_dir))]
-
+    segments = mix.encode_segments(os.path.join(work, "segments"), args.stream_seconds)
     token = "soak-ingest"
-    config = os.path.join(work, "firebreak.toml")
-    with open(config, "w") as f:
-        # Room for ended streams' summaries (a full table forgets them at once) and
-        # for every slot's polling under the tenant's request rate.
-        f.write(f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\nmax_streams = 512\n'
-                f'max_streams_per_tenant = 64\ntenant_requests_per_sec = 10000\n'
-                f'tenant_request_burst = 10000\n[ingest]\nsampling = "2/s"\n'
-                f'[[auth.tokens]]\ntenant = "platform"\ntoken_sha256 = "{mix.sha(token)}"\n'
-                f'scopes = ["ingest", "read"]\n')
-    log = open(os.path.join(work, "daemon.log"), "w")
-    daemon = subprocess.Popen([args.bin, "run", "--config", config], stdout=subprocess.PIPE,
-                              stderr=log, text=True)
-    port = int(daemon.stdout.readline().strip().rsplit(":", 1)[1])
-    threading.Thread(target=lambda: daemon.stdout.read(), daemon=True).start()
-    print(f"daemon pid {daemon.pid} on port {port}; log {log.name}", flush=True)
+    # Room for ended streams' summaries and for every slot's polling under the
+    # tenant's request rate.
+    daemon, port = mix.start_daemon(args.bin, work, (
+        f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\nmax_streams = 512\n'
+        f'max_streams_per_tenant = 64\ntenant_requests_per_sec = 10000\n'
+        f'tenant_request_burst = 10000\n[ingest]\nsampling = "2/s"\n'
+        f'[[auth.tokens]]\ntenant = "platform"\ntoken_sha256 = "{mix.sha(token)}"\n'
+        f'scopes = ["ingest", "read"]\n'))
     baseline = proc_figures(daemon.pid)
 
     t0 = time.monotonic()

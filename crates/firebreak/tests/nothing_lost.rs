@@ -335,20 +335,49 @@ const PULLED: &[u8] = br#"{"id":"pulled","url":"rtmp://127.0.0.1:9/live/x"}"#;
 #[derive(Debug, Default)]
 struct FullDisk(AtomicBool);
 
-impl Syncer for FullDisk {
-    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+impl FullDisk {
+    fn space(&self) -> std::io::Result<()> {
         if self.0.load(Ordering::Acquire) {
             return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
         }
+        Ok(())
+    }
+}
+
+impl Syncer for FullDisk {
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        self.space()?;
         file.sync_data()
     }
 
     fn sync_all(&self, file: &File) -> std::io::Result<()> {
-        if self.0.load(Ordering::Acquire) {
-            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
-        }
+        self.space()?;
         file.sync_all()
     }
+}
+
+/// Pushes the `hot` stream's clip (it escalates at once) and waits for readiness to
+/// turn false with a disk alarm; returns the clip and the alarm's detail.
+fn push_until_disk_alarm(d: &Served, dir: &Path) -> (Vec<u8>, String) {
+    let segment = clip(dir);
+    let (status, _, body) = d.call("PUT", "/v1/streams/hot/segments/0", Some(INGEST), &segment);
+    assert_eq!(status, 200, "{body}");
+    let ready = wait("readiness to turn false with a disk alarm", || {
+        let (status, v) = d.readyz();
+        (status == 503 && alarm_kinds(&v).contains(&"disk".to_owned())).then_some(v)
+    });
+    let detail = ready["checks"]["alarms"][0]["detail"].as_str().unwrap();
+    (segment, detail.to_owned())
+}
+
+/// Waits until the JSONL log at `log` holds the `hot` stream's escalation.
+fn wait_hot_escalation_logged(log: &Path) {
+    wait("the escalation delivered", || {
+        logged(log)
+            .iter()
+            .any(|(k, s)| k == "escalated" && s == "hot")
+            .then_some(())
+    });
 }
 
 #[test]
@@ -364,15 +393,8 @@ fn a_full_disk_turns_readiness_false_and_the_decision_is_written_once_it_clears(
         },
     );
     assert_eq!(d.readyz().0, 200);
-    let segment = clip(dir.path());
-    let (status, _, body) = d.call("PUT", "/v1/streams/hot/segments/0", Some(INGEST), &segment);
-    assert_eq!(status, 200, "{body}");
-    let ready = wait("readiness to turn false with a disk alarm", || {
-        let (status, v) = d.readyz();
-        (status == 503 && alarm_kinds(&v).contains(&"disk".to_owned())).then_some(v)
-    });
-    let detail = ready["checks"]["alarms"][0]["detail"].as_str().unwrap();
-    assert!(detail.contains("outbox"), "{ready}");
+    let (segment, detail) = push_until_disk_alarm(&d, dir.path());
+    assert!(detail.contains("outbox"), "{detail}");
     assert!(d.metric("firebreak_outbox_write_errors_total") >= 1.0);
     let (status, retry, body) =
         d.call("PUT", "/v1/streams/cold/segments/0", Some(INGEST), &segment);
@@ -382,13 +404,7 @@ fn a_full_disk_turns_readiness_false_and_the_decision_is_written_once_it_clears(
 
     // Space again: the waiting escalation is written and delivered, readiness returns.
     disk.0.store(false, Ordering::Release);
-    let log = dir.path().join("data/events.jsonl");
-    wait("the escalation delivered", || {
-        logged(&log)
-            .iter()
-            .any(|(k, s)| k == "escalated" && s == "hot")
-            .then_some(())
-    });
+    wait_hot_escalation_logged(&dir.path().join("data/events.jsonl"));
     wait("readiness back", || (d.readyz().0 == 200).then_some(()));
     assert_eq!(d.metric("firebreak_escalation_accept_errors_total"), 0.0);
 }
@@ -410,23 +426,10 @@ fn a_full_disk_under_the_journal_and_audit_loses_no_incident_and_applies_no_unau
     assert_eq!(d.readyz().0, 200);
     disk.0.store(true, Ordering::Release);
 
-    let segment = clip(dir.path());
-    let (status, _, body) = d.call("PUT", "/v1/streams/hot/segments/0", Some(INGEST), &segment);
-    assert_eq!(status, 200, "{body}");
-    let ready = wait("readiness to turn false with a disk alarm", || {
-        let (status, v) = d.readyz();
-        (status == 503 && alarm_kinds(&v).contains(&"disk".to_owned())).then_some(v)
-    });
-    let detail = ready["checks"]["alarms"][0]["detail"].as_str().unwrap();
-    assert!(detail.starts_with("journal:"), "{ready}");
+    let (_, detail) = push_until_disk_alarm(&d, dir.path());
+    assert!(detail.starts_with("journal:"), "{detail}");
     // The decision was made and delivered all the same.
-    let log = dir.path().join("data/events.jsonl");
-    wait("the escalation delivered", || {
-        logged(&log)
-            .iter()
-            .any(|(k, s)| k == "escalated" && s == "hot")
-            .then_some(())
-    });
+    wait_hot_escalation_logged(&dir.path().join("data/events.jsonl"));
     let incident = incident_of(&d, "hot").expect("the incident");
     let id = incident["id"].as_str().unwrap().to_owned();
     let journal = dir.path().join("data/incidents.jsonl");
