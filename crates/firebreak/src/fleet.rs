@@ -9,7 +9,9 @@
 //!   whole fleet from the state topic. The tenant's stream quota
 //!   (`server.max_streams_per_tenant`) is fleet-wide: a new stream is counted against
 //!   the tenant's running streams on the state topic plus the registrations this worker
-//!   produced that the topic does not show yet ([`Quota`]).
+//!   produced that the topic does not show yet ([`Quota`]). Every worker publishes a
+//!   heartbeat (`__worker/{id}`) to the state topic each checkpoint and grants one over
+//!   the workers alive of the tenants' request rates.
 //! - **The owner** of a partition (the consumer group on the streams topic decides)
 //!   runs its streams: registrations start pulled streams, segments go through the
 //!   stream's sequencer to its decoder (duplicates and far-off numbers are counted

@@ -140,6 +140,8 @@ struct Entry {
     /// the decoder), so concurrent pushes cannot reach the decoder out of order.
     feeding: Arc<tokio::sync::Mutex<()>>,
     stream: LiveStream,
+    /// Its place in the order streams were started here (0 first).
+    born: u64,
 }
 
 /// Why a pushed segment cannot be taken.
@@ -177,6 +179,8 @@ pub struct IngestState {
     /// The drops of streams no longer in `streams` (updated under its lock).
     retired: Mutex<DropCounts>,
     accepting: std::sync::atomic::AtomicBool,
+    /// The next stream's [`Entry::born`].
+    births: std::sync::atomic::AtomicU64,
     /// Fleet mode: the routes produce to Kafka and show the fleet (`crate::fleet`).
     fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
@@ -197,6 +201,7 @@ impl IngestState {
             streams: Mutex::new(HashMap::new()),
             retired: Mutex::new(DropCounts::default()),
             accepting: std::sync::atomic::AtomicBool::new(true),
+            births: std::sync::atomic::AtomicU64::new(0),
             fleet: std::sync::OnceLock::new(),
         })
     }
@@ -412,6 +417,9 @@ impl IngestState {
             feeding: Arc::new(tokio::sync::Mutex::new(())),
             stream,
             consumer: Mutex::new(Some(consumer)),
+            born: self
+                .births
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -741,12 +749,12 @@ impl IngestState {
     /// limit. Their final drop counts are retained for the metrics; their detection
     /// state stays in the engine, and an id can then be used again.
     fn evict_finished(&self, streams: &mut HashMap<String, Arc<Entry>>) {
-        // One: the finished stream whose last frame is oldest (one that never had a
-        // frame first), so a stream that just ended stays listed for its platform.
+        // One: the finished stream started first, so a stream that just ended stays
+        // listed for its platform.
         let oldest = streams
             .iter()
             .filter(|(_, e)| e.stream.is_finished())
-            .max_by_key(|(_, e)| e.stream.stats().since_last_frame_ms.unwrap_or(u64::MAX))
+            .min_by_key(|(_, e)| e.born)
             .map(|(id, _)| id.clone());
         if let Some(id) = oldest
             && let Some(e) = streams.remove(&id)
