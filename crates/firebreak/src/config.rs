@@ -609,6 +609,9 @@ pub struct Ingest {
     /// A frame timestamp more than this many seconds ahead of the previous frame's is
     /// a jump (reset like a discontinuity); smaller forward gaps are kept as they are.
     pub max_pts_step_secs: f64,
+    /// After streams end, the allocator's free pages go back to the system at most
+    /// this often (0: on every once-a-second pass, streams ended or not).
+    pub heap_trim_secs: f64,
 }
 
 impl Default for Ingest {
@@ -620,6 +623,7 @@ impl Default for Ingest {
             source_allowlist: Vec::new(),
             idle_timeout_secs: 60.0,
             max_pts_step_secs: 60.0,
+            heap_trim_secs: 10.0,
         }
     }
 }
@@ -996,6 +1000,8 @@ pub struct IngestSettings {
     pub idle_timeout: Duration,
     /// A timestamp more than this ahead of the previous frame's is a jump.
     pub max_pts_step: Duration,
+    /// The heap is trimmed at most this often after streams end (zero: every pass).
+    pub heap_trim: Duration,
 }
 
 /// `[detectors]`, typed.
@@ -1422,6 +1428,16 @@ impl ServiceConfig {
             );
             Duration::from_secs(60)
         };
+        let trim = self.ingest.heap_trim_secs;
+        let heap_trim = if trim.is_finite() && (0.0..=3_600.0).contains(&trim) {
+            Duration::from_secs_f64(trim)
+        } else {
+            push(
+                "ingest.heap_trim_secs",
+                "must be from 0 to 3600 seconds".into(),
+            );
+            Duration::from_secs(10)
+        };
         if !(1..=65_536).contains(&self.detectors.video_window_max_frames) {
             push(
                 "detectors.video_window_max_frames",
@@ -1591,6 +1607,7 @@ impl ServiceConfig {
                 net: Arc::new(net),
                 idle_timeout,
                 max_pts_step,
+                heap_trim,
             },
             detectors: DetectorSettings {
                 banks_dir: self

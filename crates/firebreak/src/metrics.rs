@@ -458,6 +458,8 @@ pub struct Metrics {
     fleet_segment_delay: prometheus::Histogram,
     /// Fleet mode: workers alive (heartbeats on the state topic), this one included.
     pub fleet_workers: prometheus::IntGauge,
+    /// Times the allocator's free pages were given back to the system.
+    pub heap_trims: prometheus::IntCounter,
     /// Shared topics: records behind the reader's last catch-up markers.
     shared_lag: IntGaugeVec,
     /// Shared topics: 1 once caught up.
@@ -569,6 +571,11 @@ impl Metrics {
                 &["partition"],
             )
             .unwrap(),
+            heap_trims: prometheus::IntCounter::new(
+                "firebreak_heap_trims_total",
+                "Times the allocator's free pages were given back to the system after streams ended (ingest.heap_trim_secs).",
+            )
+            .unwrap(),
             fleet_workers: prometheus::IntGauge::new(
                 "firebreak_fleet_workers",
                 "Fleet mode: workers alive (a heartbeat on the state topic within the last 5 checkpoints), this one included; each takes one over this of the tenants' request rates.",
@@ -633,6 +640,7 @@ impl Metrics {
         r.register(Box::new(m.fleet_segment_lag.clone())).unwrap();
         r.register(Box::new(m.fleet_segment_delay.clone())).unwrap();
         r.register(Box::new(m.fleet_workers.clone())).unwrap();
+        r.register(Box::new(m.heap_trims.clone())).unwrap();
         r.register(Box::new(m.shared_lag.clone())).unwrap();
         r.register(Box::new(m.shared_caught_up.clone())).unwrap();
         r.register(Box::new(m.shared_applied.clone())).unwrap();

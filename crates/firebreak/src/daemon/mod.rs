@@ -755,7 +755,10 @@ impl Daemon {
         {
             let (engine, ingest) = (engine.clone(), ingest.clone());
             let mut rx = stop_rx.clone();
-            let tracker = Arc::new(std::sync::Mutex::new(StreamTracker::default()));
+            let tracker = Arc::new(std::sync::Mutex::new(StreamTracker {
+                trim_every: config.ingest.heap_trim,
+                ..StreamTracker::default()
+            }));
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(1));
                 loop {
@@ -927,32 +930,35 @@ pub fn run(path: Option<&Path>) -> Result<ExitCode> {
 /// once by the binary, which holds the unsafe call; unset, nothing is trimmed.
 pub static HEAP_TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
-/// Trimming the heap costs a walk of every arena under its lock: at most this often.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
-
 /// Whether to trim the heap now: streams ended since the last pass (`running` fell
-/// below `before`) or since the last trim, and the last trim is [`TRIM_EVERY`] old.
-/// Pure. Returns (trim now, ended streams still owed a trim).
+/// below `before`) or since the last trim, and the last trim is `every` old (trimming
+/// walks every arena under its lock); `every` zero: at every pass. Pure. Returns (trim
+/// now, ended streams still owed a trim).
 fn trim_due(
     before: usize,
     running: usize,
     owed: bool,
     last: Option<Instant>,
     now: Instant,
+    every: Duration,
 ) -> (bool, bool) {
+    if every.is_zero() {
+        return (true, false);
+    }
     let owed = owed || running < before;
-    let due = owed && last.is_none_or(|t| now.saturating_duration_since(t) >= TRIM_EVERY);
+    let due = owed && last.is_none_or(|t| now.saturating_duration_since(t) >= every);
     (due, owed && !due)
 }
 
 /// What the once-a-second pass remembers between passes: which streams are stalled,
-/// how many ran, when the heap was last trimmed.
+/// how many ran, when the heap was last trimmed and how often it may be.
 #[derive(Debug, Default)]
 pub struct StreamTracker {
     stalled: HashSet<String>,
     running: usize,
     trim_owed: bool,
     trimmed: Option<Instant>,
+    trim_every: Duration,
 }
 
 impl StreamTracker {
@@ -968,10 +974,18 @@ impl StreamTracker {
             .filter(|(_, st)| !matches!(st.state, MediaState::Ended | MediaState::Failed))
             .count();
         let now = Instant::now();
-        let (due, owed) = trim_due(self.running, running, self.trim_owed, self.trimmed, now);
+        let (due, owed) = trim_due(
+            self.running,
+            running,
+            self.trim_owed,
+            self.trimmed,
+            now,
+            self.trim_every,
+        );
         (self.running, self.trim_owed) = (running, owed);
         if due && let Some(trim) = HEAP_TRIM.get() {
             trim();
+            engine.metrics().heap_trims.inc();
             self.trimmed = Some(now);
             tracing::debug!(ms = now.elapsed().as_millis() as u64, "heap trimmed");
         }
@@ -997,15 +1011,33 @@ mod tests {
     fn the_heap_is_trimmed_after_streams_end_at_most_every_ten_seconds() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
+        let ten = Duration::from_secs(10);
         // Streams start: nothing to trim.
-        assert_eq!(trim_due(0, 3, false, None, t0), (false, false));
+        assert_eq!(trim_due(0, 3, false, None, t0, ten), (false, false));
         // One ends, never trimmed before: now.
-        assert_eq!(trim_due(3, 2, false, None, at(1)), (true, false));
+        assert_eq!(trim_due(3, 2, false, None, at(1), ten), (true, false));
         // Another ends 4 s after that trim: owed until 10 s have passed.
-        assert_eq!(trim_due(2, 1, false, Some(at(1)), at(5)), (false, true));
-        assert_eq!(trim_due(1, 1, true, Some(at(1)), at(10)), (false, true));
-        assert_eq!(trim_due(1, 1, true, Some(at(1)), at(11)), (true, false));
+        assert_eq!(
+            trim_due(2, 1, false, Some(at(1)), at(5), ten),
+            (false, true)
+        );
+        assert_eq!(
+            trim_due(1, 1, true, Some(at(1)), at(10), ten),
+            (false, true)
+        );
+        assert_eq!(
+            trim_due(1, 1, true, Some(at(1)), at(11), ten),
+            (true, false)
+        );
+        // Every pass when configured so, streams ended or not.
+        assert_eq!(
+            trim_due(1, 2, false, Some(at(100)), at(100), Duration::ZERO),
+            (true, false)
+        );
         // Nothing ended since: no trim, however long ago the last one was.
-        assert_eq!(trim_due(1, 2, false, Some(at(11)), at(100)), (false, false));
+        assert_eq!(
+            trim_due(1, 2, false, Some(at(11)), at(100), ten),
+            (false, false)
+        );
     }
 }
