@@ -115,6 +115,13 @@ fn resident_memory_stays_flat_as_streams_come_and_go() {
         last < first + streams * 256,
         "resident memory grew from {first} KiB to {last} KiB over {streams} streams: {rss:?}"
     );
+    // The measure: round 10 within 5 % of round 2.
+    assert!(
+        rss[10] * 100 <= rss[2] * 105,
+        "round 10: {} KiB, round 2: {} KiB",
+        rss[10],
+        rss[2]
+    );
     // The list stays bounded at `max_streams` (64 by default) summaries: the oldest
     // ended streams were forgotten one at a time to make room, so exactly the last 64
     // are listed, as ended.

@@ -645,7 +645,34 @@ impl IngestState {
                 ended.push(id);
             }
         }
+        self.reap();
         ended
+    }
+
+    /// Joins the threads of streams that finished (a thread that exited keeps its
+    /// stack until joined), so a finished stream's summary holds no thread.
+    fn reap(&self) {
+        let entries: Vec<Arc<Entry>> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for e in entries {
+            // Joins the decoder thread once it has exited.
+            if !e.stream.is_finished() {
+                continue;
+            }
+            let done = e
+                .consumer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_if(|c| c.is_finished());
+            if let Some(c) = done {
+                let _ = c.join();
+            }
+        }
     }
 
     /// Whether every stream's decoder has finished.

@@ -289,7 +289,9 @@ pub struct LiveStream {
     error: Arc<Mutex<Option<StreamError>>>,
     frames: Arc<LatestQueue<SampledFrame>>,
     cancel: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Joined as soon as it is seen finished ([`LiveStream::is_finished`]): a thread
+    /// that exited keeps its stack until it is joined.
+    thread: Mutex<Option<JoinHandle<()>>>,
     hls: Option<(Arc<super::hls::HlsCounters>, JoinHandle<Option<String>>)>,
 }
 
@@ -333,7 +335,7 @@ impl LiveStream {
             error,
             frames,
             cancel,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             hls,
         }
     }
@@ -396,7 +398,14 @@ impl LiveStream {
 
     /// Whether the decode thread has finished (ended, failed or stopped).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if thread.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(t) = thread.take()
+        {
+            // It has exited: joining returns at once and frees its stack.
+            let _ = t.join();
+        }
+        thread.is_none()
     }
 
     /// Asks the stream to stop without waiting: a blocked read is interrupted, the
@@ -411,7 +420,12 @@ impl LiveStream {
     pub fn stop(mut self, timeout: Duration) -> bool {
         self.cancel.store(true, Ordering::Release);
         self.frames.close();
-        let Some(thread) = self.thread.take() else {
+        let Some(thread) = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
             return true;
         };
         let deadline = Instant::now() + timeout;
