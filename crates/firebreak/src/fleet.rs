@@ -652,6 +652,16 @@ impl FleetHandler for Worker {
     }
 }
 
+/// Whether a tenant may run a stream ([`Fleet::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Admitted,
+    /// The id is another tenant's stream.
+    Foreign,
+    /// The tenant runs its fleet-wide quota of streams.
+    OverQuota,
+}
+
 /// This worker's part in the fleet.
 pub struct Fleet {
     worker: Arc<Worker>,
@@ -767,16 +777,19 @@ impl Fleet {
         self.worker.previous(id).map(|r| r.view.tenant)
     }
 
-    /// Whether `tenant` may run stream `id` under its fleet-wide quota (blocking: it
-    /// reads every record of the state view). A stream the view shows running for
-    /// `tenant` is admitted without counting.
-    fn admit(&self, tenant: &str, id: &str) -> bool {
+    /// Whether `tenant` may run stream `id` (blocking: it reads every record of the
+    /// state view): not if it is another tenant's, nor beyond the tenant's fleet-wide
+    /// quota. A stream the view shows running for `tenant` is admitted without
+    /// counting.
+    fn admit(&self, tenant: &str, id: &str) -> Admission {
         let w = &self.worker;
-        if let Some(r) = w.previous(id)
-            && r.view.tenant == tenant
-            && !finished(&r.view.state)
-        {
-            return true;
+        if let Some(r) = w.previous(id) {
+            if r.view.tenant != tenant {
+                return Admission::Foreign;
+            }
+            if !finished(&r.view.state) {
+                return Admission::Admitted;
+            }
         }
         let view: Vec<(String, String, bool)> = w
             .view
@@ -788,19 +801,20 @@ impl Fleet {
             })
             .collect();
         let limit = w.ingest.max_streams_per_tenant();
-        let admitted = lock(&w.quota).admit(&view, tenant, id, limit, w.engine.now_ms());
-        if !admitted {
+        if lock(&w.quota).admit(&view, tenant, id, limit, w.engine.now_ms()) {
+            Admission::Admitted
+        } else {
             tracing::info!(%tenant, stream = %id, limit, "fleet: stream refused, the tenant's fleet-wide quota is reached");
+            Admission::OverQuota
         }
-        admitted
     }
 
     /// [`Fleet::admit`] off the async runtime.
-    async fn admit_async(self: &Arc<Self>, tenant: &str, id: &str) -> bool {
+    async fn admit_async(self: &Arc<Self>, tenant: &str, id: &str) -> Admission {
         let (f, t, i) = (self.clone(), tenant.to_owned(), id.to_owned());
         tokio::task::spawn_blocking(move || f.admit(&t, &i))
             .await
-            .unwrap_or(false)
+            .unwrap_or(Admission::OverQuota)
     }
 
     /// Leaves the group (blocking): the owned streams are handed off first, and the
@@ -892,11 +906,11 @@ pub async fn put_segment(
     seq: u64,
     body: Bytes,
 ) -> Response {
-    if fleet.tenant_of(&id).is_some_and(|t| t != caller.tenant) {
-        return error(StatusCode::NOT_FOUND, "no such stream");
-    }
-    if !fleet.admit_async(&caller.tenant, &id).await {
-        return crate::http::ingest::quota_exceeded();
+    // One read of the stream's record: another tenant's id, or the quota.
+    match fleet.admit_async(&caller.tenant, &id).await {
+        Admission::Admitted => {}
+        Admission::Foreign => return error(StatusCode::NOT_FOUND, "no such stream"),
+        Admission::OverQuota => return crate::http::ingest::quota_exceeded(),
     }
     let w = &fleet.worker;
     if seq == 0 {
@@ -977,8 +991,10 @@ pub async fn register(
         );
     }
     let id = spec.id.clone();
-    if !fleet.admit_async(&tenant, &id).await {
-        return crate::http::ingest::quota_exceeded();
+    match fleet.admit_async(&tenant, &id).await {
+        Admission::Admitted => {}
+        Admission::Foreign => return error(StatusCode::CONFLICT, "this stream id is taken"),
+        Admission::OverQuota => return crate::http::ingest::quota_exceeded(),
     }
     let reg = Registration {
         v: VERSION,
