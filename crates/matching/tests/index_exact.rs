@@ -108,10 +108,57 @@ fn automatic_layout_equals_scan_at_scale() {
     let stored = clustered(&mut rng, 60_000);
     let index = MihIndex::build(stored.clone(), (0..stored.len() as u64).collect(), 2);
     assert!(index.substrings() > 0, "60k hashes should get tables");
+    // Half the centres share four popular words: their buckets are scanned inline.
+    assert!(
+        index.heavy_buckets() > 0,
+        "the popular words should make heavy buckets"
+    );
     for q in queries(&mut rng, &stored, 200) {
         let mut got = Vec::new();
         index.query_with(&q, 31, Search::Tables, &mut got);
         assert_eq!(got, scan(&stored, &q, 31));
+    }
+}
+
+/// A corpus dominated by one video's near-duplicate frames: every table's bucket near
+/// the query is heavy, so the answer must come from the heavy buckets' inline copies.
+#[test]
+fn near_duplicates_in_every_table_are_answered_from_heavy_buckets() {
+    let mut rng = Rng(5);
+    let centre = rng.hash();
+    let mut stored: Vec<Hash256> = (0..4000)
+        .map(|i| {
+            // Most copies differ in a few bits (so they share whole substrings and fill
+            // the same buckets); some are spread out to sit around the threshold.
+            let flips = if i % 4 == 0 {
+                rng.below(40)
+            } else {
+                rng.below(6)
+            };
+            rng.near(&centre, flips as u32)
+        })
+        .collect();
+    stored.extend(uniform(&mut rng, 12_000));
+    let keys: Vec<u64> = (0..stored.len() as u64).collect();
+    for layout in [Some(12), Some(16), Some(24), Some(32)] {
+        let index = MihIndex::build_with(stored.clone(), keys.clone(), layout, 2);
+        assert!(
+            index.heavy_buckets() >= 12,
+            "layout {layout:?}: heavy buckets expected"
+        );
+        for flips in [0, 2, 9, 20] {
+            let q = rng.near(&centre, flips);
+            for d in [0, 15, 31] {
+                let mut got = Vec::new();
+                index.query_with(&q, d, Search::Tables, &mut got);
+                let want = scan(&stored, &q, d);
+                assert_eq!(got, want, "layout {layout:?} flips {flips} distance {d}");
+            }
+        }
+        // Not vacuous: at distance 31 the near copies are found.
+        let mut got = Vec::new();
+        index.query_with(&centre, 31, Search::Tables, &mut got);
+        assert!(got.len() > 3000, "layout {layout:?}: {} hits", got.len());
     }
 }
 

@@ -15,6 +15,17 @@
 //! a bucket is one contiguous run. The number of substrings is chosen at build time from
 //! the number of hashes with a cost model (bucket probes plus expected candidates, each
 //! one random memory access), with the offsets arrays capped at four entries per hash.
+//!
+//! Real corpora are skewed: near-flat images and shared templates make some substring
+//! values far more common than others, and a query carrying one of them finds a bucket
+//! tens of thousands of hashes deep. Two things keep such a query's latency near the
+//! median's:
+//! - the probe radius is chosen per table and per query (see `allocate_radii`), so the
+//!   tables where the query's buckets are deep are skipped and others widened;
+//! - a heavy bucket (16 times the mean and at least 64 hashes) keeps a copy of its
+//!   hashes inline, in bucket order, so verifying it is a sequential scan (about 1 ns a
+//!   hash) instead of one random access per hash (about 40 ns at 10M hashes). The copy
+//!   costs memory: about 15 bytes per hash on the clustered bench corpus at 10M.
 
 use firebreak_hashing::Hash256;
 
@@ -26,6 +37,15 @@ const MIN_SUBSTRINGS: u32 = 10;
 const MAX_SUBSTRINGS: u32 = 32;
 /// Below this many hashes a linear scan is at least as fast as any table.
 const FLAT_BELOW: usize = 8192;
+/// A bucket is heavy when it holds this many times the mean bucket (and at least
+/// [`HEAVY_MIN`] hashes): its hashes are stored again inline, in bucket order, so that
+/// verifying them is a sequential scan rather than one random access each.
+const HEAVY_FACTOR: f64 = 16.0;
+/// The fewest hashes a heavy bucket holds.
+const HEAVY_MIN: u32 = 64;
+/// How many times cheaper a hash read in a sequential scan is than a random one (about
+/// 1.2 ns against 40 ns on the development VM at 10M hashes; kept conservative).
+const SEQUENTIAL_SPEEDUP: f64 = 16.0;
 /// The distance the table layout is optimised for (vPDQ and HMA's default threshold).
 pub const DESIGN_DISTANCE: u32 = 31;
 
@@ -40,6 +60,26 @@ struct Table {
     offsets: Vec<u32>,
     /// Slot numbers, grouped by substring value.
     slots: Vec<u32>,
+    /// Buckets at least this large are heavy (`u32::MAX`: none are).
+    heavy_min: u32,
+    /// Where each heavy bucket starts in `slots`, ascending.
+    heavy_lo: Vec<u32>,
+    /// Where the same bucket starts in `inline`.
+    heavy_at: Vec<u32>,
+    /// The hashes of every heavy bucket's slots, in the same order as in `slots`.
+    inline: Vec<Hash256>,
+}
+
+impl Table {
+    /// Expected cost of probing a bucket of `size` hashes, in random memory accesses.
+    #[inline(always)]
+    fn bucket_cost(&self, size: u32) -> f64 {
+        if size >= self.heavy_min {
+            1.0 + f64::from(size) / SEQUENTIAL_SPEEDUP
+        } else {
+            1.0 + f64::from(size)
+        }
+    }
 }
 
 /// An immutable, exact Hamming-range index over 256-bit hashes, each with a `u64` key.
@@ -198,6 +238,22 @@ fn for_each_in_ball(value: u32, width: u32, radius: u32, f: &mut impl FnMut(u32)
     flip(value, 0, width, radius, f);
 }
 
+/// Calls `f` with every `width`-bit value exactly `k` bits from `value`.
+fn for_each_in_shell(value: u32, width: u32, k: u32, f: &mut impl FnMut(u32)) {
+    fn flip(value: u32, from: u32, width: u32, left: u32, f: &mut impl FnMut(u32)) {
+        if left == 0 {
+            f(value);
+            return;
+        }
+        for bit in from..=width - left {
+            flip(value ^ (1 << bit), bit + 1, width, left - 1, f);
+        }
+    }
+    if k <= width {
+        flip(value, 0, width, k, f);
+    }
+}
+
 impl MihIndex {
     /// Builds the index. Keys are opaque to the index and need not be unique.
     ///
@@ -286,11 +342,31 @@ impl MihIndex {
             slots[*at as usize] = slot as u32;
             *at += 1;
         }
+        let mean = hashes.len() as f64 / buckets as f64;
+        let heavy_min = ((HEAVY_FACTOR * mean).ceil() as u32).max(HEAVY_MIN);
+        let (mut heavy_lo, mut heavy_at, mut inline) = (Vec::new(), Vec::new(), Vec::new());
+        for v in 0..buckets {
+            let (lo, hi) = (offsets[v], offsets[v + 1]);
+            if hi - lo >= heavy_min {
+                heavy_lo.push(lo);
+                heavy_at.push(inline.len() as u32);
+                inline.extend(
+                    slots[lo as usize..hi as usize]
+                        .iter()
+                        .map(|&s| hashes[s as usize]),
+                );
+            }
+        }
+        inline.shrink_to_fit();
         Table {
             start,
             width,
             offsets,
             slots,
+            heavy_min,
+            heavy_lo,
+            heavy_at,
+            inline,
         }
     }
 
@@ -302,6 +378,12 @@ impl MihIndex {
     /// Whether the index holds no hashes.
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
+    }
+
+    /// Number of heavy buckets, over all tables (buckets whose hashes are also stored
+    /// inline for a sequential scan).
+    pub fn heavy_buckets(&self) -> usize {
+        self.tables.iter().map(|t| t.heavy_lo.len()).sum()
     }
 
     /// Number of substring tables (0 for an index small enough to scan).
@@ -321,7 +403,12 @@ impl MihIndex {
             + self
                 .tables
                 .iter()
-                .map(|t| t.offsets.capacity() * 4 + t.slots.capacity() * 4)
+                .map(|t| {
+                    t.offsets.capacity() * 4
+                        + t.slots.capacity() * 4
+                        + t.heavy_lo.capacity() * 8
+                        + t.inline.capacity() * 32
+                })
                 .sum::<usize>()
     }
 
@@ -417,14 +504,31 @@ impl MihIndex {
             // random than a sequential scan reads.
             return false;
         }
+        let start = out.len();
         let mut candidates: Vec<u32> = Vec::with_capacity(cost as usize);
         for p in &probes {
             if i32::from(p.distance) <= radii[p.table as usize] {
-                let slots = &self.tables[p.table as usize].slots;
-                candidates.extend_from_slice(&slots[p.lo as usize..p.hi as usize]);
+                let table = &self.tables[p.table as usize];
+                let slots = &table.slots[p.lo as usize..p.hi as usize];
+                if p.hi - p.lo < table.heavy_min {
+                    candidates.extend_from_slice(slots);
+                    continue;
+                }
+                // A heavy bucket: scan its inline copy.
+                let at = table
+                    .heavy_lo
+                    .binary_search(&p.lo)
+                    .expect("every heavy bucket has an inline copy");
+                let from = table.heavy_at[at] as usize;
+                let inline = &table.inline[from..from + slots.len()];
+                for (h, &slot) in inline.iter().zip(slots) {
+                    let d = h.distance(query);
+                    if d <= max_distance {
+                        out.push((slot, d));
+                    }
+                }
             }
         }
-        let start = out.len();
         for &slot in &candidates {
             let d = self.hashes[slot as usize].distance(query);
             if d <= max_distance {
@@ -448,24 +552,32 @@ impl MihIndex {
     /// Generalised pigeonhole (Qin, Wang, Xiao et al., "GPH: Similarity Search in
     /// Hamming Space", ICDE 2018): if the radii `t_j` satisfy `sum(t_j + 1) > d`, every
     /// hash within `d` has some substring `j` within `t_j` of the query's, so nothing is
-    /// missed. The uniform choice `t_j = d / m` satisfies it, usually with slack; this
-    /// spends the slack where the query's buckets are largest (popular substrings in a
-    /// skewed corpus), by a small dynamic program over the exact bucket sizes of each
-    /// table's probe ball. Radii never exceed the uniform one, so the cost of measuring
-    /// the buckets is bounded by the uniform probe count.
+    /// missed. The uniform choice `t_j = d / m` satisfies it, usually with little or no
+    /// slack; this moves probing away from the tables where the query's buckets are
+    /// largest (popular substrings in a skewed corpus) by a small dynamic program over
+    /// the cost of each table at each radius. Up to the uniform radius the cost is the
+    /// exact size of the buckets in the probe ball; one radius beyond it, where the ball
+    /// is many times larger, it is the uniform expectation (values in the shell times
+    /// the mean bucket), and the shell is only enumerated for the tables that get it.
+    /// So a query whose substrings are popular in a few tables skips those tables and
+    /// widens a few others, whose buckets are near-empty.
     fn allocate_radii(&self, query: &Hash256, d: u32, probes: &mut Vec<Probe>) -> (Vec<i32>, f64) {
         let m = self.tables.len();
         let r = (d / m as u32) as usize;
+        let wide = r + 1;
         let need = d as usize + 1;
+        let n = self.hashes.len() as f64;
         // cost[j][t]: memory accesses of probing table j at radius t (cumulative).
-        let mut cost = vec![vec![0f64; r + 1]; m];
+        let mut cost = vec![vec![0f64; wide + 1]; m];
+        let mut values = Vec::with_capacity(m);
         for (j, table) in self.tables.iter().enumerate() {
             let value = substring(query, table.start, table.width);
+            values.push(value);
             let layer = &mut cost[j];
             for_each_in_ball(value, table.width, r as u32, &mut |v| {
                 let k = (v ^ value).count_ones() as usize;
                 let (lo, hi) = (table.offsets[v as usize], table.offsets[v as usize + 1]);
-                layer[k] += 1.0 + f64::from(hi - lo);
+                layer[k] += table.bucket_cost(hi - lo);
                 if hi > lo {
                     probes.push(Probe {
                         table: j as u16,
@@ -475,7 +587,19 @@ impl MihIndex {
                     });
                 }
             });
-            for t in 1..=r {
+            // Near a popular value the buckets a few bits further out are popular too:
+            // expect a value in the shells to cost what one in the ball did, at least.
+            let in_ball: f64 = layer.iter().take(r + 1).sum();
+            let per_value = (in_ball / ball(table.width, r as u32))
+                .max(1.0 + n / 2f64.powi(table.width as i32));
+            for (t, cell) in layer.iter_mut().enumerate().skip(r + 1) {
+                *cell = if t <= table.width as usize {
+                    choose(table.width, t as u32) * per_value
+                } else {
+                    f64::INFINITY
+                };
+            }
+            for t in 1..=wide {
                 layer[t] += layer[t - 1];
             }
         }
@@ -490,7 +614,7 @@ impl MihIndex {
                 if here.is_infinite() {
                     continue;
                 }
-                for t in -1..=r as i32 {
+                for t in -1..=wide as i32 {
                     let (gain, c) = match usize::try_from(t) {
                         Ok(t) => (t + 1, cost[j][t]),
                         Err(_) => (0, 0.0),
@@ -514,7 +638,37 @@ impl MihIndex {
             radii[j] = t;
             b = prev;
         }
-        (radii, best[m][need])
+        // The widened tables' outer shell: enumerate it now, and replace its estimate
+        // with what it really holds.
+        let mut total = 0.0;
+        for (j, table) in self.tables.iter().enumerate() {
+            let t = radii[j];
+            if t < 0 {
+                continue;
+            }
+            let t = t as usize;
+            if t <= r {
+                total += cost[j][t];
+                continue;
+            }
+            total += cost[j][r];
+            let value = values[j];
+            for k in r + 1..=t {
+                for_each_in_shell(value, table.width, k as u32, &mut |v| {
+                    let (lo, hi) = (table.offsets[v as usize], table.offsets[v as usize + 1]);
+                    total += table.bucket_cost(hi - lo);
+                    if hi > lo {
+                        probes.push(Probe {
+                            table: j as u16,
+                            distance: k as u16,
+                            lo,
+                            hi,
+                        });
+                    }
+                });
+            }
+        }
+        (radii, total)
     }
 
     /// Every stored hash within `max_distance` of `query`, as key and distance, in slot
@@ -565,6 +719,24 @@ mod tests {
                     .all(|v| (v ^ 0b1010_1010).count_ones() <= radius)
             );
         }
+    }
+
+    #[test]
+    fn shell_enumerates_exactly_the_values_at_that_distance() {
+        for k in 0..=4 {
+            let mut seen = Vec::new();
+            for_each_in_shell(0b1100_1010, 10, k, &mut |v| seen.push(v));
+            let n = seen.len();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), n, "duplicate at distance {k}");
+            assert_eq!(n as f64, choose(10, k));
+            assert!(seen.iter().all(|v| (v ^ 0b1100_1010).count_ones() == k));
+            assert!(seen.iter().all(|&v| v < 1 << 10));
+        }
+        let mut none = 0;
+        for_each_in_shell(0, 3, 4, &mut |_| none += 1);
+        assert_eq!(none, 0);
     }
 
     #[test]
