@@ -1,5 +1,6 @@
 //! open_nsfw with tract: per-frame latency on one thread (preprocessing included, and
-//! inference alone), and frames per second with two threads sharing one plan. Compare
+//! inference alone), and frames per second with two threads sharing one plan; and both
+//! bundled models at batches of 1, 4 and 8 frames. Compare
 //! with onnxruntime's figures in models/test/reference/open_nsfw.json ("latency").
 
 use std::path::Path;
@@ -13,8 +14,7 @@ fn classify(c: &mut Criterion) {
         .status()
         .expect("models/fetch.sh");
     assert!(status.success());
-    let mut classifier = Classifier::load(&dir).expect("open_nsfw loads");
-    classifier.set_batching(true).unwrap();
+    let classifier = Classifier::load(&dir).expect("open_nsfw loads");
     let (w, h) = (1280u32, 720u32);
     let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
     let frame = RgbImage {
@@ -35,11 +35,6 @@ fn classify(c: &mut Criterion) {
     });
     group.bench_function("classify_720p_1_thread", |b| {
         b.iter(|| classifier.classify(&frame).unwrap())
-    });
-    let four = [frame, frame, frame, frame];
-    group.throughput(Throughput::Elements(4));
-    group.bench_function("classify_720p_batch4_1_thread", |b| {
-        b.iter(|| classifier.classify_many(&four).unwrap())
     });
     group.throughput(Throughput::Elements(1));
     let mut threaded = classifier.clone();
@@ -63,5 +58,39 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classify);
+/// Cross-stream batching: frames per second on one thread when a pool runs `classify_many`
+/// over batches of 1, 4 and 8 waiting 720p frames (preprocessing included), for each
+/// bundled model. A pool is only worth having if a batch beats batch 1 per frame.
+fn batches(c: &mut Criterion) {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let status = std::process::Command::new(models.join("fetch.sh"))
+        .arg("all")
+        .status()
+        .expect("models/fetch.sh all");
+    assert!(status.success());
+    let (w, h) = (1280u32, 720u32);
+    let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
+    let frame = RgbImage {
+        width: w,
+        height: h,
+        data: &px,
+    };
+    for model in ["open_nsfw", "efficientnet_lite0"] {
+        let mut classifier = Classifier::load(&models.join(model)).expect("model loads");
+        let mut group = c.benchmark_group(format!("{model}_batches"));
+        group.sample_size(10);
+        for size in [1usize, 4, 8] {
+            classifier.set_batch(size).unwrap();
+            assert_eq!(classifier.batch(), size, "{model} takes batches");
+            let frames = vec![frame; size];
+            group.throughput(Throughput::Elements(size as u64));
+            group.bench_function(format!("classify_720p_batch{size}_1_thread"), |b| {
+                b.iter(|| classifier.classify_many(&frames).unwrap())
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, classify, batches);
 criterion_main!(benches);

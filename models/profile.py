@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a classifier's time goes, in tract and in onnxruntime, per operator type.
 
-    profile.py MODEL_DIR [--runs N]
+    profile.py MODEL_DIR [--runs N] [--attempts]
 
 Runs the model's ONNX file single-threaded on a random input of the manifest's shape with
 tract (PyPI `tract`, the Python bindings of the Rust crates crates/classify links; its
@@ -10,6 +10,14 @@ wall time of N runs, then per operator type the time per run, its share and, for
 the arithmetic rate from its FMA counts. tract's operator names are those of its optimised
 plan (convolutions become `OptMatMul` plus im2col `Im2col`/`LazyIm2col`), onnxruntime's
 are its kernels (`Conv`, `FusedConv`, ...); compare the totals and the shares.
+
+--attempts also measures ways of closing the gap, each against the same input, with the
+largest difference of its output from tract's f32 output:
+  - tract with its f32_to_f16 transform (half-precision weights and activations);
+  - tract on the graph onnxruntime optimises offline (level "basic": constant folding and
+    node fusions that keep standard ONNX operators);
+  - an int8 model (onnxruntime.quantization.quantize_static, QDQ format, calibrated on 8
+    random inputs), in tract and in onnxruntime.
 """
 from __future__ import annotations
 
@@ -82,6 +90,101 @@ def ort_profile(m, x, runs):
     return statistics.median(times), per_op
 
 
+def timed(run, runs):
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def tract_plan(path, shape, transform=None):
+    import tract
+    model = tract.onnx().load(str(path))
+    model.set_input_fact(0, ",".join(map(str, shape)) + ",f32")
+    typed = model.into_model()
+    if transform:
+        typed.transform(transform)
+    return typed.into_runnable()
+
+
+def ort_session(path):
+    import onnxruntime as ort
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = 1
+    o.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+
+
+def attempts(m, x, runs):
+    import onnxruntime as ort
+    from onnxruntime import quantization as q
+
+    def out_of(result):
+        v = result[0]
+        return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
+
+    base = tract_plan(m.path, m.shape)
+    ref = out_of(base.run([x]))
+    rows = [("tract f32 (as shipped)", timed(lambda: base.run([x]), runs), 0.0)]
+    sess = ort_session(m.path)
+    feed = {m.input_name: x}
+    rows.append(("onnxruntime f32", timed(lambda: sess.run(None, feed), runs),
+                 float(np.abs(out_of(sess.run(None, feed)) - ref).max())))
+    try:
+        half = tract_plan(m.path, m.shape, "f32_to_f16")
+        rows.append(("tract f32_to_f16", timed(lambda: half.run([x]), runs),
+                     float(np.abs(out_of(half.run([x])) - ref).max())))
+    except Exception as e:  # noqa: BLE001 - report, do not hide
+        rows.append((f"tract f32_to_f16: failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = os.path.join(tmp, "ort-basic.onnx")
+        o = ort.SessionOptions()
+        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        o.optimized_model_filepath = opt
+        ort.InferenceSession(str(m.path), o, providers=["CPUExecutionProvider"])
+        try:
+            p = tract_plan(opt, m.shape)
+            rows.append(("tract on onnxruntime's basic-optimised graph", timed(lambda: p.run([x]), runs),
+                         float(np.abs(out_of(p.run([x])) - ref).max())))
+        except Exception as e:  # noqa: BLE001
+            rows.append((f"tract on ort-basic graph: failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+
+        class Random(q.CalibrationDataReader):
+            def __init__(self):
+                rng = np.random.default_rng(1)
+                self.items = iter([{m.input_name: (rng.random(m.shape, dtype=np.float32) * 255)} for _ in range(8)])
+
+            def get_next(self):
+                return next(self.items, None)
+
+        pre = os.path.join(tmp, "pre.onnx")
+        int8 = os.path.join(tmp, "int8.onnx")
+        try:
+            q.quant_pre_process(str(m.path), pre)
+        except Exception:  # noqa: BLE001 - pre-processing is optional
+            pre = str(m.path)
+        q.quantize_static(pre, int8, Random(), quant_format=q.QuantFormat.QDQ,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+        s8 = ort_session(int8)
+        rows.append(("onnxruntime int8 (QDQ)", timed(lambda: s8.run(None, feed), runs),
+                     float(np.abs(out_of(s8.run(None, feed)) - ref).max())))
+        try:
+            t8 = tract_plan(int8, m.shape)
+            rows.append(("tract int8 (QDQ)", timed(lambda: t8.run([x]), runs),
+                         float(np.abs(out_of(t8.run([x])) - ref).max())))
+        except Exception as e:  # noqa: BLE001
+            rows.append((f"tract int8 (QDQ): failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+    print(f"\nattempts, {m.name}, single thread, median of {runs} runs:")
+    print(f"{'variant':<48}{'ms/frame':>10}{'vs ort f32':>11}{'max |diff|':>12}")
+    ort_ms = rows[1][1]
+    for name, secs, diff in rows:
+        print(f"{name:<48}{secs * 1e3:>10.1f}{secs / ort_ms:>10.2f}x{diff:>12.2g}")
+
+
 def table(title, median, per_op):
     total = sum(v[0] for v in per_op.values())
     print(f"\n{title}: median {median * 1e3:.1f} ms per frame (profiled ops sum {total * 1e3:.1f} ms)")
@@ -97,6 +200,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--attempts", action="store_true", help="also measure f16, int8 and ort-optimised graphs")
     a = ap.parse_args()
     m = rs.load_manifest(a.model_dir)
     x = (np.random.default_rng(0).random(m.shape, dtype=np.float32) * 255).astype(np.float32)
@@ -108,6 +212,8 @@ def main():
           f"onnxruntime {fma / om / 1e9:.1f} GFMA/s")
     table("tract", tm, tp)
     table("onnxruntime", om, op)
+    if a.attempts:
+        attempts(m, x, a.runs)
 
 
 if __name__ == "__main__":

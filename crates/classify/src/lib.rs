@@ -114,10 +114,11 @@ pub struct Classification {
 pub struct Classifier {
     manifest: Arc<Manifest>,
     plan: Arc<TypedRunnableModel>,
-    /// A plan for `BATCH` frames at once, built by [`Classifier::set_batching`] (off by
-    /// default: with tract 0.23 on the development machine a batch of 4 open_nsfw frames
-    /// took 1.5x longer per frame than single frames).
-    batch_plan: Option<Arc<TypedRunnableModel>>,
+    /// A plan for several frames at once and its batch size, built by
+    /// [`Classifier::set_batch`] (off by default: with tract 0.23 on the development
+    /// machine batches are no faster per frame than single frames; `benches/classify.rs`
+    /// measures batches of 1, 4 and 8).
+    batch_plan: Option<(usize, Arc<TypedRunnableModel>)>,
     /// Whether the model's batch dimension is symbolic (batches are possible).
     symbolic_batch: bool,
     /// The ONNX file and the input's index, to build the batch plan on demand.
@@ -129,8 +130,8 @@ pub struct Classifier {
     executor: Executor,
 }
 
-/// Frames per batched run (when the model allows batches).
-pub const BATCH: usize = 4;
+/// The largest batch [`Classifier::set_batch`] accepts.
+pub const MAX_BATCH: usize = 64;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -331,12 +332,18 @@ impl Classifier {
         self.symbolic_batch
     }
 
-    /// Turns batched runs in [`Classifier::classify_many`] on (building the batch plan
-    /// from the model file) or off. Measure before turning it on: see `batch_plan`.
-    pub fn set_batching(&mut self, on: bool) -> Result<(), ModelError> {
-        if !on || !self.symbolic_batch {
+    /// Runs [`Classifier::classify_many`] in batches of `size` frames (building the
+    /// batch plan from the model file); 0 or 1 turns batches off, as does a model with a
+    /// fixed batch dimension. Measure before turning it on: see `batch_plan`.
+    pub fn set_batch(&mut self, size: usize) -> Result<(), ModelError> {
+        if size <= 1 || !self.symbolic_batch {
             self.batch_plan = None;
             return Ok(());
+        }
+        if size > MAX_BATCH {
+            return Err(ModelError::Unsupported(format!(
+                "batch of {size} frames: at most {MAX_BATCH}"
+            )));
         }
         let unsupported = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
         let bytes = std::fs::read(&self.file).map_err(|_| ModelError::FileMissing {
@@ -354,21 +361,27 @@ impl Classifier {
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(unsupported)?;
-        let typed = optimize(model, self.input_ix, &self.manifest, BATCH).map_err(unsupported)?;
-        self.batch_plan = Some(typed.into_runnable().map_err(unsupported)?);
+        let typed = optimize(model, self.input_ix, &self.manifest, size).map_err(unsupported)?;
+        self.batch_plan = Some((size, typed.into_runnable().map_err(unsupported)?));
         Ok(())
     }
 
-    /// Classifies several waiting frames: full groups of [`BATCH`] run as one batch when
-    /// the model allows it, the rest one by one. Results are in frame order.
+    /// The batch size [`Classifier::classify_many`] runs (1: one frame at a time).
+    pub fn batch(&self) -> usize {
+        self.batch_plan.as_ref().map_or(1, |(size, _)| *size)
+    }
+
+    /// Classifies several waiting frames: full groups of [`Classifier::batch`] frames run
+    /// as one batch when batches are on, the rest one by one. Results are in frame order.
     pub fn classify_many(
         &self,
         frames: &[RgbImage<'_>],
     ) -> Result<Vec<Classification>, ModelError> {
         let err = |e: TractError| ModelError::Unsupported(format!("{e:#}"));
         let mut out = Vec::with_capacity(frames.len());
-        for group in frames.chunks(BATCH) {
-            let Some(plan) = self.batch_plan.as_ref().filter(|_| group.len() == BATCH) else {
+        let batch = self.batch();
+        for group in frames.chunks(batch) {
+            let Some((_, plan)) = self.batch_plan.as_ref().filter(|_| group.len() == batch) else {
                 for f in group {
                     out.push(self.classify(f)?);
                 }
@@ -377,7 +390,7 @@ impl Classifier {
             let prepared: Vec<(Vec<f32>, Placement)> =
                 group.iter().map(|f| self.preprocess(f)).collect();
             let mut shape = self.manifest.input.shape;
-            shape[0] = BATCH;
+            shape[0] = batch;
             let data: Vec<f32> = prepared
                 .iter()
                 .flat_map(|(t, _)| t.iter().copied())
@@ -390,7 +403,7 @@ impl Classifier {
                 .iter()
                 .copied()
                 .collect();
-            let per = values.len() / BATCH;
+            let per = values.len() / batch;
             for ((f, (_, placement)), raw) in group.iter().zip(&prepared).zip(values.chunks(per)) {
                 out.push(self.postprocess(raw, *placement, (f.width, f.height)));
             }

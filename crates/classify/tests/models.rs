@@ -336,7 +336,6 @@ fn efficientnet_lite0_matches_onnxruntime() {
 #[test]
 fn batched_frames_score_like_single_frames() {
     let mut classifier = Classifier::load(&fetch_open_nsfw()).unwrap();
-    classifier.set_batching(true).unwrap();
     assert!(
         classifier.batches(),
         "open_nsfw has a symbolic batch dimension"
@@ -357,18 +356,39 @@ fn batched_frames_score_like_single_frames() {
             data: d,
         })
         .collect();
-    let many = classifier.classify_many(&frames).unwrap();
-    assert_eq!(many.len(), 5);
-    for (frame, batched) in frames.iter().zip(&many) {
-        let single = classifier.classify(frame).unwrap();
-        for ((l1, s1), (l2, s2)) in single.scores.iter().zip(&batched.scores) {
-            assert_eq!(l1, l2);
-            assert!((s1 - s2).abs() < 1e-5, "{l1}: single {s1} vs batched {s2}");
+    let singles: Vec<_> = frames
+        .iter()
+        .map(|f| classifier.classify(f).unwrap())
+        .collect();
+    // Batches of 4 (one full batch and one frame alone) and of 8 (no full batch), and
+    // 2 (two full batches and one alone).
+    for size in [4, 8, 2] {
+        classifier.set_batch(size).unwrap();
+        assert_eq!(classifier.batch(), size);
+        let many = classifier.classify_many(&frames).unwrap();
+        assert_eq!(many.len(), 5);
+        for (single, batched) in singles.iter().zip(&many) {
+            assert_eq!(single.scores.len(), batched.scores.len());
+            for ((l1, s1), (l2, s2)) in single.scores.iter().zip(&batched.scores) {
+                assert_eq!(l1, l2);
+                assert!(
+                    (s1 - s2).abs() < 1e-5,
+                    "batch {size}, {l1}: single {s1} vs {s2}"
+                );
+            }
         }
     }
+    assert!(
+        classifier.set_batch(65).is_err(),
+        "a batch above the maximum"
+    );
+    classifier.set_batch(1).unwrap();
+    assert_eq!(classifier.batch(), 1);
     // Models with a fixed batch of 1 fall back to one frame at a time.
-    let fixed = Classifier::load(&models().join("test/softmax_nchw_rgb")).unwrap();
+    let mut fixed = Classifier::load(&models().join("test/softmax_nchw_rgb")).unwrap();
     assert!(!fixed.batches());
+    fixed.set_batch(4).unwrap();
+    assert_eq!(fixed.batch(), 1);
     assert_eq!(fixed.classify_many(&frames).unwrap().len(), 5);
 }
 

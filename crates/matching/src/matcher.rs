@@ -87,6 +87,53 @@ impl EntryRef {
     }
 }
 
+/// An entry's labels and the tenant they scope it to, shared.
+type LabelSet = (Arc<[String]>, Option<Arc<str>>);
+
+/// Most distinct label sets an [`Interner`] remembers.
+const MAX_INTERNED: usize = 4096;
+
+/// One shared copy of each distinct label set and bank name: a bank's entries mostly
+/// carry the same few label sets, and a copy per entry cost about 150 bytes of heap.
+#[derive(Debug, Default)]
+struct Interner {
+    labels: HashMap<Vec<String>, LabelSet>,
+    /// Bank names are few: every one is remembered.
+    banks: HashMap<String, Arc<str>>,
+}
+
+impl Interner {
+    fn entry(&mut self, bank: &str, id: &str, labels: &[String]) -> EntryRef {
+        let bank = match self.banks.get(bank) {
+            Some(b) => b.clone(),
+            None => {
+                let b: Arc<str> = Arc::from(bank);
+                self.banks.insert(bank.to_owned(), b.clone());
+                b
+            }
+        };
+        let (labels, tenant) = match self.labels.get(labels) {
+            Some(set) => set.clone(),
+            None => {
+                let fresh = EntryRef::new(bank.clone(), "", labels);
+                let set = (fresh.labels, fresh.tenant);
+                // Label sets unique to their entries (an incident id, say) gain nothing
+                // from sharing: past this many, new sets are no longer remembered.
+                if self.labels.len() < MAX_INTERNED {
+                    self.labels.insert(labels.to_vec(), set.clone());
+                }
+                set
+            }
+        };
+        EntryRef {
+            bank,
+            id: Arc::from(id),
+            labels,
+            tenant,
+        }
+    }
+}
+
 /// A PDQ hit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PdqHit {
@@ -159,8 +206,8 @@ pub struct Matcher {
     /// Key = video index << 32 | unique frame index.
     frames: LiveIndex,
     digests: RwLock<Digests>,
-    /// Orders live updates (insert, remove) among themselves.
-    updates: Mutex<()>,
+    /// Orders live updates (insert, remove) among themselves, and shares label sets.
+    updates: Mutex<Interner>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -190,10 +237,10 @@ impl Matcher {
         let mut frames = Vec::new();
         let mut md5: HashMap<[u8; 16], Vec<EntryRef>> = HashMap::new();
         let mut sha256: HashMap<[u8; 32], Vec<EntryRef>> = HashMap::new();
+        let mut interner = Interner::default();
         for bank in banks {
-            let bank_name: Arc<str> = Arc::from(bank.name.as_str());
             for e in bank.entries() {
-                let entry = EntryRef::new(bank_name.clone(), &e.id, &e.labels);
+                let entry = interner.entry(&bank.name, &e.id, &e.labels);
                 match &e.signal {
                     Signal::Pdq { hash, .. } if bank.negative => {
                         negative.push((*hash, negative_refs.len() as u64));
@@ -235,7 +282,7 @@ impl Matcher {
             videos: RwLock::new(videos),
             frames: LiveIndex::new(frames, threads),
             digests: RwLock::new(Digests { md5, sha256 }),
-            updates: Mutex::new(()),
+            updates: Mutex::new(interner),
         }
     }
 
@@ -274,8 +321,8 @@ impl Matcher {
     /// Adds `entry` of bank `bank` (negative or not) at run time; it matches once this
     /// returns. Replacing an entry is [`Matcher::remove`] of the old one, then this.
     pub fn insert(&self, bank: &str, negative: bool, entry: &Entry) {
-        let _updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
-        let r = EntryRef::new(Arc::from(bank), &entry.id, &entry.labels);
+        let mut interner = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+        let r = interner.entry(bank, &entry.id, &entry.labels);
         // The table first, then the index: every key a query finds has its entry.
         let push = |refs: &RwLock<Vec<EntryRef>>, r: EntryRef| {
             let mut refs = write(refs);

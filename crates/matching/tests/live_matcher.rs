@@ -297,3 +297,65 @@ proptest! {
         }
     }
 }
+
+/// Entries with the same labels share one copy of them (loaded and inserted alike), and
+/// sharing keeps each entry's own labels and tenant scope.
+#[test]
+fn label_sets_are_shared_between_entries() {
+    let pdq = |id: &str, hash: Hash256, labels: &[&str]| Entry {
+        id: id.into(),
+        signal: Signal::Pdq {
+            hash,
+            quality: None,
+        },
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+    };
+    let mut rng = Rng(3);
+    let hashes: Vec<Hash256> = (0..4).map(|_| rng.hash()).collect();
+    let mut bank = Bank::new("crisis", false);
+    let records = [
+        pdq("a", hashes[0], &["violent_extremism", "gifct"]),
+        pdq("b", hashes[1], &["violent_extremism", "gifct"]),
+        pdq("c", hashes[2], &["violent_extremism", "tenant:acme"]),
+    ];
+    let records = records
+        .into_iter()
+        .enumerate()
+        .map(|(line, e)| Record {
+            line: line + 1,
+            id: Some(e.id),
+            signal: e.signal,
+            labels: e.labels,
+            delete: false,
+        })
+        .collect();
+    let report = bank.import(records, vec![], ImportPolicy { min_quality: 0 });
+    assert_eq!(report.added, 3, "{:?}", report.errors);
+    let matcher = Matcher::new([&bank], MatchConfig::default(), 1);
+    matcher.insert(
+        "crisis",
+        false,
+        &pdq("d", hashes[3], &["violent_extremism", "gifct"]),
+    );
+    let hit = |i: usize| {
+        let r = matcher.match_pdq(&hashes[i]);
+        assert_eq!(r.matches.len(), 1, "query {i}");
+        r.matches[0].entry.clone()
+    };
+    let (a, b, c, d) = (hit(0), hit(1), hit(2), hit(3));
+    assert_eq!((&*a.id, &*b.id, &*c.id, &*d.id), ("a", "b", "c", "d"));
+    assert!(std::sync::Arc::ptr_eq(&a.labels, &b.labels));
+    assert!(
+        std::sync::Arc::ptr_eq(&a.labels, &d.labels),
+        "inserted entries share too"
+    );
+    assert!(std::sync::Arc::ptr_eq(&a.bank, &d.bank));
+    assert!(!std::sync::Arc::ptr_eq(&a.labels, &c.labels));
+    assert_eq!(*a.labels, ["violent_extremism", "gifct"]);
+    assert_eq!(*c.labels, ["violent_extremism", "tenant:acme"]);
+    assert_eq!(
+        (a.tenant.as_deref(), c.tenant.as_deref()),
+        (None, Some("acme"))
+    );
+    assert!(c.visible_to(Some("acme")) && !c.visible_to(Some("other")));
+}

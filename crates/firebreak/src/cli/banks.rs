@@ -159,6 +159,11 @@ pub struct MatchPdqArgs {
     /// Hashes or image paths.
     #[arg(required = true)]
     queries: Vec<String>,
+    /// Print to standard error how long loading the banks took and the process's
+    /// resident memory after loading (freed pages given back) and at its peak, as one
+    /// JSON line.
+    #[arg(long)]
+    stats: bool,
 }
 
 /// `firebreak match vpdq`.
@@ -369,7 +374,35 @@ fn match_pdq(data: &Path, args: &MatchPdqArgs) -> Result<ExitCode> {
         pdq_distance: args.distance,
         ..MatchConfig::default()
     };
+    let started = std::time::Instant::now();
     let matcher = matcher(data, config)?;
+    if args.stats {
+        // The banks' parsed entries were freed once the matcher was built: give their
+        // pages back, as the daemon does within `heap_trim_secs`, so that the resident
+        // figure is what loading costs for good.
+        if let Some(trim) = crate::daemon::HEAP_TRIM.get() {
+            trim();
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        };
+        let sizes = matcher.sizes();
+        eprintln!(
+            "{}",
+            json!({
+                "load_seconds": started.elapsed().as_secs_f64(),
+                "pdq": sizes.pdq,
+                "negative": sizes.negative,
+                "video_frames": sizes.video_frames,
+                "rss_bytes": kib("VmRSS:").map(|k| k * 1024),
+                "peak_rss_bytes": kib("VmHWM:").map(|k| k * 1024),
+            })
+        );
+    }
     let mut hasher = PdqHasher::new();
     let mut failed = 0;
     let mut out = BufWriter::new(std::io::stdout().lock());

@@ -10,7 +10,8 @@
 //! be found in several tables, so results are deduplicated. Nothing within `d` is ever
 //! missed, which is why the result equals a linear scan.
 //!
-//! Each table is a counting-sorted array of slot numbers (`u32`) plus an offsets array
+//! Each table is a counting-sorted array of slot numbers (3 bytes each below 2^24 hashes,
+//! else 4) plus an offsets array
 //! with one entry per possible substring value (`2^w + 1` for a `w`-bit substring), so
 //! a bucket is one contiguous run. The number of substrings is chosen at build time from
 //! the number of hashes with a cost model (bucket probes plus expected candidates, each
@@ -59,7 +60,7 @@ struct Table {
     /// `offsets[v]..offsets[v + 1]` is the bucket of substring value `v` in `slots`.
     offsets: Vec<u32>,
     /// Slot numbers, grouped by substring value.
-    slots: Vec<u32>,
+    slots: Slots,
     /// Buckets at least this large are heavy (`u32::MAX`: none are).
     heavy_min: u32,
     /// Where each heavy bucket starts in `slots`, ascending.
@@ -68,6 +69,62 @@ struct Table {
     heavy_at: Vec<u32>,
     /// The hashes of every heavy bucket's slots, in the same order as in `slots`.
     inline: Vec<Hash256>,
+}
+
+/// Slot numbers packed in 3 bytes each while every slot fits (below 2^24 hashes: 4 bytes
+/// saved per hash and table), else 4.
+#[derive(Debug, Clone)]
+struct Slots {
+    /// Bytes per slot number: 3 or 4.
+    width: usize,
+    /// Little-endian slot numbers, plus one byte of padding so that a 3-byte number can
+    /// be read as the low bytes of a 4-byte load.
+    bytes: Vec<u8>,
+}
+
+impl Slots {
+    fn new(count: usize) -> Slots {
+        let width = if count <= 1 << 24 { 3 } else { 4 };
+        Slots {
+            width,
+            bytes: huge_zeroed::<u8>(count * width + 1),
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> u32 {
+        let at = i * self.width;
+        let word = u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"));
+        if self.width == 3 {
+            word & 0x00FF_FFFF
+        } else {
+            word
+        }
+    }
+
+    fn set(&mut self, i: usize, slot: u32) {
+        let at = i * self.width;
+        self.bytes[at..at + self.width].copy_from_slice(&slot.to_le_bytes()[..self.width]);
+    }
+
+    /// The slot numbers at positions `lo..hi`, appended to `out`.
+    #[inline(always)]
+    fn extend(&self, lo: usize, hi: usize, out: &mut Vec<u32>) {
+        let bytes = &self.bytes[lo * self.width..hi * self.width];
+        if self.width == 3 {
+            out.extend(
+                bytes
+                    .chunks_exact(3)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], 0])),
+            );
+        } else {
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+    }
 }
 
 impl Table {
@@ -86,6 +143,8 @@ impl Table {
 #[derive(Debug, Clone, Default)]
 pub struct MihIndex {
     hashes: Vec<Hash256>,
+    /// The key of each slot; empty when every key equals its slot (the common case of
+    /// an index built over a table's rows, where storing them would cost 8 bytes a hash).
     keys: Vec<u64>,
     tables: Vec<Table>,
 }
@@ -273,6 +332,11 @@ impl MihIndex {
         threads: usize,
     ) -> Self {
         assert_eq!(hashes.len(), keys.len(), "one key per hash");
+        let keys = if keys.iter().enumerate().all(|(i, &k)| k == i as u64) {
+            Vec::new()
+        } else {
+            keys
+        };
         assert!(hashes.len() < u32::MAX as usize, "at most 2^32 - 1 hashes");
         let Some(m) = substrings else {
             return MihIndex {
@@ -336,10 +400,10 @@ impl MihIndex {
             offsets[i + 1] += offsets[i];
         }
         let mut fill = offsets.clone();
-        let mut slots = huge_zeroed::<u32>(hashes.len());
+        let mut slots = Slots::new(hashes.len());
         for (slot, &v) in values.iter().enumerate() {
             let at = &mut fill[v as usize];
-            slots[*at as usize] = slot as u32;
+            slots.set(*at as usize, slot as u32);
             *at += 1;
         }
         let mean = hashes.len() as f64 / buckets as f64;
@@ -350,11 +414,7 @@ impl MihIndex {
             if hi - lo >= heavy_min {
                 heavy_lo.push(lo);
                 heavy_at.push(inline.len() as u32);
-                inline.extend(
-                    slots[lo as usize..hi as usize]
-                        .iter()
-                        .map(|&s| hashes[s as usize]),
-                );
+                inline.extend((lo as usize..hi as usize).map(|i| hashes[slots.get(i) as usize]));
             }
         }
         inline.shrink_to_fit();
@@ -393,7 +453,10 @@ impl MihIndex {
 
     /// The stored hashes and keys, in slot order.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = (Hash256, u64)> + '_ {
-        self.hashes.iter().copied().zip(self.keys.iter().copied())
+        self.hashes
+            .iter()
+            .enumerate()
+            .map(|(slot, &h)| (h, self.key(slot as u32)))
     }
 
     /// Bytes of heap memory the index holds.
@@ -405,7 +468,7 @@ impl MihIndex {
                 .iter()
                 .map(|t| {
                     t.offsets.capacity() * 4
-                        + t.slots.capacity() * 4
+                        + t.slots.bytes.capacity()
                         + t.heavy_lo.capacity() * 8
                         + t.inline.capacity() * 32
                 })
@@ -509,9 +572,9 @@ impl MihIndex {
         for p in &probes {
             if i32::from(p.distance) <= radii[p.table as usize] {
                 let table = &self.tables[p.table as usize];
-                let slots = &table.slots[p.lo as usize..p.hi as usize];
+                let (lo, hi) = (p.lo as usize, p.hi as usize);
                 if p.hi - p.lo < table.heavy_min {
-                    candidates.extend_from_slice(slots);
+                    table.slots.extend(lo, hi, &mut candidates);
                     continue;
                 }
                 // A heavy bucket: scan its inline copy.
@@ -520,11 +583,11 @@ impl MihIndex {
                     .binary_search(&p.lo)
                     .expect("every heavy bucket has an inline copy");
                 let from = table.heavy_at[at] as usize;
-                let inline = &table.inline[from..from + slots.len()];
-                for (h, &slot) in inline.iter().zip(slots) {
+                let inline = &table.inline[from..from + (hi - lo)];
+                for (i, h) in inline.iter().enumerate() {
                     let d = h.distance(query);
                     if d <= max_distance {
-                        out.push((slot, d));
+                        out.push((table.slots.get(lo + i), d));
                     }
                 }
             }
@@ -679,7 +742,7 @@ impl MihIndex {
         slots
             .into_iter()
             .map(|(slot, distance)| Hit {
-                key: self.keys[slot as usize],
+                key: self.key(slot),
                 distance,
             })
             .collect()
@@ -687,7 +750,11 @@ impl MihIndex {
 
     /// The key stored at `slot`.
     pub fn key(&self, slot: u32) -> u64 {
-        self.keys[slot as usize]
+        if self.keys.is_empty() {
+            u64::from(slot)
+        } else {
+            self.keys[slot as usize]
+        }
     }
 }
 
@@ -737,6 +804,65 @@ mod tests {
         let mut none = 0;
         for_each_in_shell(0, 3, 4, &mut |_| none += 1);
         assert_eq!(none, 0);
+    }
+
+    #[test]
+    fn keys_are_stored_only_when_they_are_not_the_slots() {
+        let hashes: Vec<Hash256> = (0..3u64)
+            .map(|i| Hash256::from_limbs([i, !i, i << 7, 0]))
+            .collect();
+        let identity = MihIndex::build_with(hashes.clone(), vec![0, 1, 2], Some(16), 1);
+        let other = MihIndex::build_with(hashes.clone(), vec![7, 1 << 40, 2], Some(16), 1);
+        assert_eq!(other.heap_bytes() - identity.heap_bytes(), 3 * 8);
+        assert_eq!(
+            identity.query(&hashes[1], 0),
+            [Hit {
+                key: 1,
+                distance: 0
+            }]
+        );
+        assert_eq!(
+            other.query(&hashes[1], 0),
+            [Hit {
+                key: 1 << 40,
+                distance: 0
+            }]
+        );
+        assert_eq!(other.key(0), 7);
+        let keys: Vec<u64> = identity.entries().map(|(_, k)| k).collect();
+        assert_eq!(keys, [0, 1, 2]);
+        let keys: Vec<u64> = other.entries().map(|(_, k)| k).collect();
+        assert_eq!(keys, [7, 1 << 40, 2]);
+    }
+
+    #[test]
+    fn slots_round_trip_in_three_and_four_bytes() {
+        let mut three = Slots::new(1 << 24);
+        assert_eq!(three.width, 3);
+        let mut four = Slots::new((1 << 24) + 1);
+        assert_eq!(four.width, 4);
+        for (i, v) in [
+            (0, 0),
+            (1, 0xFF_FFFF),
+            (2, 0x12_3456),
+            (3, 1),
+            (4, 0xAB_CDEF),
+        ] {
+            three.set(i, v);
+            four.set(i, v);
+        }
+        four.set(5, 1 << 24);
+        let want = [0, 0xFF_FFFF, 0x12_3456, 1, 0xAB_CDEF];
+        let mut got = Vec::new();
+        three.extend(0, 5, &mut got);
+        assert_eq!(got, want);
+        got.clear();
+        four.extend(0, 6, &mut got);
+        assert_eq!(got[..5], want);
+        assert_eq!(got[5], 1 << 24);
+        // The last slot reads its padding byte, not past the end.
+        three.set((1 << 24) - 1, 0x65_4321);
+        assert_eq!(three.get((1 << 24) - 1), 0x65_4321);
     }
 
     #[test]
