@@ -92,14 +92,21 @@ fn load_detectors(
     if !issues.is_empty() {
         return Err(issues);
     }
+    let bank_sizes = banks
+        .iter()
+        .map(|b| (b.bank.name.clone(), b.bank.len(), b.bank.negative))
+        .collect();
+    // The parsed entries were only needed to build the matcher, and are several times
+    // its size: give their pages back now rather than at the next periodic trim.
+    drop(banks);
+    if let Some(trim) = HEAP_TRIM.get() {
+        trim();
+    }
     Ok(Detectors {
         matcher,
         classifiers: ClassifierSet::new(models),
         frame_models: frame_models.to_vec(),
-        banks: banks
-            .iter()
-            .map(|b| (b.bank.name.clone(), b.bank.len(), b.bank.negative))
-            .collect(),
+        banks: bank_sizes,
         views: crate::engine::views::QueryViews::new(config.detectors.views.clone()),
     })
 }

@@ -23,10 +23,12 @@
 //! median's:
 //! - the probe radius is chosen per table and per query (see `allocate_radii`), so the
 //!   tables where the query's buckets are deep are skipped and others widened;
-//! - a heavy bucket (16 times the mean and at least 64 hashes) keeps a copy of its
-//!   hashes inline, in bucket order, so verifying it is a sequential scan (about 1 ns a
-//!   hash) instead of one random access per hash (about 40 ns at 10M hashes). The copy
-//!   costs memory: about 15 bytes per hash on the clustered bench corpus at 10M.
+//! - a heavy bucket (16 times the mean and at least 64 hashes) keeps a copy of half of
+//!   each of its hashes inline, in bucket order: a sequential scan of those 128 bits
+//!   (about 0.5 ns a hash) rules out nearly all of the bucket, and only what is within
+//!   the distance on that half is verified by a random access (about 40 ns at 10M
+//!   hashes). The copy costs memory: about 8 bytes per hash on the clustered bench
+//!   corpus at 10M.
 
 use firebreak_hashing::Hash256;
 
@@ -39,8 +41,9 @@ const MAX_SUBSTRINGS: u32 = 32;
 /// Below this many hashes a linear scan is at least as fast as any table.
 const FLAT_BELOW: usize = 8192;
 /// A bucket is heavy when it holds this many times the mean bucket (and at least
-/// [`HEAVY_MIN`] hashes): its hashes are stored again inline, in bucket order, so that
-/// verifying them is a sequential scan rather than one random access each.
+/// [`HEAVY_MIN`] hashes): half of each of its hashes is stored again inline, in bucket
+/// order, so that ruling them out is a sequential scan rather than one random access
+/// each.
 const HEAVY_FACTOR: f64 = 16.0;
 /// The fewest hashes a heavy bucket holds.
 const HEAVY_MIN: u32 = 64;
@@ -67,8 +70,12 @@ struct Table {
     heavy_lo: Vec<u32>,
     /// Where the same bucket starts in `inline`.
     heavy_at: Vec<u32>,
-    /// The hashes of every heavy bucket's slots, in the same order as in `slots`.
-    inline: Vec<Hash256>,
+    /// Half of each hash in every heavy bucket, in the same order as in `slots`: the
+    /// 128 bits (limbs `half * 2` and `half * 2 + 1`) that hold less of this table's
+    /// substring, so that they tell the bucket's hashes apart.
+    inline: Vec<[u64; 2]>,
+    /// Which half `inline` holds (0 or 1).
+    half: usize,
 }
 
 /// Slot numbers packed in 3 bytes each while every slot fits (below 2^24 hashes: 4 bytes
@@ -409,12 +416,18 @@ impl MihIndex {
         let mean = hashes.len() as f64 / buckets as f64;
         let heavy_min = ((HEAVY_FACTOR * mean).ceil() as u32).max(HEAVY_MIN);
         let (mut heavy_lo, mut heavy_at, mut inline) = (Vec::new(), Vec::new(), Vec::new());
+        // The substring covers bits start..start + width: keep the other half.
+        let in_low = 128u32.saturating_sub(start).min(width);
+        let half = usize::from(in_low * 2 >= width);
         for v in 0..buckets {
             let (lo, hi) = (offsets[v], offsets[v + 1]);
             if hi - lo >= heavy_min {
                 heavy_lo.push(lo);
                 heavy_at.push(inline.len() as u32);
-                inline.extend((lo as usize..hi as usize).map(|i| hashes[slots.get(i) as usize]));
+                inline.extend((lo as usize..hi as usize).map(|i| {
+                    let limbs = hashes[slots.get(i) as usize].limbs();
+                    [limbs[half * 2], limbs[half * 2 + 1]]
+                }));
             }
         }
         inline.shrink_to_fit();
@@ -427,6 +440,7 @@ impl MihIndex {
             heavy_lo,
             heavy_at,
             inline,
+            half,
         }
     }
 
@@ -470,7 +484,7 @@ impl MihIndex {
                     t.offsets.capacity() * 4
                         + t.slots.bytes.capacity()
                         + t.heavy_lo.capacity() * 8
-                        + t.inline.capacity() * 32
+                        + t.inline.capacity() * 16
                 })
                 .sum::<usize>()
     }
@@ -577,17 +591,21 @@ impl MihIndex {
                     table.slots.extend(lo, hi, &mut candidates);
                     continue;
                 }
-                // A heavy bucket: scan its inline copy.
+                // A heavy bucket: filter it by a sequential scan of its inline halves
+                // (a hash within the distance is within it on either half), and verify
+                // only what passes.
                 let at = table
                     .heavy_lo
                     .binary_search(&p.lo)
                     .expect("every heavy bucket has an inline copy");
                 let from = table.heavy_at[at] as usize;
                 let inline = &table.inline[from..from + (hi - lo)];
+                let q = query.limbs();
+                let (qa, qb) = (q[table.half * 2], q[table.half * 2 + 1]);
                 for (i, h) in inline.iter().enumerate() {
-                    let d = h.distance(query);
+                    let d = (h[0] ^ qa).count_ones() + (h[1] ^ qb).count_ones();
                     if d <= max_distance {
-                        out.push((table.slots.get(lo + i), d));
+                        candidates.push(table.slots.get(lo + i));
                     }
                 }
             }
@@ -620,8 +638,10 @@ impl MihIndex {
     /// largest (popular substrings in a skewed corpus) by a small dynamic program over
     /// the cost of each table at each radius. Up to the uniform radius the cost is the
     /// exact size of the buckets in the probe ball; one radius beyond it, where the ball
-    /// is many times larger, it is the uniform expectation (values in the shell times
-    /// the mean bucket), and the shell is only enumerated for the tables that get it.
+    /// is many times larger, it is estimated (values in the shell times the ball's mean
+    /// cost per value, at least the uniform expectation: near a popular value the
+    /// values a bit further out are popular too), and the shell is only enumerated for
+    /// the tables that get it.
     /// So a query whose substrings are popular in a few tables skips those tables and
     /// widens a few others, whose buckets are near-empty.
     fn allocate_radii(&self, query: &Hash256, d: u32, probes: &mut Vec<Probe>) -> (Vec<i32>, f64) {
