@@ -103,15 +103,19 @@ struct Interner {
 }
 
 impl Interner {
-    fn entry(&mut self, bank: &str, id: &str, labels: &[String]) -> EntryRef {
-        let bank = match self.banks.get(bank) {
+    fn bank(&mut self, bank: &str) -> Arc<str> {
+        match self.banks.get(bank) {
             Some(b) => b.clone(),
             None => {
                 let b: Arc<str> = Arc::from(bank);
                 self.banks.insert(bank.to_owned(), b.clone());
                 b
             }
-        };
+        }
+    }
+
+    fn entry(&mut self, bank: &str, id: &str, labels: &[String]) -> EntryRef {
+        let bank = self.bank(bank);
         let (labels, tenant) = match self.labels.get(labels) {
             Some(set) => set.clone(),
             None => {
@@ -131,6 +135,93 @@ impl Interner {
             labels,
             tenant,
         }
+    }
+}
+
+/// The entries behind an index's keys, compactly: every id in one arena, and per entry
+/// the index of its shared (bank, labels) pair. About 8 bytes plus the id's bytes per
+/// entry, where a table of [`EntryRef`]s cost about 100; an [`EntryRef`] is made only
+/// for a hit.
+#[derive(Debug, Default)]
+struct RefTable {
+    /// Every entry's id, one after the other.
+    ids: String,
+    /// Where each entry's id ends in `ids` (it starts where the previous one ends).
+    ends: Vec<u32>,
+    /// Each entry's index in `flavours`.
+    flavour: Vec<u32>,
+    /// The distinct (bank, labels, tenant) triples, as an [`EntryRef`] with an empty id.
+    flavours: Vec<EntryRef>,
+    /// Per bank, where each label set is in `flavours` (at most [`MAX_INTERNED`] sets
+    /// remembered; past that, a new set gets a new flavour each time).
+    by_pair: HashMap<Arc<str>, HashMap<Vec<String>, u32>>,
+    remembered: usize,
+}
+
+impl RefTable {
+    /// Appends an entry; returns its key.
+    fn push(&mut self, interner: &mut Interner, bank: &str, id: &str, labels: &[String]) -> u64 {
+        // Entries come in runs of one bank and label set: try the last one first.
+        let last = self
+            .flavour
+            .last()
+            .map(|&f| (f, &self.flavours[f as usize]));
+        let flavour = match last {
+            Some((f, r)) if &*r.bank == bank && *r.labels == *labels => f,
+            _ => match self.by_pair.get(bank).and_then(|sets| sets.get(labels)) {
+                Some(&f) => f,
+                None => {
+                    let f = u32::try_from(self.flavours.len()).expect("under 2^32 label sets");
+                    let bank = interner.bank(bank);
+                    self.flavours.push(interner.entry(&bank, "", labels));
+                    if self.remembered < MAX_INTERNED {
+                        self.remembered += 1;
+                        self.by_pair
+                            .entry(bank)
+                            .or_default()
+                            .insert(labels.to_vec(), f);
+                    }
+                    f
+                }
+            },
+        };
+        self.ids.push_str(id);
+        self.ends
+            .push(u32::try_from(self.ids.len()).expect("under 4 GiB of entry ids"));
+        self.flavour.push(flavour);
+        (self.ends.len() - 1) as u64
+    }
+
+    fn id(&self, key: u64) -> &str {
+        let k = key as usize;
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.ids[start..self.ends[k] as usize]
+    }
+
+    /// The entry behind `key`.
+    fn get(&self, key: u64) -> EntryRef {
+        let flavour = &self.flavours[self.flavour[key as usize] as usize];
+        EntryRef {
+            id: Arc::from(self.id(key)),
+            ..flavour.clone()
+        }
+    }
+
+    /// Whether `key` is entry `id` of `bank`.
+    fn is(&self, key: u64, bank: &str, id: &str) -> bool {
+        self.id(key) == id && &*self.flavours[self.flavour[key as usize] as usize].bank == bank
+    }
+
+    fn reserve(&mut self, entries: usize, id_bytes: usize) {
+        self.ends.reserve(entries);
+        self.flavour.reserve(entries);
+        self.ids.reserve(id_bytes);
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.ids.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.flavour.shrink_to_fit();
     }
 }
 
@@ -196,9 +287,9 @@ struct Digests {
 #[derive(Debug)]
 pub struct Matcher {
     config: MatchConfig,
-    pdq_refs: RwLock<Vec<EntryRef>>,
+    pdq_refs: RwLock<RefTable>,
     pdq: LiveIndex,
-    negative_refs: RwLock<Vec<EntryRef>>,
+    negative_refs: RwLock<RefTable>,
     negative: LiveIndex,
     videos: RwLock<Vec<Video>>,
     /// Videos not removed.
@@ -229,34 +320,45 @@ impl Matcher {
         config: MatchConfig,
         threads: usize,
     ) -> Self {
-        let mut pdq_refs = Vec::new();
+        let mut pdq_refs = RefTable::default();
         let mut pdq = Vec::new();
-        let mut negative_refs = Vec::new();
+        let mut negative_refs = RefTable::default();
         let mut negative = Vec::new();
         let mut videos = Vec::new();
         let mut frames = Vec::new();
         let mut md5: HashMap<[u8; 16], Vec<EntryRef>> = HashMap::new();
         let mut sha256: HashMap<[u8; 32], Vec<EntryRef>> = HashMap::new();
         let mut interner = Interner::default();
+        let banks: Vec<&Bank> = banks.into_iter().collect();
+        // Size the positive table once: it is most of the memory.
+        let (entries, id_bytes) = banks
+            .iter()
+            .filter(|b| !b.negative)
+            .flat_map(|b| b.entries())
+            .filter(|e| matches!(e.signal, Signal::Pdq { .. }))
+            .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.id.len()));
+        pdq_refs.reserve(entries, id_bytes);
+        pdq.reserve(entries);
         for bank in banks {
             for e in bank.entries() {
-                let entry = interner.entry(&bank.name, &e.id, &e.labels);
+                let (name, id, labels) = (&bank.name, &e.id, &e.labels);
                 match &e.signal {
                     Signal::Pdq { hash, .. } if bank.negative => {
-                        negative.push((*hash, negative_refs.len() as u64));
-                        negative_refs.push(entry);
+                        let key = negative_refs.push(&mut interner, name, id, labels);
+                        negative.push((*hash, key));
                     }
                     Signal::Pdq { hash, .. } => {
-                        pdq.push((*hash, pdq_refs.len() as u64));
-                        pdq_refs.push(entry);
+                        let key = pdq_refs.push(&mut interner, name, id, labels);
+                        pdq.push((*hash, key));
                     }
                     Signal::Vpdq(features) if bank.negative => {
+                        let key = negative_refs.push(&mut interner, name, id, labels);
                         for h in vpdq::prepare(features, config.vpdq_quality) {
-                            negative.push((h, negative_refs.len() as u64));
+                            negative.push((h, key));
                         }
-                        negative_refs.push(entry);
                     }
                     Signal::Vpdq(features) => {
+                        let entry = interner.entry(name, id, labels);
                         let unique = vpdq::prepare(features, config.vpdq_quality);
                         let video = videos.len() as u64;
                         for (i, h) in unique.iter().enumerate() {
@@ -267,11 +369,19 @@ impl Matcher {
                             frames: unique.len(),
                         });
                     }
-                    Signal::Md5(d) => md5.entry(*d).or_default().push(entry),
-                    Signal::Sha256(d) => sha256.entry(*d).or_default().push(entry),
+                    Signal::Md5(d) => md5
+                        .entry(*d)
+                        .or_default()
+                        .push(interner.entry(name, id, labels)),
+                    Signal::Sha256(d) => sha256
+                        .entry(*d)
+                        .or_default()
+                        .push(interner.entry(name, id, labels)),
                 }
             }
         }
+        pdq_refs.shrink_to_fit();
+        negative_refs.shrink_to_fit();
         Matcher {
             config,
             pdq_refs: RwLock::new(pdq_refs),
@@ -322,24 +432,20 @@ impl Matcher {
     /// returns. Replacing an entry is [`Matcher::remove`] of the old one, then this.
     pub fn insert(&self, bank: &str, negative: bool, entry: &Entry) {
         let mut interner = self.updates.lock().unwrap_or_else(|e| e.into_inner());
-        let r = interner.entry(bank, &entry.id, &entry.labels);
+        let (id, labels) = (&entry.id, &entry.labels);
         // The table first, then the index: every key a query finds has its entry.
-        let push = |refs: &RwLock<Vec<EntryRef>>, r: EntryRef| {
-            let mut refs = write(refs);
-            refs.push(r);
-            (refs.len() - 1) as u64
-        };
+        let mut push = |refs: &RwLock<RefTable>| write(refs).push(&mut interner, bank, id, labels);
         match &entry.signal {
             Signal::Pdq { hash, .. } if negative => {
-                let key = push(&self.negative_refs, r);
+                let key = push(&self.negative_refs);
                 self.negative.add(&[(*hash, key)]);
             }
             Signal::Pdq { hash, .. } => {
-                let key = push(&self.pdq_refs, r);
+                let key = push(&self.pdq_refs);
                 self.pdq.add(&[(*hash, key)]);
             }
             Signal::Vpdq(features) if negative => {
-                let key = push(&self.negative_refs, r);
+                let key = push(&self.negative_refs);
                 let hashes: Vec<(Hash256, u64)> = vpdq::prepare(features, self.config.vpdq_quality)
                     .into_iter()
                     .map(|h| (h, key))
@@ -347,6 +453,7 @@ impl Matcher {
                 self.negative.add(&hashes);
             }
             Signal::Vpdq(features) => {
+                let r = interner.entry(bank, id, labels);
                 let unique = vpdq::prepare(features, self.config.vpdq_quality);
                 let video = {
                     let mut videos = write(&self.videos);
@@ -365,8 +472,14 @@ impl Matcher {
                 self.live_videos
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Signal::Md5(d) => write(&self.digests).md5.entry(*d).or_default().push(r),
-            Signal::Sha256(d) => write(&self.digests).sha256.entry(*d).or_default().push(r),
+            Signal::Md5(d) => {
+                let r = interner.entry(bank, id, labels);
+                write(&self.digests).md5.entry(*d).or_default().push(r);
+            }
+            Signal::Sha256(d) => {
+                let r = interner.entry(bank, id, labels);
+                write(&self.digests).sha256.entry(*d).or_default().push(r);
+            }
         }
     }
 
@@ -375,13 +488,13 @@ impl Matcher {
     pub fn remove(&self, bank: &str, negative: bool, entry: &Entry) -> bool {
         let _updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
         // An entry's keys are found by querying its own hash at distance 0.
-        let find = |index: &LiveIndex, refs: &RwLock<Vec<EntryRef>>, hash: &Hash256| {
+        let find = |index: &LiveIndex, refs: &RwLock<RefTable>, hash: &Hash256| {
             let refs = read(refs);
             index
                 .query(hash, 0)
                 .into_iter()
                 .map(|h| h.key)
-                .find(|&k| same(&refs[k as usize], bank, &entry.id))
+                .find(|&k| refs.is(k, bank, &entry.id))
         };
         match &entry.signal {
             Signal::Pdq { hash, .. } => {
@@ -452,7 +565,7 @@ impl Matcher {
         let refs = read(&self.negative_refs);
         hits.into_iter()
             .map(|h| PdqHit {
-                entry: refs[h.key as usize].clone(),
+                entry: refs.get(h.key),
                 distance: h.distance,
             })
             .filter(|h| h.entry.visible_to(tenant))
@@ -480,7 +593,7 @@ impl Matcher {
             let refs = read(&self.pdq_refs);
             hits.into_iter()
                 .map(|h| PdqHit {
-                    entry: refs[h.key as usize].clone(),
+                    entry: refs.get(h.key),
                     distance: h.distance,
                 })
                 .filter(|h| h.entry.visible_to(tenant))
@@ -641,4 +754,45 @@ pub struct MatcherSizes {
     pub video_frames: usize,
     /// Distinct digests.
     pub digests: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ref_table_keeps_ids_apart_and_shares_label_sets() {
+        let mut interner = Interner::default();
+        let mut table = RefTable::default();
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let keys = [
+            table.push(&mut interner, "crisis", "e1", &l(&["a", "b"])),
+            table.push(&mut interner, "crisis", "", &l(&["a", "b"])),
+            table.push(&mut interner, "other", "clip/f12@crop90", &l(&["a", "b"])),
+            table.push(&mut interner, "crisis", "ünïcode", &l(&["tenant:acme"])),
+        ];
+        assert_eq!(keys, [0, 1, 2, 3]);
+        let ids: Vec<Arc<str>> = keys.iter().map(|&k| table.get(k).id).collect();
+        assert_eq!(
+            ids.iter().map(|s| &**s).collect::<Vec<_>>(),
+            ["e1", "", "clip/f12@crop90", "ünïcode"]
+        );
+        let (a, b, c, d) = (table.get(0), table.get(1), table.get(2), table.get(3));
+        assert!(
+            Arc::ptr_eq(&a.labels, &b.labels),
+            "same bank and labels: shared"
+        );
+        assert_eq!(*c.bank, *"other");
+        assert_eq!(*c.labels, ["a", "b"]);
+        assert_eq!(d.tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            table.flavours.len(),
+            3,
+            "three distinct (bank, labels) pairs"
+        );
+        assert!(table.is(2, "other", "clip/f12@crop90"));
+        assert!(!table.is(2, "crisis", "clip/f12@crop90"), "another bank");
+        assert!(!table.is(0, "crisis", "e"), "a prefix of the id");
+        assert!(table.is(1, "crisis", ""));
+    }
 }
