@@ -3,25 +3,39 @@
 //! bundled models at batches of 1, 4 and 8 frames. Compare
 //! with onnxruntime's figures in models/test/reference/open_nsfw.json ("latency").
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firebreak_classify::{Classifier, RgbImage};
 
-fn classify(c: &mut Criterion) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/open_nsfw");
-    let status = std::process::Command::new(dir.join("../fetch.sh"))
+/// The models directory, with `models/fetch.sh WHICH` run first.
+fn fetched(which: &str) -> PathBuf {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let status = std::process::Command::new(models.join("fetch.sh"))
+        .arg(which)
         .status()
         .expect("models/fetch.sh");
-    assert!(status.success());
+    assert!(status.success(), "models/fetch.sh {which}");
+    models
+}
+
+const W: u32 = 1280;
+const H: u32 = 720;
+
+/// A 720p frame over `px` (from [`firebreak_benches::synthetic_rgb`]).
+fn frame(px: &[u8]) -> RgbImage<'_> {
+    RgbImage {
+        width: W,
+        height: H,
+        data: px,
+    }
+}
+
+fn classify(c: &mut Criterion) {
+    let dir = fetched("open_nsfw").join("open_nsfw");
     let classifier = Classifier::load(&dir).expect("open_nsfw loads");
-    let (w, h) = (1280u32, 720u32);
-    let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
-    let frame = RgbImage {
-        width: w,
-        height: h,
-        data: &px,
-    };
+    let px = firebreak_benches::synthetic_rgb(W as usize, H as usize, 3);
+    let frame = frame(&px);
     let (tensor, _) = classifier.preprocess(&frame);
 
     let mut group = c.benchmark_group("open_nsfw");
@@ -62,19 +76,9 @@ fn classify(c: &mut Criterion) {
 /// over batches of 1, 4 and 8 waiting 720p frames (preprocessing included), for each
 /// bundled model. A pool is only worth having if a batch beats batch 1 per frame.
 fn batches(c: &mut Criterion) {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let status = std::process::Command::new(models.join("fetch.sh"))
-        .arg("all")
-        .status()
-        .expect("models/fetch.sh all");
-    assert!(status.success());
-    let (w, h) = (1280u32, 720u32);
-    let px = firebreak_benches::synthetic_rgb(w as usize, h as usize, 3);
-    let frame = RgbImage {
-        width: w,
-        height: h,
-        data: &px,
-    };
+    let models = fetched("all");
+    let px = firebreak_benches::synthetic_rgb(W as usize, H as usize, 3);
+    let frame = frame(&px);
     for model in ["open_nsfw", "efficientnet_lite0"] {
         let mut classifier = Classifier::load(&models.join(model)).expect("model loads");
         let mut group = c.benchmark_group(format!("{model}_batches"));

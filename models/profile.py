@@ -119,13 +119,31 @@ def ort_session(path):
     return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 
 
+def out_of(result):
+    v = result[0]
+    return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
+
+
+def tract_attempt(rows, name, make, feeds, ref, runs):
+    """Times tract plan `make()` on the first of `feeds` it accepts; a failure is a row."""
+    try:
+        plan = make()
+        for i, feed in enumerate(feeds):
+            try:
+                plan.run([feed])
+                break
+            except Exception:  # noqa: BLE001 - try the next input type
+                if i == len(feeds) - 1:
+                    raise
+        rows.append((name, timed(lambda: plan.run([feed]), runs),
+                     float(np.abs(out_of(plan.run([feed])) - ref).max())))
+    except Exception as e:  # noqa: BLE001 - report, do not hide
+        rows.append((f"{name}: failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+
+
 def attempts(m, x, runs):
     import onnxruntime as ort
     from onnxruntime import quantization as q
-
-    def out_of(result):
-        v = result[0]
-        return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, dtype=np.float32)
 
     base = tract_plan(m.path, m.shape)
     ref = out_of(base.run([x]))
@@ -134,30 +152,17 @@ def attempts(m, x, runs):
     feed = {m.input_name: x}
     rows.append(("onnxruntime f32", timed(lambda: sess.run(None, feed), runs),
                  float(np.abs(out_of(sess.run(None, feed)) - ref).max())))
-    try:
-        half = tract_plan(m.path, m.shape, "f32_to_f16")
-        x16 = x.astype(np.float16)
-        try:
-            half.run([x16])
-            feed16 = x16
-        except Exception:  # noqa: BLE001 - the transform kept an f32 input
-            feed16 = x
-        rows.append(("tract f32_to_f16", timed(lambda: half.run([feed16]), runs),
-                     float(np.abs(out_of(half.run([feed16])) - ref).max())))
-    except Exception as e:  # noqa: BLE001 - report, do not hide
-        rows.append((f"tract f32_to_f16: failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+    # The transform may or may not turn the input to f16.
+    tract_attempt(rows, "tract f32_to_f16", lambda: tract_plan(m.path, m.shape, "f32_to_f16"),
+                  [x.astype(np.float16), x], ref, runs)
     with tempfile.TemporaryDirectory() as tmp:
         opt = os.path.join(tmp, "ort-basic.onnx")
         o = ort.SessionOptions()
         o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         o.optimized_model_filepath = opt
         ort.InferenceSession(str(m.path), o, providers=["CPUExecutionProvider"])
-        try:
-            p = tract_plan(opt, m.shape)
-            rows.append(("tract on onnxruntime's basic-optimised graph", timed(lambda: p.run([x]), runs),
-                         float(np.abs(out_of(p.run([x])) - ref).max())))
-        except Exception as e:  # noqa: BLE001
-            rows.append((f"tract on ort-basic graph: failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+        tract_attempt(rows, "tract on onnxruntime's basic-optimised graph",
+                      lambda: tract_plan(opt, m.shape), [x], ref, runs)
 
         class Random(q.CalibrationDataReader):
             def __init__(self):
@@ -178,12 +183,7 @@ def attempts(m, x, runs):
         s8 = ort_session(int8)
         rows.append(("onnxruntime int8 (QDQ)", timed(lambda: s8.run(None, feed), runs),
                      float(np.abs(out_of(s8.run(None, feed)) - ref).max())))
-        try:
-            t8 = tract_plan(int8, m.shape)
-            rows.append(("tract int8 (QDQ)", timed(lambda: t8.run([x]), runs),
-                         float(np.abs(out_of(t8.run([x])) - ref).max())))
-        except Exception as e:  # noqa: BLE001
-            rows.append((f"tract int8 (QDQ): failed ({str(e).splitlines()[0][:60]})", float("nan"), float("nan")))
+        tract_attempt(rows, "tract int8 (QDQ)", lambda: tract_plan(int8, m.shape), [x], ref, runs)
     print(f"\nattempts, {m.name}, single thread, median of {runs} runs:")
     print(f"{'variant':<48}{'ms/frame':>10}{'vs ort f32':>11}{'max |diff|':>12}")
     ort_ms = rows[1][1]
