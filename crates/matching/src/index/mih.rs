@@ -135,6 +135,25 @@ impl Slots {
 }
 
 impl Table {
+    /// Notes bucket `value` of this table (table `j`, `distance` bits from the query's
+    /// substring) in `probes` if it is not empty; returns what probing it costs.
+    #[inline(always)]
+    fn probe(&self, j: usize, value: u32, distance: usize, probes: &mut Vec<Probe>) -> f64 {
+        let (lo, hi) = (
+            self.offsets[value as usize],
+            self.offsets[value as usize + 1],
+        );
+        if hi > lo {
+            probes.push(Probe {
+                table: j as u16,
+                distance: distance as u16,
+                lo,
+                hi,
+            });
+        }
+        self.bucket_cost(hi - lo)
+    }
+
     /// Expected cost of probing a bucket of `size` hashes, in random memory accesses.
     #[inline(always)]
     fn bucket_cost(&self, size: u32) -> f64 {
@@ -668,16 +687,7 @@ impl MihIndex {
             let layer = &mut cost[j];
             for_each_in_ball(value, table.width, r as u32, &mut |v| {
                 let k = (v ^ value).count_ones() as usize;
-                let (lo, hi) = (table.offsets[v as usize], table.offsets[v as usize + 1]);
-                layer[k] += table.bucket_cost(hi - lo);
-                if hi > lo {
-                    probes.push(Probe {
-                        table: j as u16,
-                        distance: k as u16,
-                        lo,
-                        hi,
-                    });
-                }
+                layer[k] += table.probe(j, v, k, probes);
             });
             // Near a popular value the buckets a few bits further out are popular too:
             // expect a value in the shells to cost what one in the ball did, at least.
@@ -747,16 +757,7 @@ impl MihIndex {
             let value = values[j];
             for k in r + 1..=t {
                 for_each_in_shell(value, table.width, k as u32, &mut |v| {
-                    let (lo, hi) = (table.offsets[v as usize], table.offsets[v as usize + 1]);
-                    total += table.bucket_cost(hi - lo);
-                    if hi > lo {
-                        probes.push(Probe {
-                            table: j as u16,
-                            distance: k as u16,
-                            lo,
-                            hi,
-                        });
-                    }
+                    total += table.probe(j, v, k, probes);
                 });
             }
         }
