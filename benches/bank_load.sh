@@ -51,7 +51,7 @@ tail -1 "$DATA/import.err"
 empty=$("$BIN" --data-dir "$DATA/empty" match pdq --stats "$QUERY" 2>&1 >/dev/null | tail -1)
 full=$("$BIN" --data-dir "$DATA/fb" match pdq --stats "$QUERY" 2>&1 >"$DATA/match.out" | tail -1)
 grep -q '"entry_id":"e0"' "$DATA/match.out" || { echo "bank_load: the first entry was not found" >&2; exit 1; }
-echo "$empty" | sed 's/^{/{"step": "match pdq, empty data dir", /'
+echo "$empty" | sed 's/^{/{"step": "match pdq, one-entry bank", /'
 echo "$full" | sed 's/^{/{"step": "match pdq, loaded", /'
 python3 - "$empty" "$full" "$N" <<'EOF'
 import json, sys

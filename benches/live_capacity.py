@@ -46,8 +46,7 @@ def main():
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--mode", choices=["2/s", "keyframes"], default="2/s")
-    ap.add_argument("--bin", default=os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
+    mix.add_bin_argument(ap)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="live-capacity-")
     segments = mix.encode_segments(os.path.join(work, "segments"), args.seconds,

@@ -66,6 +66,12 @@ def rss_mib(pid):
     return 0.0
 
 
+def add_bin_argument(ap):
+    """`--bin`: the release binary the daemon runs, in $CARGO_TARGET_DIR by default."""
+    ap.add_argument("--bin", default=os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
+
+
 def encode_segments(seg_dir, seconds, rate=()):
     """`seconds` of 720p30 H.264 (veryfast, keyframe every 2 s, `rate` options such as
     a bitrate) as 2 s MPEG-TS segments in `seg_dir`; returns their bytes in order."""
@@ -101,8 +107,7 @@ def main():
     ap.add_argument("--streams", type=int, default=20)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--slowloris", type=int, default=200)
-    ap.add_argument("--bin", default=os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
+    add_bin_argument(ap)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="hostile-mix-")
     print(f"encoding {args.seconds} s of 720p30 into 2 s segments", flush=True)

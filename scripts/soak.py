@@ -48,8 +48,7 @@ def main():
     ap.add_argument("--slots", type=int, default=19)
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--stream-seconds", type=int, default=60)
-    ap.add_argument("--bin", default=os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", "/var/cache/firebreak/target"), "release", "firebreak"))
+    mix.add_bin_argument(ap)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="soak-")
     print(f"encoding {args.stream_seconds} s of 720p30 into 2 s segments", flush=True)

@@ -1128,6 +1128,15 @@ impl Settings {
     }
 }
 
+/// `secs` as a duration if it is from `lo` to `hi` seconds, else the error to report.
+fn seconds_within(secs: f64, lo: f64, hi: f64) -> Result<Duration, String> {
+    if secs.is_finite() && (lo..=hi).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("must be from {lo} to {hi} seconds"))
+    }
+}
+
 impl ServiceConfig {
     /// Parses `text`; every problem is returned at once. `base` resolves relative paths
     /// (the config file's directory).
@@ -1408,36 +1417,19 @@ impl ServiceConfig {
                 )
             })
             .ok();
-        let idle_secs = self.ingest.idle_timeout_secs;
-        let idle_timeout = if idle_secs.is_finite() && (1.0..=86_400.0).contains(&idle_secs) {
-            Some(Duration::from_secs_f64(idle_secs))
-        } else {
-            push(
-                "ingest.idle_timeout_secs",
-                "must be from 1 to 86400 seconds".into(),
-            );
-            None
-        };
-        let step = self.ingest.max_pts_step_secs;
-        let max_pts_step = if step.is_finite() && (0.1..=86_400.0).contains(&step) {
-            Duration::from_secs_f64(step)
-        } else {
-            push(
-                "ingest.max_pts_step_secs",
-                "must be from 0.1 to 86400 seconds".into(),
-            );
-            Duration::from_secs(60)
-        };
-        let trim = self.ingest.heap_trim_secs;
-        let heap_trim = if trim.is_finite() && (0.0..=3_600.0).contains(&trim) {
-            Duration::from_secs_f64(trim)
-        } else {
-            push(
-                "ingest.heap_trim_secs",
-                "must be from 0 to 3600 seconds".into(),
-            );
-            Duration::from_secs(10)
-        };
+        let idle_timeout = seconds_within(self.ingest.idle_timeout_secs, 1.0, 86_400.0)
+            .map_err(|e| push("ingest.idle_timeout_secs", e))
+            .ok();
+        let max_pts_step = seconds_within(self.ingest.max_pts_step_secs, 0.1, 86_400.0)
+            .unwrap_or_else(|e| {
+                push("ingest.max_pts_step_secs", e);
+                Duration::from_secs(60)
+            });
+        let heap_trim =
+            seconds_within(self.ingest.heap_trim_secs, 0.0, 3_600.0).unwrap_or_else(|e| {
+                push("ingest.heap_trim_secs", e);
+                Duration::from_secs(10)
+            });
         if !(1..=65_536).contains(&self.detectors.video_window_max_frames) {
             push(
                 "detectors.video_window_max_frames",
@@ -1720,6 +1712,37 @@ sampling = "fast"
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
+    }
+
+    #[test]
+    fn ingest_durations_out_of_range_are_reported_with_their_range() {
+        let text =
+            "[ingest]\nidle_timeout_secs = 0.5\nmax_pts_step_secs = nan\nheap_trim_secs = 3601\n";
+        let issues = ServiceConfig::parse(text, Path::new("/tmp")).unwrap_err();
+        let found: Vec<(&str, String)> = issues
+            .iter()
+            .map(|i| (i.path.as_str(), i.message.clone()))
+            .collect();
+        for want in [
+            (
+                "ingest.idle_timeout_secs",
+                "must be from 1 to 86400 seconds",
+            ),
+            (
+                "ingest.max_pts_step_secs",
+                "must be from 0.1 to 86400 seconds",
+            ),
+            ("ingest.heap_trim_secs", "must be from 0 to 3600 seconds"),
+        ] {
+            assert!(
+                found.contains(&(want.0, want.1.to_owned())),
+                "{want:?} missing from {found:?}"
+            );
+        }
+        let ok = "[ingest]\nheap_trim_secs = 0\nmax_pts_step_secs = 0.1\n";
+        let c = ServiceConfig::parse(ok, Path::new("/tmp")).unwrap();
+        assert_eq!(c.ingest.heap_trim, Duration::ZERO);
+        assert_eq!(c.ingest.max_pts_step, Duration::from_millis(100));
     }
 
     #[test]

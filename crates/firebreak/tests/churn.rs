@@ -129,7 +129,8 @@ fn resident_memory_stays_flat_as_streams_come_and_go() {
     let listed = listed["streams"].as_array().unwrap();
     let mut ids: Vec<&str> = listed.iter().map(|s| s["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
-    let mut want: Vec<String> = (ROUNDS - 16..ROUNDS)
+    let kept_rounds = 64 / PER_ROUND;
+    let mut want: Vec<String> = (ROUNDS - kept_rounds..ROUNDS)
         .flat_map(|r| (0..PER_ROUND).map(move |i| format!("r{r}-s{i}")))
         .collect();
     want.sort_unstable();

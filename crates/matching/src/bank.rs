@@ -107,7 +107,7 @@ pub struct Bank {
     /// Where the bank stands on the shared bank topic, if it follows one.
     pub position: Option<TopicPosition>,
     entries: Vec<Entry>,
-    /// Entry index by id (foldhash: SipHash was a fifth of loading a 10M-entry bank;
+    /// Entry index by id (foldhash: SipHash was 17 % of loading a 10M-entry bank;
     /// foldhash is seeded per process, so ids chosen to collide cannot be precomputed).
     by_id: HashMap<String, usize, foldhash::fast::RandomState>,
 }

@@ -155,7 +155,6 @@ struct RefTable {
     /// Per bank, where each label set is in `flavours` (at most [`MAX_INTERNED`] sets
     /// remembered; past that, a new set gets a new flavour each time).
     by_pair: HashMap<Arc<str>, HashMap<Vec<String>, u32>>,
-    remembered: usize,
 }
 
 impl RefTable {
@@ -174,8 +173,8 @@ impl RefTable {
                     let f = u32::try_from(self.flavours.len()).expect("under 2^32 label sets");
                     let bank = interner.bank(bank);
                     self.flavours.push(interner.entry(&bank, "", labels));
-                    if self.remembered < MAX_INTERNED {
-                        self.remembered += 1;
+                    let remembered: usize = self.by_pair.values().map(HashMap::len).sum();
+                    if remembered < MAX_INTERNED {
                         self.by_pair
                             .entry(bank)
                             .or_default()

@@ -772,9 +772,9 @@ fn validate(spec: &StreamSpec) -> Result<StreamSettings, RegisterError> {
 }
 
 impl IngestState {
-    /// Forgets streams whose decoding has finished, to make room under the stream
-    /// limit. Their final drop counts are retained for the metrics; their detection
-    /// state stays in the engine, and an id can then be used again.
+    /// Forgets one stream whose decoding has finished, to make room under the stream
+    /// limit. Its final drop counts are retained for the metrics; its detection state
+    /// stays in the engine, and its id can then be used again.
     fn evict_finished(&self, streams: &mut HashMap<String, Arc<Entry>>) {
         // One: the finished stream started first, so a stream that just ended stays
         // listed for its platform.
