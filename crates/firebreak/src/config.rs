@@ -646,6 +646,9 @@ pub struct Detectors {
     pub views: crate::engine::views::ViewsConfig,
     /// Frames the live vPDQ window holds at most, whatever their times.
     pub video_window_max_frames: usize,
+    /// How the matcher snapshot beside the banks is used: `"read"` (into memory),
+    /// `"map"` (memory-mapped, shared between processes), `"off"` (always rebuild).
+    pub bank_snapshot: String,
 }
 
 impl Default for Detectors {
@@ -658,6 +661,7 @@ impl Default for Detectors {
             video_window_secs: 10.0,
             views: Default::default(),
             video_window_max_frames: firebreak_matching::window::DEFAULT_MAX_FRAMES,
+            bank_snapshot: "read".into(),
         }
     }
 }
@@ -1022,6 +1026,8 @@ pub struct DetectorSettings {
     pub views: crate::engine::views::ViewsConfig,
     /// Frames the live vPDQ window holds at most (1 to 65536).
     pub video_window_max_frames: usize,
+    /// How the matcher snapshot is loaded; `None`: never used or written.
+    pub bank_snapshot: Option<firebreak_matching::mapfile::LoadMode>,
 }
 
 /// `[policy]`, typed.
@@ -1327,6 +1333,18 @@ impl ServiceConfig {
                 }
             },
         };
+        let bank_snapshot = match self.detectors.bank_snapshot.as_str() {
+            "read" => Some(Some(firebreak_matching::mapfile::LoadMode::Read)),
+            "map" => Some(Some(firebreak_matching::mapfile::LoadMode::Map)),
+            "off" => Some(None),
+            other => {
+                push(
+                    "detectors.bank_snapshot",
+                    format!("{other:?}: expected \"read\", \"map\" or \"off\""),
+                );
+                None
+            }
+        };
         let log_format = match self.log.format.as_str() {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
@@ -1613,6 +1631,7 @@ impl ServiceConfig {
                 video_window_secs: self.detectors.video_window_secs,
                 views: self.detectors.views.clone(),
                 video_window_max_frames: self.detectors.video_window_max_frames,
+                bank_snapshot: bank_snapshot.expect("checked above"),
             },
             policy: PolicySettings {
                 file: self.policy.file.clone(),
@@ -1842,6 +1861,39 @@ sampling = "every"
         assert_eq!(
             issues,
             vec![Issue::new("policy.file: version", "must not be empty")]
+        );
+    }
+
+    /// `[detectors] bank_snapshot`: read by default, map or off when asked, anything
+    /// else refused with its path.
+    #[test]
+    fn bank_snapshot_modes() {
+        use firebreak_matching::mapfile::LoadMode;
+        let mode = |text: &str| {
+            ServiceConfig::parse(text, Path::new("/tmp"))
+                .unwrap()
+                .detectors
+                .bank_snapshot
+        };
+        assert_eq!(mode(""), Some(LoadMode::Read));
+        assert_eq!(
+            mode("[detectors]\nbank_snapshot = \"read\"\n"),
+            Some(LoadMode::Read)
+        );
+        assert_eq!(
+            mode("[detectors]\nbank_snapshot = \"map\"\n"),
+            Some(LoadMode::Map)
+        );
+        assert_eq!(mode("[detectors]\nbank_snapshot = \"off\"\n"), None);
+        let issues =
+            ServiceConfig::parse("[detectors]\nbank_snapshot = \"mmap\"\n", Path::new("/tmp"))
+                .unwrap_err();
+        assert_eq!(
+            issues,
+            vec![Issue::new(
+                "detectors.bank_snapshot",
+                "\"mmap\": expected \"read\", \"map\" or \"off\""
+            )]
         );
     }
 

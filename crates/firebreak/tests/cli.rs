@@ -264,6 +264,21 @@ fn lists_import_match_negative_export_and_stats() {
     }
     assert_eq!(lines[0]["hash"], want[1].as_str());
     assert!(lines[2]["matches"].as_array().unwrap().is_empty());
+    // That match built the matcher and wrote its snapshot beside the banks; the next
+    // one loads the snapshot, and answers the same.
+    assert!(data.join("banks/matcher.fmatch").is_file());
+    let stats = |out: &std::process::Output| -> serde_json::Value {
+        let err = String::from_utf8_lossy(&out.stderr);
+        serde_json::from_str(err.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {err}"))
+    };
+    let args = ["match", "pdq", "--stats", "--first-queries", "50", &want[1]];
+    let out = firebreak_in(&data, &args);
+    assert!(out.status.success());
+    assert_eq!(stats(&out)["source"], "snapshot");
+    assert_eq!(stats(&out)["first_queries"]["count"], 50);
+    assert_eq!(json_lines(&out)[0]["matches"][0]["entry_id"], "pen");
+    assert_eq!(json_lines(&out)[0]["matches"][0]["distance"], 5);
 
     // A negative bank with the image's own hash suppresses the match.
     let benign = dir.path().join("benign.txt");
@@ -282,7 +297,9 @@ fn lists_import_match_negative_export_and_stats() {
         ],
     );
     assert!(out.status.success());
-    let out = firebreak_in(&data, &["match", "pdq", &want[1]]);
+    // A bank changed: the snapshot is stale, so the matcher is built from the banks.
+    let out = firebreak_in(&data, &args);
+    assert_eq!(stats(&out)["source"], "built");
     let line = &json_lines(&out)[0];
     assert!(line["matches"].as_array().unwrap().is_empty());
     assert_eq!(line["suppressed"][0]["entry_id"], "pen");

@@ -13,11 +13,13 @@
 //! - [`store`]: the banks directory on disk (atomic, durable saves; corrupt files skipped).
 //! - [`index`]: exact Hamming-range search over millions of hashes, updatable live.
 //! - [`matcher`]: PDQ, video and digest matching against banks, with negative banks.
+//! - [`mapfile`]: the matcher snapshot's file format (loaded in place, checked first).
 //! - [`window`]: live vPDQ match percentages over a stream's rolling window.
 
 pub mod bank;
 pub mod index;
 pub mod lists;
+pub mod mapfile;
 pub mod matcher;
 pub mod store;
 pub mod window;

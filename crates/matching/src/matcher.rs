@@ -13,11 +13,14 @@
 //! (a removed entry's slot stays, unreachable, so index keys are never reused).
 
 use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::bank::{Bank, Entry};
-use crate::index::LiveIndex;
+use crate::index::{LiveIndex, Snapshot};
 use crate::lists::Signal;
+use crate::mapfile::{self, FileError, Reader, Store, Writer, invalid};
 use firebreak_hashing::Hash256;
 use firebreak_hashing::vpdq::{self, VpdqFeature};
 
@@ -144,12 +147,12 @@ impl Interner {
 /// for a hit.
 #[derive(Debug, Default)]
 struct RefTable {
-    /// Every entry's id, one after the other.
-    ids: String,
+    /// Every entry's id, one after the other (UTF-8).
+    ids: Store<u8>,
     /// Where each entry's id ends in `ids` (it starts where the previous one ends).
-    ends: Vec<u32>,
+    ends: Store<u32>,
     /// Each entry's index in `flavours`.
-    flavour: Vec<u32>,
+    flavour: Store<u32>,
     /// The distinct (bank, labels, tenant) triples, as an [`EntryRef`] with an empty id.
     flavours: Vec<EntryRef>,
     /// Per bank, where each label set is in `flavours` (at most [`MAX_INTERNED`] sets
@@ -184,17 +187,23 @@ impl RefTable {
                 }
             },
         };
-        self.ids.push_str(id);
-        self.ends
-            .push(u32::try_from(self.ids.len()).expect("under 4 GiB of entry ids"));
-        self.flavour.push(flavour);
+        let ids = self.ids.to_mut();
+        ids.extend_from_slice(id.as_bytes());
+        let end = u32::try_from(ids.len()).expect("under 4 GiB of entry ids");
+        self.ends.to_mut().push(end);
+        self.flavour.to_mut().push(flavour);
         (self.ends.len() - 1) as u64
     }
 
-    fn id(&self, key: u64) -> &str {
+    fn id_bytes(&self, key: u64) -> &[u8] {
         let k = key as usize;
         let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
         &self.ids[start..self.ends[k] as usize]
+    }
+
+    fn id(&self, key: u64) -> &str {
+        // Pushed as `&str`, or checked to be UTF-8 at every boundary when read.
+        std::str::from_utf8(self.id_bytes(key)).unwrap_or_default()
     }
 
     /// The entry behind `key`.
@@ -208,13 +217,70 @@ impl RefTable {
 
     /// Whether `key` is entry `id` of `bank`.
     fn is(&self, key: u64, bank: &str, id: &str) -> bool {
-        self.id(key) == id && &*self.flavours[self.flavour[key as usize] as usize].bank == bank
+        self.id_bytes(key) == id.as_bytes()
+            && &*self.flavours[self.flavour[key as usize] as usize].bank == bank
     }
 
     fn reserve(&mut self, entries: usize, id_bytes: usize) {
-        self.ends.reserve(entries);
-        self.flavour.reserve(entries);
-        self.ids.reserve(id_bytes);
+        self.ends.to_mut().reserve(entries);
+        self.flavour.to_mut().reserve(entries);
+        self.ids.to_mut().reserve(id_bytes);
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn write_to<W: Write>(&self, w: &mut Writer<W>) -> io::Result<()> {
+        w.u32(self.flavours.len() as u32)?;
+        for f in &self.flavours {
+            w.str(&f.bank)?;
+            write_labels(w, &f.labels)?;
+        }
+        w.array::<u8>(&self.ids)?;
+        w.array::<u32>(&self.ends)?;
+        w.array::<u32>(&self.flavour)
+    }
+
+    /// Reads a table written by [`RefTable::write_to`] and checks it: one flavour per
+    /// entry and each in range, ids ending in order at UTF-8 boundaries.
+    fn read_from(r: &mut Reader, interner: &mut Interner) -> Result<RefTable, FileError> {
+        let mut table = RefTable::default();
+        let flavours = r.u32()?;
+        for f in 0..flavours {
+            let bank = interner.bank(&r.str()?);
+            let labels = read_labels(r)?;
+            let remembered: usize = table.by_pair.values().map(HashMap::len).sum();
+            if remembered < MAX_INTERNED {
+                table
+                    .by_pair
+                    .entry(bank.clone())
+                    .or_default()
+                    .insert(labels.clone(), f);
+            }
+            table.flavours.push(interner.entry(&bank, "", &labels));
+        }
+        table.ids = r.array()?;
+        table.ends = r.array()?;
+        table.flavour = r.array()?;
+        let ids = std::str::from_utf8(&table.ids).map_err(|_| invalid("entry ids not UTF-8"))?;
+        if table.ends.len() != table.flavour.len() {
+            return Err(invalid("entry ids and flavours differ in number"));
+        }
+        let mut last = 0u32;
+        for &end in table.ends.iter() {
+            if end < last || !ids.is_char_boundary(end as usize) {
+                return Err(invalid("an entry id's end"));
+            }
+            last = end;
+        }
+        if last as usize != ids.len() {
+            return Err(invalid("entry ids past the last entry"));
+        }
+        if table.flavour.iter().any(|&f| f >= flavours) {
+            return Err(invalid("an entry's flavour out of range"));
+        }
+        Ok(table)
     }
 
     fn shrink_to_fit(&mut self) {
@@ -718,6 +784,160 @@ impl Matcher {
             }));
         }
         out
+    }
+}
+
+/// The most labels an entry read from a snapshot may carry (an import allows far fewer).
+const MAX_LABELS: u32 = 1 << 16;
+
+fn write_labels<W: Write>(w: &mut Writer<W>, labels: &[String]) -> io::Result<()> {
+    w.u32(labels.len() as u32)?;
+    labels.iter().try_for_each(|l| w.str(l))
+}
+
+fn read_labels(r: &mut Reader) -> Result<Vec<String>, FileError> {
+    let n = r.u32()?;
+    if n > MAX_LABELS {
+        return Err(invalid(format!("{n} labels on one entry")));
+    }
+    (0..n).map(|_| r.str()).collect()
+}
+
+fn write_entry<W: Write>(w: &mut Writer<W>, e: &EntryRef) -> io::Result<()> {
+    w.str(&e.bank)?;
+    w.str(&e.id)?;
+    write_labels(w, &e.labels)
+}
+
+fn read_entry(r: &mut Reader, interner: &mut Interner) -> Result<EntryRef, FileError> {
+    let bank = r.str()?;
+    let id = r.str()?;
+    let labels = read_labels(r)?;
+    Ok(interner.entry(&bank, &id, &labels))
+}
+
+fn write_digests<W: Write, const N: usize>(
+    w: &mut Writer<W>,
+    map: &HashMap<[u8; N], Vec<EntryRef>>,
+) -> io::Result<()> {
+    w.u64(map.len() as u64)?;
+    for (digest, entries) in map {
+        w.bytes(digest)?;
+        w.u32(entries.len() as u32)?;
+        entries.iter().try_for_each(|e| write_entry(w, e))?;
+    }
+    Ok(())
+}
+
+fn read_digests<const N: usize>(
+    r: &mut Reader,
+    interner: &mut Interner,
+) -> Result<HashMap<[u8; N], Vec<EntryRef>>, FileError> {
+    let n = r.count(1 << 40)?;
+    let mut map = HashMap::new();
+    for _ in 0..n {
+        let digest: [u8; N] = r.fixed()?;
+        let count = r.u32()?;
+        let entries = (0..count)
+            .map(|_| read_entry(r, interner))
+            .collect::<Result<Vec<_>, _>>()?;
+        map.insert(digest, entries);
+    }
+    Ok(map)
+}
+
+impl Matcher {
+    /// Writes everything loaded, as it stands, to a snapshot file at `path` (atomically:
+    /// see [`mapfile`]) with `key` (what it was made from, for
+    /// [`crate::store::BankStore::load_matcher`] to tell a stale snapshot).
+    /// [`Matcher::read_snapshot`] reads it back without rebuilding anything. Live
+    /// updates wait while it is written.
+    pub fn write_snapshot(&self, path: &Path, key: &[u8]) -> io::Result<()> {
+        let _updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+        mapfile::write_file(path, key, |w| {
+            // The distances are per query: the loader brings its own.
+            w.u8(self.config.vpdq_quality)?;
+            read(&self.pdq_refs).write_to(w)?;
+            self.pdq.snapshot().write_to(w)?;
+            read(&self.negative_refs).write_to(w)?;
+            self.negative.snapshot().write_to(w)?;
+            let videos = read(&self.videos);
+            w.u64(videos.len() as u64)?;
+            for v in videos.iter() {
+                write_entry(w, &v.entry)?;
+                w.u64(v.frames as u64)?;
+            }
+            w.u64(self.live_videos.load(std::sync::atomic::Ordering::Relaxed) as u64)?;
+            self.frames.snapshot().write_to(w)?;
+            let digests = read(&self.digests);
+            write_digests(w, &digests.md5)?;
+            write_digests(w, &digests.sha256)
+        })
+    }
+
+    /// Reads a snapshot written by [`Matcher::write_snapshot`] and checked by
+    /// [`mapfile::load`], its big arrays used in place (no index is rebuilt), after
+    /// checking that every index key refers to an entry, to match with `config` (whose
+    /// vPDQ quality must be the one the snapshot's video frames were filtered with).
+    /// Checks and later compactions run on up to `threads` threads.
+    pub(crate) fn read_snapshot(
+        file: &mapfile::Loaded,
+        config: MatchConfig,
+        threads: usize,
+    ) -> Result<Self, FileError> {
+        let mut r = file.reader();
+        let quality = r.u8()?;
+        if quality != config.vpdq_quality {
+            return Err(invalid(format!(
+                "video frames filtered at quality {quality}, not {}",
+                config.vpdq_quality
+            )));
+        }
+        let mut interner = Interner::default();
+        let pdq_refs = RefTable::read_from(&mut r, &mut interner)?;
+        let pdq = Snapshot::read_from(&mut r, threads)?;
+        let negative_refs = RefTable::read_from(&mut r, &mut interner)?;
+        let negative = Snapshot::read_from(&mut r, threads)?;
+        for (refs, index, what) in [
+            (&pdq_refs, &pdq, "pdq"),
+            (&negative_refs, &negative, "negative"),
+        ] {
+            if index.max_key().is_some_and(|k| k >= refs.len() as u64) {
+                return Err(invalid(format!("a {what} index key without its entry")));
+            }
+        }
+        let n = r.count(1 << 32)?;
+        let mut videos = Vec::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            videos.push(Video {
+                entry: read_entry(&mut r, &mut interner)?,
+                frames: r.count(1 << 32)?,
+            });
+        }
+        let live_videos = r.count(n)?;
+        let frames = Snapshot::read_from(&mut r, threads)?;
+        let orphan = frames.all_keys().any(|k| {
+            videos
+                .get((k >> 32) as usize)
+                .is_none_or(|v| (k & 0xFFFF_FFFF) as usize >= v.frames)
+        });
+        if orphan {
+            return Err(invalid("a video frame key without its video"));
+        }
+        let md5 = read_digests(&mut r, &mut interner)?;
+        let sha256 = read_digests(&mut r, &mut interner)?;
+        Ok(Matcher {
+            config,
+            pdq_refs: RwLock::new(pdq_refs),
+            pdq: LiveIndex::from_snapshot(pdq, threads),
+            negative_refs: RwLock::new(negative_refs),
+            negative: LiveIndex::from_snapshot(negative, threads),
+            videos: RwLock::new(videos),
+            live_videos: live_videos.into(),
+            frames: LiveIndex::from_snapshot(frames, threads),
+            digests: RwLock::new(Digests { md5, sha256 }),
+            updates: Mutex::new(interner),
+        })
     }
 }
 

@@ -1,6 +1,8 @@
 //! Live updates of a loaded `Matcher` (`insert`, `remove`, replacement, compaction)
 //! answer exactly like a brute-force scan over the entries that should be loaded, and
-//! like a matcher built from scratch over them.
+//! like a matcher built from scratch over them; so does a matcher loaded from its
+//! snapshot (read or mapped), before and after live updates, and a damaged, truncated or
+//! stale snapshot is never used.
 
 mod common;
 
@@ -11,7 +13,9 @@ use firebreak_hashing::vpdq::{self, VpdqFeature};
 use firebreak_hashing::{Hash256, PdqHash};
 use firebreak_matching::bank::{Bank, Entry, ImportPolicy};
 use firebreak_matching::lists::{Record, Signal};
+use firebreak_matching::mapfile::LoadMode;
 use firebreak_matching::matcher::{MatchConfig, Matcher};
+use firebreak_matching::store::{BankStore, BankSummary, MatcherOptions, MatcherSource};
 use proptest::prelude::*;
 
 /// (bank, id) → (negative, entry): what should be loaded.
@@ -227,6 +231,59 @@ fn check(matcher: &Matcher, model: &Model, rng: &mut Rng) -> Result<(), TestCase
     Ok(())
 }
 
+fn options(mode: LoadMode) -> MatcherOptions {
+    MatcherOptions {
+        config: MatchConfig::default(),
+        threads: 2,
+        snapshot: Some(mode),
+        save: true,
+    }
+}
+
+fn summaries(model: &Model) -> Vec<BankSummary> {
+    let mut out: Vec<BankSummary> = banks_of(model)
+        .iter()
+        .map(|b| BankSummary {
+            name: b.name.clone(),
+            entries: b.len(),
+            negative: b.negative,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// `model`'s banks saved in `dir`, and the matcher loaded from them through the matcher
+/// snapshot: a first load builds it and writes the snapshot, a second loads that in
+/// `mode`.
+fn through_snapshot(dir: &std::path::Path, model: &Model, mode: LoadMode) -> Matcher {
+    let store = BankStore::new(dir);
+    for bank in banks_of(model) {
+        store.save(&bank).unwrap();
+    }
+    let first = store.load_matcher(options(mode)).unwrap();
+    assert!(
+        matches!(
+            &first.source,
+            MatcherSource::Built {
+                saved: Some(Ok(())),
+                ..
+            }
+        ),
+        "{:?}",
+        first.source
+    );
+    let second = store.load_matcher(options(mode)).unwrap();
+    assert!(
+        matches!(second.source, MatcherSource::Snapshot),
+        "{:?}",
+        second.source
+    );
+    assert_eq!(second.banks, summaries(model));
+    assert_eq!(first.banks, second.banks);
+    second.matcher
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Insert,
@@ -263,7 +320,14 @@ proptest! {
             let e = random_entry(&mut rng, &model, format!("e{next}"));
             model.insert((bank.into(), e.id.clone()), (negative, e));
         }
-        let matcher = Matcher::new(&banks_of(&model), MatchConfig::default(), 1);
+        // A third of the cases start from a built matcher, the others from its
+        // snapshot, read or mapped.
+        let dir = tempfile::tempdir().unwrap();
+        let via = [None, Some(LoadMode::Read), Some(LoadMode::Map)][(seed % 3) as usize];
+        let matcher = match via {
+            None => Matcher::new(&banks_of(&model), MatchConfig::default(), 1),
+            Some(mode) => through_snapshot(dir.path(), &model, mode),
+        };
         check(&matcher, &model, &mut rng)?;
         for op in ops {
             match op {
@@ -295,7 +359,158 @@ proptest! {
             }
             check(&matcher, &model, &mut rng)?;
         }
+        // The updated matcher (delta, deletions and all) saved as the snapshot of its
+        // banks, and loaded back.
+        if let Some(mode) = via {
+            let store = BankStore::new(dir.path());
+            for bank in banks_of(&model) {
+                store.save(&bank).unwrap();
+            }
+            store.save_matcher(&matcher, &summaries(&model)).unwrap();
+            let loaded = store.load_matcher(options(mode)).unwrap();
+            prop_assert!(matches!(loaded.source, MatcherSource::Snapshot), "{:?}", loaded.source);
+            check(&loaded.matcher, &model, &mut rng)?;
+        }
     }
+}
+
+/// A bank big enough for index tables, with near-duplicates that fill heavy buckets:
+/// loaded from its snapshot either way, it answers like brute force.
+#[test]
+fn a_snapshot_with_index_tables_answers_like_brute_force() {
+    let mut rng = Rng(23);
+    let centre = rng.hash();
+    let mut model = Model::new();
+    for i in 0..12_000 {
+        let near = (i % 3 == 0).then_some(centre);
+        let e = pdq_entry(&mut rng, format!("p{i}"), near);
+        model.insert(("crisis".into(), e.id.clone()), (false, e));
+    }
+    // Positive banks only, so that nothing near the centre is suppressed.
+    for i in 0..20 {
+        let e = random_entry(&mut rng, &model, format!("r{i}"));
+        let (bank, negative) = BANKS[i % 2];
+        model.insert((bank.into(), e.id.clone()), (negative, e));
+    }
+    for mode in [LoadMode::Read, LoadMode::Map] {
+        let dir = tempfile::tempdir().unwrap();
+        let matcher = through_snapshot(dir.path(), &model, mode);
+        for _ in 0..5 {
+            check(&matcher, &model, &mut rng).unwrap();
+        }
+        // Around the cluster, where the buckets are heavy.
+        for flips in [0, 3, 12, 25] {
+            let q = rng.near(&centre, flips);
+            let got: Vec<(String, u32)> = matcher
+                .match_pdq(&q)
+                .matches
+                .iter()
+                .map(|h| (h.entry.id.to_string(), h.distance))
+                .collect();
+            let (want, suppressed) = brute_pdq(&model, &q);
+            assert!(!suppressed);
+            let want: Vec<(String, u32)> = want.into_iter().map(|(_, id, d)| (id, d)).collect();
+            assert!(
+                want.len() > 500,
+                "flips {flips}: {} near copies",
+                want.len()
+            );
+            assert_eq!(got, want, "flips {flips}");
+        }
+    }
+}
+
+/// A snapshot that is stale (a bank changed), truncated, extended or damaged is never
+/// used: the banks are read instead, and the answers are the banks' own. Read and
+/// mapped alike, without a fault.
+#[test]
+fn a_stale_truncated_or_damaged_snapshot_is_never_used() {
+    let mut rng = Rng(29);
+    let mut model = Model::new();
+    for i in 0..300 {
+        let e = random_entry(&mut rng, &model, format!("e{i}"));
+        let (bank, negative) = BANKS[i % 3];
+        model.insert((bank.into(), e.id.clone()), (negative, e));
+    }
+    for mode in [LoadMode::Read, LoadMode::Map] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BankStore::new(dir.path());
+        through_snapshot(dir.path(), &model, mode);
+        let path = store.matcher_path();
+        let good = std::fs::read(&path).unwrap();
+        let len = good.len();
+        // Each spoilt file must be refused for the given reason, and rebuilt.
+        let mut spoilt: Vec<(Vec<u8>, &str)> = Vec::new();
+        for cut in [0, 10, 64, len / 3, len / 2, len - 1] {
+            spoilt.push((good[..cut].to_vec(), "truncated"));
+        }
+        spoilt.push(([good.as_slice(), &[0]].concat(), "extended"));
+        for at in [len / 3, len / 2, len - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            spoilt.push((bad, "damaged"));
+        }
+        for (bytes, why) in spoilt {
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = store.load_matcher(options(mode)).unwrap();
+            match &loaded.source {
+                MatcherSource::Built {
+                    why: Some(w),
+                    saved: Some(Ok(())),
+                } => assert!(w.contains(why), "{mode:?} {why}: {w}"),
+                other => panic!("{mode:?} {why}: {other:?}"),
+            }
+            check(&loaded.matcher, &model, &mut rng).unwrap();
+            // Rewritten: the next start uses it.
+            assert_eq!(std::fs::read(&path).unwrap().len(), len);
+        }
+        // A bank saved with one more entry: the snapshot is stale.
+        let e = pdq_entry(&mut rng, "late".into(), None);
+        let late = match &e.signal {
+            Signal::Pdq { hash, .. } => *hash,
+            _ => unreachable!(),
+        };
+        model.insert(("crisis".into(), "late".into()), (false, e));
+        for bank in banks_of(&model) {
+            store.save(&bank).unwrap();
+        }
+        let loaded = store.load_matcher(options(mode)).unwrap();
+        match &loaded.source {
+            MatcherSource::Built { why: Some(w), .. } => assert!(w.contains("stale"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            &*loaded.matcher.match_pdq(&late).matches[0].entry.id,
+            "late"
+        );
+        let again = store.load_matcher(options(mode)).unwrap();
+        assert!(
+            matches!(again.source, MatcherSource::Snapshot),
+            "{:?}",
+            again.source
+        );
+        assert_eq!(&*again.matcher.match_pdq(&late).matches[0].entry.id, "late");
+        model.remove(&("crisis".into(), "late".into()));
+    }
+    // Snapshots off: built, nothing written.
+    let dir = tempfile::tempdir().unwrap();
+    let store = BankStore::new(dir.path());
+    for bank in banks_of(&model) {
+        store.save(&bank).unwrap();
+    }
+    let off = MatcherOptions {
+        snapshot: None,
+        ..options(LoadMode::Read)
+    };
+    let loaded = store.load_matcher(off).unwrap();
+    assert!(matches!(
+        loaded.source,
+        MatcherSource::Built {
+            why: None,
+            saved: None
+        }
+    ));
+    assert!(!store.matcher_path().exists());
 }
 
 /// Entries with the same labels share one copy of them (loaded and inserted alike), and

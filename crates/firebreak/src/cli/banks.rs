@@ -17,8 +17,9 @@ use clap::{Args, Subcommand};
 use firebreak_hashing::{Hash256, PdqHasher};
 use firebreak_matching::bank::{Bank, ImportPolicy};
 use firebreak_matching::lists::{self, ExportEntry, Format};
+use firebreak_matching::mapfile::LoadMode;
 use firebreak_matching::matcher::{EntryRef, MatchConfig, Matcher, PdqHit};
-use firebreak_matching::store::{BankStore, LoadedBank};
+use firebreak_matching::store::{BankStore, LoadedBank, MatcherOptions, MatcherSource};
 use firebreak_media::vpdq::{Conversion, VpdqOptions};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -164,6 +165,11 @@ pub struct MatchPdqArgs {
     /// JSON line.
     #[arg(long)]
     stats: bool,
+    /// With `--stats`: time this many queries of pseudo-random hashes right after
+    /// loading, and report their median and 99th percentile (how a just-started
+    /// worker answers).
+    #[arg(long, default_value_t = 0)]
+    first_queries: usize,
 }
 
 /// `firebreak match vpdq`.
@@ -335,6 +341,34 @@ fn stats(data: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Times `n` queries of pseudo-random hashes (a fixed sequence) against `matcher`: the
+/// median and 99th percentile in microseconds, `null` when `n` is 0.
+fn first_queries(matcher: &Matcher, n: usize) -> Value {
+    if n == 0 {
+        return Value::Null;
+    }
+    // SplitMix64 (Steele, Lea and Flood, 2014): a fixed, well-spread sequence.
+    let mut state = 0x5EED_u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut micros: Vec<f64> = (0..n)
+        .map(|_| {
+            let hash = Hash256::from_limbs([next(), next(), next(), next()]);
+            let t = std::time::Instant::now();
+            std::hint::black_box(matcher.match_pdq(&hash));
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    json!({"count": n, "p50_us": at(0.5), "p99_us": at(0.99), "max_us": at(1.0)})
+}
+
 fn entry_json(e: &EntryRef) -> Value {
     json!({"bank": &*e.bank, "entry_id": &*e.id, "labels": &*e.labels})
 }
@@ -349,16 +383,38 @@ fn hits_json(hits: &[PdqHit]) -> Vec<Value> {
         .collect()
 }
 
-fn matcher(data: &Path, config: MatchConfig) -> Result<Matcher> {
-    let banks = load_all(data)?;
-    if banks.is_empty() {
+/// The matcher over the data directory's banks: from the matcher snapshot when it is
+/// current, else built from the banks (and the snapshot written for next time, as the
+/// daemon does). Returns where it came from, for `--stats`.
+fn matcher(data: &Path, config: MatchConfig) -> Result<(Matcher, &'static str)> {
+    let store = store(data);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loaded = store.load_matcher(MatcherOptions {
+        config,
+        threads,
+        snapshot: Some(LoadMode::Read),
+        save: true,
+    })?;
+    for e in &loaded.skipped {
+        tracing::error!(error = %e, "skipping unreadable bank");
+        eprintln!("error: skipping bank: {e}");
+    }
+    if loaded.banks.is_empty() {
         bail!(
             "no banks in {} (import one with `firebreak lists import`)",
-            store(data).dir().display()
+            store.dir().display()
         );
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(Matcher::new(banks.iter().map(|b| &b.bank), config, threads))
+    let source = match &loaded.source {
+        MatcherSource::Snapshot => "snapshot",
+        MatcherSource::Built { saved, .. } => {
+            if let Some(Err(e)) = saved {
+                eprintln!("warning: cannot write the matcher snapshot: {e}");
+            }
+            "built"
+        }
+    };
+    Ok((loaded.matcher, source))
 }
 
 /// Runs a `match` subcommand.
@@ -375,8 +431,9 @@ fn match_pdq(data: &Path, args: &MatchPdqArgs) -> Result<ExitCode> {
         ..MatchConfig::default()
     };
     let started = std::time::Instant::now();
-    let matcher = matcher(data, config)?;
+    let (matcher, source) = matcher(data, config)?;
     if args.stats {
+        let load_seconds = started.elapsed().as_secs_f64();
         // The banks' parsed entries were freed once the matcher was built: give their
         // pages back, as the daemon does within `heap_trim_secs`, so that the resident
         // figure is what loading costs for good.
@@ -394,7 +451,9 @@ fn match_pdq(data: &Path, args: &MatchPdqArgs) -> Result<ExitCode> {
         eprintln!(
             "{}",
             json!({
-                "load_seconds": started.elapsed().as_secs_f64(),
+                "load_seconds": load_seconds,
+                "source": source,
+                "first_queries": first_queries(&matcher, args.first_queries),
                 "pdq": sizes.pdq,
                 "negative": sizes.negative,
                 "video_frames": sizes.video_frames,
@@ -457,7 +516,7 @@ fn file_digests(path: &Path) -> Result<([u8; 16], [u8; 32])> {
 }
 
 fn match_vpdq(data: &Path, args: &MatchVpdqArgs) -> Result<ExitCode> {
-    let matcher = matcher(data, MatchConfig::default())?;
+    let (matcher, _) = matcher(data, MatchConfig::default())?;
     let (md5, sha) = file_digests(&args.video)?;
     let opts = VpdqOptions {
         seconds_per_hash: args.seconds_per_hash,

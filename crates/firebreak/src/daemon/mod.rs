@@ -27,8 +27,8 @@ use firebreak_classify::{Classifier, ClassifierSet};
 use firebreak_delivery::kafka::{KafkaConfig, KafkaSink};
 use firebreak_delivery::outbox::{Outbox, OutboxConfig};
 use firebreak_delivery::{FileSync, JsonlSink, Pipeline, Syncer};
-use firebreak_matching::matcher::{MatchConfig, Matcher};
-use firebreak_matching::store::BankStore;
+use firebreak_matching::matcher::MatchConfig;
+use firebreak_matching::store::{BankStore, MatcherOptions, MatcherSource};
 use firebreak_media::ingest::StreamState as MediaState;
 use firebreak_policy::event::Producer;
 use firebreak_policy::policy::StreamEvent;
@@ -65,19 +65,36 @@ fn load_detectors(
     frame_models: &[Arc<dyn FrameModel>],
 ) -> Result<Detectors, Vec<Issue>> {
     let issue = |path: &str, message: String| Issue::new(path, message);
-    let set = BankStore::new(config.detectors.banks_dir.clone())
-        .load_all()
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = std::time::Instant::now();
+    let loaded = BankStore::new(config.detectors.banks_dir.clone())
+        .load_matcher(MatcherOptions {
+            config: MatchConfig::default(),
+            threads,
+            snapshot: config.detectors.bank_snapshot,
+            save: true,
+        })
         .map_err(|e| vec![issue("detectors.banks_dir", e.to_string())])?;
-    for e in &set.skipped {
+    for e in &loaded.skipped {
         tracing::error!(error = %e, "skipping unreadable bank");
     }
-    let banks = set.banks;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let matcher = Matcher::new(
-        banks.iter().map(|b| &b.bank),
-        MatchConfig::default(),
-        threads,
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    match &loaded.source {
+        MatcherSource::Snapshot => {
+            tracing::info!(seconds, "matcher loaded from its snapshot");
+        }
+        MatcherSource::Built { why, saved } => {
+            tracing::info!(
+                seconds,
+                snapshot = why.as_deref(),
+                "matcher built from the banks"
+            );
+            if let Some(Err(e)) = saved {
+                tracing::warn!(error = %e, "cannot write the matcher snapshot; the next start rebuilds");
+            }
+        }
+    }
+    let matcher = loaded.matcher;
     let mut models = Vec::new();
     let mut issues = Vec::new();
     for (i, dir) in config.detectors.models.iter().enumerate() {
@@ -92,13 +109,14 @@ fn load_detectors(
     if !issues.is_empty() {
         return Err(issues);
     }
-    let bank_sizes = banks
-        .iter()
-        .map(|b| (b.bank.name.clone(), b.bank.len(), b.bank.negative))
+    let bank_sizes = loaded
+        .banks
+        .into_iter()
+        .map(|b| (b.name, b.entries, b.negative))
         .collect();
-    // The parsed entries were only needed to build the matcher, and are several times
-    // its size: give their pages back now rather than at the next periodic trim.
-    drop(banks);
+    // The parsed entries (when built from the banks) were only needed to build the
+    // matcher, and are several times its size: give their pages back now rather than at
+    // the next periodic trim.
     if let Some(trim) = HEAP_TRIM.get() {
         trim();
     }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::mih::{Hit, MihIndex};
+use crate::mapfile::{FileError, Reader, Store, Writer};
 use firebreak_hashing::Hash256;
 
 /// One consistent view of the index.
@@ -69,6 +70,49 @@ impl Snapshot {
     pub fn base(&self) -> &MihIndex {
         &self.base
     }
+
+    /// Writes the snapshot (base, delta and deletions) to a snapshot body.
+    pub(crate) fn write_to<W: std::io::Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+        self.base.write_to(w)?;
+        w.u64(self.delta.len() as u64)?;
+        for (hash, key) in self.delta.iter() {
+            for limb in hash.limbs() {
+                w.u64(limb)?;
+            }
+            w.u64(*key)?;
+        }
+        let mut deleted: Vec<u64> = self.deleted.iter().copied().collect();
+        deleted.sort_unstable();
+        w.array(&deleted)
+    }
+
+    /// Reads a snapshot written by [`Snapshot::write_to`] (see [`MihIndex::read_from`]).
+    pub(crate) fn read_from(r: &mut Reader, threads: usize) -> Result<Snapshot, FileError> {
+        let base = MihIndex::read_from(r, threads)?;
+        let n = r.count(1 << 32)?;
+        let mut delta = Vec::new();
+        for _ in 0..n {
+            let limbs = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+            delta.push((Hash256::from_limbs(limbs), r.u64()?));
+        }
+        let deleted: Store<u64> = r.array()?;
+        Ok(Snapshot {
+            base: Arc::new(base),
+            delta: Arc::new(delta),
+            deleted: Arc::new(deleted.iter().copied().collect()),
+        })
+    }
+
+    /// Every key the snapshot holds, deleted or not (base, then delta).
+    pub(crate) fn all_keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.base.keys().chain(self.delta.iter().map(|(_, k)| *k))
+    }
+
+    /// The largest key the snapshot holds, deleted or not (`None`: none).
+    pub(crate) fn max_key(&self) -> Option<u64> {
+        let delta = self.delta.iter().map(|(_, k)| *k).max();
+        self.base.max_key().max(delta)
+    }
 }
 
 /// An exact Hamming-range index that accepts additions and deletions while queried.
@@ -99,6 +143,17 @@ impl LiveIndex {
                 base: Arc::new(base),
                 ..Snapshot::default()
             }),
+            writer: Mutex::new(()),
+            compacting: Mutex::new(()),
+            threads,
+        }
+    }
+
+    /// An index that starts from `snapshot` (read from a file), compacting on up to
+    /// `threads` threads.
+    pub(crate) fn from_snapshot(snapshot: Snapshot, threads: usize) -> Self {
+        LiveIndex {
+            current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(()),
             compacting: Mutex::new(()),
             threads,

@@ -32,6 +32,8 @@
 
 use firebreak_hashing::Hash256;
 
+use crate::mapfile::{FileError, Pod, Reader, Store, Writer, invalid};
+
 /// Longest substring the tables use (an offsets array of 2^26 + 1 `u32` is 256 MiB).
 const MAX_WIDTH: u32 = 26;
 /// Fewest substrings considered (32-bit substrings).
@@ -64,19 +66,19 @@ struct Table {
     /// Width in bits (<= 32).
     width: u32,
     /// `offsets[v]..offsets[v + 1]` is the bucket of substring value `v` in `slots`.
-    offsets: Vec<u32>,
+    offsets: Store<u32>,
     /// Slot numbers, grouped by substring value.
     slots: Slots,
     /// Buckets at least this large are heavy.
     heavy_min: u32,
     /// Where each heavy bucket starts in `slots`, ascending.
-    heavy_lo: Vec<u32>,
+    heavy_lo: Store<u32>,
     /// Where the same bucket starts in `inline`.
-    heavy_at: Vec<u32>,
+    heavy_at: Store<u32>,
     /// Half of each hash in every heavy bucket, in the same order as in `slots`: the
     /// 128 bits (limbs `half * 2` and `half * 2 + 1`) that hold less of this table's
     /// substring, so that they tell the bucket's hashes apart.
-    inline: Vec<[u64; 2]>,
+    inline: Store<[u64; 2]>,
     /// Which half `inline` holds (0 or 1).
     half: usize,
 }
@@ -89,16 +91,13 @@ struct Slots {
     width: usize,
     /// Little-endian slot numbers, plus one byte of padding so that a 3-byte number can
     /// be read as the low bytes of a 4-byte load.
-    bytes: Vec<u8>,
+    bytes: Store<u8>,
 }
 
 impl Slots {
-    fn new(count: usize) -> Slots {
-        let width = if count <= 1 << 24 { 3 } else { 4 };
-        Slots {
-            width,
-            bytes: huge_zeroed::<u8>(count * width + 1),
-        }
+    /// Bytes per slot number for `count` hashes.
+    fn width_for(count: usize) -> usize {
+        if count <= 1 << 24 { 3 } else { 4 }
     }
 
     #[inline(always)]
@@ -112,9 +111,10 @@ impl Slots {
         }
     }
 
-    fn set(&mut self, i: usize, slot: u32) {
-        let at = i * self.width;
-        self.bytes[at..at + self.width].copy_from_slice(&slot.to_le_bytes()[..self.width]);
+    /// Stores `slot` at position `i` of `bytes`, `width` bytes a number.
+    fn set(bytes: &mut [u8], width: usize, i: usize, slot: u32) {
+        let at = i * width;
+        bytes[at..at + width].copy_from_slice(&slot.to_le_bytes()[..width]);
     }
 
     /// The slot numbers at positions `lo..hi`, appended to `out`.
@@ -171,16 +171,27 @@ impl Table {
 /// A stored hash, aligned to 32 bytes so that it never straddles two cache lines: a
 /// verification's random read is one miss, not two.
 #[derive(Debug, Clone, Copy, Default)]
-#[repr(align(32))]
-struct Row(Hash256);
+#[repr(C, align(32))]
+pub(crate) struct Row([u64; 4]);
+
+// SAFETY: four `u64`s, 32 bytes with an alignment of 32: no padding, any bits valid.
+#[allow(unsafe_code)]
+unsafe impl Pod for Row {}
+
+impl Row {
+    #[inline(always)]
+    fn hash(&self) -> Hash256 {
+        Hash256::from_limbs(self.0)
+    }
+}
 
 /// An immutable, exact Hamming-range index over 256-bit hashes, each with a `u64` key.
 #[derive(Debug, Clone, Default)]
 pub struct MihIndex {
-    hashes: Vec<Row>,
+    hashes: Store<Row>,
     /// The key of each slot; empty when every key equals its slot (the common case of
     /// an index built over a table's rows, where storing them would cost 8 bytes a hash).
-    keys: Vec<u64>,
+    keys: Store<u64>,
     tables: Vec<Table>,
 }
 
@@ -234,7 +245,7 @@ fn substring(hash: &Hash256, start: u32, width: u32) -> u32 {
 /// virtualisation) cap how many misses the CPU overlaps. 2 MiB pages made queries at
 /// 10M hashes about twice as fast on the development VM. Call it before the memory is
 /// first touched. It is only a hint: where unsupported it does nothing.
-fn advise_huge<T>(v: &Vec<T>) {
+pub(crate) fn advise_huge<T>(v: &Vec<T>) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -375,8 +386,8 @@ impl MihIndex {
         assert!(hashes.len() < u32::MAX as usize, "at most 2^32 - 1 hashes");
         let Some(m) = substrings else {
             return MihIndex {
-                hashes: hashes.into_iter().map(Row).collect(),
-                keys,
+                hashes: Store::Owned(hashes.into_iter().map(|h| Row(h.limbs())).collect()),
+                keys: keys.into(),
                 tables: Vec::new(),
             };
         };
@@ -384,7 +395,7 @@ impl MihIndex {
         let hashes = {
             let mut moved = Vec::with_capacity(hashes.len());
             advise_huge(&moved);
-            moved.extend(hashes.into_iter().map(Row));
+            moved.extend(hashes.into_iter().map(|h| Row(h.limbs())));
             moved
         };
         assert!(
@@ -418,8 +429,8 @@ impl MihIndex {
         });
         tables.sort_by_key(|t| t.start);
         MihIndex {
-            hashes,
-            keys,
+            hashes: hashes.into(),
+            keys: keys.into(),
             tables,
         }
     }
@@ -428,7 +439,7 @@ impl MihIndex {
         let buckets = 1usize << width;
         let values: Vec<u32> = hashes
             .iter()
-            .map(|h| substring(&h.0, start, width))
+            .map(|h| substring(&h.hash(), start, width))
             .collect();
         let mut offsets = huge_zeroed::<u32>(buckets + 1);
         for &v in &values {
@@ -438,12 +449,17 @@ impl MihIndex {
             offsets[i + 1] += offsets[i];
         }
         let mut fill = offsets.clone();
-        let mut slots = Slots::new(hashes.len());
+        let slot_width = Slots::width_for(hashes.len());
+        let mut slot_bytes = huge_zeroed::<u8>(hashes.len() * slot_width + 1);
         for (slot, &v) in values.iter().enumerate() {
             let at = &mut fill[v as usize];
-            slots.set(*at as usize, slot as u32);
+            Slots::set(&mut slot_bytes, slot_width, *at as usize, slot as u32);
             *at += 1;
         }
+        let slots = Slots {
+            width: slot_width,
+            bytes: slot_bytes.into(),
+        };
         let mean = hashes.len() as f64 / buckets as f64;
         let heavy_min = ((HEAVY_FACTOR * mean).ceil() as u32).max(HEAVY_MIN);
         let (mut heavy_lo, mut heavy_at, mut inline) = (Vec::new(), Vec::new(), Vec::new());
@@ -456,7 +472,7 @@ impl MihIndex {
                 heavy_lo.push(lo);
                 heavy_at.push(inline.len() as u32);
                 inline.extend((lo as usize..hi as usize).map(|i| {
-                    let limbs = hashes[slots.get(i) as usize].0.limbs();
+                    let limbs = hashes[slots.get(i) as usize].0;
                     [limbs[half * 2], limbs[half * 2 + 1]]
                 }));
             }
@@ -465,12 +481,12 @@ impl MihIndex {
         Table {
             start,
             width,
-            offsets,
+            offsets: offsets.into(),
             slots,
             heavy_min,
-            heavy_lo,
-            heavy_at,
-            inline,
+            heavy_lo: heavy_lo.into(),
+            heavy_at: heavy_at.into(),
+            inline: inline.into(),
             half,
         }
     }
@@ -501,21 +517,22 @@ impl MihIndex {
         self.hashes
             .iter()
             .enumerate()
-            .map(|(slot, h)| (h.0, self.key(slot as u32)))
+            .map(|(slot, h)| (h.hash(), self.key(slot as u32)))
     }
 
     /// Bytes of heap memory the index holds.
     pub fn heap_bytes(&self) -> usize {
-        self.hashes.capacity() * 32
-            + self.keys.capacity() * 8
+        self.hashes.bytes()
+            + self.keys.bytes()
             + self
                 .tables
                 .iter()
                 .map(|t| {
-                    t.offsets.capacity() * 4
-                        + t.slots.bytes.capacity()
-                        + (t.heavy_lo.capacity() + t.heavy_at.capacity()) * 4
-                        + t.inline.capacity() * 16
+                    t.offsets.bytes()
+                        + t.slots.bytes.bytes()
+                        + t.heavy_lo.bytes()
+                        + t.heavy_at.bytes()
+                        + t.inline.bytes()
                 })
                 .sum::<usize>()
     }
@@ -584,7 +601,7 @@ impl MihIndex {
             && self.search_tables(query, max_distance, strategy == Strategy::Auto, out);
         if !done {
             for (slot, h) in self.hashes.iter().enumerate() {
-                let d = h.0.distance(query);
+                let d = h.hash().distance(query);
                 if d <= max_distance {
                     out.push((slot as u32, d));
                 }
@@ -642,7 +659,7 @@ impl MihIndex {
             }
         }
         for &slot in &candidates {
-            let d = self.hashes[slot as usize].0.distance(query);
+            let d = self.hashes[slot as usize].hash().distance(query);
             if d <= max_distance {
                 out.push((slot, d));
             }
@@ -789,6 +806,159 @@ impl MihIndex {
             self.keys[slot as usize]
         }
     }
+
+    /// Writes the index to a snapshot body (read back by [`MihIndex::read_from`]).
+    pub(crate) fn write_to<W: std::io::Write>(&self, w: &mut Writer<W>) -> std::io::Result<()> {
+        w.array::<Row>(&self.hashes)?;
+        w.array::<u64>(&self.keys)?;
+        w.u32(self.tables.len() as u32)?;
+        for t in &self.tables {
+            w.u32(t.heavy_min)?;
+            w.u8(t.half as u8)?;
+            w.u8(t.slots.width as u8)?;
+            w.array::<u32>(&t.offsets)?;
+            w.array::<u8>(&t.slots.bytes)?;
+            w.array::<u32>(&t.heavy_lo)?;
+            w.array::<u32>(&t.heavy_at)?;
+            w.array::<[u64; 2]>(&t.inline)?;
+        }
+        Ok(())
+    }
+
+    /// Reads an index written by [`MihIndex::write_to`], its arrays used in place, and
+    /// checks everything a query relies on: the layout is one this build makes, every
+    /// offsets array is ascending and ends at the hash count, every slot number is in
+    /// range, and every heavy bucket (and nothing else) has its inline copy (on up to
+    /// `threads` threads).
+    pub(crate) fn read_from(r: &mut Reader, threads: usize) -> Result<MihIndex, FileError> {
+        let hashes: Store<Row> = r.array()?;
+        let n = hashes.len();
+        if n >= u32::MAX as usize {
+            return Err(invalid("more than 2^32 - 1 hashes"));
+        }
+        let keys: Store<u64> = r.array()?;
+        if !keys.is_empty() && keys.len() != n {
+            return Err(invalid("a key count differs from the hash count"));
+        }
+        let m = r.u32()?;
+        if m != 0 && !(MIN_SUBSTRINGS..=MAX_SUBSTRINGS).contains(&m) {
+            return Err(invalid(format!("{m} substring tables")));
+        }
+        let mut tables = Vec::with_capacity(m as usize);
+        let mut start = 0;
+        for width in if m == 0 { Vec::new() } else { widths(m) } {
+            if width > MAX_WIDTH {
+                return Err(invalid(format!("a {width}-bit substring")));
+            }
+            let heavy_min = r.u32()?;
+            let half = r.u8()?;
+            let slot_width = r.u8()?;
+            let table = Table {
+                start,
+                width,
+                offsets: r.array()?,
+                slots: Slots {
+                    width: usize::from(slot_width),
+                    bytes: r.array()?,
+                },
+                heavy_min,
+                heavy_lo: r.array()?,
+                heavy_at: r.array()?,
+                inline: r.array()?,
+                half: usize::from(half),
+            };
+            if half > 1 || heavy_min == 0 || usize::from(slot_width) != Slots::width_for(n) {
+                return Err(invalid("a table's parameters"));
+            }
+            tables.push(table);
+            start += width;
+        }
+        // Each table's checks read all of it: spread the tables over the threads.
+        let threads = threads.clamp(1, tables.len().max(1));
+        let chunk = tables.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let checks: Vec<_> = tables
+                .chunks(chunk)
+                .map(|part| s.spawn(move || part.iter().try_for_each(|t| t.check(n))))
+                .collect();
+            checks
+                .into_iter()
+                .try_for_each(|c| c.join().expect("table check panicked"))
+        })?;
+        Ok(MihIndex {
+            hashes,
+            keys,
+            tables,
+        })
+    }
+
+    /// The largest key (`None` when empty).
+    pub(crate) fn max_key(&self) -> Option<u64> {
+        if self.keys.is_empty() {
+            self.hashes.len().checked_sub(1).map(|k| k as u64)
+        } else {
+            self.keys.iter().copied().max()
+        }
+    }
+
+    /// Every key, in slot order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.hashes.len() as u32).map(|slot| self.key(slot))
+    }
+}
+
+impl Table {
+    /// Checks a table read from a file against `n` hashes (see [`MihIndex::read_from`]).
+    fn check(&self, n: usize) -> Result<(), FileError> {
+        let offsets = &self.offsets[..];
+        if offsets.len() != (1usize << self.width) + 1 || offsets[0] != 0 {
+            return Err(invalid("an offsets array's length or start"));
+        }
+        if offsets[offsets.len() - 1] as usize != n {
+            return Err(invalid("an offsets array does not end at the hash count"));
+        }
+        let mut heavy = 0usize;
+        let mut inline = 0usize;
+        for pair in offsets.windows(2) {
+            let (lo, hi) = (pair[0], pair[1]);
+            if hi < lo {
+                return Err(invalid("an offsets array descends"));
+            }
+            if hi - lo >= self.heavy_min {
+                if self.heavy_lo.get(heavy) != Some(&lo)
+                    || self.heavy_at.get(heavy).map(|&a| a as usize) != Some(inline)
+                {
+                    return Err(invalid("a heavy bucket without its inline copy"));
+                }
+                heavy += 1;
+                inline += (hi - lo) as usize;
+            }
+        }
+        if heavy != self.heavy_lo.len()
+            || heavy != self.heavy_at.len()
+            || inline != self.inline.len()
+        {
+            return Err(invalid("inline copies of buckets that are not heavy"));
+        }
+        if self.slots.bytes.len() != n * self.slots.width + 1 {
+            return Err(invalid("a slots array's length"));
+        }
+        let w = self.slots.width;
+        let numbers = self.slots.bytes[..n * w].chunks_exact(w);
+        let out_of_range = if w == 3 {
+            numbers
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], 0]))
+                .any(|s| s as usize >= n)
+        } else {
+            numbers
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .any(|s| s as usize >= n)
+        };
+        if out_of_range {
+            return Err(invalid("a slot number out of range"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -869,23 +1039,177 @@ mod tests {
         assert_eq!(keys, [7, 1 << 40, 2]);
     }
 
+    /// A corpus with near-duplicates (heavy buckets) and spread hashes, from SplitMix64.
+    fn clustered(n: usize) -> Vec<Hash256> {
+        let mut state = 99u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let centre = [next(), next(), next(), next()];
+        (0..n)
+            .map(|i| {
+                if i % 3 == 0 {
+                    let mut l = centre;
+                    // A few flipped bits: the copies share most substrings.
+                    for _ in 0..next() % 6 {
+                        let bit = next() % 256;
+                        l[(bit / 64) as usize] ^= 1 << (bit % 64);
+                    }
+                    Hash256::from_limbs(l)
+                } else {
+                    Hash256::from_limbs([next(), next(), next(), next()])
+                }
+            })
+            .collect()
+    }
+
+    fn write_index(index: &MihIndex, path: &std::path::Path) {
+        crate::mapfile::write_file(path, b"", |w| index.write_to(w)).unwrap();
+    }
+
+    fn read_index(
+        path: &std::path::Path,
+        mode: crate::mapfile::LoadMode,
+    ) -> Result<MihIndex, FileError> {
+        let loaded = crate::mapfile::load(path, mode)?;
+        MihIndex::read_from(&mut loaded.reader(), 2)
+    }
+
+    /// An index written to a file and read back (in place, both ways) answers every
+    /// query exactly as the index it was written from, heavy buckets included, with
+    /// and without stored keys.
+    #[test]
+    fn a_written_index_reads_back_and_answers_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let hashes = clustered(12_000);
+        for (layout, keys) in [
+            (Some(16), (0..12_000u64).collect::<Vec<_>>()),
+            (
+                Some(12),
+                (0..12_000u64).map(|k| k * 7 + (1 << 40)).collect(),
+            ),
+            (None, (0..12_000u64).collect()),
+        ] {
+            let index = MihIndex::build_with(hashes.clone(), keys, layout, 2);
+            write_index(&index, &path);
+            for mode in [
+                crate::mapfile::LoadMode::Read,
+                crate::mapfile::LoadMode::Map,
+            ] {
+                let read = read_index(&path, mode).unwrap();
+                assert_eq!(read.substrings(), index.substrings());
+                assert_eq!(read.heavy_buckets(), index.heavy_buckets());
+                assert!(
+                    layout.is_none() || read.heavy_buckets() > 0,
+                    "heavy buckets exercised"
+                );
+                assert!(read.entries().eq(index.entries()));
+                for (i, q) in hashes.iter().step_by(97).enumerate() {
+                    let q = Hash256::from_limbs({
+                        let mut l = q.limbs();
+                        l[i % 4] ^= (i as u64) << 3;
+                        l
+                    });
+                    for d in [0, 20, 31, 45] {
+                        assert_eq!(
+                            read.query(&q, d),
+                            index.query(&q, d),
+                            "{layout:?} {mode:?} {d}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a file crafted to pass its checksum could hold that a query relies on:
+    /// each is refused when the index is read.
+    #[test]
+    fn an_inconsistent_index_is_refused_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let good = MihIndex::build_with(clustered(12_000), (0..12_000).collect(), Some(16), 1);
+        assert!(
+            !good.tables[0].heavy_lo.is_empty(),
+            "table 0 has a heavy bucket"
+        );
+        let n = good.len() as u32;
+        type Spoil = fn(&mut MihIndex, u32);
+        let cases: [(&str, Spoil); 8] = [
+            ("a slot number out of range", |ix, n| {
+                let t = &mut ix.tables[3];
+                let w = t.slots.width;
+                Slots::set(t.slots.bytes.to_mut(), w, 100, n);
+            }),
+            ("an offsets array descends", |ix, _| {
+                let o = ix.tables[1].offsets.to_mut();
+                let at = o.len() / 2;
+                o.swap(at - 50, at + 50);
+            }),
+            ("does not end at the hash count", |ix, n| {
+                *ix.tables[2].offsets.to_mut().last_mut().unwrap() = n - 1;
+            }),
+            ("a heavy bucket without its inline copy", |ix, _| {
+                ix.tables[0].heavy_lo.to_mut().pop();
+                ix.tables[0].heavy_at.to_mut().pop();
+            }),
+            ("a heavy bucket without its inline copy", |ix, _| {
+                ix.tables[0].heavy_at.to_mut()[0] += 1;
+            }),
+            ("inline copies of buckets that are not heavy", |ix, _| {
+                ix.tables[0].inline.to_mut().push([0, 0]);
+            }),
+            ("a slots array's length", |ix, _| {
+                ix.tables[5].slots.bytes.to_mut().pop();
+            }),
+            ("a key count differs", |ix, _| {
+                ix.keys = Store::Owned(vec![1, 2, 3]);
+            }),
+        ];
+        for (want, spoil) in cases {
+            let mut bad = good.clone();
+            spoil(&mut bad, n);
+            write_index(&bad, &path);
+            match read_index(&path, crate::mapfile::LoadMode::Read) {
+                Err(FileError::Invalid(why)) => assert!(why.contains(want), "{want}: {why}"),
+                Err(e) => panic!("{want}: {e}"),
+                Ok(_) => panic!("{want}: accepted"),
+            }
+        }
+        // The unspoilt one reads.
+        write_index(&good, &path);
+        read_index(&path, crate::mapfile::LoadMode::Read).unwrap();
+    }
+
     #[test]
     fn slots_round_trip_in_three_and_four_bytes() {
-        let mut three = Slots::new(1 << 24);
+        // Slot numbers for `count` hashes, with `values` at the first positions.
+        let slots = |count: usize, values: &[u32]| {
+            let width = Slots::width_for(count);
+            let mut bytes = vec![0u8; count * width + 1];
+            for (i, &v) in values.iter().enumerate() {
+                Slots::set(&mut bytes, width, i, v);
+            }
+            // The last slot reads its padding byte, not past the end.
+            Slots::set(&mut bytes, width, count - 1, 0x65_4321);
+            Slots {
+                width,
+                bytes: bytes.into(),
+            }
+        };
+        let values = [0, 0xFF_FFFF, 0x12_3456, 1, 0xAB_CDEF];
+        let three = slots(1 << 24, &values);
         assert_eq!(three.width, 3);
-        let mut four = Slots::new((1 << 24) + 1);
+        let four = slots(
+            (1 << 24) + 1,
+            &[0, 0xFF_FFFF, 0x12_3456, 1, 0xAB_CDEF, 1 << 24],
+        );
         assert_eq!(four.width, 4);
-        for (i, v) in [
-            (0, 0),
-            (1, 0xFF_FFFF),
-            (2, 0x12_3456),
-            (3, 1),
-            (4, 0xAB_CDEF),
-        ] {
-            three.set(i, v);
-            four.set(i, v);
-        }
-        four.set(5, 1 << 24);
         let want = [0, 0xFF_FFFF, 0x12_3456, 1, 0xAB_CDEF];
         let mut got = Vec::new();
         three.extend(0, 5, &mut got);
@@ -894,9 +1218,8 @@ mod tests {
         four.extend(0, 6, &mut got);
         assert_eq!(got[..5], want);
         assert_eq!(got[5], 1 << 24);
-        // The last slot reads its padding byte, not past the end.
-        three.set((1 << 24) - 1, 0x65_4321);
         assert_eq!(three.get((1 << 24) - 1), 0x65_4321);
+        assert_eq!(four.get(1 << 24), 0x65_4321);
     }
 
     #[test]

@@ -9,4 +9,5 @@ mod live;
 mod mih;
 
 pub use live::{LiveIndex, Snapshot};
+pub(crate) use mih::advise_huge;
 pub use mih::{DESIGN_DISTANCE, Hit, MihIndex, Strategy};
