@@ -145,14 +145,25 @@ impl Backing {
 pub(crate) enum Store<T: Pod> {
     /// Built in this process.
     Owned(Vec<T>),
-    /// `len` elements at byte `at` of a loaded file (in bounds and aligned: checked by
-    /// [`Reader::array`], the only place that makes one).
+    /// `len` elements at `ptr`, inside a loaded file (in bounds and aligned: checked
+    /// by [`Reader::array`], the only place that makes one). The pointer is kept
+    /// rather than an offset so that reading an element costs what it does in a
+    /// vector: no hop through the file's handle.
     Shared {
-        file: Arc<Backing>,
-        at: usize,
+        ptr: *const T,
         len: usize,
+        /// Keeps the bytes alive.
+        _file: Arc<Backing>,
     },
 }
+
+// SAFETY: a shared store only reads bytes that its `Arc` keeps alive and that nothing
+// writes, so it may move to and be read from any thread, as a `Vec<T>` may.
+#[allow(unsafe_code)]
+unsafe impl<T: Pod> Send for Store<T> {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl<T: Pod> Sync for Store<T> {}
 
 impl<T: Pod> Default for Store<T> {
     fn default() -> Self {
@@ -183,13 +194,12 @@ impl<T: Pod> std::ops::Deref for Store<T> {
     fn deref(&self) -> &[T] {
         match self {
             Store::Owned(v) => v,
-            // SAFETY: `Reader::array` checked that `at..at + len * size_of::<T>()` lies
-            // in the file's bytes and that `at` is aligned for `T`; `T: Pod` accepts any
-            // bytes; the `Arc` keeps the bytes alive and they are never written.
+            // SAFETY: `Reader::array` checked that the `len * size_of::<T>()` bytes at
+            // `ptr` lie in the file's bytes and that `ptr` is aligned for `T`; `T: Pod`
+            // accepts any bytes; the `Arc` keeps the bytes alive (a heap copy never
+            // moves, a mapping never unmaps while held) and they are never written.
             #[allow(unsafe_code)]
-            Store::Shared { file, at, len } => unsafe {
-                std::slice::from_raw_parts(file.bytes().as_ptr().add(*at).cast::<T>(), *len)
-            },
+            Store::Shared { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
         }
     }
 }
@@ -620,14 +630,14 @@ impl Reader {
         self.take(bytes)?;
         // Sections are 64-byte aligned in the file, and the file's first byte is at
         // least that aligned in memory (a `Line` vector, or a page-aligned mapping).
-        let ptr = self.file.bytes().as_ptr() as usize + at;
-        if !ptr.is_multiple_of(std::mem::align_of::<T>()) {
+        let ptr = self.file.bytes()[at..].as_ptr();
+        if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
             return Err(invalid("misaligned array"));
         }
         Ok(Store::Shared {
-            file: self.file.clone(),
-            at,
+            ptr: ptr.cast::<T>(),
             len,
+            _file: self.file.clone(),
         })
     }
 }

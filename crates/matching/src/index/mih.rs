@@ -142,10 +142,8 @@ impl Table {
     /// substring) in `probes` if it is not empty; returns what probing it costs.
     #[inline(always)]
     fn probe(&self, j: usize, value: u32, distance: usize, probes: &mut Vec<Probe>) -> f64 {
-        let (lo, hi) = (
-            self.offsets[value as usize],
-            self.offsets[value as usize + 1],
-        );
+        let offsets: &[u32] = &self.offsets;
+        let (lo, hi) = (offsets[value as usize], offsets[value as usize + 1]);
         if hi > lo {
             probes.push(Probe {
                 table: j as u16,
@@ -658,8 +656,9 @@ impl MihIndex {
                 }
             }
         }
+        let hashes: &[Row] = &self.hashes;
         for &slot in &candidates {
-            let d = self.hashes[slot as usize].hash().distance(query);
+            let d = hashes[slot as usize].hash().distance(query);
             if d <= max_distance {
                 out.push((slot, d));
             }
