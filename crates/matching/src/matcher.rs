@@ -173,17 +173,8 @@ impl RefTable {
             _ => match self.by_pair.get(bank).and_then(|sets| sets.get(labels)) {
                 Some(&f) => f,
                 None => {
-                    let f = u32::try_from(self.flavours.len()).expect("under 2^32 label sets");
                     let bank = interner.bank(bank);
-                    self.flavours.push(interner.entry(&bank, "", labels));
-                    let remembered: usize = self.by_pair.values().map(HashMap::len).sum();
-                    if remembered < MAX_INTERNED {
-                        self.by_pair
-                            .entry(bank)
-                            .or_default()
-                            .insert(labels.to_vec(), f);
-                    }
-                    f
+                    self.add_flavour(interner, bank, labels.to_vec())
                 }
             },
         };
@@ -193,6 +184,18 @@ impl RefTable {
         self.ends.to_mut().push(end);
         self.flavour.to_mut().push(flavour);
         (self.ends.len() - 1) as u64
+    }
+
+    /// Adds a (bank, labels) pair to `flavours`, remembered for reuse while fewer than
+    /// [`MAX_INTERNED`] are; returns its index.
+    fn add_flavour(&mut self, interner: &mut Interner, bank: Arc<str>, labels: Vec<String>) -> u32 {
+        let f = u32::try_from(self.flavours.len()).expect("under 2^32 label sets");
+        self.flavours.push(interner.entry(&bank, "", &labels));
+        let remembered: usize = self.by_pair.values().map(HashMap::len).sum();
+        if remembered < MAX_INTERNED {
+            self.by_pair.entry(bank).or_default().insert(labels, f);
+        }
+        f
     }
 
     fn id_bytes(&self, key: u64) -> &[u8] {
@@ -247,18 +250,10 @@ impl RefTable {
     fn read_from(r: &mut Reader, interner: &mut Interner) -> Result<RefTable, FileError> {
         let mut table = RefTable::default();
         let flavours = r.u32()?;
-        for f in 0..flavours {
+        for _ in 0..flavours {
             let bank = interner.bank(&r.str()?);
             let labels = read_labels(r)?;
-            let remembered: usize = table.by_pair.values().map(HashMap::len).sum();
-            if remembered < MAX_INTERNED {
-                table
-                    .by_pair
-                    .entry(bank.clone())
-                    .or_default()
-                    .insert(labels.clone(), f);
-            }
-            table.flavours.push(interner.entry(&bank, "", &labels));
+            table.add_flavour(interner, bank, labels);
         }
         table.ids = r.array()?;
         table.ends = r.array()?;

@@ -264,16 +264,21 @@ impl BankStore {
         // is stored.
         let mut out = format!("matcher 1; vpdq quality {}", config.vpdq_quality);
         for path in self.bank_paths()? {
-            let mut file = File::open(&path).map_err(StoreError::io(&path))?;
-            let len = file.metadata().map_err(StoreError::io(&path))?.len();
-            let mut crc = [0u8; 4];
-            if len >= 4 {
-                file.seek(SeekFrom::End(-4))
-                    .and_then(|_| file.read_exact(&mut crc))
-                    .map_err(StoreError::io(&path))?;
-            }
+            let stored = (|| {
+                let mut file = File::open(&path)?;
+                let len = file.metadata()?.len();
+                let mut crc = [0u8; 4];
+                if len >= 4 {
+                    file.seek(SeekFrom::End(-4))?;
+                    file.read_exact(&mut crc)?;
+                }
+                std::io::Result::Ok(format!("{len} {:08x}", u32::from_le_bytes(crc)))
+            })();
+            // An unreadable bank is skipped by the load, as it always was, and no
+            // snapshot is written while one is: it must not fail the whole load here.
+            let stored = stored.unwrap_or_else(|e| format!("unreadable ({e})"));
             let name = path.file_name().unwrap_or_default().to_string_lossy();
-            out.push_str(&format!("; {name} {len} {:08x}", u32::from_le_bytes(crc)));
+            out.push_str(&format!("; {name} {stored}"));
         }
         Ok(out)
     }

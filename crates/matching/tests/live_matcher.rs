@@ -94,6 +94,21 @@ fn random_entry(rng: &mut Rng, model: &Model, id: String) -> Entry {
     }
 }
 
+/// Adds `count` random entries with ids `{prefix}0…`, spread over `banks` in turn.
+fn add_random(
+    model: &mut Model,
+    rng: &mut Rng,
+    count: usize,
+    prefix: &str,
+    banks: &[(&str, bool)],
+) {
+    for i in 0..count {
+        let e = random_entry(rng, model, format!("{prefix}{i}"));
+        let (bank, negative) = banks[i % banks.len()];
+        model.insert((bank.into(), e.id.clone()), (negative, e));
+    }
+}
+
 fn banks_of(model: &Model) -> Vec<Bank> {
     BANKS
         .iter()
@@ -387,11 +402,7 @@ fn a_snapshot_with_index_tables_answers_like_brute_force() {
         model.insert(("crisis".into(), e.id.clone()), (false, e));
     }
     // Positive banks only, so that nothing near the centre is suppressed.
-    for i in 0..20 {
-        let e = random_entry(&mut rng, &model, format!("r{i}"));
-        let (bank, negative) = BANKS[i % 2];
-        model.insert((bank.into(), e.id.clone()), (negative, e));
-    }
+    add_random(&mut model, &mut rng, 20, "r", &BANKS[..2]);
     for mode in [LoadMode::Read, LoadMode::Map] {
         let dir = tempfile::tempdir().unwrap();
         let matcher = through_snapshot(dir.path(), &model, mode);
@@ -427,11 +438,7 @@ fn a_snapshot_with_index_tables_answers_like_brute_force() {
 fn a_stale_truncated_or_damaged_snapshot_is_never_used() {
     let mut rng = Rng(29);
     let mut model = Model::new();
-    for i in 0..300 {
-        let e = random_entry(&mut rng, &model, format!("e{i}"));
-        let (bank, negative) = BANKS[i % 3];
-        model.insert((bank.into(), e.id.clone()), (negative, e));
-    }
+    add_random(&mut model, &mut rng, 300, "e", &BANKS);
     for mode in [LoadMode::Read, LoadMode::Map] {
         let dir = tempfile::tempdir().unwrap();
         let store = BankStore::new(dir.path());
@@ -491,6 +498,26 @@ fn a_stale_truncated_or_damaged_snapshot_is_never_used() {
         );
         assert_eq!(&*again.matcher.match_pdq(&late).matches[0].entry.id, "late");
         model.remove(&("crisis".into(), "late".into()));
+    }
+    // An unreadable bank (here a directory named like one) is skipped, as without
+    // snapshots: the others load, and no snapshot is written while it is there.
+    let dir = tempfile::tempdir().unwrap();
+    let store = BankStore::new(dir.path());
+    for bank in banks_of(&model) {
+        store.save(&bank).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("odd.fbank")).unwrap();
+    for _ in 0..2 {
+        let loaded = store.load_matcher(options(LoadMode::Read)).unwrap();
+        assert_eq!(loaded.skipped.len(), 1);
+        assert!(
+            matches!(loaded.source, MatcherSource::Built { saved: None, .. }),
+            "{:?}",
+            loaded.source
+        );
+        assert_eq!(loaded.banks, summaries(&model));
+        check(&loaded.matcher, &model, &mut rng).unwrap();
+        assert!(!store.matcher_path().exists());
     }
     // Snapshots off: built, nothing written.
     let dir = tempfile::tempdir().unwrap();
