@@ -274,6 +274,32 @@ fn wait_preview(coord: &Daemon, incident: &str, all: &[&Daemon]) {
     );
 }
 
+/// Waits until `stream` ended on `worker` and the coordinator's view of `incident`
+/// holds a frame hash for every frame the worker sampled of it.
+fn wait_all_frames(coord: &Daemon, incident: &str, worker: &Daemon, stream: &str, all: &[&Daemon]) {
+    let done = wait(
+        &format!("{stream} ended"),
+        120,
+        || ended(worker, stream),
+        all,
+    );
+    let sampled = done["frames_sampled"].as_u64().unwrap();
+    assert!(sampled > 0, "{done}");
+    wait(
+        &format!("the coordinator holding all {sampled} frames of {stream}"),
+        60,
+        || {
+            let v = coord.get(&format!("/v1/incidents/{incident}"), READ);
+            v["streams"]
+                .as_array()?
+                .iter()
+                .find(|s| s["stream"] == stream)
+                .and_then(|s| (s["frames"].as_u64() == Some(sampled)).then_some(()))
+        },
+        all,
+    );
+}
+
 /// The fleet view's entry for `id`, once it ended with frames decoded.
 fn ended(d: &Daemon, id: &str) -> Option<Value> {
     ended_as(d, READ, id)
@@ -1037,7 +1063,9 @@ fn a_rejected_false_positive_no_longer_escalates_on_any_worker() {
         },
         &all,
     );
-    // Wait until the coordinator holds the stream's frames, then reject.
+    // Wait until the coordinator holds every frame the worker sampled of the stream,
+    // then reject: a rejection makes negatives of the frames held when it is made.
+    wait_all_frames(&coord, &incident, &a, "fp-1", &all);
     wait_preview(&coord, &incident, &all);
     let before = (bank_records_applied(&a), bank_records_applied(&b));
     let (code, rejected) = coord.call(
