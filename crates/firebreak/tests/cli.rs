@@ -450,3 +450,97 @@ fn classify_prints_scores_categories_and_detections() {
         "{text}"
     );
 }
+
+/// `lists add-video` banks a video's vPDQ entry, every frame whose hash moved, and
+/// the views asked for: the frame entries are the reference's frame hashes (Meta's
+/// vPDQ output for the same file, up to decoder differences), and every frame entry
+/// has its masked view beside it.
+#[test]
+fn lists_add_video_banks_frames_and_their_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let video = shared().join("vpdq/videos/chair-orig-22-sd-bar.mp4");
+    let out = firebreak_in(
+        &data,
+        &[
+            "lists",
+            "add-video",
+            video.to_str().unwrap(),
+            "--bank",
+            "crisis",
+            "--id",
+            "chair",
+            "--views",
+            "notr40",
+            "--min-change",
+            "0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["id"], "chair");
+    assert_eq!(report["entries_added"], report["records"]);
+
+    let reference: Vec<(u64, String)> =
+        std::fs::read_to_string(shared().join("vpdq/expected/chair-orig-22-sd-bar.txt"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].parse().unwrap(), f[2].to_owned())
+            })
+            .collect();
+    let out = firebreak_in(
+        &data,
+        &["lists", "export", "--bank", "crisis", "--format", "csv"],
+    );
+    assert!(out.status.success());
+    let hex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let distance = |a: &str, b: &str| -> u32 {
+        let (a, b) = (hex(a), hex(b));
+        assert_eq!((a.len(), b.len()), (32, 32));
+        a.iter().zip(&b).map(|(x, y)| (x ^ y).count_ones()).sum()
+    };
+    let (mut frames, mut masked) = (Vec::new(), Vec::new());
+    for line in stdout(&out).lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let (hash, id) = (f[0], f[2]);
+        let rest = id.strip_prefix("chair/f").unwrap_or_else(|| panic!("{id}"));
+        match rest.split_once('@') {
+            None => frames.push((rest.parse::<u64>().unwrap(), hash.to_owned())),
+            Some((n, "notr40")) => masked.push(n.parse::<u64>().unwrap()),
+            Some(_) => panic!("unexpected view entry {id}"),
+        }
+    }
+    // Every frame is banked but for those whose hash did not move at all.
+    assert!(
+        frames.len() * 10 >= reference.len() * 9,
+        "{} of {}",
+        frames.len(),
+        reference.len()
+    );
+    for (n, hash) in &frames {
+        let want = &reference
+            .iter()
+            .find(|(f, _)| f == n)
+            .unwrap_or_else(|| panic!("no reference frame {n}"))
+            .1;
+        let d = distance(hash, want);
+        assert!(d <= 16, "frame {n}: {d} bits from the reference");
+    }
+    assert!(masked.len() * 10 >= frames.len() * 9, "{}", masked.len());
+    assert_eq!(
+        report["records"].as_u64().unwrap(),
+        1 + (frames.len() + masked.len()) as u64,
+        "the vPDQ entry, the frames and the views"
+    );
+}

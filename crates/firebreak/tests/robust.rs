@@ -7,8 +7,9 @@
 //! signs), so only the dihedral query finds it; a pillarboxed frame without its bars is
 //! the original frame, so only bar trimming finds it; an off-centre crop (85 % from
 //! the top-left corner) is the original's top-left 85 %, so only the banked corner
-//! views find it (the chair has bars of its own: its `+bars` corner view). Negatives
-//! never escalate.
+//! views find it (the chair has bars of its own: its `+bars` corner view); a corner
+//! logo inside the masked block leaves the masked view as it was, so masked views alone
+//! find it. Negatives never escalate.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,13 +75,31 @@ fn levers_catch_mirrored_pillarboxed_and_off_centre_copies_without_false_matches
         (0, 2),
         "no view: an off-centre crop is far"
     );
+    assert_eq!(plain["logo"], (0, 2), "no view: the logo moves the hash");
     assert_eq!(plain_summary["negative_streams_escalations"], 0);
+
+    // Masked views alone: the logo lies inside the top-right block of 40 % each way,
+    // so the copy's view with that block masked is the original's (up to the
+    // re-encode).
+    let (masked, masked_summary) = eval(
+        &set,
+        &[
+            "--bank-views",
+            "notl40,notr40,nobl40,nobr40",
+            "--query-views",
+            "mask40",
+        ],
+    );
+    assert_eq!(masked["logo"], (2, 2));
+    assert_eq!(masked["reencode"], (2, 2));
+    assert_eq!(masked_summary["negative_streams_escalations"], 0);
 
     let (levers, summary) = eval(&set, &[]);
     assert_eq!(levers["reencode"], (2, 2));
     assert_eq!(levers["hflip"], (2, 2));
     assert_eq!(levers["pillarbox"], (2, 2));
     assert_eq!(levers["offcrop"], (2, 2));
+    assert_eq!(levers["logo"], (2, 2));
     assert_eq!(summary["negative_streams_escalations"], 0);
     assert!(summary["negative_stream_frames"].as_u64().unwrap() >= 3 * 19);
 }

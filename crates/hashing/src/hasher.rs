@@ -377,6 +377,17 @@ impl PdqHasher {
         Some((dct(&self.buf64), quality(&self.buf64)))
     }
 
+    /// The 64x64 downsample of the last image hashed (zeros before the first, and
+    /// after an image too small to hash).
+    pub(crate) fn last_downsample(&self) -> &[f32; 4096] {
+        &self.buf64
+    }
+
+    /// Forgets the last downsample (an image too small to hash was met).
+    pub(crate) fn clear_downsample(&mut self) {
+        self.buf64.fill(0.0);
+    }
+
     fn downsample(&mut self, src: &impl LumaRows, allow_skip: bool) {
         let (w, h) = (src.width(), src.height());
         if allow_skip && w == 64 && h == 64 {
@@ -390,6 +401,7 @@ impl PdqHasher {
 
     fn hash_rows(&mut self, src: &impl LumaRows) -> PdqHash {
         if src.width() < MIN_HASHABLE_DIM || src.height() < MIN_HASHABLE_DIM {
+            self.clear_downsample();
             return PdqHash {
                 hash: Hash256::ZERO,
                 quality: 0,
@@ -406,6 +418,7 @@ impl PdqHasher {
 
     fn dihedral_rows(&mut self, src: &impl LumaRows) -> Dihedral {
         if src.width() < MIN_HASHABLE_DIM || src.height() < MIN_HASHABLE_DIM {
+            self.clear_downsample();
             return Dihedral {
                 hashes: [Hash256::ZERO; 8],
                 quality: 0,
@@ -419,6 +432,14 @@ impl PdqHasher {
             hashes: dihedral_from_dct(&b),
             quality: q,
         }
+    }
+}
+
+/// The eight dihedral hashes and the quality of a 64x64 downsample.
+pub(crate) fn dihedral_of_buffer(buf: &[f32; 4096]) -> Dihedral {
+    Dihedral {
+        hashes: dihedral_from_dct(&dct(buf)),
+        quality: quality(buf),
     }
 }
 

@@ -108,6 +108,18 @@ pub enum Region {
     /// `percent` % of each dimension of the frame without its bars, anchored at a
     /// corner (the picture an off-centre crop keeps).
     Corner(Corner, u8),
+    /// The frame without its bars (`base` 100) or its centre `base` %, with the block
+    /// of `percent` % of each dimension at `corner` masked: those cells of PDQ's 64x64
+    /// downsample are set to the mean of the others before the DCT, so whatever a copy
+    /// puts there (a logo, a channel bug, a corner inset) does not move the hash.
+    Masked {
+        /// 100 for the frame without bars, else the centre view's percent.
+        base: u8,
+        /// The masked corner.
+        corner: Corner,
+        /// The masked block's share of each dimension, percent.
+        percent: u8,
+    },
 }
 
 impl Region {
@@ -118,23 +130,48 @@ impl Region {
             Region::Trimmed => "trimmed".into(),
             Region::Centre(p) => format!("centre{p}"),
             Region::Corner(c, p) => format!("{}{p}", c.name()),
+            Region::Masked {
+                base,
+                corner,
+                percent,
+            } => {
+                let base = if *base == 100 {
+                    String::new()
+                } else {
+                    format!("centre{base}")
+                };
+                format!("{base}no{}{percent}", corner.name())
+            }
         }
     }
 
-    /// Parses [`Region::name`]'s text (percentages 10 to 99).
+    /// Parses [`Region::name`]'s text (percentages 10 to 99; a masked corner 10 to 60).
     pub fn parse(text: &str) -> Option<Region> {
         let percent = |p: &str| p.parse::<u8>().ok().filter(|p| (10..100).contains(p));
+        let corner = |t: &str| -> Option<(Corner, u8)> {
+            let c = Corner::ALL.into_iter().find(|c| t.starts_with(c.name()))?;
+            percent(&t[2..]).map(|p| (c, p))
+        };
         match text {
             "full" => Some(Region::Full),
             "trimmed" => Some(Region::Trimmed),
             _ => {
+                if let Some((head, masked)) = text.split_once("no") {
+                    let base = match head {
+                        "" => 100,
+                        _ => percent(head.strip_prefix("centre")?)?,
+                    };
+                    let (corner, percent) = corner(masked).filter(|(_, p)| *p <= MAX_MASK)?;
+                    return Some(Region::Masked {
+                        base,
+                        corner,
+                        percent,
+                    });
+                }
                 if let Some(p) = text.strip_prefix("centre") {
                     return percent(p).map(Region::Centre);
                 }
-                let c = Corner::ALL
-                    .into_iter()
-                    .find(|c| text.starts_with(c.name()))?;
-                percent(&text[2..]).map(|p| Region::Corner(c, p))
+                corner(text).map(|(c, p)| Region::Corner(c, p))
             }
         }
     }
@@ -144,11 +181,49 @@ impl Region {
     /// the content).
     fn rect(&self, content: Rect) -> Option<Rect> {
         match *self {
-            Region::Full | Region::Trimmed => None,
+            Region::Full | Region::Trimmed | Region::Masked { .. } => None,
             Region::Centre(p) => Some(content.centre(p)),
             Region::Corner(c, p) => Some(content.corner(c, p)),
         }
     }
+}
+
+/// The largest masked corner, percent of each dimension.
+pub const MAX_MASK: u8 = 60;
+
+/// The cells of PDQ's 64x64 downsample a masked `corner` of `percent` % covers:
+/// (rows, columns), rounded outwards.
+fn mask_cells(corner: Corner, percent: u8) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    let n = (64 * usize::from(percent.min(100))).div_ceil(100);
+    let (right, bottom) = match corner {
+        Corner::TopLeft => (false, false),
+        Corner::TopRight => (true, false),
+        Corner::BottomLeft => (false, true),
+        Corner::BottomRight => (true, true),
+    };
+    let span = |far: bool| if far { 64 - n..64 } else { 0..n };
+    (span(bottom), span(right))
+}
+
+/// The eight dihedral hashes of the hasher's last 64x64 downsample with `corner`'s
+/// block of `percent` % masked (set to the mean of the other cells, summed in order).
+fn masked_last(hasher: &PdqHasher, corner: Corner, percent: u8) -> Dihedral {
+    let (rows, cols) = mask_cells(corner, percent);
+    let mut buf = *hasher.last_downsample();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (i, row) in buf.chunks_exact(64).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            if !(rows.contains(&i) && cols.contains(&j)) {
+                sum += f64::from(*v);
+                n += 1;
+            }
+        }
+    }
+    let mean = (sum / n.max(1) as f64) as f32;
+    for i in rows {
+        buf[i * 64 + cols.start..i * 64 + cols.end].fill(mean);
+    }
+    crate::hasher::dihedral_of_buffer(&buf)
 }
 
 /// What to hash of each frame.
@@ -162,8 +237,11 @@ pub struct ViewSpec {
     /// Corner views (for example top left 85 %).
     pub corners: Vec<(Corner, u8)>,
     /// Hash the eight dihedral transforms of the whole frame (mirrored and rotated
-    /// copies); sub-views are hashed as they are.
+    /// copies), and the mirror image of each masked view; other sub-views are hashed
+    /// as they are.
     pub dihedral: bool,
+    /// Masked views: (base, corner, percent) as in [`Region::Masked`].
+    pub masks: Vec<(u8, Corner, u8)>,
 }
 
 impl ViewSpec {
@@ -174,9 +252,14 @@ impl ViewSpec {
             centres: Vec::new(),
             corners: Vec::new(),
             dihedral: false,
+            masks: Vec::new(),
         }
     }
 }
+
+/// The dihedral transform that mirrors a picture left to right (the reference calls it
+/// `flipy`: a flip about the vertical axis).
+pub const MIRROR: u8 = 5;
 
 /// One view's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,13 +377,16 @@ pub const HALF_RES_MIN: usize = 256;
 /// Hashes the views `spec` asks for: the whole frame first, exactly as
 /// [`PdqHasher::hash`] (with `dihedral`, its eight transforms, transform 0 exactly the
 /// hash but at 64x64, where the dihedral path filters), then the frame without bars (if
-/// bars were found), then each centre view.
+/// bars were found), then each centre and corner view; each masked view follows its
+/// base (the whole frame's when no bars were found, else the trimmed view's, or its
+/// centre view's), as it is and, with `dihedral`, mirrored.
 ///
 /// Cost (the detector's budget per sampled frame): the whole frame's luma is computed
 /// once; sub-views are hashed as they are (no dihedral transforms: a mirrored copy is
 /// caught by the whole frame's) and, for frames of at least [`HALF_RES_MIN`] pixels
 /// each way, from a half-resolution copy of that luma (2x2 means), on the bank and the
-/// query side alike, so they cost about a quarter of their area.
+/// query side alike, so they cost about a quarter of their area. A masked view costs a
+/// DCT of its base's downsample (no pass over the pixels).
 pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) -> Vec<ViewHash> {
     let full = Rect {
         x: 0,
@@ -313,10 +399,12 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
     } else {
         full
     };
-    let mut regions: Vec<(Region, Rect)> =
-        Vec::with_capacity(1 + spec.centres.len() + spec.corners.len());
+    // (region, rectangle, listed): centre views a mask needs as its base are hashed
+    // but only listed when asked for.
+    let mut regions: Vec<(Region, Rect, bool)> =
+        Vec::with_capacity(2 + spec.centres.len() + spec.corners.len());
     if content != full {
-        regions.push((Region::Trimmed, content));
+        regions.push((Region::Trimmed, content, true));
     }
     let sub = spec
         .centres
@@ -325,16 +413,22 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
         .chain(spec.corners.iter().map(|&(c, p)| Region::Corner(c, p)));
     for region in sub {
         if let Some(r) = region.rect(content) {
-            regions.push((region, r));
+            regions.push((region, r, true));
         }
     }
-    let mut out = Vec::with_capacity(8 + regions.len());
+    for &(base, _, _) in &spec.masks {
+        if base != 100 && !regions.iter().any(|(r, _, _)| *r == Region::Centre(base)) {
+            regions.push((Region::Centre(base), content.centre(base), false));
+        }
+    }
+    let mut out = Vec::with_capacity(8 + regions.len() + 2 * spec.masks.len());
     if regions.is_empty() {
         if spec.dihedral {
             push_dihedral(&mut out, &hasher.dihedral(img));
         } else {
             push_plain(&mut out, Region::Full, hasher.hash(img));
         }
+        push_masked(&mut out, hasher, spec, 100);
         return out;
     }
     // The luma once, for the whole frame and every sub-view (in buffers the hasher
@@ -351,6 +445,9 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
     } else {
         push_plain(&mut out, Region::Full, hasher.hash_luma(&lv));
     }
+    if content == full {
+        push_masked(&mut out, hasher, spec, 100);
+    }
     let half = w >= HALF_RES_MIN && h >= HALF_RES_MIN;
     let (src, sw, sh, scale) = if half {
         let (w2, h2) = (w / 2, h / 2);
@@ -359,21 +456,57 @@ pub fn hash_views(hasher: &mut PdqHasher, img: &ImageView<'_>, spec: &ViewSpec) 
     } else {
         (&luma, w, h, 1)
     };
-    for (region, r) in regions {
+    for (region, r, listed) in regions {
         let (x, y) = (r.x / scale, r.y / scale);
         let (rw, rh) = ((r.w / scale).min(sw - x), (r.h / scale).min(sh - y));
         // An empty view (a degenerate rectangle) hashes like any image too small.
         let p = match LumaView::new(&src[(y * sw + x).min(src.len())..], rw, rh, sw) {
             Ok(view) => hasher.hash_luma(&view),
-            Err(_) => crate::hash::PdqHash {
-                hash: Hash256::ZERO,
-                quality: 0,
-            },
+            Err(_) => {
+                hasher.clear_downsample();
+                crate::hash::PdqHash {
+                    hash: Hash256::ZERO,
+                    quality: 0,
+                }
+            }
         };
-        push_plain(&mut out, region, p);
+        if listed {
+            push_plain(&mut out, region, p);
+        }
+        match region {
+            Region::Trimmed => push_masked(&mut out, hasher, spec, 100),
+            Region::Centre(c) => push_masked(&mut out, hasher, spec, c),
+            _ => {}
+        }
     }
     hasher.views_luma = (luma, half_buf);
     out
+}
+
+/// The masked views of base `base`, from the hasher's last downsample (that base's):
+/// each as it is and, with `spec.dihedral`, mirrored.
+fn push_masked(out: &mut Vec<ViewHash>, hasher: &PdqHasher, spec: &ViewSpec, base: u8) {
+    for &(b, corner, percent) in &spec.masks {
+        if b != base {
+            continue;
+        }
+        let region = Region::Masked {
+            base,
+            corner,
+            percent,
+        };
+        let d = masked_last(hasher, corner, percent);
+        for t in [0, MIRROR] {
+            if t == 0 || spec.dihedral {
+                out.push(ViewHash {
+                    region,
+                    transform: t,
+                    hash: d.hashes[usize::from(t)],
+                    quality: d.quality,
+                });
+            }
+        }
+    }
 }
 
 fn push_dihedral(out: &mut Vec<ViewHash>, d: &Dihedral) {
@@ -429,6 +562,7 @@ mod tests {
             centres: vec![60],
             corners: Vec::new(),
             dihedral: true,
+            masks: Vec::new(),
         }
     }
 
@@ -712,5 +846,231 @@ mod tests {
         {
             assert_eq!(v.hash, hasher.hash(&img.sub(inner.corner(c, 85))).hash);
         }
+    }
+
+    /// A 640x360 RGB frame of smooth, detailed content (seeded).
+    fn textured(seed: u64) -> Vec<u8> {
+        let (w, h) = (640usize, 360usize);
+        let mut px = vec![0u8; w * h * 3];
+        let k = seed as f64;
+        for y in 0..h {
+            for x in 0..w {
+                let (fx, fy) = (x as f64, y as f64);
+                let v = 128.0
+                    + 50.0 * (fx / (23.0 + k) + k).sin() * (fy / 31.0).cos()
+                    + 40.0 * ((fx + 2.0 * fy) / (67.0 + 3.0 * k)).sin()
+                    + 30.0 * (fy / 13.0 + fx / 97.0).cos();
+                let i = (y * w + x) * 3;
+                px[i..i + 3].copy_from_slice(&[v as u8, (v * 0.7) as u8, (250.0 - v) as u8]);
+            }
+        }
+        px
+    }
+
+    /// An opaque red box over x 68-98 %, y 3-36 % (the robustness set's logo).
+    fn with_logo(mut px: Vec<u8>, w: usize, h: usize) -> Vec<u8> {
+        for y in h * 3 / 100..h * 36 / 100 {
+            for x in w * 68 / 100..w * 98 / 100 {
+                let i = (y * w + x) * 3;
+                px[i..i + 3].copy_from_slice(&[0xc0, 0x20, 0x20]);
+            }
+        }
+        px
+    }
+
+    fn mirrored(px: &[u8], w: usize, h: usize) -> Vec<u8> {
+        let mut out = vec![0u8; px.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let (i, j) = ((y * w + x) * 3, (y * w + (w - 1 - x)) * 3);
+                out[j..j + 3].copy_from_slice(&px[i..i + 3]);
+            }
+        }
+        out
+    }
+
+    fn masked_spec(dihedral: bool) -> ViewSpec {
+        ViewSpec {
+            dihedral,
+            masks: Corner::ALL.iter().map(|&c| (100, c, 40)).collect(),
+            ..ViewSpec::plain()
+        }
+    }
+
+    fn find(views: &[ViewHash], name: &str) -> Hash256 {
+        views
+            .iter()
+            .find(|v| v.name() == name)
+            .unwrap_or_else(|| panic!("no view {name}"))
+            .hash
+    }
+
+    #[test]
+    fn masked_region_names_round_trip() {
+        for r in [
+            Region::Masked {
+                base: 100,
+                corner: Corner::TopRight,
+                percent: 40,
+            },
+            Region::Masked {
+                base: 90,
+                corner: Corner::BottomLeft,
+                percent: 35,
+            },
+        ] {
+            assert_eq!(Region::parse(&r.name()), Some(r));
+        }
+        assert_eq!(
+            Region::parse("notr40"),
+            Some(Region::Masked {
+                base: 100,
+                corner: Corner::TopRight,
+                percent: 40
+            })
+        );
+        assert_eq!(
+            Region::parse("centre90notl45"),
+            Some(Region::Masked {
+                base: 90,
+                corner: Corner::TopLeft,
+                percent: 45
+            })
+        );
+        for bad in [
+            "notr61",
+            "notr",
+            "nomid40",
+            "centre100notr40",
+            "middlenotr40",
+            "no",
+        ] {
+            assert_eq!(Region::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mask_cells_cover_the_corner_rounded_outwards() {
+        assert_eq!(mask_cells(Corner::TopLeft, 40), (0..26, 0..26));
+        assert_eq!(mask_cells(Corner::TopRight, 40), (0..26, 38..64));
+        assert_eq!(mask_cells(Corner::BottomLeft, 50), (32..64, 0..32));
+        assert_eq!(mask_cells(Corner::BottomRight, 10), (57..64, 57..64));
+    }
+
+    #[test]
+    fn a_masked_view_is_the_dct_of_the_downsample_with_the_corner_at_the_others_mean() {
+        // An independent computation: the plain hash of a 64x64 luma image equals the
+        // hash of its downsample (no filter at 64x64); masking the image's corner with
+        // the mean of the rest must give the masked view's hash exactly.
+        let (w, h) = (64usize, 64usize);
+        let luma: Vec<f32> = (0..w * h)
+            .map(|i| ((i % w) as f32 * 3.7 + (i / w) as f32 * 1.3).sin() * 90.0 + 128.0)
+            .collect();
+        let mut hasher = PdqHasher::new();
+        let lv = LumaView::new(&luma, w, h, w).unwrap();
+        let _ = hasher.hash_luma(&lv);
+        let view = masked_last(&hasher, Corner::BottomRight, 40);
+        let (rows, cols) = (38..64, 38..64);
+        let inside = |i: usize| rows.contains(&(i / w)) && cols.contains(&(i % w));
+        let rest: Vec<f64> = (0..w * h)
+            .filter(|&i| !inside(i))
+            .map(|i| f64::from(luma[i]))
+            .collect();
+        let mean = (rest.iter().sum::<f64>() / rest.len() as f64) as f32;
+        let masked: Vec<f32> = (0..w * h)
+            .map(|i| if inside(i) { mean } else { luma[i] })
+            .collect();
+        let want = hasher.hash_luma(&LumaView::new(&masked, w, h, w).unwrap());
+        assert_eq!(view.hashes[0], want.hash);
+        assert_eq!(view.quality, want.quality);
+    }
+
+    #[test]
+    fn the_mirror_transform_is_the_hash_of_the_left_right_mirror_image() {
+        let (w, h) = (640, 360);
+        let px = textured(1);
+        let mut hasher = PdqHasher::new();
+        let img = ImageView::packed(&px, w, h, PixelFormat::Rgb8).unwrap();
+        let d = hasher.dihedral(&img);
+        let m = mirrored(&px, w, h);
+        let mirror = hasher.hash(&ImageView::packed(&m, w, h, PixelFormat::Rgb8).unwrap());
+        let dist = d.hashes[usize::from(MIRROR)].distance(&mirror.hash);
+        assert!(dist <= 8, "{dist} bits");
+        assert_eq!(Dihedral::NAMES[usize::from(MIRROR)], "flipy");
+    }
+
+    #[test]
+    fn a_corner_logo_moves_the_whole_frame_but_not_the_view_that_masks_its_corner() {
+        let (w, h) = (640, 360);
+        let px = textured(2);
+        let logo = with_logo(px.clone(), w, h);
+        let mut hasher = PdqHasher::new();
+        let spec = masked_spec(false);
+        let hash = |hasher: &mut PdqHasher, px: &[u8]| {
+            hash_views(
+                hasher,
+                &ImageView::packed(px, w, h, PixelFormat::Rgb8).unwrap(),
+                &spec,
+            )
+        };
+        let (a, b) = (hash(&mut hasher, &px), hash(&mut hasher, &logo));
+        let names: Vec<String> = a.iter().map(ViewHash::name).collect();
+        assert_eq!(names, ["full", "notl40", "notr40", "nobl40", "nobr40"]);
+        let d = |n: &str| find(&a, n).distance(&find(&b, n));
+        assert!(d("full") > 31, "full: {}", d("full"));
+        assert!(d("notr40") <= 10, "notr40: {}", d("notr40"));
+        for other in ["notl40", "nobl40", "nobr40"] {
+            assert!(d(other) > 31, "{other}: {}", d(other));
+        }
+    }
+
+    #[test]
+    fn a_mirrored_copy_with_a_logo_matches_through_the_mirrored_masked_view() {
+        // The copy is mirrored, then a logo goes over its top right: mirrored back, the
+        // logo sits over the original's top left.
+        let (w, h) = (640, 360);
+        let px = textured(3);
+        let copy = with_logo(mirrored(&px, w, h), w, h);
+        let mut hasher = PdqHasher::new();
+        let views = |hasher: &mut PdqHasher, px: &[u8], dihedral| {
+            hash_views(
+                hasher,
+                &ImageView::packed(px, w, h, PixelFormat::Rgb8).unwrap(),
+                &masked_spec(dihedral),
+            )
+        };
+        let bank = views(&mut hasher, &px, false);
+        let query = views(&mut hasher, &copy, true);
+        assert_eq!(query.len(), 8 + 8);
+        let d = find(&query, "notr40/flipy").distance(&find(&bank, "notl40"));
+        assert!(d <= 12, "{d} bits");
+        let whole = find(&query, "full/flipy").distance(&find(&bank, "full"));
+        assert!(whole > 31, "{whole} bits");
+    }
+
+    #[test]
+    fn a_masked_centre_view_hashes_its_base_even_when_the_centre_is_not_listed() {
+        let (w, h) = (640, 360);
+        let px = textured(4);
+        let img = ImageView::packed(&px, w, h, PixelFormat::Rgb8).unwrap();
+        let mut hasher = PdqHasher::new();
+        let spec = ViewSpec {
+            masks: vec![(90, Corner::TopRight, 40)],
+            ..ViewSpec::plain()
+        };
+        let views = hash_views(&mut hasher, &img, &spec);
+        let names: Vec<String> = views.iter().map(ViewHash::name).collect();
+        assert_eq!(names, ["full", "centre90notr40"]);
+        // The same as when the centre is listed too.
+        let listed = hash_views(
+            &mut hasher,
+            &img,
+            &ViewSpec {
+                centres: vec![90],
+                ..spec
+            },
+        );
+        assert_eq!(listed[1].name(), "centre90");
+        assert_eq!(listed[2].hash, views[1].hash);
     }
 }

@@ -29,7 +29,8 @@ use crate::metrics::Metrics;
 
 /// Bank-side views `add-video` banks by default: the frame without bars, centre crops
 /// (crops, captions, logos) and corner crops of 85 % (off-centre crops).
-const DEFAULT_BANK_VIEWS: &str = "trimmed,centre90,centre80,centre60,tl85,tr85,bl85,br85";
+const DEFAULT_BANK_VIEWS: &str = "trimmed,centre90,centre80,centre60,tl85,tr85,bl85,br85,\
+     notl40,notr40,nobl40,nobr40,centre90notl40,centre90notr40,centre90nobl40,centre90nobr40";
 
 /// `firebreak lists add-video`.
 #[derive(Debug, Args)]
@@ -72,7 +73,8 @@ pub fn parse_regions(text: &str) -> Result<Vec<Region>> {
                 .with_context(|| {
                     format!(
                         "unknown view {t:?} (trimmed, centre10..centre99, \
-                         tl10..tl99, tr.., bl.., br..)"
+                         tl10..tl99, tr.., bl.., br.., notl10..notl60, notr.., nobl.., \
+                         nobr.., centreNNnotl10..)"
                     )
                 })
         })
@@ -114,6 +116,18 @@ pub fn video_records(video: &Path, id: &str, b: &Banking) -> Result<(Vec<Record>
             })
             .collect(),
         dihedral: false,
+        masks: b
+            .regions
+            .iter()
+            .filter_map(|r| match r {
+                Region::Masked {
+                    base,
+                    corner,
+                    percent,
+                } => Some((*base, *corner, *percent)),
+                _ => None,
+            })
+            .collect(),
     };
     let mut hasher = PdqHasher::new();
     let mut features = Vec::new();
@@ -136,7 +150,12 @@ pub fn video_records(video: &Path, id: &str, b: &Banking) -> Result<(Vec<Record>
             views.extend(
                 hash_views(&mut hasher, &f.image, &untrimmed)
                     .into_iter()
-                    .filter(|v| matches!(v.region, Region::Centre(_) | Region::Corner(..)))
+                    .filter(|v| {
+                        matches!(
+                            v.region,
+                            Region::Centre(_) | Region::Corner(..) | Region::Masked { .. }
+                        )
+                    })
                     .map(|v| (v, true)),
             );
         }
@@ -281,8 +300,9 @@ pub struct EvalArgs {
     /// add-video only: bank every Nth frame.
     #[arg(long, default_value_t = 1)]
     every: u64,
-    /// Query views: `none`, or a comma list of `dihedral`, `bars`, `centreP`.
-    #[arg(long, default_value = "dihedral,bars,centre60")]
+    /// Query views: `none`, or a comma list of `dihedral`, `bars`, `centreP`, `maskP`
+    /// (the four corners of P % masked, 10 to 60).
+    #[arg(long, default_value = "dihedral,bars,centre60,mask40")]
     query_views: String,
     /// Also hash every frame of negatives/ and negframes/ with the query views and
     /// count frames that match (the false-match rate over many frames).
@@ -302,9 +322,17 @@ fn parse_query(text: &str) -> Result<ViewSet> {
         match t.trim() {
             "dihedral" => set.dihedral = true,
             "bars" => set.trim_bars = true,
-            other => match Region::parse(other) {
-                Some(Region::Centre(p)) => set.centres.push(p),
-                _ => bail!("unknown query view {other:?} (dihedral, bars, centreP)"),
+            other => match (
+                Region::parse(other),
+                other
+                    .strip_prefix("mask")
+                    .and_then(|p| p.parse::<u8>().ok()),
+            ) {
+                (Some(Region::Centre(p)), _) => set.centres.push(p),
+                (_, Some(p)) if (10..=firebreak_hashing::views::MAX_MASK).contains(&p) => {
+                    set.masked.push(p)
+                }
+                _ => bail!("unknown query view {other:?} (dihedral, bars, centreP, maskP)"),
             },
         }
     }

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use firebreak_hashing::views::{Region, ViewHash, ViewSpec};
+use firebreak_hashing::views::{Corner, Region, ViewHash, ViewSpec};
 use serde::Deserialize;
 
 /// One set of query views.
@@ -24,6 +24,11 @@ pub struct ViewSet {
     /// Centre views, by percent of each dimension (for example `[60]` for
     /// picture-in-picture copies); each from 10 to 99.
     pub centres: Vec<u8>,
+    /// Masked views: for each percent (10 to 60), the frame (without its bars) four
+    /// times, each time with the block of that share of each dimension at one corner
+    /// masked (a logo, a channel bug), as it is and, with `dihedral`, mirrored. They
+    /// match banks holding the same masked views (`lists add-video` banks `noCP`).
+    pub masked: Vec<u8>,
 }
 
 impl Default for ViewSet {
@@ -32,6 +37,7 @@ impl Default for ViewSet {
             dihedral: true,
             trim_bars: true,
             centres: vec![60],
+            masked: vec![40],
         }
     }
 }
@@ -43,6 +49,7 @@ impl ViewSet {
             dihedral: false,
             trim_bars: false,
             centres: Vec::new(),
+            masked: Vec::new(),
         }
     }
 
@@ -52,6 +59,9 @@ impl ViewSet {
                 Region::Full => true,
                 Region::Trimmed => self.trim_bars,
                 Region::Centre(p) => self.centres.contains(&p),
+                Region::Masked { base, percent, .. } => {
+                    base == 100 && self.masked.contains(&percent)
+                }
                 // Corner views are banked (off-centre crops), not queried.
                 Region::Corner(..) => false,
             }
@@ -69,6 +79,8 @@ pub struct ViewsConfig {
     pub trim_bars: bool,
     /// Default: centre views, by percent.
     pub centres: Vec<u8>,
+    /// Default: masked corners, by percent.
+    pub masked: Vec<u8>,
     /// Overrides by bank name.
     pub banks: BTreeMap<String, ViewSet>,
 }
@@ -80,6 +92,7 @@ impl Default for ViewsConfig {
             dihedral: d.dihedral,
             trim_bars: d.trim_bars,
             centres: d.centres,
+            masked: d.masked,
             banks: BTreeMap::new(),
         }
     }
@@ -93,6 +106,14 @@ impl ViewsConfig {
             for (i, p) in set.centres.iter().enumerate() {
                 if !(10..100).contains(p) {
                     out.push((format!("{path}.centres[{i}]"), "must be 10 to 99".into()));
+                }
+            }
+            for (i, p) in set.masked.iter().enumerate() {
+                if !(10..=firebreak_hashing::views::MAX_MASK).contains(p) {
+                    out.push((
+                        format!("{path}.masked[{i}]"),
+                        format!("must be 10 to {}", firebreak_hashing::views::MAX_MASK),
+                    ));
                 }
             }
         };
@@ -114,6 +135,7 @@ impl ViewsConfig {
             dihedral: set.dihedral,
             trim_bars: set.trim_bars,
             centres: set.centres,
+            masked: set.masked,
             banks: BTreeMap::new(),
         }
     }
@@ -124,6 +146,7 @@ impl ViewsConfig {
             dihedral: self.dihedral,
             trim_bars: self.trim_bars,
             centres: self.centres.clone(),
+            masked: self.masked.clone(),
         }
     }
 
@@ -134,11 +157,18 @@ impl ViewsConfig {
         let mut centres: Vec<u8> = sets().flat_map(|s| s.centres.iter().copied()).collect();
         centres.sort_unstable();
         centres.dedup();
+        let mut masked: Vec<u8> = sets().flat_map(|s| s.masked.iter().copied()).collect();
+        masked.sort_unstable();
+        masked.dedup();
         ViewSpec {
             trim_bars: sets().any(|s| s.trim_bars),
             centres,
             corners: Vec::new(),
             dihedral: sets().any(|s| s.dihedral),
+            masks: masked
+                .iter()
+                .flat_map(|&p| Corner::ALL.map(|c| (100, c, p)))
+                .collect(),
         }
     }
 
@@ -221,8 +251,50 @@ mod tests {
                 trim_bars: true,
                 centres: vec![60],
                 corners: Vec::new(),
-                dihedral: true
+                dihedral: true,
+                masks: Corner::ALL.map(|c| (100, c, 40)).to_vec(),
             }
+        );
+    }
+
+    #[test]
+    fn masked_views_are_queried_by_percent_per_bank() {
+        let config: ViewsConfig = toml::from_str(
+            "masked = [40]\n[banks.gifct]\nmasked = []\n[banks.other]\nmasked = [45]\n",
+        )
+        .unwrap();
+        let masked = |base, percent, transform| {
+            view(
+                Region::Masked {
+                    base,
+                    corner: Corner::BottomLeft,
+                    percent,
+                },
+                transform,
+            )
+        };
+        assert!(config.allows("crisis", &masked(100, 40, 0)));
+        assert!(config.allows("crisis", &masked(100, 40, 4)));
+        assert!(!config.allows("crisis", &masked(100, 45, 0)));
+        assert!(!config.allows("crisis", &masked(90, 40, 0)));
+        assert!(!config.allows("gifct", &masked(100, 40, 0)));
+        assert!(config.allows("other", &masked(100, 45, 0)));
+        let spec = config.spec();
+        assert_eq!(spec.masks.len(), 8);
+        assert!(spec.masks.contains(&(100, Corner::TopRight, 45)));
+        let bad: ViewsConfig = toml::from_str("masked = [9, 40, 61]").unwrap();
+        assert_eq!(
+            bad.issues(),
+            [
+                (
+                    "detectors.views.masked[0]".to_string(),
+                    "must be 10 to 60".to_string()
+                ),
+                (
+                    "detectors.views.masked[2]".to_string(),
+                    "must be 10 to 60".to_string()
+                )
+            ]
         );
     }
 
