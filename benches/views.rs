@@ -61,10 +61,10 @@ fn views(c: &mut Criterion) {
         dihedral: true,
         masks: Vec::new(),
     };
-    // Today's default query views: the levers plus the four masked corners of 40 %
+    // Today's default query views: the levers plus the four masked corners of 50 %
     // (each as it is and mirrored).
     let masked = ViewSpec {
-        masks: Corner::ALL.map(|c| (100, c, 40)).to_vec(),
+        masks: Corner::ALL.map(|c| (100, c, 50)).to_vec(),
         ..levers.clone()
     };
     let mut group = c.benchmark_group("detect_frame_720p");

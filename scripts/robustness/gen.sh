@@ -42,6 +42,9 @@ fi
 # ---- copies ----
 BG="cellauto=size=640x360:rate=25:rule=110:seed=3"   # unrelated moving background
 LOGO="drawbox=x=iw*0.68:y=ih*0.03:w=iw*0.30:h=ih*0.33:color=0xc02020:t=fill,drawtext=fontfile=$FONT:text=NEWS24:x=w*0.71:y=h*0.15:fontsize=h*0.08:fontcolor=white"
+# A square logo of 10 % of the frame's area at the bottom left, 3 % from the edges (in a
+# 16:9 frame: 24 % of the width, 42 % of the height).
+LOGO2="drawbox=x=iw*0.03:y=ih*0.97-sqrt(0.1*iw*ih):w=sqrt(0.1*iw*ih):h=sqrt(0.1*iw*ih):color=0x2060c0:t=fill,drawtext=fontfile=$FONT:text=TV:x=w*0.06:y=h*0.75:fontsize=h*0.12:fontcolor=white"
 family() { # id family -> ffmpeg args producing the copy from $in
   local in=$1 fam=$2
   case $fam in
@@ -60,6 +63,7 @@ family() { # id family -> ffmpeg args producing the copy from $in
     hflip)      echo "-i $in -vf hflip" ;;
     rot90)      echo "-i $in -vf transpose=1" ;;
     logo)       echo "-i $in -vf $LOGO" ;;
+    logo2)      echo "-i $in -vf $LOGO2" ;;
     pillarbox)  echo "-i $in -vf pad=trunc(iw*4/3/2)*2:ih:(ow-iw)/2:0" ;;
     letterbox)  echo "-i $in -vf pad=iw:trunc(ih*4/3/2)*2:0:(oh-ih)/2" ;;
     caption)    echo "-i $in -vf drawbox=x=0:y=ih*0.86:w=iw:h=ih*0.14:color=black:t=fill,drawtext=fontfile=$FONT:textfile=$OUT/caption.txt:x=w*0.03:y=h*0.895:fontsize=h*0.055:fontcolor=white" ;;
@@ -70,7 +74,7 @@ family() { # id family -> ffmpeg args producing the copy from $in
   esac
 }
 if [ "$SET" = full ]; then
-  FAMILIES="reencode half color grey fps15 speedup slowdown clip crop5 crop10 crop20 offcrop hflip rot90 logo pillarbox letterbox caption pip inset combo"
+  FAMILIES="reencode half color grey fps15 speedup slowdown clip crop5 crop10 crop20 offcrop hflip rot90 logo logo2 pillarbox letterbox caption pip inset combo"
 else
   FAMILIES="reencode hflip crop5 pillarbox logo offcrop"
 fi

@@ -13,7 +13,7 @@ run() { # name, eval args...
   echo "== $name: $*" >&2
   "$FB" eval --set "$SET" "$@" >"$SET/results/$name.jsonl" 2>"$SET/results/$name.err"
 }
-ALL=dihedral,bars,centre60,mask40
+ALL=dihedral,bars,centre60,mask50
 # Before the masked views (session 10's levers): bank and query views without them.
 OLD_BANK=trimmed,centre90,centre80,centre60,tl85,tr85,bl85,br85
 OLD_QUERY=dihedral,bars,centre60

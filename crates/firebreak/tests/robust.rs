@@ -78,16 +78,16 @@ fn levers_catch_mirrored_pillarboxed_and_off_centre_copies_without_false_matches
     assert_eq!(plain["logo"], (0, 2), "no view: the logo moves the hash");
     assert_eq!(plain_summary["negative_streams_escalations"], 0);
 
-    // Masked views alone: the logo lies inside the top-right block of 40 % each way,
+    // Masked views alone: the logo lies inside the top-right block of 50 % each way,
     // so the copy's view with that block masked is the original's (up to the
     // re-encode).
     let (masked, masked_summary) = eval(
         &set,
         &[
             "--bank-views",
-            "notl40,notr40,nobl40,nobr40",
+            "notl50,notr50,nobl50,nobr50",
             "--query-views",
-            "mask40",
+            "mask50",
         ],
     );
     assert_eq!(masked["logo"], (2, 2));

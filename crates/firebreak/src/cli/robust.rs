@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 /// Bank-side views `add-video` banks by default: the frame without bars, centre crops
 /// (crops, captions, logos) and corner crops of 85 % (off-centre crops).
 const DEFAULT_BANK_VIEWS: &str = "trimmed,centre90,centre80,centre60,tl85,tr85,bl85,br85,\
-     notl40,notr40,nobl40,nobr40,centre90notl40,centre90notr40,centre90nobl40,centre90nobr40";
+     notl50,notr50,nobl50,nobr50,centre90notl50,centre90notr50,centre90nobl50,centre90nobr50";
 
 /// `firebreak lists add-video`.
 #[derive(Debug, Args)]
@@ -302,7 +302,7 @@ pub struct EvalArgs {
     every: u64,
     /// Query views: `none`, or a comma list of `dihedral`, `bars`, `centreP`, `maskP`
     /// (the four corners of P % masked, 10 to 60).
-    #[arg(long, default_value = "dihedral,bars,centre60,mask40")]
+    #[arg(long, default_value = "dihedral,bars,centre60,mask50")]
     query_views: String,
     /// Also hash every frame of negatives/ and negframes/ with the query views and
     /// count frames that match (the false-match rate over many frames).

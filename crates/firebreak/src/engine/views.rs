@@ -37,7 +37,7 @@ impl Default for ViewSet {
             dihedral: true,
             trim_bars: true,
             centres: vec![60],
-            masked: vec![40],
+            masked: vec![50],
         }
     }
 }
@@ -252,7 +252,7 @@ mod tests {
                 centres: vec![60],
                 corners: Vec::new(),
                 dihedral: true,
-                masks: Corner::ALL.map(|c| (100, c, 40)).to_vec(),
+                masks: Corner::ALL.map(|c| (100, c, 50)).to_vec(),
             }
         );
     }
@@ -274,7 +274,7 @@ mod tests {
             )
         };
         assert!(config.allows("crisis", &masked(100, 40, 0)));
-        assert!(config.allows("crisis", &masked(100, 40, 4)));
+        assert!(config.allows("crisis", &masked(100, 40, 5)));
         assert!(!config.allows("crisis", &masked(100, 45, 0)));
         assert!(!config.allows("crisis", &masked(90, 40, 0)));
         assert!(!config.allows("gifct", &masked(100, 40, 0)));
