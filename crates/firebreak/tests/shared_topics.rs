@@ -221,6 +221,54 @@ fn an_entry_and_a_policy_version_published_reach_both_workers_and_a_tombstone_re
     b.stop();
 }
 
+/// A reload rebuilds the matcher from the bank files. The feed saves them now and then
+/// (here: not within the test), so entries it applied since are in no file: they still
+/// match after the reload, and records that follow reach the new matcher.
+#[test]
+fn a_reload_keeps_the_bank_records_applied_but_not_yet_saved() {
+    let broker = TansuBroker::start().unwrap();
+    let mut s = settings(&broker);
+    s.snapshot_interval = Duration::from_secs(3600);
+    let d = tempfile::tempdir().unwrap();
+    let a = Worker::start(d.path(), &s);
+    a.wait_ready();
+    let rt = runtime();
+    let w = writer(&broker, &s, &rt);
+    let (h1, h2) = (hash(11), hash(12));
+    rt.block_on(put(&w, &entry_record("crisis", "live-1", &h1)));
+    eventually("the entry matches", || a.matches(&h1) == ["crisis/live-1"]);
+    let file = d.path().join("banks/crisis.fbank");
+    assert!(
+        !file.exists(),
+        "the bank was saved: the test proves nothing"
+    );
+    let before = a.engine().detectors();
+    let result = a.daemon.reload("test").unwrap();
+    assert!(
+        !Arc::ptr_eq(&before, &a.engine().detectors()),
+        "the reload did not build a new matcher"
+    );
+    assert!(
+        result.banks.is_empty(),
+        "the files hold no bank: {:?}",
+        result.banks
+    );
+    assert_eq!(a.matches(&h1), ["crisis/live-1"]);
+    rt.block_on(put(&w, &entry_record("crisis", "live-2", &h2)));
+    eventually("a record after the reload matches", || {
+        a.matches(&h2) == ["crisis/live-2"]
+    });
+    assert_eq!(a.matches(&h1), ["crisis/live-1"]);
+    // Stopping saves the bank: both entries are in the file.
+    a.stop();
+    let store = BankStore::new(d.path().join("banks"));
+    let bank = store.load_all().unwrap().banks.remove(0).bank;
+    assert_eq!(bank.name, "crisis");
+    let mut ids: Vec<String> = bank.entries().iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["live-1", "live-2"]);
+}
+
 fn bank_of(entries: &[(String, Hash256)]) -> Bank {
     let mut bank = Bank::new("crisis", false);
     let records = entries

@@ -499,6 +499,9 @@ impl Daemon {
             // everything else in it takes effect at the next start.
             let config = reload_config.reread()?;
             let policy = config.policy.config.clone();
+            // The fleet's bank feed waits from before the bank files are read until the
+            // new matcher is in, which gets the records it has not saved yet.
+            let held = reload_engine.hold_bank_feed();
             let detectors = load_detectors(&config, &frame_models)?;
             let acceptor = match (&reload_tls, &config.server.tls) {
                 (Some(_), Some(t)) => Some(t.acceptor.clone()),
@@ -528,7 +531,7 @@ impl Daemon {
                 }
             }
             let banks = detectors.banks.iter().cloned().map(Into::into).collect();
-            reload_engine.set_detectors(detectors, who);
+            reload_engine.set_detectors(held, detectors, who);
             // The file replaces the policy only if it changed since the latest
             // policy version (engine::versions).
             let version = reload_engine.reload_policy(policy, who).map_err(|e| {

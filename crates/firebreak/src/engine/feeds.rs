@@ -296,6 +296,9 @@ pub struct BankFeed {
     loaded_at: BTreeMap<String, BTreeMap<i32, i64>>,
     /// Banks changed since the last [`BankFeed::take_dirty`].
     dirty: bool,
+    /// Entries changed since their bank was last saved, with what the bank file holds
+    /// of each (`None`: nothing): what a matcher built from the files lacks.
+    unsaved: BTreeMap<(String, String), Option<Entry>>,
 }
 
 impl BankFeed {
@@ -346,6 +349,36 @@ impl BankFeed {
         std::mem::take(&mut self.dirty)
     }
 
+    /// `bank` was saved: its file holds what the feed holds.
+    pub fn saved(&mut self, bank: &str) {
+        self.unsaved.retain(|(b, _), _| b != bank);
+    }
+
+    /// Applies to `matcher`, built from the bank files, every change not saved to them
+    /// yet (the file's entry out, the feed's in); returns how many entries.
+    pub fn reapply(&self, matcher: &Matcher) -> usize {
+        for ((bank_name, id), on_file) in &self.unsaved {
+            let Some(bank) = self.banks.get(bank_name) else {
+                continue;
+            };
+            if let Some(old) = on_file {
+                matcher.remove(bank_name, bank.negative, old);
+            }
+            if let Some(new) = bank.get(id) {
+                matcher.insert(bank_name, bank.negative, new);
+            }
+        }
+        self.unsaved.len()
+    }
+
+    /// Notes that `bank_name/id`, which was `old`, changes (before the change).
+    fn changing(&mut self, bank_name: &str, id: &str, old: Option<&Entry>) {
+        self.unsaved
+            .entry((bank_name.to_owned(), id.to_owned()))
+            .or_insert_with(|| old.cloned());
+        self.dirty = true;
+    }
+
     /// Applies one record to the banks and to `matcher`.
     pub fn apply(
         &mut self,
@@ -376,9 +409,10 @@ impl BankFeed {
             let Some(old) = bank.get(id).cloned() else {
                 return Ok(Applied::Nothing);
             };
+            let negative = bank.negative;
             bank.remove(id);
-            matcher.remove(bank_name, bank.negative, &old);
-            self.dirty = true;
+            matcher.remove(bank_name, negative, &old);
+            self.changing(bank_name, id, Some(&old));
             return Ok(Applied::Deleted);
         };
         if record.schema != Some(BANK_SCHEMA) {
@@ -434,7 +468,7 @@ impl BankFeed {
             matcher.remove(bank_name, bank.negative, old);
         }
         matcher.insert(bank_name, bank.negative, &new);
-        self.dirty = true;
+        self.changing(bank_name, id, old.as_ref());
         Ok(Applied::Upserted)
     }
 }
@@ -741,30 +775,33 @@ fn run_banks(
     let which = SharedTopic::Banks;
     metrics.shared_caught_up(which, false);
     let store = BankStore::new(dir);
-    let banks = match store.load_all() {
-        Ok(set) => set.banks.into_iter().map(|b| b.bank).collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "bank feed: cannot read the banks directory");
-            Vec::new()
-        }
-    };
-    let mut feed = BankFeed::new(&settings.banks_topic, banks);
+    // The feed lives in the engine, whose lock a reload holds (Engine::hold_bank_feed).
+    let start = engine.with_bank_feed(|slot| {
+        let banks = match store.load_all() {
+            Ok(set) => set.banks.into_iter().map(|b| b.bank).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "bank feed: cannot read the banks directory");
+                Vec::new()
+            }
+        };
+        let feed = slot.insert(BankFeed::new(&settings.banks_topic, banks));
+        feed.start()
+    });
     let Some(mut reader) = open_reader(
         settings,
         &settings.banks_topic,
-        &feed.start(),
+        &start,
         &metrics,
         which,
         stop,
     ) else {
+        engine.with_bank_feed(|slot| *slot = None);
         return;
     };
     let mut last_round = Instant::now();
     let mut last_save = Instant::now();
     let mut changed = 0usize;
     while !stop.load(Ordering::Acquire) {
-        let detectors = engine.detectors();
-        let matcher = &detectors.matcher;
         step(
             &mut reader,
             which,
@@ -772,7 +809,13 @@ fn run_banks(
             ready,
             &mut last_round,
             settings.marker_interval,
-            &mut |r| match feed.apply(r, matcher) {
+            // The matcher is read under the feed's lock: a reload swaps it holding it.
+            &mut |r| match engine.with_bank_feed(|slot| {
+                let feed = slot
+                    .as_mut()
+                    .expect("the feed is in its slot while it runs");
+                feed.apply(r, &engine.detectors().matcher)
+            }) {
                 Ok(Applied::Nothing) => {}
                 Ok(_) => {
                     changed += 1;
@@ -791,33 +834,47 @@ fn run_banks(
             },
         );
         if changed >= 1024 {
-            matcher.compact_if_needed();
+            engine.detectors().matcher.compact_if_needed();
             changed = 0;
         }
         if reader.caught_up() && last_save.elapsed() >= settings.snapshot_interval {
             last_save = Instant::now();
-            matcher.compact_if_needed();
-            save(&store, &mut feed, &settings.banks_topic, reader.position());
+            engine.detectors().matcher.compact_if_needed();
+            save(&store, engine, &settings.banks_topic, reader.position());
         }
     }
-    save(&store, &mut feed, &settings.banks_topic, reader.position());
+    save(&store, engine, &settings.banks_topic, reader.position());
+    engine.with_bank_feed(|slot| *slot = None);
 }
 
-/// Saves every bank with the reader's position, if any changed since the last save.
-fn save(store: &BankStore, feed: &mut BankFeed, topic: &str, position: &BTreeMap<i32, i64>) {
-    if !feed.take_dirty() {
-        return;
-    }
-    for bank in feed.banks.values_mut() {
-        bank.position = Some(TopicPosition {
-            topic: topic.to_owned(),
-            offsets: position.clone(),
-        });
-        if let Err(e) = store.save(bank) {
-            tracing::error!(error = %e, bank = bank.name, "ALARM: bank snapshot not saved");
-            feed.dirty = true;
+/// Saves every bank with the reader's position, if any changed since the last save
+/// (holding the feed: a reload reads the files before or after, never between).
+fn save(store: &BankStore, engine: &Engine, topic: &str, position: &BTreeMap<i32, i64>) {
+    engine.with_bank_feed(|slot| {
+        let Some(feed) = slot.as_mut() else {
+            return;
+        };
+        if !feed.take_dirty() {
+            return;
         }
-    }
+        let mut saved = Vec::new();
+        for bank in feed.banks.values_mut() {
+            bank.position = Some(TopicPosition {
+                topic: topic.to_owned(),
+                offsets: position.clone(),
+            });
+            match store.save(bank) {
+                Ok(()) => saved.push(bank.name.clone()),
+                Err(e) => {
+                    tracing::error!(error = %e, bank = bank.name, "ALARM: bank snapshot not saved");
+                    feed.dirty = true;
+                }
+            }
+        }
+        for name in saved {
+            feed.saved(&name);
+        }
+    });
 }
 
 fn run_policy(
@@ -991,6 +1048,58 @@ mod tests {
         assert_eq!(feed.apply(&t, &matcher), Ok(Applied::Nothing));
         assert!(feed.take_dirty());
         assert!(!feed.take_dirty());
+    }
+
+    /// A matcher built from the bank files, as a reload builds it, gets the changes the
+    /// feed applied since the last save: an entry replaced, one deleted, one added.
+    #[test]
+    fn a_matcher_rebuilt_from_the_files_gets_the_changes_not_saved() {
+        let hex = |i: u8| format!("{i:x}").repeat(64);
+        let (a, b, c, d) = (hex(1), hex(0xe), hex(3), hex(0xc));
+        let h = |s: &str| -> Hash256 { s.parse().unwrap() };
+        let ids = |m: &Matcher, s: &str| -> Vec<String> {
+            m.match_pdq(&h(s))
+                .matches
+                .iter()
+                .map(|x| x.entry.id.to_string())
+                .collect()
+        };
+        let live = Matcher::new([], MatchConfig::default(), 1);
+        let mut feed = BankFeed::new("t", vec![]);
+        let put = |offset, id: &str, hash: &str| {
+            record(
+                0,
+                offset,
+                &format!("crisis/{id}"),
+                Some(1),
+                Some(entry_value("crisis", id, hash)),
+            )
+        };
+        feed.apply(&put(0, "e1", &a), &live).unwrap();
+        feed.apply(&put(1, "e2", &b), &live).unwrap();
+        // Saved: the file holds e1 = a, e2 = b.
+        assert!(feed.take_dirty());
+        feed.saved("crisis");
+        assert_eq!(feed.reapply(&live), 0);
+        let file = feed.banks().next().unwrap().clone();
+        // Then, not saved: e1 = c, e2 deleted, e3 = d.
+        feed.apply(&put(2, "e1", &c), &live).unwrap();
+        feed.apply(&record(0, 3, "crisis/e2", Some(1), None), &live)
+            .unwrap();
+        feed.apply(&put(4, "e3", &d), &live).unwrap();
+        let rebuilt = Matcher::new([&file], MatchConfig::default(), 1);
+        assert_eq!(ids(&rebuilt, &a), ["e1"]);
+        assert_eq!(ids(&rebuilt, &b), ["e2"]);
+        assert_eq!(feed.reapply(&rebuilt), 3);
+        for m in [&live, &rebuilt] {
+            assert!(ids(m, &a).is_empty());
+            assert!(ids(m, &b).is_empty());
+            assert_eq!(ids(m, &c), ["e1"]);
+            assert_eq!(ids(m, &d), ["e3"]);
+        }
+        // Once saved, a rebuilt matcher has it all from the file.
+        feed.saved("crisis");
+        assert_eq!(feed.reapply(&rebuilt), 0);
     }
 
     /// A record scoped to a tenant matches that tenant's streams only; the same key

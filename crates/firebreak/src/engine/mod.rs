@@ -208,11 +208,25 @@ pub fn patched(
 /// An ended stream's state is forgotten this long after it ended.
 const ENDED_KEPT_MS: u64 = 3_600_000;
 
+/// The bank feed held still, from before new detectors' bank files are read until
+/// they are swapped in ([`Engine::hold_bank_feed`]).
+pub struct BankFeedHold<'a>(std::sync::MutexGuard<'a, Option<feeds::BankFeed>>);
+
+impl std::fmt::Debug for BankFeedHold<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BankFeedHold").finish_non_exhaustive()
+    }
+}
+
 /// See the module doc.
 pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     detectors: ArcSwap<Detectors>,
+    /// The fleet's bank feed (once started): its lock is held while a record is applied
+    /// to the matcher and while a reload rebuilds the matcher from the bank files and
+    /// swaps it in, so no record falls between the two (see [`Engine::set_detectors`]).
+    bank_feed: Mutex<Option<feeds::BankFeed>>,
     policy: ArcSwap<Policy>,
     streams: Mutex<HashMap<String, Arc<Slot>>>,
     incidents: Mutex<IncidentStore>,
@@ -269,6 +283,7 @@ impl Engine {
             config,
             clock,
             detectors: ArcSwap::from_pointee(detectors),
+            bank_feed: Mutex::new(None),
             policy: ArcSwap::from_pointee(Policy::new(policy)),
             streams: Mutex::new(HashMap::new()),
             incidents: Mutex::new(IncidentStore::with_limit(max_incidents)),
@@ -1234,12 +1249,37 @@ impl Engine {
         &self.metrics
     }
 
-    /// Swaps the detectors (banks and models) in.
-    pub fn set_detectors(&self, detectors: Detectors, who: &str) {
+    /// Holds the bank feed still: no record is applied until the guard is given to
+    /// [`Engine::set_detectors`] (or dropped). Take it before reading the bank files
+    /// for new detectors.
+    pub fn hold_bank_feed(&self) -> BankFeedHold<'_> {
+        BankFeedHold(lock(&self.bank_feed))
+    }
+
+    /// Swaps the detectors (banks and models) in. `held` must have been taken before
+    /// the detectors' bank files were read: the records the fleet's bank feed applied
+    /// but has not saved to those files yet are applied to the new matcher before it
+    /// is swapped in, so a reload loses none of them.
+    pub fn set_detectors(&self, held: BankFeedHold<'_>, detectors: Detectors, who: &str) {
+        if let Some(feed) = held.0.as_ref() {
+            let n = feed.reapply(&detectors.matcher);
+            if n > 0 {
+                tracing::info!(
+                    entries = n,
+                    "reload: bank records not yet saved applied again"
+                );
+            }
+        }
         let banks = json!(detectors.banks);
         let old = json!(self.detectors.load().banks);
         self.detectors.store(Arc::new(detectors));
+        drop(held);
         self.audit(who, "reload", "banks", old, banks);
+    }
+
+    /// Runs `f` with the bank feed's slot (holding it: see [`Engine::hold_bank_feed`]).
+    pub(crate) fn with_bank_feed<T>(&self, f: impl FnOnce(&mut Option<feeds::BankFeed>) -> T) -> T {
+        f(&mut lock(&self.bank_feed))
     }
 
     /// Appends to the audit log (file and memory); a failure is logged (an alarm).
