@@ -1539,7 +1539,10 @@ impl ServiceConfig {
         self.coordinator.validate(&mut out);
         out.extend(self.evidence.validate());
         let fleet_shared = self.fleet.as_ref().map(|f| FleetShared {
-            feeds: f.feeds(),
+            feeds: crate::engine::feeds::FeedSettings {
+                matcher_snapshot: !matches!(bank_snapshot, Some(None)),
+                ..f.feeds()
+            },
             signals_topic: f.topics.signals.clone(),
             signals_retention_ms: (f.signals_retention_hours * 3_600_000.0) as u64,
             evidence_topic: f.topics.evidence.clone(),
@@ -1986,6 +1989,11 @@ segments = "fb.seg"
         assert_eq!(shared.feeds.partitions, 8);
         assert_eq!(shared.feeds.properties.len(), 2);
         assert_eq!(shared.signals_retention_ms, 24 * 3_600_000);
+        assert!(shared.feeds.matcher_snapshot);
+        // Without matcher snapshots, the bank feed writes none either.
+        let off = format!("{text}[detectors]\nbank_snapshot = \"off\"\n");
+        let c = ServiceConfig::parse(&off, Path::new("/etc")).unwrap();
+        assert!(!c.fleet_shared.unwrap().feeds.matcher_snapshot);
     }
 
     #[test]

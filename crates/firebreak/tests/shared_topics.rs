@@ -22,7 +22,8 @@ use firebreak_delivery::compacted::{self, Writer};
 use firebreak_hashing::Hash256;
 use firebreak_matching::bank::{Bank, ImportPolicy};
 use firebreak_matching::lists::{Record, Signal};
-use firebreak_matching::store::BankStore;
+use firebreak_matching::mapfile::LoadMode;
+use firebreak_matching::store::{BankStore, MatcherOptions, MatcherSource};
 use firebreak_policy::config::PolicyConfig;
 use firebreak_testkit::daemon::tokens_config;
 use firebreak_testkit::tansu::TansuBroker;
@@ -260,6 +261,7 @@ fn a_reload_keeps_the_bank_records_applied_but_not_yet_saved() {
     });
     assert_eq!(a.matches(&h1), ["crisis/live-1"]);
     // Stopping saves the bank: both entries are in the file.
+    let config = a.engine().detectors().matcher.config();
     a.stop();
     let store = BankStore::new(d.path().join("banks"));
     let bank = store.load_all().unwrap().banks.remove(0).bank;
@@ -267,6 +269,25 @@ fn a_reload_keeps_the_bank_records_applied_but_not_yet_saved() {
     let mut ids: Vec<String> = bank.entries().iter().map(|e| e.id.clone()).collect();
     ids.sort();
     assert_eq!(ids, ["live-1", "live-2"]);
+    // And the matcher snapshot of it, which the next start loads instead of building.
+    let loaded = store
+        .load_matcher(MatcherOptions {
+            config,
+            threads: 1,
+            snapshot: Some(LoadMode::Read),
+            save: false,
+        })
+        .unwrap();
+    assert!(
+        matches!(loaded.source, MatcherSource::Snapshot),
+        "{:?}",
+        loaded.source
+    );
+    for (h, id) in [(h1, "live-1"), (h2, "live-2")] {
+        let found = loaded.matcher.match_pdq(&h);
+        assert_eq!(found.matches.len(), 1);
+        assert_eq!(&*found.matches[0].entry.id, id);
+    }
 }
 
 fn bank_of(entries: &[(String, Hash256)]) -> Bank {

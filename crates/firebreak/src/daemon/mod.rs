@@ -819,7 +819,8 @@ impl Daemon {
                     let _ = tokio::task::spawn_blocking(move || fleet.leave()).await;
                 }
                 if let Some(feeds) = feeds {
-                    // The bank reader saves its snapshots (with their topic position).
+                    // The bank reader saves its snapshots (with their topic position)
+                    // and, when entries changed, the matcher snapshot of them.
                     let _ = tokio::task::spawn_blocking(move || {
                         let handle = feeds.lock().unwrap_or_else(|e| e.into_inner()).take();
                         if let Some(h) = handle {

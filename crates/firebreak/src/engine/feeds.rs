@@ -40,7 +40,7 @@ use firebreak_hashing::{Hash256, PdqHash};
 use firebreak_matching::bank::{Bank, Entry, ImportPolicy, TopicPosition};
 use firebreak_matching::lists::{self, Record, Signal};
 use firebreak_matching::matcher::Matcher;
-use firebreak_matching::store::BankStore;
+use firebreak_matching::store::{BankStore, BankSummary};
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
@@ -73,6 +73,10 @@ pub struct FeedSettings {
     pub marker_interval: Duration,
     /// Bank snapshots are saved at most this often while entries change (and at stop).
     pub snapshot_interval: Duration,
+    /// At stop, after the banks are saved, also write the matcher snapshot of them
+    /// (`banks/matcher.fmatch`), so the next start loads the matcher instead of
+    /// rebuilding it (`[detectors] bank_snapshot` not `"off"`).
+    pub matcher_snapshot: bool,
 }
 
 impl FeedSettings {
@@ -89,6 +93,7 @@ impl FeedSettings {
             properties: BTreeMap::new(),
             marker_interval: Duration::from_secs(5),
             snapshot_interval: Duration::from_secs(60),
+            matcher_snapshot: true,
         }
     }
 
@@ -296,6 +301,11 @@ pub struct BankFeed {
     loaded_at: BTreeMap<String, BTreeMap<i32, i64>>,
     /// Banks changed since the last [`BankFeed::take_dirty`].
     dirty: bool,
+    /// Whether any entry changed since the feed started.
+    changed: bool,
+    /// Whether the matcher holds exactly what the bank files hold once they are saved
+    /// (false when a bank file could not be read at the start).
+    files_complete: bool,
     /// Entries changed since their bank was last saved, with what the bank file holds
     /// of each (`None`: nothing): what a matcher built from the files lacks.
     unsaved: BTreeMap<(String, String), Option<Entry>>,
@@ -304,7 +314,10 @@ pub struct BankFeed {
 impl BankFeed {
     /// Follows `topic` from `banks` (loaded snapshots).
     pub fn new(topic: &str, banks: Vec<Bank>) -> BankFeed {
-        let mut feed = BankFeed::default();
+        let mut feed = BankFeed {
+            files_complete: true,
+            ..BankFeed::default()
+        };
         for bank in banks {
             if let Some(p) = bank.position.as_ref().filter(|p| p.topic == topic) {
                 feed.loaded_at.insert(bank.name.clone(), p.offsets.clone());
@@ -377,6 +390,26 @@ impl BankFeed {
             .entry((bank_name.to_owned(), id.to_owned()))
             .or_insert_with(|| old.cloned());
         self.dirty = true;
+        self.changed = true;
+    }
+
+    /// The banks' summaries for a matcher snapshot, when the bank files hold exactly
+    /// what the matcher does and entries changed since the start (otherwise the
+    /// snapshot loaded or written at the start still stands, or none may be written).
+    pub fn snapshot_summaries(&self) -> Option<Vec<BankSummary>> {
+        if !self.changed || !self.files_complete || self.dirty || !self.unsaved.is_empty() {
+            return None;
+        }
+        Some(
+            self.banks
+                .values()
+                .map(|b| BankSummary {
+                    name: b.name.clone(),
+                    entries: b.len(),
+                    negative: b.negative,
+                })
+                .collect(),
+        )
     }
 
     /// Applies one record to the banks and to `matcher`.
@@ -777,14 +810,18 @@ fn run_banks(
     let store = BankStore::new(dir);
     // The feed lives in the engine, whose lock a reload holds (Engine::hold_bank_feed).
     let start = engine.with_bank_feed(|slot| {
-        let banks = match store.load_all() {
-            Ok(set) => set.banks.into_iter().map(|b| b.bank).collect(),
+        let (banks, complete) = match store.load_all() {
+            Ok(set) => (
+                set.banks.into_iter().map(|b| b.bank).collect(),
+                set.skipped.is_empty(),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "bank feed: cannot read the banks directory");
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         let feed = slot.insert(BankFeed::new(&settings.banks_topic, banks));
+        feed.files_complete = complete;
         feed.start()
     });
     let Some(mut reader) = open_reader(
@@ -844,7 +881,28 @@ fn run_banks(
         }
     }
     save(&store, engine, &settings.banks_topic, reader.position());
+    if settings.matcher_snapshot {
+        save_matcher(&store, engine);
+    }
     engine.with_bank_feed(|slot| *slot = None);
+}
+
+/// Writes the matcher snapshot of the saved banks (see
+/// [`BankFeed::snapshot_summaries`]), so the next start loads it instead of rebuilding.
+fn save_matcher(store: &BankStore, engine: &Engine) {
+    engine.with_bank_feed(|slot| {
+        let Some(banks) = slot.as_ref().and_then(BankFeed::snapshot_summaries) else {
+            return;
+        };
+        let started = Instant::now();
+        match store.save_matcher(&engine.detectors().matcher, &banks) {
+            Ok(()) => tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "bank feed: matcher snapshot written for the next start"
+            ),
+            Err(e) => tracing::warn!(error = %e, "bank feed: matcher snapshot not written"),
+        }
+    });
 }
 
 /// Saves every bank with the reader's position, if any changed since the last save
