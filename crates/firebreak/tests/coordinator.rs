@@ -1325,6 +1325,10 @@ fn the_dashboard_shows_the_actions_in_view_and_confirms_after_a_preview() {
         },
         &all,
     );
+    // The preview and the timeline are read once the coordinator holds every frame the
+    // worker sampled, so the page, read later, shows the same (under load the signals
+    // arrive after the incident).
+    wait_all_frames(&coord, &incident, &w, id, &all);
     let (_, preview) = coord.call(
         "GET",
         &format!("/v1/incidents/{incident}/preview"),
