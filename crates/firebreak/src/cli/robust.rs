@@ -28,7 +28,9 @@ use crate::engine::views::{QueryViews, ViewSet, ViewsConfig};
 use crate::metrics::Metrics;
 
 /// Bank-side views `add-video` banks by default: the frame without bars, centre crops
-/// (crops, captions, logos) and corner crops of 85 % (off-centre crops).
+/// (crops, captions, logos), corner crops of 85 % (off-centre crops) and the masked
+/// corners of 50 % of the frame and of its centre 90 % (logos, also over cropped or
+/// mirrored copies).
 const DEFAULT_BANK_VIEWS: &str = "trimmed,centre90,centre80,centre60,tl85,tr85,bl85,br85,\
      notl50,notr50,nobl50,nobr50,centre90notl50,centre90notr50,centre90nobl50,centre90nobr50";
 

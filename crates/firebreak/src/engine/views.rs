@@ -274,7 +274,7 @@ mod tests {
             )
         };
         assert!(config.allows("crisis", &masked(100, 40, 0)));
-        assert!(config.allows("crisis", &masked(100, 40, 5)));
+        assert!(config.allows("crisis", &masked(100, 40, firebreak_hashing::views::MIRROR)));
         assert!(!config.allows("crisis", &masked(100, 45, 0)));
         assert!(!config.allows("crisis", &masked(90, 40, 0)));
         assert!(!config.allows("gifct", &masked(100, 40, 0)));
