@@ -3,13 +3,15 @@
 time into one release `firebreak run`, and the ffmpeg CLI decoding the same segments
 on one thread in the same run, for reference.
 
-    benches/live_capacity.py [--streams 16] [--seconds 60] [--mode 2/s|keyframes] [--bin PATH]
+    benches/live_capacity.py [--streams 16] [--seconds 60] [--mode 2/s|keyframes]
+                             [--max-frame WxH] [--bin PATH]
 
 Reported (one JSON line per side): the daemon's CPU seconds (user + system, from
 /proc) per stream-second of video while the streams run, and so the streams one core
 keeps up with (1 / that); whether every stream kept up (every segment answered 200,
 at least 95 % of the frames it should sample, none dropped, never degraded); the
-segment-to-sample lag (p50/p99 of each stream's last `lag_ms`). For the reference,
+segment-to-sample lag (p50/p99 of each stream's last `lag_ms`); the daemon's peak
+resident memory. For the reference,
 `ffmpeg -threads 1 [-skip_frame nokey] -i SEGMENTS -f null -` on the concatenated
 segments: wall seconds per video second, and the streams one core decodes.
 Loopback only; needs a quiet machine (two cores: keep K under what one core takes).
@@ -41,11 +43,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def peak_rss_kib(pid):
+    """The peak resident set of `pid` so far (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--mode", choices=["2/s", "keyframes"], default="2/s")
+    ap.add_argument("--max-frame", default="1280x720",
+                    help="[ingest] max_frame: frames larger are scaled down before the detectors")
     mix.add_bin_argument(ap)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="live-capacity-")
@@ -69,11 +82,12 @@ def main():
 
     token = "capacity-ingest"
     sampling = "2/s" if args.mode == "2/s" else "keyframes"
+    max_w, max_h = (int(v) for v in args.max_frame.split("x"))
     daemon, port = mix.start_daemon(args.bin, work, (
         f'data_dir = "{work}/data"\n[server]\nlisten = "127.0.0.1:0"\n'
         f'max_streams = {args.streams + 8}\nmax_streams_per_tenant = {args.streams + 8}\n'
         f'tenant_requests_per_sec = 10000\ntenant_request_burst = 10000\n'
-        f'[ingest]\nsampling = "{sampling}"\n'
+        f'[ingest]\nsampling = "{sampling}"\nmax_frame = [{max_w}, {max_h}]\n'
         f'[[auth.tokens]]\ntenant = "platform"\ntoken_sha256 = "{mix.sha(token)}"\n'
         f'scopes = ["ingest", "read"]\n'))
 
@@ -105,6 +119,7 @@ def main():
             break
         time.sleep(0.1)
     cpu = cpu_seconds(daemon.pid) - cpu0
+    peak_rss_mb = peak_rss_kib(daemon.pid) // 1024
     daemon.terminate()
     daemon.wait(timeout=60)
 
@@ -123,10 +138,11 @@ def main():
     lags.sort()
     per_stream_second = cpu / (args.streams * media)
     print(json.dumps({
-        "side": "firebreak", "mode": args.mode, "streams": args.streams, "video_s": media,
+        "side": "firebreak", "mode": args.mode, "max_frame": args.max_frame,
+        "streams": args.streams, "video_s": media,
         "cpu_s": round(cpu, 2), "cpu_ms_per_stream_second": round(1000 * per_stream_second, 2),
         "streams_per_core": round(1 / per_stream_second, 1),
-        "kept_up": f"{kept_up}/{args.streams}",
+        "kept_up": f"{kept_up}/{args.streams}", "peak_rss_mb": peak_rss_mb,
         "lag_ms_p50": lags[len(lags) // 2] if lags else None,
         "lag_ms_p99": lags[int(len(lags) * 0.99)] if lags else None,
     }), flush=True)

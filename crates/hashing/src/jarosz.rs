@@ -253,51 +253,62 @@ pub(crate) fn downsample_64(src: &impl LumaRows, s: &mut Scratch, out: &mut [f32
     let cols: [usize; 64] = std::array::from_fn(|j| sample_index(j, w));
     let rows: [usize; 64] = std::array::from_fn(|i| sample_index(i, h));
 
-    s.strip_in.clear();
-    s.strip_in.resize(w, [0.0; LANES]);
-    s.strip_out.clear();
-    s.strip_out.resize(w, [0.0; LANES]);
-    s.row.resize(w * LANES, 0.0);
-    s.full_a.resize(w * h, 0.0);
-    s.full_b.resize(w * h, 0.0);
+    // Every buffer is sliced to this image's size and only grown, never shrunk and
+    // regrown: regrowing zero-fills (a 720p frame's two full-size buffers are 7 MB of
+    // memset, and a stream alternates between the whole frame and smaller views).
+    // Nothing is read before this call writes it.
+    let strip_in = grown(&mut s.strip_in, w);
+    let strip_out = grown(&mut s.strip_out, w);
+    let row = grown(&mut s.row, w * LANES);
+    let full_a = grown(&mut s.full_a, w * h);
+    let full_b = grown(&mut s.full_b, w * h);
 
     // Pass 1, along rows: luma straight into the interleaved strip, filter, write out rows.
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
         for l in 0..n {
-            src.luma_row(r0 + l, &mut s.row[l * w..(l + 1) * w]);
+            src.luma_row(r0 + l, &mut row[l * w..(l + 1) * w]);
         }
-        rows_to_lanes(&s.row, w, 0, n, &mut s.strip_in);
-        box_lanes(&s.strip_in, &mut s.strip_out, win_x, None);
-        lanes_to_rows(&s.strip_out, w, r0, n, &mut s.full_a);
+        rows_to_lanes(row, w, 0, n, strip_in);
+        box_lanes(strip_in, strip_out, win_x, None);
+        lanes_to_rows(strip_out, w, r0, n, full_a);
     }
     // Pass 1, along columns.
-    box_cols(&s.full_a, &mut s.full_b, &mut s.sums, h, w, win_y);
+    box_cols(full_a, full_b, &mut s.sums, h, w, win_y);
 
     // Pass 2, along rows, keeping only the 64 sampled columns.
-    s.keep.clear();
-    s.keep.resize(w, false);
+    let keep = grown(&mut s.keep, w);
+    keep.fill(false);
     for &c in &cols {
-        s.keep[c] = true;
+        keep[c] = true;
     }
-    s.narrow_a.resize(h * 64, 0.0);
-    s.narrow_b.resize(h * 64, 0.0);
+    let narrow_a = grown(&mut s.narrow_a, h * 64);
+    let narrow_b = grown(&mut s.narrow_b, h * 64);
     for r0 in (0..h).step_by(LANES) {
         let n = LANES.min(h - r0);
-        rows_to_lanes(&s.full_b, w, r0, n, &mut s.strip_in);
-        box_lanes(&s.strip_in, &mut s.strip_out, win_x, Some(&s.keep));
+        rows_to_lanes(full_b, w, r0, n, strip_in);
+        box_lanes(strip_in, strip_out, win_x, Some(keep));
         for l in 0..n {
-            let dst = &mut s.narrow_a[(r0 + l) * 64..(r0 + l + 1) * 64];
+            let dst = &mut narrow_a[(r0 + l) * 64..(r0 + l + 1) * 64];
             for (d, &c) in dst.iter_mut().zip(&cols) {
-                *d = s.strip_out[c][l];
+                *d = strip_out[c][l];
             }
         }
     }
     // Pass 2, along the 64 kept columns, then keep the 64 sampled rows.
-    box_cols(&s.narrow_a, &mut s.narrow_b, &mut s.sums, h, 64, win_y);
+    box_cols(narrow_a, narrow_b, &mut s.sums, h, 64, win_y);
     for (i, &r) in rows.iter().enumerate() {
-        out[i * 64..(i + 1) * 64].copy_from_slice(&s.narrow_b[r * 64..(r + 1) * 64]);
+        out[i * 64..(i + 1) * 64].copy_from_slice(&narrow_b[r * 64..(r + 1) * 64]);
     }
+}
+
+/// The first `len` elements of `v`, grown (default-filled) if it is shorter; the elements
+/// already there keep whatever they held.
+fn grown<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
 }
 
 #[cfg(test)]
@@ -405,6 +416,30 @@ mod tests {
             let want = reference::downsample_64(&luma, w, h);
             for k in 0..4096 {
                 prop_assert_eq!(out[k].to_bits(), want[k].to_bits(), "index {}", k);
+            }
+        }
+
+        /// One scratch reused across images of other sizes (larger, smaller, larger
+        /// again, as a stream's whole frames and sub-views alternate) leaves nothing of
+        /// one image in the next: each result equals the transcription bit for bit.
+        #[test]
+        fn a_reused_scratch_is_bit_exact(
+            sizes in proptest::collection::vec((1usize..200, 1usize..200), 3..6),
+            seed in any::<u64>(),
+        ) {
+            let mut s = Scratch::default();
+            let mut x = seed | 1;
+            for (n, &(w, h)) in sizes.iter().enumerate() {
+                let luma: Vec<f32> = (0..w * h).map(|_| {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    (x % 256) as f32 * 0.999 + (x % 7) as f32
+                }).collect();
+                let mut out = [0.0f32; 4096];
+                downsample_64(&Luma(&luma, w, h), &mut s, &mut out);
+                let want = reference::downsample_64(&luma, w, h);
+                for k in 0..4096 {
+                    prop_assert_eq!(out[k].to_bits(), want[k].to_bits(), "image {} index {}", n, k);
+                }
             }
         }
     }

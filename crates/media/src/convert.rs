@@ -20,11 +20,23 @@ pub enum Conversion {
 /// Input format and size, output size: when any changes, a new scaler is made.
 type Key = (Pixel, u32, u32, u32, u32);
 
-/// Converts decoded frames to RGB24 (`SWS_AREA`), keeping its scaler and output frame
+/// Converts decoded frames to RGB24 (`SWS_AREA`), keeping its scalers and output frames
 /// between calls. Not `Send` (libswscale's context is not): it lives on the thread that
 /// decodes.
+///
+/// A [`Conversion::Native`] frame that is also scaled down goes in two steps: shrunk in
+/// its own pixel format first, then converted to RGB at the smaller size. libswscale's
+/// one-step path from YUV to RGB with scaling runs its generic vertical scaler into RGB,
+/// about three times the instructions of the two steps together (measured with
+/// callgrind on a 720p keyframe to 640x360: 15.5 M against 5.3 M). The two paths
+/// differ by a level or two where chroma changes (it is averaged before conversion
+/// instead of after). [`Conversion::Reference`] keeps the one step its data encodes.
 pub(crate) struct RgbConverter {
     conversion: Conversion,
+    /// The shrinking step of a two-step conversion, when one is in use.
+    shrink: Option<(Scaler, Key)>,
+    /// The shrunk frame (input format, output size).
+    small: ff::frame::Video,
     scaler: Option<(Scaler, Key)>,
     rgb: ff::frame::Video,
 }
@@ -58,6 +70,8 @@ impl RgbConverter {
     pub fn new(conversion: Conversion) -> Self {
         RgbConverter {
             conversion,
+            shrink: None,
+            small: ff::frame::Video::empty(),
             scaler: None,
             rgb: ff::frame::Video::empty(),
         }
@@ -69,14 +83,32 @@ impl RgbConverter {
         frame: &ff::frame::Video,
         (width, height): (u32, u32),
     ) -> Result<Rgb<'_>, ff::Error> {
-        let key = (frame.format(), frame.width(), frame.height(), width, height);
+        let fmt = frame.format();
+        let key = (fmt, frame.width(), frame.height(), width, height);
+        let two_step = self.conversion == Conversion::Native
+            && (width, height) != (frame.width(), frame.height())
+            && fmt != Pixel::RGB24
+            && ff::software::scaling::support::output(fmt);
+        let input = if two_step {
+            if self.shrink.as_ref().map(|(_, k)| *k) != Some(key) {
+                let shrink = Scaler::get(fmt, key.1, key.2, fmt, width, height, Flags::AREA)?;
+                self.shrink = Some((shrink, key));
+                self.small = ff::frame::Video::empty();
+            }
+            let (shrink, _) = self.shrink.as_mut().expect("set above");
+            shrink.run(frame, &mut self.small)?;
+            &self.small
+        } else {
+            frame
+        };
+        let key = (fmt, input.width(), input.height(), width, height);
         if self.scaler.as_ref().map(|(_, k)| *k) != Some(key) {
             self.scaler = Some((new_scaler(key, self.conversion)?, key));
             // A new size needs a new output frame too.
             self.rgb = ff::frame::Video::empty();
         }
         let (scaler, _) = self.scaler.as_mut().expect("set above");
-        scaler.run(frame, &mut self.rgb)?;
+        scaler.run(input, &mut self.rgb)?;
         Ok(Rgb {
             data: self.rgb.data(0),
             stride: self.rgb.stride(0),
@@ -161,6 +193,56 @@ mod tests {
         assert_eq!(
             (small.width, small.height, small.packed().len()),
             (16, 10, 480)
+        );
+    }
+
+    /// A YUV420P frame of coloured stripes scaled down by the native conversion goes in
+    /// two steps (shrunk in YUV, then converted), and its pixels are within two levels
+    /// of libswscale's one-step conversion of the same frame; the reference conversion
+    /// stays one step.
+    #[test]
+    fn a_native_downscale_shrinks_first_and_matches_one_step() {
+        crate::init();
+        let (w, h) = (128u32, 72u32);
+        let mut frame = ff::frame::Video::new(Pixel::YUV420P, w, h);
+        for plane in 0..3 {
+            let (pw, ph) = if plane == 0 { (w, h) } else { (w / 2, h / 2) };
+            let stride = frame.stride(plane);
+            let data = frame.data_mut(plane);
+            for y in 0..ph as usize {
+                for x in 0..pw as usize {
+                    // Stripes 16 luma pixels wide: every 2x2 block of the shrink is
+                    // uniform, so both paths see the same colours.
+                    let band = x * if plane == 0 { 1 } else { 2 } / 16;
+                    data[y * stride + x] = [40u8, 90, 160, 220, 128, 60, 200, 110][band % 8]
+                        .wrapping_add((plane as u8) * 37);
+                }
+            }
+        }
+        let out = (64, 36);
+        let mut one = Scaler::get(Pixel::YUV420P, w, h, Pixel::RGB24, 64, 36, Flags::AREA).unwrap();
+        let mut want = ff::frame::Video::empty();
+        one.run(&frame, &mut want).unwrap();
+        let want = Rgb {
+            data: want.data(0),
+            stride: want.stride(0),
+            width: 64,
+            height: 36,
+        }
+        .packed();
+
+        let mut c = RgbConverter::new(Conversion::Native);
+        let got = c.convert(&frame, out).unwrap().packed();
+        assert!(c.shrink.is_some(), "the native downscale went in one step");
+        assert_eq!(got.len(), want.len());
+        let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(worst <= Some(2), "largest difference {worst:?}");
+
+        let mut r = RgbConverter::new(Conversion::Reference);
+        r.convert(&frame, out).unwrap();
+        assert!(
+            r.shrink.is_none(),
+            "the reference conversion went in two steps"
         );
     }
 }

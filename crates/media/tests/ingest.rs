@@ -109,7 +109,7 @@ fn file_sampling_modes() {
 
     let mut c = config("keys", Sampling::Keyframes);
     c.max_output = (640, 360);
-    let (frames, st) = run_to_end(c, Source::File(file));
+    let (frames, st) = run_to_end(c, Source::File(file.clone()));
     assert_eq!(
         (st.decoded, st.sampled),
         (3, 3),
@@ -120,6 +120,54 @@ fn file_sampling_modes() {
             .iter()
             .all(|f| f.keyframe && f.width == 640 && f.height == 360)
     );
+
+    // The shrunk keyframes against the ffmpeg CLI's own area downscale of the same
+    // keyframes (one step: YUV to RGB with scaling). Firebreak shrinks the YUV frame
+    // first, then converts it (a third of the instructions): chroma is then averaged
+    // before it is upsampled, so testsrc2's sharp colour edges bleed by up to ~230
+    // levels on a few pixels (measured: mean 1.6-1.8 levels a value), and the frames'
+    // PDQ hashes stay 0-4 bits from the CLI's (bounds below: 2.5 levels, 8 bits, far
+    // under the matching threshold of 31).
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-skip_frame", "nokey", "-i"])
+        .arg(&file)
+        .args(["-vf", "scale=640:360:flags=area,format=rgb24"])
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = 640 * 360 * 3;
+    assert_eq!(out.stdout.len(), frames.len() * size, "the CLI's keyframes");
+    for (i, (f, want)) in frames.iter().zip(out.stdout.chunks_exact(size)).enumerate() {
+        assert_eq!(f.rgb.len(), size);
+        let total: u64 = f
+            .rgb
+            .iter()
+            .zip(want)
+            .map(|(a, b)| u64::from(a.abs_diff(*b)))
+            .sum();
+        let mean = total as f64 / size as f64;
+        let pdq = |px: &[u8]| {
+            let img = firebreak_hashing::ImageView::packed(
+                px,
+                640,
+                360,
+                firebreak_hashing::PixelFormat::Rgb8,
+            )
+            .unwrap();
+            firebreak_hashing::PdqHasher::new().hash(&img).hash
+        };
+        assert!(mean < 2.5, "keyframe {i}: mean difference {mean:.3}");
+        let bits = pdq(&f.rgb).distance(&pdq(want));
+        assert!(
+            bits <= 8,
+            "keyframe {i}: PDQ {bits} bits from the CLI's frame"
+        );
+    }
 }
 
 /// Per-second sampling skips decoding the frames nothing refers to (B-frames here) when
