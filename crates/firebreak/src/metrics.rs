@@ -472,6 +472,27 @@ pub struct Metrics {
     shared_delay: HistogramVec,
     /// 1 while a write of the incident journal or the audit log last failed.
     pub disk_alarm: prometheus::IntGauge,
+    /// Signal records and shadow decisions dropped before their writer, by sink.
+    signal_drops: IntCounterVec,
+}
+
+/// A writer that drops what its queue cannot hold
+/// (`firebreak_signal_records_dropped_total{sink}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalSinkKind {
+    /// The local signal log (`[signals]`).
+    Log,
+    /// The shadow policies' decisions (`shadow.jsonl`).
+    Shadow,
+}
+
+impl SignalSinkKind {
+    fn label(self) -> &'static str {
+        match self {
+            SignalSinkKind::Log => "log",
+            SignalSinkKind::Shadow => "shadow",
+        }
+    }
 }
 
 impl Metrics {
@@ -538,6 +559,14 @@ impl Metrics {
             disk_alarm: prometheus::IntGauge::new(
                 "firebreak_disk_alarm",
                 "1 while the last write of the incident journal or the audit log failed (a full disk?), else 0.",
+            )
+            .unwrap(),
+            signal_drops: IntCounterVec::new(
+                Opts::new(
+                    "firebreak_signal_records_dropped_total",
+                    "Signal records (sink log) and shadow decisions (sink shadow) dropped because their writer's queue was full.",
+                ),
+                &["sink"],
             )
             .unwrap(),
             accept_errors: IntCounter::new(
@@ -648,6 +677,7 @@ impl Metrics {
         r.register(Box::new(m.shared_delay.clone())).unwrap();
         r.register(Box::new(m.stage_seconds.clone())).unwrap();
         r.register(Box::new(m.frames_sampled.clone())).unwrap();
+        r.register(Box::new(m.signal_drops.clone())).unwrap();
         r.register(Box::new(StreamCollector::new(
             m.streams.clone(),
             m.bad_frames.clone(),
@@ -739,6 +769,11 @@ impl Metrics {
     /// Counts a frame the engine could not use.
     pub fn bad_frame(&self) {
         self.bad_frames.inc();
+    }
+
+    /// The counter of what `sink` drops (its writer counts into it).
+    pub fn signal_drops(&self, sink: SignalSinkKind) -> IntCounter {
+        self.signal_drops.with_label_values(&[sink.label()])
     }
 
     /// Counts a request refused by auth.

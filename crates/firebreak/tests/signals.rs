@@ -140,7 +140,8 @@ fn the_log_rotates_and_stays_within_its_size_bound() {
         ..SignalLogConfig::default()
     };
     assert!(config.validate().is_empty());
-    let log = SignalLog::open(dir.path(), &config).unwrap();
+    let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+    let log = SignalLog::open(dir.path(), &config, dropped).unwrap();
     // About 80 bytes a record: 40,000 records are ~12 times the bound.
     const N: u64 = 40_000;
     for i in 0..N {

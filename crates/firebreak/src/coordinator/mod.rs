@@ -54,6 +54,8 @@ pub struct CoordinatorMetrics {
     actions: prometheus::IntCounterVec,
     incidents: prometheus::IntGaugeVec,
     ready: prometheus::IntGauge,
+    /// Records of `firebreak.signals` the coordinator's signal log dropped.
+    log_drops: prometheus::IntCounter,
 }
 
 impl CoordinatorMetrics {
@@ -104,6 +106,15 @@ impl CoordinatorMetrics {
             .register(Box::new(incidents.clone()))
             .expect("unique");
         registry.register(Box::new(ready.clone())).expect("unique");
+        let drops = IntCounterVec::new(
+            Opts::new(
+                "firebreak_signal_records_dropped_total",
+                "Signal records dropped because the signal log's writer queue was full, by sink.",
+            ),
+            &["sink"],
+        )
+        .expect("valid");
+        registry.register(Box::new(drops.clone())).expect("unique");
         CoordinatorMetrics {
             registry,
             read,
@@ -111,6 +122,7 @@ impl CoordinatorMetrics {
             actions,
             incidents,
             ready,
+            log_drops: drops.with_label_values(&["log"]),
         }
     }
 
@@ -391,6 +403,7 @@ fn preserve(store: &crate::evidence::EvidenceStore, ids: impl IntoIterator<Item 
 fn open_fleet_log(
     dir: &Path,
     config: &crate::signals::log::SignalLogConfig,
+    dropped: prometheus::IntCounter,
 ) -> Result<Arc<crate::signals::log::SignalLog>> {
     if dir.exists() {
         for segment in crate::signals::log::segments(dir)? {
@@ -398,7 +411,7 @@ fn open_fleet_log(
                 .with_context(|| format!("removing {}", segment.display()))?;
         }
     }
-    Ok(crate::signals::log::SignalLog::open(dir, config)?)
+    Ok(crate::signals::log::SignalLog::open(dir, config, dropped)?)
 }
 
 /// Reads the topics into the hub until `stop`.
@@ -611,6 +624,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     .with_context(|| format!("opening the evidence store in {}", dir.display()))?,
             ),
         };
+        let metrics = CoordinatorMetrics::new();
         let signal_log = match signal_log_config.enabled {
             false => None,
             true => {
@@ -618,9 +632,10 @@ pub fn run(path: &Path) -> Result<ExitCode> {
                     .dir
                     .clone()
                     .unwrap_or_else(|| data_dir.join("signals"));
+                let dropped = metrics.log_drops.clone();
                 Some(
                     tokio::task::spawn_blocking(move || {
-                        open_fleet_log(&dir, &signal_log_config)
+                        open_fleet_log(&dir, &signal_log_config, dropped)
                             .with_context(|| format!("opening the signal log in {}", dir.display()))
                     })
                     .await??,
@@ -628,7 +643,7 @@ pub fn run(path: &Path) -> Result<ExitCode> {
             }
         };
         let coord = Arc::new(Coordinator {
-            metrics: CoordinatorMetrics::new(),
+            metrics,
             hub: Mutex::new(Hub::new(c.clone(), tiers)),
             changed: tokio::sync::Notify::new(),
             ready: AtomicBool::new(false),

@@ -16,7 +16,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -108,14 +107,19 @@ enum Msg {
 #[derive(Debug)]
 pub struct SignalLog {
     tx: Mutex<Option<SyncSender<Msg>>>,
-    dropped: Arc<AtomicU64>,
+    dropped: prometheus::IntCounter,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
 }
 
 impl SignalLog {
-    /// Opens `dir` (created if needed) and starts the writer thread.
-    pub fn open(dir: &Path, config: &SignalLogConfig) -> std::io::Result<Arc<SignalLog>> {
+    /// Opens `dir` (created if needed) and starts the writer thread. Records the queue
+    /// cannot hold are counted in `dropped`.
+    pub fn open(
+        dir: &Path,
+        config: &SignalLogConfig,
+        dropped: prometheus::IntCounter,
+    ) -> std::io::Result<Arc<SignalLog>> {
         std::fs::create_dir_all(dir)?;
         let next = segments(dir)?
             .last()
@@ -136,7 +140,7 @@ impl SignalLog {
             .spawn(move || writer.run(rx))?;
         Ok(Arc::new(SignalLog {
             tx: Mutex::new(Some(tx)),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
             thread: Mutex::new(Some(thread)),
             dir: dir.to_owned(),
         }))
@@ -149,7 +153,7 @@ impl SignalLog {
 
     /// Records dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 
     fn sender(&self) -> Option<SyncSender<Msg>> {
@@ -177,12 +181,12 @@ impl SignalSink for SignalLog {
         match tx.try_send(Msg::Record(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                if self
-                    .dropped
-                    .fetch_add(1, Ordering::Relaxed)
-                    .is_multiple_of(10_000)
-                {
-                    tracing::warn!("signal log queue full: records dropped");
+                self.dropped.inc();
+                if self.dropped.get() % 10_000 == 1 {
+                    tracing::warn!(
+                        dropped = self.dropped.get(),
+                        "signal log queue full: records dropped"
+                    );
                 }
             }
             Err(TrySendError::Disconnected(_)) => {}

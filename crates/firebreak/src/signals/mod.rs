@@ -82,7 +82,10 @@ pub fn attach(
         .unwrap_or_else(|| data_dir.join("signals"));
     let mut sinks: Vec<Arc<dyn SignalSink>> = Vec::new();
     if config.enabled {
-        let log = log::SignalLog::open(&dir, config)
+        let dropped = engine
+            .metrics()
+            .signal_drops(crate::metrics::SignalSinkKind::Log);
+        let log = log::SignalLog::open(&dir, config, dropped)
             .with_context(|| format!("opening the signal log in {}", dir.display()))?;
         sinks.push(log);
         engine.set_signal_dir(dir.clone());
@@ -97,7 +100,10 @@ pub fn attach(
             policies.push(Arc::new(firebreak_policy::Policy::new(policy)));
         }
         let weak = Arc::downgrade(engine);
-        let shadow = shadow::ShadowSink::new(policies, &dir, move |v| {
+        let dropped = engine
+            .metrics()
+            .signal_drops(crate::metrics::SignalSinkKind::Shadow);
+        let shadow = shadow::ShadowSink::new(policies, &dir, dropped, move |v| {
             if let Some(e) = weak.upgrade() {
                 e.publish("shadow", v);
             }

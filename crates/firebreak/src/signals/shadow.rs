@@ -3,12 +3,14 @@
 //! order). Their decisions never reach the outbox or the escalation sink: they are
 //! appended to `shadow.jsonl` in the signal log's directory (by the sink's own thread,
 //! no fsync per decision) and published on the live feed as `shadow` events ("would
-//! have escalated"), tenant-filtered like the rest.
+//! have escalated"), tenant-filtered like the rest. A decision the writer's queue
+//! cannot hold (the disk stalls) is not written but is still published, and counted in
+//! `firebreak_signal_records_dropped_total{sink="shadow"}`.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use firebreak_policy::policy::{Decision, Policy, StreamEvent, StreamState};
@@ -20,6 +22,9 @@ use super::record::{EventKind, SignalRecord};
 
 /// The shadow decisions' file in the signal log's directory.
 pub const SHADOW_FILE: &str = "shadow.jsonl";
+
+/// Decisions waiting for the writer at most.
+const QUEUE: usize = 4096;
 
 /// A shadow decision, as written to `shadow.jsonl` and sent on the live feed.
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +57,8 @@ pub struct ShadowSink {
     writer: Mutex<Option<SyncSender<Line>>>,
     publish: Publish,
     path: PathBuf,
+    /// Decisions the writer's queue could not hold.
+    dropped: prometheus::IntCounter,
 }
 
 impl std::fmt::Debug for ShadowSink {
@@ -64,10 +71,12 @@ impl std::fmt::Debug for ShadowSink {
 
 impl ShadowSink {
     /// Shadow `policies`, their decisions appended to `dir/shadow.jsonl` and handed to
-    /// `publish` (the live feed).
+    /// `publish` (the live feed); those the writer's queue cannot hold are counted in
+    /// `dropped`.
     pub fn new(
         policies: Vec<Arc<Policy>>,
         dir: &Path,
+        dropped: prometheus::IntCounter,
         publish: impl Fn(Value) + Send + Sync + 'static,
     ) -> std::io::Result<ShadowSink> {
         std::fs::create_dir_all(dir)?;
@@ -76,7 +85,7 @@ impl ShadowSink {
             .create(true)
             .append(true)
             .open(&path)?;
-        let (tx, rx) = sync_channel::<Line>(4096);
+        let (tx, rx) = sync_channel::<Line>(QUEUE);
         std::thread::Builder::new()
             .name("shadow-log".into())
             .spawn(move || {
@@ -99,6 +108,7 @@ impl ShadowSink {
             writer: Mutex::new(Some(tx)),
             publish: Box::new(publish),
             path,
+            dropped,
         })
     }
 
@@ -134,8 +144,16 @@ impl ShadowSink {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
+                && let Err(TrySendError::Full(_)) = tx.try_send(Line::Text(line))
             {
-                let _ = tx.try_send(Line::Text(line));
+                self.dropped.inc();
+                if self.dropped.get() % 1000 == 1 {
+                    tracing::warn!(
+                        dropped = self.dropped.get(),
+                        file = %self.path.display(),
+                        "shadow decisions' writer behind: decisions not written"
+                    );
+                }
             }
             (self.publish)(value);
         }
@@ -223,5 +241,64 @@ impl SignalSink for ShadowSink {
 impl Drop for ShadowSink {
     fn drop(&mut self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firebreak_policy::policy::DecisionKind;
+
+    fn decision(i: u64) -> Decision {
+        Decision {
+            id: format!("d{i}"),
+            stream_id: "s".into(),
+            incident_id: "i".into(),
+            sequence: i,
+            kind: DecisionKind::Updated,
+            tier: "review".into(),
+            previous_tier: "review".into(),
+            activation: None,
+            media_start: 0.0,
+            media_end: i as f64,
+            wall_ms: i,
+            rules: Vec::new(),
+            evidence: Vec::new(),
+            policy_version: "p".into(),
+        }
+    }
+
+    /// With the writer stalled (as on a stuck disk), decisions beyond its queue are not
+    /// written but counted, and every one is still published: once the writer resumes,
+    /// the lines written plus the drops counted equal the decisions made.
+    #[test]
+    fn decisions_a_stalled_writer_cannot_take_are_counted_and_still_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+        let published = Arc::new(Mutex::new(0usize));
+        let p = published.clone();
+        let sink = ShadowSink::new(Vec::new(), dir.path(), dropped.clone(), move |_| {
+            *p.lock().unwrap() += 1;
+        })
+        .unwrap();
+        // Stall the writer: it blocks handing this flush's answer over until it is read.
+        let (hold, release) = sync_channel(0);
+        let tx = sink.writer.lock().unwrap().clone().unwrap();
+        tx.send(Line::Flush(hold)).unwrap();
+
+        let made = QUEUE as u64 + 100;
+        sink.emit("t", (0..made).map(decision).collect());
+        assert_eq!(*published.lock().unwrap(), made as usize);
+        // The queue holds QUEUE lines, one fewer if the writer had not yet taken the
+        // flush that stalls it.
+        assert!((100..=101).contains(&dropped.get()), "{}", dropped.get());
+
+        release.recv().unwrap();
+        sink.flush();
+        let written = std::fs::read_to_string(sink.path())
+            .unwrap()
+            .lines()
+            .count() as u64;
+        assert_eq!(written + dropped.get(), made);
     }
 }
