@@ -59,7 +59,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     let dir = std::env::temp_dir().join(format!("firebreak-bench-signals-{}", std::process::id()));
-    let log = SignalLog::open(&dir, &SignalLogConfig::default()).unwrap();
+    let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+    let log = SignalLog::open(&dir, &SignalLogConfig::default(), dropped).unwrap();
     // The consumer thread's whole cost: build the record and queue it; the log's thread
     // encodes and writes meanwhile (flushed every 10,000 so the queue never fills).
     group.bench_function("record_and_queue", |b| {
