@@ -609,6 +609,10 @@ pub struct Ingest {
     /// A frame timestamp more than this many seconds ahead of the previous frame's is
     /// a jump (reset like a discontinuity); smaller forward gaps are kept as they are.
     pub max_pts_step_secs: f64,
+    /// A pushed stream's decoder waits for its detectors while it is less than this
+    /// many seconds behind the arrival of the bytes it decodes (a burst is analysed in
+    /// full); later, the oldest sampled frame gives way (dropped, `queue_full`).
+    pub max_lag_secs: f64,
     /// After streams end, the allocator's free pages go back to the system at most
     /// this often (0: on every once-a-second pass, streams ended or not).
     pub heap_trim_secs: f64,
@@ -623,6 +627,7 @@ impl Default for Ingest {
             source_allowlist: Vec::new(),
             idle_timeout_secs: 60.0,
             max_pts_step_secs: 60.0,
+            max_lag_secs: 10.0,
             heap_trim_secs: 10.0,
         }
     }
@@ -1004,6 +1009,9 @@ pub struct IngestSettings {
     pub idle_timeout: Duration,
     /// A timestamp more than this ahead of the previous frame's is a jump.
     pub max_pts_step: Duration,
+    /// How far behind the bytes' arrival a pushed stream's decoder waits for its
+    /// detectors before frames give way.
+    pub max_lag: Duration,
     /// The heap is trimmed at most this often after streams end (zero: every pass).
     pub heap_trim: Duration,
 }
@@ -1443,6 +1451,10 @@ impl ServiceConfig {
                 push("ingest.max_pts_step_secs", e);
                 Duration::from_secs(60)
             });
+        let max_lag = seconds_within(self.ingest.max_lag_secs, 0.1, 3_600.0).unwrap_or_else(|e| {
+            push("ingest.max_lag_secs", e);
+            Duration::from_secs(10)
+        });
         let heap_trim =
             seconds_within(self.ingest.heap_trim_secs, 0.0, 3_600.0).unwrap_or_else(|e| {
                 push("ingest.heap_trim_secs", e);
@@ -1620,6 +1632,7 @@ impl ServiceConfig {
                 net: Arc::new(net),
                 idle_timeout,
                 max_pts_step,
+                max_lag,
                 heap_trim,
             },
             detectors: DetectorSettings {
@@ -1738,8 +1751,7 @@ sampling = "fast"
 
     #[test]
     fn ingest_durations_out_of_range_are_reported_with_their_range() {
-        let text =
-            "[ingest]\nidle_timeout_secs = 0.5\nmax_pts_step_secs = nan\nheap_trim_secs = 3601\n";
+        let text = "[ingest]\nidle_timeout_secs = 0.5\nmax_pts_step_secs = nan\nheap_trim_secs = 3601\nmax_lag_secs = 0\n";
         let issues = ServiceConfig::parse(text, Path::new("/tmp")).unwrap_err();
         let found: Vec<(&str, String)> = issues
             .iter()
@@ -1755,16 +1767,20 @@ sampling = "fast"
                 "must be from 0.1 to 86400 seconds",
             ),
             ("ingest.heap_trim_secs", "must be from 0 to 3600 seconds"),
+            ("ingest.max_lag_secs", "must be from 0.1 to 3600 seconds"),
         ] {
             assert!(
                 found.contains(&(want.0, want.1.to_owned())),
                 "{want:?} missing from {found:?}"
             );
         }
-        let ok = "[ingest]\nheap_trim_secs = 0\nmax_pts_step_secs = 0.1\n";
+        let ok = "[ingest]\nheap_trim_secs = 0\nmax_pts_step_secs = 0.1\nmax_lag_secs = 600\n";
         let c = ServiceConfig::parse(ok, Path::new("/tmp")).unwrap();
         assert_eq!(c.ingest.heap_trim, Duration::ZERO);
         assert_eq!(c.ingest.max_pts_step, Duration::from_millis(100));
+        assert_eq!(c.ingest.max_lag, Duration::from_secs(600));
+        let default = ServiceConfig::parse("", Path::new("/tmp")).unwrap();
+        assert_eq!(default.ingest.max_lag, Duration::from_secs(10));
     }
 
     #[test]

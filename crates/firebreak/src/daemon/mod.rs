@@ -438,6 +438,7 @@ impl Daemon {
                 Arc::new(move || metrics.throttled(crate::metrics::ThrottleLimit::FeederBusy))
             }),
             max_pts_step: config.ingest.max_pts_step,
+            max_lag: config.ingest.max_lag,
             refuse: Some(Arc::new(move || crate::http::api::refusal(&refuse_engine))),
         });
         let streams: Arc<dyn crate::metrics::StreamSource> = ingest.clone();

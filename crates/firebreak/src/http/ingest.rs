@@ -105,6 +105,9 @@ pub struct IngestConfig {
     pub on_feeder_busy: Option<Arc<dyn Fn() + Send + Sync>>,
     /// A frame timestamp more than this ahead of the previous frame's is a jump.
     pub max_pts_step: Duration,
+    /// A pushed stream's decoder waits for the detectors while less than this far
+    /// behind the bytes' arrival.
+    pub max_lag: Duration,
     /// Why pushed segments are refused now (the outbox above its high-water mark, a
     /// failing disk write), if they are: answered 503 with `Retry-After`, so no
     /// decision is dropped for want of room.
@@ -376,6 +379,7 @@ impl IngestState {
         let mut config = StreamConfig::new(id);
         config.sampling = sampling;
         config.max_pts_step = self.config.max_pts_step;
+        config.max_lag = self.config.max_lag;
         config.max_output = self.config.max_output;
         let (feed, source) = match source {
             Some(pulled) => (None, pulled),
