@@ -526,3 +526,39 @@ impl SegmentWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the writer stalled (a stuck disk), records beyond the queue are counted in
+    /// the metric the log was given; once it resumes, the records read back plus the
+    /// drops counted equal the records offered.
+    #[test]
+    fn records_a_stalled_writer_cannot_take_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SignalLogConfig {
+            queue: 16,
+            ..SignalLogConfig::default()
+        };
+        let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
+        let log = SignalLog::open(dir.path(), &config, dropped.clone()).unwrap();
+        // Stall the writer: it blocks handing this flush's answer over until it is read.
+        let (hold, release) = sync_channel(0);
+        log.sender().unwrap().send(Msg::Flush(hold)).unwrap();
+
+        let offered = 40u64;
+        for wall_ms in 0..offered {
+            log.record(SignalRecord::Tick { wall_ms });
+        }
+        // The queue holds 16 records, one fewer if the writer had not yet taken the
+        // flush that stalls it.
+        assert!((24..=25).contains(&dropped.get()), "{}", dropped.get());
+        assert_eq!(log.dropped(), dropped.get());
+
+        release.recv().unwrap();
+        log.flush();
+        let (records, _) = read_all(dir.path()).unwrap();
+        assert_eq!(records.len() as u64 + dropped.get(), offered);
+    }
+}
