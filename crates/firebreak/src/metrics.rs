@@ -486,8 +486,36 @@ pub enum SignalSinkKind {
     Shadow,
 }
 
+/// `firebreak_signal_records_dropped_total{sink}`, for the worker's registry and the
+/// coordinator's (whose copy of the signals topic goes through a signal log too).
+pub fn signal_drops_vec() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "firebreak_signal_records_dropped_total",
+            "Signal records (sink log) and shadow decisions (sink shadow) dropped because their writer's queue was full.",
+        ),
+        &["sink"],
+    )
+    .expect("a valid metric")
+}
+
+/// Counts one record `sink` dropped into `counter`, with a warning at the first drop and
+/// every `every` after it.
+pub fn count_signal_drop(counter: &IntCounter, sink: SignalSinkKind, every: u64) {
+    counter.inc();
+    let dropped = counter.get();
+    if dropped % every == 1 {
+        tracing::warn!(
+            sink = sink.label(),
+            dropped,
+            "a signal writer's queue is full: records not written"
+        );
+    }
+}
+
 impl SignalSinkKind {
-    fn label(self) -> &'static str {
+    /// Its `sink` label.
+    pub fn label(self) -> &'static str {
         match self {
             SignalSinkKind::Log => "log",
             SignalSinkKind::Shadow => "shadow",
@@ -561,14 +589,7 @@ impl Metrics {
                 "1 while the last write of the incident journal or the audit log failed (a full disk?), else 0.",
             )
             .unwrap(),
-            signal_drops: IntCounterVec::new(
-                Opts::new(
-                    "firebreak_signal_records_dropped_total",
-                    "Signal records (sink log) and shadow decisions (sink shadow) dropped because their writer's queue was full.",
-                ),
-                &["sink"],
-            )
-            .unwrap(),
+            signal_drops: signal_drops_vec(),
             accept_errors: IntCounter::new(
                 "firebreak_escalation_accept_errors_total",
                 "Escalations that could not be written to the outbox.",

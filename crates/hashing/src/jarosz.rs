@@ -401,16 +401,24 @@ mod tests {
         assert_eq!(window_size(1281, 64), 11);
     }
 
+    /// `n` luma values from xorshift64 state `x` (odd), with fractions.
+    fn noise(x: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                (*x % 256) as f32 * 0.999 + (*x % 7) as f32
+            })
+            .collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// The strip/lane implementation equals the literal transcription bit for bit.
         #[test]
         fn fast_path_is_bit_exact(w in 1usize..300, h in 1usize..300, seed in any::<u64>()) {
-            let mut x = seed | 1;
-            let luma: Vec<f32> = (0..w * h).map(|_| {
-                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-                (x % 256) as f32 * 0.999 + (x % 7) as f32
-            }).collect();
+            let luma = noise(&mut (seed | 1), w * h);
             let mut out = [0.0f32; 4096];
             downsample_64(&Luma(&luma, w, h), &mut Scratch::default(), &mut out);
             let want = reference::downsample_64(&luma, w, h);
@@ -430,10 +438,7 @@ mod tests {
             let mut s = Scratch::default();
             let mut x = seed | 1;
             for (n, &(w, h)) in sizes.iter().enumerate() {
-                let luma: Vec<f32> = (0..w * h).map(|_| {
-                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-                    (x % 256) as f32 * 0.999 + (x % 7) as f32
-                }).collect();
+                let luma = noise(&mut x, w * h);
                 let mut out = [0.0f32; 4096];
                 downsample_64(&Luma(&luma, w, h), &mut s, &mut out);
                 let want = reference::downsample_64(&luma, w, h);

@@ -184,6 +184,17 @@ pub struct BankSummary {
     pub negative: bool,
 }
 
+impl BankSummary {
+    /// The summary of `bank` as it is now.
+    pub fn of(bank: &Bank) -> BankSummary {
+        BankSummary {
+            name: bank.name.clone(),
+            entries: bank.len(),
+            negative: bank.negative,
+        }
+    }
+}
+
 /// How [`BankStore::load_matcher`] loads.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatcherOptions {
@@ -378,15 +389,7 @@ impl BankStore {
         }
         let set = self.load_all()?;
         let matcher = Matcher::new(set.banks.iter().map(|b| &b.bank), config, threads);
-        let banks: Vec<BankSummary> = set
-            .banks
-            .iter()
-            .map(|b| BankSummary {
-                name: b.bank.name.clone(),
-                entries: b.bank.len(),
-                negative: b.bank.negative,
-            })
-            .collect();
+        let banks: Vec<BankSummary> = set.banks.iter().map(|b| BankSummary::of(&b.bank)).collect();
         drop(set.banks);
         let mut saved = None;
         if let (true, Some(fingerprint)) = (save && set.skipped.is_empty(), before) {

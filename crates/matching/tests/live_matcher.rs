@@ -256,14 +256,7 @@ fn options(mode: LoadMode) -> MatcherOptions {
 }
 
 fn summaries(model: &Model) -> Vec<BankSummary> {
-    let mut out: Vec<BankSummary> = banks_of(model)
-        .iter()
-        .map(|b| BankSummary {
-            name: b.name.clone(),
-            entries: b.len(),
-            negative: b.negative,
-        })
-        .collect();
+    let mut out: Vec<BankSummary> = banks_of(model).iter().map(BankSummary::of).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }

@@ -106,14 +106,7 @@ impl CoordinatorMetrics {
             .register(Box::new(incidents.clone()))
             .expect("unique");
         registry.register(Box::new(ready.clone())).expect("unique");
-        let drops = IntCounterVec::new(
-            Opts::new(
-                "firebreak_signal_records_dropped_total",
-                "Signal records dropped because the signal log's writer queue was full, by sink.",
-            ),
-            &["sink"],
-        )
-        .expect("valid");
+        let drops = crate::metrics::signal_drops_vec();
         registry.register(Box::new(drops.clone())).expect("unique");
         CoordinatorMetrics {
             registry,
@@ -122,7 +115,7 @@ impl CoordinatorMetrics {
             actions,
             incidents,
             ready,
-            log_drops: drops.with_label_values(&["log"]),
+            log_drops: drops.with_label_values(&[crate::metrics::SignalSinkKind::Log.label()]),
         }
     }
 

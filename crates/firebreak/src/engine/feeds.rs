@@ -400,16 +400,7 @@ impl BankFeed {
         if !self.changed || !self.files_complete || self.dirty || !self.unsaved.is_empty() {
             return None;
         }
-        Some(
-            self.banks
-                .values()
-                .map(|b| BankSummary {
-                    name: b.name.clone(),
-                    entries: b.len(),
-                    negative: b.negative,
-                })
-                .collect(),
-        )
+        Some(self.banks.values().map(BankSummary::of).collect())
     }
 
     /// Applies one record to the banks and to `matcher`.

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::SignalSink;
 use super::record::{Block, BlockEncoder, BlockError, FILE_MAGIC, SignalRecord, split_block};
+use crate::metrics::SignalSinkKind;
 
 /// A block is appended once it reaches this many bytes.
 pub const BLOCK_BYTES: usize = 256 << 10;
@@ -181,13 +182,7 @@ impl SignalSink for SignalLog {
         match tx.try_send(Msg::Record(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.dropped.inc();
-                if self.dropped.get() % 10_000 == 1 {
-                    tracing::warn!(
-                        dropped = self.dropped.get(),
-                        "signal log queue full: records dropped"
-                    );
-                }
+                crate::metrics::count_signal_drop(&self.dropped, SignalSinkKind::Log, 10_000);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }

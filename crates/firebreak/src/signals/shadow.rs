@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::SignalSink;
 use super::record::{EventKind, SignalRecord};
+use crate::metrics::{SignalSinkKind, count_signal_drop};
 
 /// The shadow decisions' file in the signal log's directory.
 pub const SHADOW_FILE: &str = "shadow.jsonl";
@@ -146,14 +147,7 @@ impl ShadowSink {
                 .as_ref()
                 && let Err(TrySendError::Full(_)) = tx.try_send(Line::Text(line))
             {
-                self.dropped.inc();
-                if self.dropped.get() % 1000 == 1 {
-                    tracing::warn!(
-                        dropped = self.dropped.get(),
-                        file = %self.path.display(),
-                        "shadow decisions' writer behind: decisions not written"
-                    );
-                }
+                count_signal_drop(&self.dropped, SignalSinkKind::Shadow, 1000);
             }
             (self.publish)(value);
         }
