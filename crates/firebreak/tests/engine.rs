@@ -20,7 +20,7 @@ use firebreak_hashing::decode::decode_file;
 use firebreak_matching::bank::{Bank, ImportPolicy};
 use firebreak_matching::lists::{Record, Signal};
 use firebreak_matching::store::BankStore;
-use firebreak_media::ingest::SampledFrame;
+use firebreak_media::ingest::{Pixels, SampledFrame};
 use firebreak_policy::policy::StreamEvent;
 use firebreak_testkit::daemon::{ADMIN, OPERATOR, READ, tokens_config};
 use serde_json::Value;
@@ -134,7 +134,7 @@ impl Harness {
             keyframe: true,
             width: img.width,
             height: img.height,
-            rgb: img.rgb.clone(),
+            pixels: Pixels::Rgb24(img.rgb.clone()),
         });
     }
 

@@ -41,6 +41,11 @@ impl DecodedImage {
                 .flat_map(|p| [p[0], p[1], p[2]])
                 .collect(),
             PixelFormat::Grey8 => self.pixels.iter().flat_map(|&g| [g, g, g]).collect(),
+            PixelFormat::StudioY8 => self
+                .pixels
+                .iter()
+                .flat_map(|&y| [crate::hasher::studio_luma(y).round() as u8; 3])
+                .collect(),
         }
     }
 }

@@ -545,6 +545,7 @@ fn half_luma(luma: &[f32], w: usize, w2: usize, h2: usize, out: &mut Vec<f32>) {
 pub(crate) fn luma8(format: PixelFormat, px: &[u8]) -> i32 {
     match format {
         PixelFormat::Grey8 => i32::from(px[0]),
+        PixelFormat::StudioY8 => ((i32::from(px[0]) - 16) * 255 / 219).clamp(0, 255),
         PixelFormat::Rgb8 | PixelFormat::Rgba8 => {
             (77 * i32::from(px[0]) + 150 * i32::from(px[1]) + 29 * i32::from(px[2])) >> 8
         }

@@ -1,6 +1,7 @@
-//! Pixel conversion to packed RGB24 with libswscale, shared by live ingest
-//! ([`crate::ingest`]) and vPDQ ([`crate::vpdq`]): one scaler per input format and size
-//! and output size, remade only when one of them changes.
+//! Pixel conversion with libswscale, shared by live ingest ([`crate::ingest`]) and vPDQ
+//! ([`crate::vpdq`]): to packed RGB24, or to planar Y'CbCr 4:2:0 for detectors that
+//! only need luma. One scaler per input format and size and output size, remade only
+//! when one of them changes.
 
 use ff::format::Pixel;
 use ff::software::scaling::{Context as Scaler, Flags};
@@ -41,6 +42,44 @@ pub(crate) struct RgbConverter {
     small: ff::frame::Video,
     scaler: Option<(Scaler, Key)>,
     rgb: ff::frame::Video,
+    /// The scaler to studio-range YUV420P, when a frame needs one.
+    planar: Option<(Scaler, Key)>,
+    yuv: ff::frame::Video,
+}
+
+/// A frame as planar studio-range Y'CbCr 4:2:0, borrowed from its [`RgbConverter`] (or
+/// the decoder) until the next conversion.
+pub(crate) struct Planes<'a> {
+    frame: &'a ff::frame::Video,
+}
+
+impl Planes<'_> {
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.frame.width()
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.frame.height()
+    }
+
+    /// The three planes without row padding, one after another: Y' (`width` bytes a
+    /// row), then Cb and Cr (`width.div_ceil(2)` bytes a row, `height.div_ceil(2)`
+    /// rows), the layout [`crate::ingest::Pixels::Yuv420`] holds.
+    pub fn packed(&self) -> Vec<u8> {
+        let (w, h) = (self.width() as usize, self.height() as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut out = Vec::with_capacity(w * h + 2 * cw * ch);
+        for (plane, pw, ph) in [(0, w, h), (1, cw, ch), (2, cw, ch)] {
+            let stride = self.frame.stride(plane);
+            let data = self.frame.data(plane);
+            for y in 0..ph {
+                out.extend_from_slice(&data[y * stride..y * stride + pw]);
+            }
+        }
+        out
+    }
 }
 
 /// A converted frame, borrowed from its [`RgbConverter`] until the next conversion.
@@ -76,7 +115,40 @@ impl RgbConverter {
             small: ff::frame::Video::empty(),
             scaler: None,
             rgb: ff::frame::Video::empty(),
+            planar: None,
+            yuv: ff::frame::Video::empty(),
         }
+    }
+
+    /// `frame` as studio-range YUV420P of `width x height` pixels (`SWS_AREA`): the
+    /// decoder's own frame when it is that already, else converted (a full-range
+    /// `yuvj420p` frame is mapped to studio range, other formats and sizes scaled).
+    pub fn planes<'a>(
+        &'a mut self,
+        frame: &'a ff::frame::Video,
+        (width, height): (u32, u32),
+    ) -> Result<Planes<'a>, ff::Error> {
+        let fmt = frame.format();
+        if fmt == Pixel::YUV420P && (width, height) == (frame.width(), frame.height()) {
+            return Ok(Planes { frame });
+        }
+        let key = (fmt, frame.width(), frame.height(), width, height);
+        if self.planar.as_ref().map(|(_, k)| *k) != Some(key) {
+            let scaler = Scaler::get(
+                fmt,
+                key.1,
+                key.2,
+                Pixel::YUV420P,
+                width,
+                height,
+                Flags::AREA,
+            )?;
+            self.planar = Some((scaler, key));
+            self.yuv = ff::frame::Video::empty();
+        }
+        let (scaler, _) = self.planar.as_mut().expect("set above");
+        scaler.run(frame, &mut self.yuv)?;
+        Ok(Planes { frame: &self.yuv })
     }
 
     /// Converts `frame` to RGB24 of `width x height` pixels.
@@ -246,5 +318,93 @@ mod tests {
             r.shrink.is_none(),
             "the reference conversion went in two steps"
         );
+    }
+
+    /// A YUV420P frame at its own size is handed on as it is (no scaler); a full-range
+    /// `yuvj420p` frame is mapped to studio range (0 -> 16, 255 -> 235 in Y', as
+    /// BT.601 defines the two ranges); a smaller size is an area downscale.
+    #[test]
+    fn planes_are_the_decoders_own_or_converted_to_studio_yuv420p() {
+        crate::init();
+        let (w, h) = (34u32, 20u32);
+        let mut frame = ff::frame::Video::new(Pixel::YUV420P, w, h);
+        for plane in 0..3 {
+            let stride = frame.stride(plane);
+            for (i, v) in frame.data_mut(plane).iter_mut().enumerate() {
+                *v = ((i % stride) * 7 + (i / stride) * 3 + plane * 50) as u8;
+            }
+        }
+        let mut c = RgbConverter::new(Conversion::Native);
+        let got = c.planes(&frame, (w, h)).unwrap().packed();
+        assert!(c.planar.is_none(), "a scaler for a frame already in shape");
+        let mut want = Vec::new();
+        for (plane, pw, ph) in [(0, 34, 20), (1, 17, 10), (2, 17, 10)] {
+            let stride = frame.stride(plane);
+            for y in 0..ph {
+                want.extend_from_slice(&frame.data(plane)[y * stride..y * stride + pw]);
+            }
+        }
+        assert_eq!(got, want);
+
+        let mut full = ff::frame::Video::new(Pixel::YUVJ420P, w, h);
+        for plane in 0..3 {
+            full.data_mut(plane).fill(128);
+        }
+        let stride = full.stride(0);
+        for (i, v) in full.data_mut(0).iter_mut().enumerate() {
+            *v = if (i % stride) < 17 { 0 } else { 255 };
+        }
+        let got = c.planes(&full, (w, h)).unwrap().packed();
+        let (black, white) = (got[0], got[33]);
+        assert!(
+            black.abs_diff(16) <= 1 && white.abs_diff(235) <= 1,
+            "{black} {white}"
+        );
+
+        let small = c.planes(&frame, (16, 10)).unwrap();
+        assert_eq!(
+            (small.width(), small.height(), small.packed().len()),
+            (16, 10, 240)
+        );
+    }
+
+    /// The pure-Rust BT.601 conversion (thumbnails, colour models on planes) against
+    /// libswscale's own conversion of the same frame: uniform 2x2 blocks, so chroma
+    /// upsampling cannot differ, within 3 levels (the two round their fixed-point
+    /// products differently; random chroma reaches the gamut's edges).
+    #[test]
+    fn the_rust_rgb_conversion_matches_libswscale_on_uniform_blocks() {
+        crate::init();
+        let (w, h) = (64u32, 36u32);
+        let mut frame = ff::frame::Video::new(Pixel::YUV420P, w, h);
+        let mut seed = 12345u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (seed >> 16) as u8
+        };
+        let (cw, ch) = (32usize, 18usize);
+        let chroma: Vec<[u8; 2]> = (0..cw * ch).map(|_| [next(), next()]).collect();
+        let luma: Vec<u8> = (0..cw * ch).map(|_| 16 + next() % 220).collect();
+        for plane in 0..3 {
+            let stride = frame.stride(plane);
+            let data = frame.data_mut(plane);
+            let (pw, ph) = if plane == 0 { (64, 36) } else { (cw, ch) };
+            for y in 0..ph {
+                for x in 0..pw {
+                    data[y * stride + x] = match plane {
+                        0 => luma[(y / 2) * cw + x / 2],
+                        p => chroma[y * cw + x][p - 1],
+                    };
+                }
+            }
+        }
+        let mut c = RgbConverter::new(Conversion::Native);
+        let want = c.convert(&frame, (w, h)).unwrap().packed();
+        let planes = c.planes(&frame, (w, h)).unwrap().packed();
+        let got = crate::ingest::yuv420_to_rgb24(&planes, w, h).unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(worst <= Some(3), "largest difference {worst:?}");
+        assert_eq!(crate::ingest::yuv420_to_rgb24(&planes[1..], w, h), None);
     }
 }

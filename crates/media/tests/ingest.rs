@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use firebreak_media::ingest::{
-    Backoff, FeedItem, Intake, LiveStream, SampledFrame, Sampling, Sequencer, Source, StreamConfig,
-    StreamState, StreamStats, segment_channel,
+    Backoff, FeedItem, Intake, LiveStream, Pixels, SampledFrame, Sampling, Sequencer, Source,
+    StreamConfig, StreamState, StreamStats, segment_channel,
 };
 
 /// 6 s of 1280x720 testsrc2 at 30 fps, H.264 with a 2 s GOP, as MPEG-TS.
@@ -89,7 +89,7 @@ fn file_sampling_modes() {
         assert_eq!(w[1].index, w[0].index + 1);
     }
     assert_eq!(
-        (frames[0].width, frames[0].height, frames[0].rgb.len()),
+        (frames[0].width, frames[0].height, frames[0].rgb().len()),
         (1280, 720, 1280 * 720 * 3)
     );
 
@@ -143,9 +143,9 @@ fn file_sampling_modes() {
     let size = 640 * 360 * 3;
     assert_eq!(out.stdout.len(), frames.len() * size, "the CLI's keyframes");
     for (i, (f, want)) in frames.iter().zip(out.stdout.chunks_exact(size)).enumerate() {
-        assert_eq!(f.rgb.len(), size);
+        assert_eq!(f.rgb().len(), size);
         let total: u64 = f
-            .rgb
+            .rgb()
             .iter()
             .zip(want)
             .map(|(a, b)| u64::from(a.abs_diff(*b)))
@@ -162,12 +162,120 @@ fn file_sampling_modes() {
             firebreak_hashing::PdqHasher::new().hash(&img).hash
         };
         assert!(mean < 2.5, "keyframe {i}: mean difference {mean:.3}");
-        let bits = pdq(&f.rgb).distance(&pdq(want));
+        let bits = pdq(&f.rgb()).distance(&pdq(want));
         assert!(
             bits <= 8,
             "keyframe {i}: PDQ {bits} bits from the CLI's frame"
         );
     }
+}
+
+/// A stream told not to make RGB hands the decoder's own planes on: the keyframes'
+/// Y'CbCr equals the ffmpeg CLI's decode of the same keyframes byte for byte (H.264
+/// decoding is exact), at full size and shrunk to 640x360 (the CLI's own area
+/// downscale in YUV). PDQ from the Y' plane lands within 8 bits of PDQ of the CLI's
+/// RGB frames (measured: 0-2 bits at 720p, 0-4 at 640x360), the RGB a thumbnail is
+/// made from within 3 levels on average of the CLI's (measured: 0.6 at 720p, 2.1-2.3
+/// at 640x360, where the CLI converts before it shrinks), and the flag is read frame
+/// by frame.
+#[test]
+fn frames_sampled_without_rgb_carry_the_decoders_planes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = clip(dir.path());
+    let cli = |vf: &str| {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-skip_frame", "nokey", "-i"])
+            .arg(&file)
+            .args(["-vf", vf, "-fps_mode", "passthrough", "-f", "rawvideo", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let pdq =
+        |img: firebreak_hashing::ImageView<'_>| firebreak_hashing::PdqHasher::new().hash(&img);
+    for (w, h) in [(1280usize, 720usize), (640, 360)] {
+        let mut c = config("planes", Sampling::Keyframes);
+        c.max_output = (w as u32, h as u32);
+        c.rgb.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (frames, st) = run_to_end(c, Source::File(file.clone()));
+        assert_eq!((st.sampled, frames.len()), (3, 3), "{st:?}");
+        let planes = cli(&format!("scale={w}:{h}:flags=area,format=yuv420p"));
+        let rgbs = cli(&format!("scale={w}:{h}:flags=area,format=rgb24"));
+        let yuv_size = w * h * 3 / 2;
+        assert_eq!(planes.len(), 3 * yuv_size, "the CLI's keyframes");
+        assert_eq!(rgbs.len(), 3 * w * h * 3, "the CLI's keyframes");
+        for (i, f) in frames.iter().enumerate() {
+            let Pixels::Yuv420(got) = &f.pixels else {
+                panic!("keyframe {i} was converted to RGB");
+            };
+            let want = &planes[i * yuv_size..(i + 1) * yuv_size];
+            assert_eq!(got.len(), yuv_size);
+            assert!(
+                **got == *want,
+                "keyframe {i} at {w}x{h}: planes differ from the CLI's"
+            );
+            let img = f.image().unwrap();
+            assert_eq!(
+                (img.width(), img.height()),
+                (w, h),
+                "PDQ takes the Y' plane"
+            );
+            let rgb_want = &rgbs[i * w * h * 3..(i + 1) * w * h * 3];
+            let cli_rgb = firebreak_hashing::ImageView::packed(
+                rgb_want,
+                w,
+                h,
+                firebreak_hashing::PixelFormat::Rgb8,
+            )
+            .unwrap();
+            let bits = pdq(img).hash.distance(&pdq(cli_rgb).hash);
+            assert!(
+                bits <= 8,
+                "keyframe {i} at {w}x{h}: PDQ {bits} bits from the CLI's RGB"
+            );
+            let rgb = f.rgb();
+            assert_eq!(rgb.len(), w * h * 3);
+            let total: u64 = rgb
+                .iter()
+                .zip(rgb_want)
+                .map(|(a, b)| u64::from(a.abs_diff(*b)))
+                .sum();
+            let mean = total as f64 / rgb.len() as f64;
+            assert!(
+                mean < 3.0,
+                "keyframe {i}: thumbnail RGB {mean:.2} levels from the CLI's"
+            );
+        }
+    }
+    // The flag is read for every frame. The clip pushed in two halves, the flag turned
+    // on between them: the first frame was decoded before (planes), the last only
+    // after the second half arrived (RGB).
+    let bytes = std::fs::read(&file).unwrap();
+    let (first_half, second_half) = bytes.split_at(bytes.len() / 2);
+    let c = config("switch", Sampling::Every);
+    c.rgb.store(false, std::sync::atomic::Ordering::Relaxed);
+    let flag = c.rgb.clone();
+    let (feed, reader) = segment_channel(4);
+    let mut s = LiveStream::start(c, Source::Segments(reader));
+    feed.send(FeedItem::Bytes(first_half.to_vec())).unwrap();
+    let first = s
+        .frames()
+        .pop(Duration::from_secs(60))
+        .expect("a first frame");
+    assert!(matches!(first.pixels, Pixels::Yuv420(_)));
+    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    feed.send(FeedItem::Bytes(second_half.to_vec())).unwrap();
+    drop(feed);
+    assert!(s.wait(Duration::from_secs(60)), "stream did not finish");
+    let rest = drain(&s);
+    let last = rest.last().expect("frames after the switch");
+    assert_eq!(last.index, 179, "every frame reached the queue");
+    assert!(matches!(last.pixels, Pixels::Rgb24(_)));
 }
 
 /// Per-second sampling skips decoding the frames nothing refers to (B-frames here) when
@@ -225,7 +333,7 @@ fn per_second_sampling_skips_unreferenced_frames_with_the_same_samples() {
     assert_eq!(sampled.len(), want.len());
     for (got, want) in sampled.iter().zip(&want) {
         assert_eq!((got.pts * 1e3).round(), (want.pts * 1e3).round());
-        assert!(got.rgb == want.rgb, "frame at {} differs", got.pts);
+        assert!(got.rgb() == want.rgb(), "frame at {} differs", got.pts);
     }
     assert!(
         st.decoded >= references as u64 && st.decoded < 100,

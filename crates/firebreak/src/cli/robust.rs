@@ -439,13 +439,7 @@ fn build_bank(args: &EvalArgs, originals: &[PathBuf]) -> Result<(Bank, f64)> {
                 frames
                     .iter()
                     .filter_map(|f| {
-                        let img = firebreak_hashing::ImageView::packed(
-                            &f.rgb,
-                            f.width as usize,
-                            f.height as usize,
-                            firebreak_hashing::PixelFormat::Rgb8,
-                        )
-                        .ok()?;
+                        let img = f.image().ok()?;
                         let h = hasher.hash(&img);
                         (h.quality >= 50).then(|| Record {
                             line: 0,

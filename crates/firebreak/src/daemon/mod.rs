@@ -439,6 +439,7 @@ impl Daemon {
             }),
             max_pts_step: config.ingest.max_pts_step,
             max_lag: config.ingest.max_lag,
+            rgb: engine.rgb_wanted(),
             refuse: Some(Arc::new(move || crate::http::api::refusal(&refuse_engine))),
         });
         let streams: Arc<dyn crate::metrics::StreamSource> = ingest.clone();

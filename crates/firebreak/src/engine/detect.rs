@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use firebreak_classify::{ClassifierSet, RgbImage};
 use firebreak_hashing::views::{ViewHash, hash_views};
-use firebreak_hashing::{ImageView, PdqHash, PdqHasher, PixelFormat};
+use firebreak_hashing::{PdqHash, PdqHasher};
 use firebreak_matching::matcher::Matcher;
 use firebreak_matching::window::{VpdqWindow, WindowConfig};
 use firebreak_media::ingest::SampledFrame;
@@ -47,6 +47,14 @@ pub struct Detectors {
     pub banks: Vec<(String, usize, bool)>,
     /// Which views of each frame are matched, per bank (`[detectors.views]`).
     pub views: super::views::QueryViews,
+}
+
+impl Detectors {
+    /// Whether frames must come in RGB: some model classifies them. PDQ alone takes
+    /// the decoded Y' plane.
+    pub fn wants_rgb(&self) -> bool {
+        !(self.classifiers.is_empty() && self.frame_models.is_empty())
+    }
 }
 
 /// One point of a stream's risk timeline.
@@ -99,7 +107,7 @@ impl StreamDetect {
                 max_frames: video_window_max_frames,
                 ..WindowConfig::default()
             }),
-            hasher: PdqHasher::new(),
+            hasher: PdqHasher::live(),
             frames: 0,
             last_pdq: None,
         }
@@ -109,7 +117,7 @@ impl StreamDetect {
     /// buffers (megabytes at 720p) and the live window's frames. The policy state
     /// stays (the stream's summary, until it is forgotten).
     pub(crate) fn release(&mut self) {
-        self.hasher = PdqHasher::new();
+        self.hasher = PdqHasher::live();
         self.window = VpdqWindow::new(*self.window.config());
     }
 
@@ -140,12 +148,7 @@ impl StreamDetect {
         m: &Metrics,
     ) -> Option<FrameSignals> {
         let t = Instant::now();
-        let Ok(view) = ImageView::packed(
-            &frame.rgb,
-            frame.width as usize,
-            frame.height as usize,
-            PixelFormat::Rgb8,
-        ) else {
+        let Ok(view) = frame.image() else {
             m.bad_frame();
             return None;
         };
@@ -190,9 +193,7 @@ impl StreamDetect {
         }
         m.stage(Stage::Match).observe(t.elapsed().as_secs_f64());
 
-        if !(detectors.classifiers.is_empty() && detectors.frame_models.is_empty())
-            && self.frames.is_multiple_of(u64::from(classify_every))
-        {
+        if detectors.wants_rgb() && self.frames.is_multiple_of(u64::from(classify_every)) {
             let t = Instant::now();
             classify(&detectors.classifiers, frame, &mut signals);
             for model in &detectors.frame_models {
@@ -281,10 +282,11 @@ fn classify(classifiers: &ClassifierSet, frame: &SampledFrame, signals: &mut Fra
     if classifiers.is_empty() {
         return;
     }
+    let rgb = frame.rgb();
     let image = RgbImage {
         width: frame.width,
         height: frame.height,
-        data: &frame.rgb,
+        data: &rgb,
     };
     for r in classifiers.classify(&image) {
         match r.result {

@@ -223,6 +223,9 @@ pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     detectors: ArcSwap<Detectors>,
+    /// Whether the detectors in use need sampled frames in RGB (shared with every
+    /// stream's [`firebreak_media::ingest::StreamConfig::rgb`]).
+    rgb_wanted: Arc<std::sync::atomic::AtomicBool>,
     /// The fleet's bank feed (once started): its lock is held while a record is applied
     /// to the matcher and while a reload rebuilds the matcher from the bank files and
     /// swaps it in, so no record falls between the two (see [`Engine::set_detectors`]).
@@ -282,6 +285,7 @@ impl Engine {
             versions: Mutex::new(None),
             config,
             clock,
+            rgb_wanted: Arc::new(std::sync::atomic::AtomicBool::new(detectors.wants_rgb())),
             detectors: ArcSwap::from_pointee(detectors),
             bank_feed: Mutex::new(None),
             policy: ArcSwap::from_pointee(Policy::new(policy)),
@@ -649,6 +653,7 @@ impl Engine {
         let Some(rec) = self.evidence.get() else {
             return out;
         };
+        let mut rgb = None;
         for d in decisions {
             if !matches!(d.kind, DecisionKind::Escalated | DecisionKind::Updated) {
                 continue;
@@ -661,7 +666,8 @@ impl Engine {
                 media_ms: (frame.pts.max(0.0) * 1000.0) as u64,
                 wall_ms: d.wall_ms,
             };
-            if let Some(r) = rec.record(&meta, &frame.rgb, frame.width, frame.height) {
+            let rgb = rgb.get_or_insert_with(|| frame.rgb());
+            if let Some(r) = rec.record(&meta, rgb, frame.width, frame.height) {
                 out.insert(d.id.clone(), r);
             }
         }
@@ -1244,6 +1250,12 @@ impl Engine {
         self.detectors.load_full()
     }
 
+    /// Whether streams should sample frames in RGB: the detectors in use have colour
+    /// models. Given to every stream's config; follows reloads.
+    pub fn rgb_wanted(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.rgb_wanted.clone()
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -1272,7 +1284,12 @@ impl Engine {
         }
         let banks = json!(detectors.banks);
         let old = json!(self.detectors.load().banks);
+        let rgb = detectors.wants_rgb();
         self.detectors.store(Arc::new(detectors));
+        // After the swap: a frame sampled without RGB meanwhile is converted for the
+        // new models (`SampledFrame::rgb`), never refused.
+        self.rgb_wanted
+            .store(rgb, std::sync::atomic::Ordering::Relaxed);
         drop(held);
         self.audit(who, "reload", "banks", old, banks);
     }
@@ -1431,6 +1448,44 @@ mod tests {
         )
     }
 
+    #[derive(Debug)]
+    struct Silent;
+    impl detect::FrameModel for Silent {
+        fn classify(&self, _: &SampledFrame) -> Vec<firebreak_policy::policy::ClassifierScore> {
+            Vec::new()
+        }
+    }
+
+    /// Streams are told to sample RGB exactly while a model is loaded: not without
+    /// one, yes after a reload brings one, no again after a reload drops it (the same
+    /// flag every stream's config holds).
+    #[test]
+    fn streams_sample_rgb_only_while_a_model_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let flag = engine.rgb_wanted();
+        let load = |models: Vec<Arc<dyn detect::FrameModel>>| {
+            let held = engine.hold_bank_feed();
+            engine.set_detectors(
+                held,
+                Detectors {
+                    matcher: Matcher::new([], MatchConfig::default(), 1),
+                    classifiers: ClassifierSet::new(Vec::new()),
+                    frame_models: models,
+                    banks: Vec::new(),
+                    views: Default::default(),
+                },
+                "test",
+            );
+        };
+        let rgb = || flag.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(!rgb(), "no model: planes");
+        load(vec![Arc::new(Silent)]);
+        assert!(rgb(), "a model loaded: RGB");
+        load(Vec::new());
+        assert!(!rgb(), "the model unloaded: planes again");
+    }
+
     /// Readers (the stream list's tier, another stream's events and timeline, the
     /// incident list) and a new owner taking the id answer while one stream's
     /// detectors hold its lock, as they do across hashing and inference. A generous
@@ -1502,7 +1557,7 @@ tier = "crisis"
                             keyframe: true,
                             width: 32,
                             height: 32,
-                            rgb: rgb.clone(),
+                            pixels: firebreak_media::ingest::Pixels::Rgb24(rgb.clone()),
                         });
                         if i % 50 == 0 {
                             e.on_stream_event(&id, StreamEvent::Stalled);

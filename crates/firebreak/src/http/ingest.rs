@@ -108,6 +108,9 @@ pub struct IngestConfig {
     /// A pushed stream's decoder waits for the detectors while less than this far
     /// behind the bytes' arrival.
     pub max_lag: Duration,
+    /// Whether streams sample frames in RGB (the detectors have colour models) or as
+    /// Y'CbCr; shared with the engine, which follows reloads.
+    pub rgb: Arc<std::sync::atomic::AtomicBool>,
     /// Why pushed segments are refused now (the outbox above its high-water mark, a
     /// failing disk write), if they are: answered 503 with `Retry-After`, so no
     /// decision is dropped for want of room.
@@ -380,6 +383,7 @@ impl IngestState {
         config.sampling = sampling;
         config.max_pts_step = self.config.max_pts_step;
         config.max_lag = self.config.max_lag;
+        config.rgb = self.config.rgb.clone();
         config.max_output = self.config.max_output;
         let (feed, source) = match source {
             Some(pulled) => (None, pulled),

@@ -23,6 +23,6 @@ pub use feed::{FeedError, FeedItem, SegmentFeed, SegmentReader, segment_channel}
 pub use queue::LatestQueue;
 pub use sequencer::{Intake, MAX_SEQUENCE, Sequencer, SequencerStats};
 pub use stream::{
-    Backoff, LiveStream, PtsJump, SampledFrame, Sampling, Source, StreamConfig, StreamError,
-    StreamState, StreamStats,
+    Backoff, LiveStream, Pixels, PtsJump, SampledFrame, Sampling, Source, StreamConfig,
+    StreamError, StreamState, StreamStats, yuv420_to_rgb24,
 };

@@ -34,6 +34,7 @@ pub mod sampling;
 mod session;
 mod worker;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use backoff::Backoff;
 pub use error::StreamError;
 pub use sampling::PtsJump;
+
+use firebreak_hashing::{ImageError, ImageView, PixelFormat};
 
 use super::feed::SegmentReader;
 use super::queue::LatestQueue;
@@ -128,6 +131,11 @@ pub struct StreamConfig {
     pub max_pts_step: Duration,
     /// Decoder threads (0: FFmpeg chooses).
     pub threads: usize,
+    /// Whether sampled frames are converted to RGB ([`Pixels::Rgb24`], for colour
+    /// models) or kept as Y'CbCr ([`Pixels::Yuv420`], enough for PDQ and cheaper: no
+    /// conversion, half the bytes). Read for every sampled frame, so the detectors'
+    /// owner can change it when models are loaded or unloaded. Default: RGB.
+    pub rgb: Arc<AtomicBool>,
 }
 
 impl StreamConfig {
@@ -146,6 +154,7 @@ impl StreamConfig {
             reconnect: Backoff::new(Duration::from_millis(500), Duration::from_secs(30), 8),
             max_pts_step: Duration::from_secs(60),
             threads: 1,
+            rgb: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -174,8 +183,79 @@ pub struct SampledFrame {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// RGB24 pixels, `width * 3` bytes per row.
-    pub rgb: Arc<[u8]>,
+    /// The pixels.
+    pub pixels: Pixels,
+}
+
+/// A sampled frame's pixels: RGB when a detector needs colour (see
+/// [`StreamConfig::rgb`]), else the decoded planes, from which PDQ takes luma without
+/// any conversion.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    /// Packed RGB24, `width * 3` bytes a row.
+    Rgb24(Arc<[u8]>),
+    /// Planar studio-range Y'CbCr 4:2:0, the planes one after another without row
+    /// padding: Y' (`width` bytes a row, `height` rows), then Cb and Cr
+    /// (`width.div_ceil(2)` bytes a row, `height.div_ceil(2)` rows each).
+    Yuv420(Arc<[u8]>),
+}
+
+impl SampledFrame {
+    /// The frame for PDQ: the RGB pixels, or the Y' plane (luma without conversion,
+    /// see [`PixelFormat::StudioY8`]). An error if the buffer is too short for the
+    /// frame's size.
+    pub fn image(&self) -> Result<ImageView<'_>, ImageError> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        match &self.pixels {
+            Pixels::Rgb24(rgb) => ImageView::packed(rgb, w, h, PixelFormat::Rgb8),
+            Pixels::Yuv420(yuv) => {
+                ImageView::packed(&yuv[..(w * h).min(yuv.len())], w, h, PixelFormat::StudioY8)
+            }
+        }
+    }
+
+    /// Packed RGB24 (`width * 3` bytes a row): the frame's own, or converted from its
+    /// planes with [`yuv420_to_rgb24`]. Empty if the planes are too short for the size.
+    pub fn rgb(&self) -> Cow<'_, [u8]> {
+        match &self.pixels {
+            Pixels::Rgb24(rgb) => Cow::Borrowed(rgb),
+            Pixels::Yuv420(yuv) => {
+                Cow::Owned(yuv420_to_rgb24(yuv, self.width, self.height).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Packed RGB24 from packed studio-range Y'CbCr 4:2:0 (the layout of
+/// [`Pixels::Yuv420`]) with BT.601's equations in 8-bit fixed point
+/// (`R = (298 (Y'-16) + 409 (Cr-128) + 128) >> 8` and likewise, the common integer form
+/// of ITU-R BT.601's studio-range matrix), each chroma sample covering its 2x2 block.
+/// `None` if `yuv` is too short for `width x height`. For pictures people look at
+/// (evidence thumbnails) and colour models on frames sampled without RGB: the
+/// detectors' RGB otherwise comes from libswscale.
+pub fn yuv420_to_rgb24(yuv: &[u8], width: u32, height: u32) -> Option<Vec<u8>> {
+    let (w, h) = (width as usize, height as usize);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    if yuv.len() < w * h + 2 * cw * ch {
+        return None;
+    }
+    let (luma, chroma) = yuv.split_at(w * h);
+    let (cb, cr) = chroma.split_at(cw * ch);
+    let clip = |v: i32| (v >> 8).clamp(0, 255) as u8;
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let c = 298 * (i32::from(luma[y * w + x]) - 16) + 128;
+            let i = (y / 2) * cw + x / 2;
+            let (u, v) = (i32::from(cb[i]) - 128, i32::from(cr[i]) - 128);
+            out.extend([
+                clip(c + 409 * v),
+                clip(c - 100 * u - 208 * v),
+                clip(c + 516 * u),
+            ]);
+        }
+    }
+    Some(out)
 }
 
 /// A stream's lifecycle state.

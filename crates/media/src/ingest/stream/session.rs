@@ -13,8 +13,8 @@ use super::open::{self, Source};
 use super::sampling::{Sampler, Timeline};
 use super::worker::{SessionEnd, Worker};
 use super::{
-    NO_PROTOCOLS, SampledFrame, SegmentReader, StreamConfig, StreamError, StreamState, now_ms,
-    protocol_whitelist,
+    NO_PROTOCOLS, Pixels, SampledFrame, SegmentReader, StreamConfig, StreamError, StreamState,
+    now_ms, protocol_whitelist,
 };
 use crate::convert::{Conversion, RgbConverter, fit};
 
@@ -324,11 +324,23 @@ impl Worker {
         let size = (frame.width(), frame.height());
         check_size(size, self.config.max_input)?;
         let out = fit(size.0, size.1, self.config.max_output);
-        let rgb = cont
-            .converter
-            .convert(frame, out)
-            .map_err(StreamError::Convert)?;
-        let (width, height, rgb) = (rgb.width, rgb.height, rgb.packed());
+        let (width, height, pixels) = if self.config.rgb.load(Ordering::Relaxed) {
+            let rgb = cont
+                .converter
+                .convert(frame, out)
+                .map_err(StreamError::Convert)?;
+            (rgb.width, rgb.height, Pixels::Rgb24(rgb.packed().into()))
+        } else {
+            let yuv = cont
+                .converter
+                .planes(frame, out)
+                .map_err(StreamError::Convert)?;
+            (
+                yuv.width(),
+                yuv.height(),
+                Pixels::Yuv420(yuv.packed().into()),
+            )
+        };
         let wall_ms = now_ms();
         let arrival_ms = self.arrival.as_ref().and_then(|a| a.arrival_ms());
         let origin_ms = self.arrival.as_ref().and_then(|a| a.origin_ms());
@@ -342,7 +354,7 @@ impl Worker {
             keyframe: frame.is_key(),
             width,
             height,
-            rgb: rgb.into(),
+            pixels,
         };
         cont.index += 1;
         self.counters.sampled.fetch_add(1, Ordering::Relaxed);
